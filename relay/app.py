@@ -1,0 +1,94 @@
+"""The aiohttp application: routes, and one lifecycle for the store, HTTP session and worker."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from typing import TextIO
+
+import aiohttp
+from aiohttp import web
+
+from relay.config.model import Config
+from relay.delivery import Clock, DeliveryWorker
+from relay.ingest import handle_webhook
+from relay.senders import SenderContext, build_senders
+from relay.state import RelayState
+from relay.store import Store, StoreUnavailable, open_store
+
+log = logging.getLogger("relay.app")
+
+STATE = web.AppKey("relay_state", RelayState)
+HTTP = web.AppKey("relay_http", aiohttp.ClientSession)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.draining:
+        return web.json_response({"status": "shutting down"}, status=503)
+    try:
+        await state.store.ping()
+    except StoreUnavailable as exc:
+        return web.json_response({"status": "store unavailable", "error": str(exc)}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def _webhook(request: web.Request) -> web.Response:
+    return await handle_webhook(request, request.app[STATE])
+
+
+def create_app(
+    config: Config,
+    *,
+    store: Store | None = None,
+    stdout: TextIO | None = None,
+    clock: Clock | None = None,
+    run_worker: bool = True,
+) -> web.Application:
+    """Build the relay application for a config; the store opens when the app starts."""
+    state = RelayState(config=config, store=store or open_store(config.store.url))
+    if clock is not None:
+        state.clock = clock
+    out = stdout or sys.stdout
+    # The body limit is enforced by the handler (so a reload can change it); aiohttp's own
+    # limit only has to stay out of the way.
+    app = web.Application(client_max_size=2**31)
+    app[STATE] = state
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await state.store.open()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            app[HTTP] = http
+            state.senders = build_senders(config.destinations, SenderContext(http=http, stdout=out))
+            if run_worker:
+                state.worker = DeliveryWorker(state.store, config, state.senders, clock=state.clock)
+                state.worker.start()
+            try:
+                yield
+            finally:
+                state.draining = True
+                if state.worker is not None:
+                    await state.worker.stop(config.server.shutdown_timeout_s)
+        await state.store.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post(config.server.path, _webhook)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    return app
+
+
+def reload(app: web.Application, config: Config) -> None:
+    """Swap a new, already validated config into a running app."""
+    state = app[STATE]
+    http = app[HTTP]
+    senders = build_senders(config.destinations, SenderContext(http=http, stdout=sys.stdout))
+    state.config = config
+    state.senders = senders
+    if state.worker is not None:
+        state.worker.reconfigure(config, senders)

@@ -1,0 +1,164 @@
+"""The command line: serve, check, route, sign, send-test, deliveries, replay."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from relay import __version__
+from relay.config import ConfigError, load
+from relay.config.model import Config
+from relay.logs import setup_logging
+
+DEFAULT_CONFIG = "relay.yaml"
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    return str(args.config or os.environ.get("RELAY_CONFIG") or DEFAULT_CONFIG)
+
+
+def _load_or_exit(path: str) -> Config:
+    try:
+        return load(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from relay.serve import serve
+
+    setup_logging(args.log_format)
+    path = _config_path(args)
+    config = _load_or_exit(path)
+    asyncio.run(serve(path, config))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load_or_exit(_config_path(args))
+    if not config.verify.secrets:
+        print("warning: verify.secrets is empty: signatures will not be checked", file=sys.stderr)
+    print(f"OK: {len(config.rules)} rules, {len(config.destinations)} destinations")
+    return 0
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from relay.route_preview import explain_route
+
+    config = _load_or_exit(_config_path(args))
+    try:
+        with open(args.event, "rb") as file:
+            body = file.read()
+    except OSError as exc:
+        print(f"{args.event}: cannot read: {exc.strerror}", file=sys.stderr)
+        return 1
+    return explain_route(config, body, source=args.event, out=sys.stdout)
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from relay.verify import sign
+
+    secret = args.secret or os.environ.get("RELAY_SECRET")
+    if not secret:
+        print("relay sign: give --secret (or set RELAY_SECRET)", file=sys.stderr)
+        return 2
+    if args.file and args.file != "-":
+        with open(args.file, "rb") as file:
+            body = file.read()
+    else:
+        body = sys.stdin.buffer.read()
+    print(sign(body, secret))
+    return 0
+
+
+def cmd_send_test(args: argparse.Namespace) -> int:
+    from relay.send_test import send_test
+
+    config = None
+    path = _config_path(args)
+    if args.config or os.path.exists(path):
+        config = _load_or_exit(path)
+    return asyncio.run(send_test(args, config))
+
+
+def cmd_deliveries(args: argparse.Namespace) -> int:
+    from relay.delivery_log import print_deliveries
+
+    config = _load_or_exit(_config_path(args))
+    return asyncio.run(print_deliveries(config, args.status, args.limit, sys.stdout))
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from relay.delivery_log import replay
+
+    if not args.ids and not args.dead:
+        print("relay replay: give delivery IDs or --dead", file=sys.stderr)
+        return 2
+    config = _load_or_exit(_config_path(args))
+    return asyncio.run(replay(config, None if args.dead else args.ids, sys.stdout))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relay", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"relay {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, with_config: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        if with_config:
+            sub.add_argument(
+                "-c", "--config", help="config file (default: $RELAY_CONFIG or relay.yaml)"
+            )
+        return sub
+
+    serve = command("serve", "run the server and the delivery workers")
+    serve.add_argument("--log-format", choices=("text", "json"), default="text")
+    serve.set_defaults(func=cmd_serve)
+
+    command("check", "validate the config").set_defaults(func=cmd_check)
+
+    route = command("route", "dry run: which rules an event matches and what would be sent")
+    route.add_argument("event", metavar="EVENT.json")
+    route.set_defaults(func=cmd_route)
+
+    sign = command("sign", "print the sha256= signature of a body", with_config=False)
+    sign.add_argument("file", nargs="?", help="body file (default: stdin)")
+    sign.add_argument("--secret", help="the webhook secret (or $RELAY_SECRET)")
+    sign.set_defaults(func=cmd_sign)
+
+    test = command("send-test", "send a signed sample event, like the dashboard's Test button")
+    test.add_argument(
+        "--url", help="webhook URL (default: from the config, else http://127.0.0.1:8080/webhook)"
+    )
+    test.add_argument("--secret", help="webhook secret (default: the config's first)")
+    test.add_argument("--event", choices=("room.join", "chat.push"), default="room.join")
+    test.add_argument("--message", default="Hello from relay send-test", help="chat.push message")
+    test.add_argument("--agent", default="agent_relay_test", help="agent_id of the sample event")
+    test.set_defaults(func=cmd_send_test)
+
+    deliveries = command("deliveries", "the delivery log, newest first")
+    deliveries.add_argument("--status", choices=("pending", "failed", "dead", "sent"))
+    deliveries.add_argument("--limit", type=int, default=50)
+    deliveries.set_defaults(func=cmd_deliveries)
+
+    replay = command("replay", "put dead-lettered deliveries back in the queue")
+    replay.add_argument("ids", nargs="*", type=int, metavar="ID")
+    replay.add_argument("--dead", action="store_true", help="replay every dead delivery")
+    replay.set_defaults(func=cmd_replay)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the relay command line."""
+    args = _parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,231 @@
+"""Load relay.yaml: parse, substitute ${VAR}, check everything, report every problem at once."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+import jinja2
+import yaml
+
+from relay.config.conditions import read_when
+from relay.config.destinations import read_destinations
+from relay.config.errors import ConfigError, ConfigIssue
+from relay.config.model import AllCondition, Config, Destination, Rule, Template
+from relay.config.sections import read_delivery, read_server, read_store, read_verify
+from relay.config.yamlnodes import (
+    Context,
+    Invalid,
+    Section,
+    boolean,
+    did_you_mean,
+    is_null,
+    items,
+    nonempty_string,
+    string,
+)
+from relay.templates import compile_template
+
+_SECTIONS = ("server", "verify", "store", "delivery", "destinations", "rules", "templates")
+_RULE_KEYS = ("name", "when", "send_to", "template", "stop")
+
+
+def load(path: str) -> Config:
+    """Load and check a config file; raise ConfigError listing every problem."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(path, 0, "", f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        message = f"cannot read: not UTF-8 text (byte {exc.start})"
+        raise ConfigError([ConfigIssue(path, 0, "", message)]) from None
+    return load_text(text, path)
+
+
+def load_text(text: str, source: str, env: Mapping[str, str] | None = None) -> Config:
+    """Load and check config text; `source` names it in errors; env defaults to os.environ."""
+    ctx = Context(source, os.environ if env is None else env)
+    root = _compose(ctx, text)
+    config = Config(source) if root is None else _config(ctx, root)
+    if ctx.issues:
+        raise ConfigError(sorted(ctx.issues, key=lambda issue: issue.line))
+    return config
+
+
+def _compose(ctx: Context, text: str) -> yaml.Node | None:
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        # Only the problem, never the snippet PyYAML quotes: that line may hold a secret.
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else 0
+        ctx.issues.append(ConfigIssue(ctx.source, line, "", f"invalid YAML: {exc.problem}"))
+    except yaml.YAMLError as exc:
+        ctx.issues.append(ConfigIssue(ctx.source, 0, "", f"invalid YAML: {exc}"))
+    return None
+
+
+def _config(ctx: Context, root: yaml.Node) -> Config:
+    try:
+        top = Section(ctx, root, "", _SECTIONS)
+    except Invalid:
+        return Config(ctx.source)
+    defaults = Config(ctx.source)
+    destinations: dict[str, Destination] = top.get("destinations", read_destinations, {})
+    templates: dict[str, Template] = top.get("templates", _templates, {})
+    drafts: list[_RuleDraft] = top.get("rules", _rules, [])
+    # Names, not parsed values: a destination with an error is still declared, and a
+    # rule naming it should not get a second, misleading "unknown destination".
+    _check_references(ctx, drafts, _declared(top, "destinations"), _declared(top, "templates"))
+    return Config(
+        source=ctx.source,
+        server=top.get("server", read_server, defaults.server),
+        verify=top.get("verify", read_verify, defaults.verify),
+        store=top.get("store", read_store, defaults.store),
+        delivery=top.get("delivery", read_delivery, defaults.delivery),
+        destinations=destinations,
+        rules=tuple(draft.rule for draft in drafts),
+        templates=templates,
+    )
+
+
+def _declared(top: Section, key: str) -> list[str]:
+    node = top.value_node(key)
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    return [str(k.value) for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
+
+
+# Templates --------------------------------------------------------------------------------
+
+
+def _templates(ctx: Context, node: yaml.Node, path: str) -> dict[str, Template]:
+    section = Section(ctx, node, path, None)
+    templates: dict[str, Template] = {}
+    for name, value_node, entry_path in section.entries():
+        entry = Section(ctx, value_node, entry_path, ("title", "text"))
+        title = entry.opt("title", _template)
+        text = entry.opt("text", _template)
+        if not entry.mentions("title") and not entry.mentions("text"):
+            entry.error("needs a title or a text")
+        if not entry.failed:
+            templates[name] = Template(name, title, text)
+    section.done()
+    return templates
+
+
+def _template(ctx: Context, node: yaml.Node, path: str) -> jinja2.Template:
+    source = string(ctx, node, path)
+    try:
+        return compile_template(source)
+    except jinja2.TemplateSyntaxError as exc:
+        # A block scalar (`text: |`) starts on the line after its indicator.
+        block = isinstance(node, yaml.ScalarNode) and node.style in ("|", ">")
+        offset = (exc.lineno or 1) - 1 + (1 if block else 0)
+        ctx.error(node, path, f"template error: {exc.message}", offset)
+        raise Invalid from None
+
+
+# Rules ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """A name in a rule that must match a declared destination or template."""
+
+    name: str
+    node: yaml.Node
+    path: str
+
+
+@dataclass(frozen=True)
+class _RuleDraft:
+    """A parsed rule with the nodes of its references, checked once the file is read."""
+
+    rule: Rule
+    name_node: yaml.Node
+    send_to: tuple[_Reference, ...]
+    template: _Reference | None
+
+
+def _rules(ctx: Context, node: yaml.Node, path: str) -> list[_RuleDraft]:
+    if is_null(node):
+        return []
+    drafts: list[_RuleDraft] = []
+    names: dict[str, str] = {}
+    for index, (item, item_path) in enumerate(items(ctx, node, path)):
+        try:
+            draft = _rule(ctx, item, item_path, index)
+        except Invalid:
+            continue
+        name = draft.rule.name
+        if name in names:
+            message = f'duplicate rule name "{name}" (also {names[name]})'
+            ctx.error(draft.name_node, f"{item_path}.name", message)
+        names.setdefault(name, item_path)
+        drafts.append(draft)
+    return drafts
+
+
+def _rule(ctx: Context, node: yaml.Node, path: str, index: int) -> _RuleDraft:
+    section = Section(ctx, node, path, _RULE_KEYS)
+    name = section.get("name", nonempty_string, f"rules[{index}]")
+    when = section.get("when", read_when, AllCondition(()))
+    send_to = _references(section, "send_to", single=True)
+    template = _references(section, "template")
+    stop = section.get("stop", boolean, False)
+    if not section.mentions("send_to"):
+        section.error('missing required key "send_to"')
+    # No section.done(): a rule with a bad `when` still gets its names checked, so one
+    # run reports everything; the half-read rule is never used, as the load fails.
+    rule = Rule(
+        name=name,
+        when=when,
+        send_to=tuple(ref.name for ref in send_to),
+        template=template[0].name if template else None,
+        stop=stop,
+    )
+    name_node = section.value_node("name") or node
+    return _RuleDraft(rule, name_node, send_to, template[0] if template else None)
+
+
+def _references(section: Section, key: str, *, single: bool = False) -> tuple[_Reference, ...]:
+    """Read one name (`template`) or a list of names (`send_to`) with their nodes."""
+    node = section.value_node(key)
+    if node is None:
+        return ()
+    path = f"{section.path}.{key}"
+    ctx = section.ctx
+    try:
+        if not single:
+            return (_Reference(nonempty_string(ctx, node, path), node, path),)
+        found = items(ctx, node, path, single=True, nonempty=True)
+    except Invalid:
+        return ()
+    refs = []
+    for item, item_path in found:
+        with contextlib.suppress(Invalid):
+            refs.append(_Reference(nonempty_string(ctx, item, item_path), item, item_path))
+    return tuple(refs)
+
+
+def _check_references(
+    ctx: Context,
+    drafts: list[_RuleDraft],
+    destinations: Collection[str],
+    templates: Collection[str],
+) -> None:
+    for draft in drafts:
+        for ref in draft.send_to:
+            _check_reference(ctx, ref, "destination", destinations)
+        if draft.template is not None:
+            _check_reference(ctx, draft.template, "template", templates)
+
+
+def _check_reference(ctx: Context, ref: _Reference, kind: str, declared: Collection[str]) -> None:
+    if ref.name in declared:
+        return
+    hint = did_you_mean(ref.name, declared) if declared else f" (no {kind}s are defined)"
+    ctx.error(ref.node, ref.path, f'unknown {kind} "{ref.name}"{hint}')

@@ -1,0 +1,196 @@
+"""The validated, typed form of relay.yaml. Built by the loader, read everywhere else."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import jinja2
+
+from relay.secrets import Secret
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    cert_file: str
+    key_file: str
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    path: str = "/webhook"
+    max_body_bytes: int = 1024 * 1024
+    tls: TlsConfig | None = None
+    shutdown_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    secrets: tuple[Secret, ...] = ()
+    signature_header: str = "X-bitHuman-Signature"
+    headers: Mapping[str, Secret] = field(default_factory=dict)
+    allow_ips: tuple[IPNetwork, ...] | None = None
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    max_age_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    url: str = "sqlite:relay-data/relay.db"
+
+
+@dataclass(frozen=True)
+class BackoffConfig:
+    first_s: float = 1.0
+    max_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    max_attempts: int = 8
+    backoff: BackoffConfig = field(default_factory=BackoffConfig)
+    dedupe_window_s: float = 86400.0
+
+
+# Destinations -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsoleDestination:
+    name: str
+    type: Literal["console"] = "console"
+
+
+@dataclass(frozen=True)
+class SlackDestination:
+    name: str
+    webhook_url: Secret | None = None
+    token: Secret | None = None
+    channel: str | None = None
+    api_url: str = "https://slack.com/api/"
+    type: Literal["slack"] = "slack"
+
+
+@dataclass(frozen=True)
+class DiscordDestination:
+    name: str
+    webhook_url: Secret
+    type: Literal["discord"] = "discord"
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int = 587
+    tls: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: Secret | None = None
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class EmailDestination:
+    name: str
+    smtp: SmtpConfig
+    from_addr: str
+    to: tuple[str, ...]
+    type: Literal["email"] = "email"
+
+
+Destination = ConsoleDestination | SlackDestination | DiscordDestination | EmailDestination
+
+
+# Rule conditions: a small typed tree that relay.rules evaluates --------------------------
+
+GlobKey = Literal["event", "agent", "role", "room", "session"]
+
+
+@dataclass(frozen=True)
+class GlobCondition:
+    """`event`, `agent`, `role`, `room` or `session`: any of the patterns, `*` globs."""
+
+    key: GlobKey
+    patterns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MessageCondition:
+    """`message`: every test given must hold on `data.message`."""
+
+    contains: str | None = None
+    contains_any: tuple[str, ...] | None = None
+    contains_all: tuple[str, ...] | None = None
+    regex: re.Pattern[str] | None = None
+    equals: str | None = None
+    case_sensitive: bool = False
+
+
+FieldOp = Literal["equals", "in", "regex", "exists", "gt", "gte", "lt", "lte"]
+
+
+@dataclass(frozen=True)
+class FieldCondition:
+    """`field`: one test on the value at a dotted path into the event."""
+
+    path: str
+    op: FieldOp
+    value: Any  # a compiled pattern for `regex`, a tuple for `in`, a bool for `exists`
+
+
+@dataclass(frozen=True)
+class AllCondition:
+    """Every condition holds; a `when` mapping is one of these, and so is an empty `when`."""
+
+    conditions: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class AnyCondition:
+    conditions: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class NotCondition:
+    condition: Condition
+
+
+Condition = (
+    GlobCondition | MessageCondition | FieldCondition | AllCondition | AnyCondition | NotCondition
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    when: AllCondition
+    send_to: tuple[str, ...]
+    template: str | None = None
+    stop: bool = False
+
+
+@dataclass(frozen=True)
+class Template:
+    """A rule's title and text, compiled at load by relay.templates."""
+
+    name: str
+    title: jinja2.Template | None
+    text: jinja2.Template | None
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    server: ServerConfig = field(default_factory=ServerConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    destinations: Mapping[str, Destination] = field(default_factory=dict)
+    rules: tuple[Rule, ...] = ()
+    templates: Mapping[str, Template] = field(default_factory=dict)

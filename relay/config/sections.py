@@ -1,0 +1,140 @@
+"""Read the plain sections of relay.yaml: server, verify, store and delivery."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import yaml
+
+from relay.config.model import (
+    BackoffConfig,
+    DeliveryConfig,
+    IPNetwork,
+    ServerConfig,
+    StoreConfig,
+    TlsConfig,
+    VerifyConfig,
+)
+from relay.config.yamlnodes import (
+    Context,
+    Invalid,
+    Section,
+    duration,
+    int_range,
+    list_of,
+    nonempty_string,
+    secret,
+    string,
+)
+from relay.secrets import Secret
+
+_SERVER_KEYS = ("host", "port", "path", "max_body_bytes", "tls", "shutdown_timeout")
+_VERIFY_KEYS = ("secrets", "signature_header", "headers", "allow_ips", "trusted_proxies", "max_age")
+
+
+def read_server(ctx: Context, node: yaml.Node, path: str) -> ServerConfig:
+    """Read `server`."""
+    section = Section(ctx, node, path, _SERVER_KEYS)
+    defaults = ServerConfig()
+    return ServerConfig(
+        host=section.get("host", nonempty_string, defaults.host),
+        # 0 asks the OS for any free port, which tests rely on.
+        port=section.get("port", int_range(0, 65535), defaults.port),
+        path=section.get("path", _url_path, defaults.path),
+        max_body_bytes=section.get("max_body_bytes", int_range(1), defaults.max_body_bytes),
+        tls=section.opt("tls", _tls),
+        shutdown_timeout_s=section.get("shutdown_timeout", duration, defaults.shutdown_timeout_s),
+    )
+
+
+def _url_path(ctx: Context, node: yaml.Node, path: str) -> str:
+    value = string(ctx, node, path)
+    if not value.startswith("/"):
+        ctx.fail(node, path, f'must start with "/", got "{value}"')
+    return value
+
+
+def _tls(ctx: Context, node: yaml.Node, path: str) -> TlsConfig:
+    section = Section(ctx, node, path, ("cert_file", "key_file"))
+    cert_file = section.require("cert_file", nonempty_string)
+    key_file = section.require("key_file", nonempty_string)
+    if cert_file is None or key_file is None:
+        raise Invalid
+    return TlsConfig(cert_file=cert_file, key_file=key_file)
+
+
+def read_verify(ctx: Context, node: yaml.Node, path: str) -> VerifyConfig:
+    """Read `verify`."""
+    section = Section(ctx, node, path, _VERIFY_KEYS)
+    defaults = VerifyConfig()
+    return VerifyConfig(
+        secrets=section.get("secrets", list_of(secret), defaults.secrets),
+        signature_header=section.get(
+            "signature_header", nonempty_string, defaults.signature_header
+        ),
+        headers=section.get("headers", _headers, defaults.headers),
+        allow_ips=section.opt("allow_ips", list_of(network, nonempty=True)),
+        trusted_proxies=section.get("trusted_proxies", list_of(network), defaults.trusted_proxies),
+        max_age_s=section.get("max_age", duration, defaults.max_age_s),
+    )
+
+
+def _headers(ctx: Context, node: yaml.Node, path: str) -> dict[str, Secret]:
+    section = Section(ctx, node, path, None)
+    headers = {name: section.opt(name, secret) for name, _, _ in section.entries()}
+    section.done()
+    return {name: value for name, value in headers.items() if value is not None}
+
+
+def network(ctx: Context, node: yaml.Node, path: str) -> IPNetwork:
+    """Read a CIDR (`10.0.0.0/8`) or a plain address (`10.1.2.3`, a one-address network)."""
+    value = string(ctx, node, path)
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        ctx.fail(node, path, f'expected an IP address or CIDR like 10.0.0.0/8, got "{value}"')
+
+
+def read_store(ctx: Context, node: yaml.Node, path: str) -> StoreConfig:
+    """Read `store`."""
+    section = Section(ctx, node, path, ("url",))
+    return StoreConfig(url=section.get("url", _store_url, StoreConfig().url))
+
+
+def _store_url(ctx: Context, node: yaml.Node, path: str) -> str:
+    value = string(ctx, node, path)
+    if value.startswith("sqlite:") and value.removeprefix("sqlite:").strip():
+        return value
+    if value.startswith(("redis://", "rediss://")):
+        # The URL is not echoed: a Redis URL often carries a password.
+        ctx.fail(node, path, "Redis support is not available yet: use sqlite:PATH")
+    if value.startswith("sqlite:"):
+        ctx.fail(node, path, 'sqlite url needs a path, e.g. "sqlite:relay-data/relay.db"')
+    # Only the scheme is echoed, for the same reason: `postgres://user:pass@host`.
+    shown = value.partition(":")[0] + ":…" if ":" in value else value
+    ctx.fail(node, path, f'unsupported store url "{shown}": expected sqlite:PATH')
+
+
+def read_delivery(ctx: Context, node: yaml.Node, path: str) -> DeliveryConfig:
+    """Read `delivery`."""
+    section = Section(ctx, node, path, ("max_attempts", "backoff", "dedupe_window"))
+    defaults = DeliveryConfig()
+    return DeliveryConfig(
+        max_attempts=section.get("max_attempts", int_range(1), defaults.max_attempts),
+        backoff=section.get("backoff", _backoff, defaults.backoff),
+        dedupe_window_s=section.get("dedupe_window", duration, defaults.dedupe_window_s),
+    )
+
+
+def _backoff(ctx: Context, node: yaml.Node, path: str) -> BackoffConfig:
+    section = Section(ctx, node, path, ("first", "max"))
+    defaults = BackoffConfig()
+    backoff = BackoffConfig(
+        first_s=section.get("first", duration, defaults.first_s),
+        max_s=section.get("max", duration, defaults.max_s),
+    )
+    section.done()
+    if backoff.first_s > backoff.max_s:
+        section.error("first must not be longer than max")
+        raise Invalid
+    return backoff

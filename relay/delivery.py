@@ -1,0 +1,241 @@
+"""The delivery worker: one lane per destination claims due deliveries, sends, records."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import jinja2
+
+from relay.config.model import Config, DeliveryConfig
+from relay.events import EventError, parse_event
+from relay.notification import build_notification
+from relay.senders.base import DeliveryError, Sender
+from relay.store import Delivery, Store, StoreUnavailable
+
+log = logging.getLogger("relay.delivery")
+
+Clock = Callable[[], float]
+
+SEND_TIMEOUT_S = 30.0
+IDLE_POLL_S = 5.0  # a safety net: lanes are woken on every accept, so this rarely fires
+BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter, capped; a sender's retry_after_s always wins."""
+
+    max_attempts: int
+    first_s: float
+    max_s: float
+
+    @classmethod
+    def from_config(cls, config: DeliveryConfig) -> RetryPolicy:
+        return cls(config.max_attempts, config.backoff.first_s, config.backoff.max_s)
+
+    def delay_s(self, attempts: int, rng: random.Random) -> float:
+        """Return the wait before the next try, after `attempts` failed tries."""
+        ceiling = min(self.max_s, self.first_s * 2 ** max(attempts - 1, 0))
+        # "Equal jitter": never less than half the ceiling, so retries do back off,
+        # but spread out so a recovering service is not hit by every retry at once.
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+    def retry_at(
+        self, error: DeliveryError, attempts: int, now: float, rng: random.Random
+    ) -> float | None:
+        """Return when to try again, or None to dead-letter."""
+        if not error.retryable or attempts >= self.max_attempts:
+            return None
+        if error.retry_after_s is not None:
+            return now + error.retry_after_s
+        return now + self.delay_s(attempts, rng)
+
+
+class Lane:
+    """Sends one destination's deliveries, one at a time, in accepted order per session."""
+
+    def __init__(self, worker: DeliveryWorker, destination: str) -> None:
+        self.destination = destination
+        self._worker = worker
+        self._wake = asyncio.Event()
+        self._paused_until = 0.0
+        self.task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        worker = self._worker
+        while not worker.stopping:
+            now = worker.clock()
+            if self._paused_until > now:
+                await self._sleep(self._paused_until - now)
+                continue
+            try:
+                batch = await worker.store.due(self.destination, now, BATCH_SIZE)
+                if not batch:
+                    await self._sleep(await self._idle_time(now))
+                    continue
+            except StoreUnavailable as exc:
+                log.warning(
+                    "store unavailable, retrying: %s", exc, extra={"destination": self.destination}
+                )
+                await self._sleep(1.0)
+                continue
+            for delivery in batch:
+                await self._wait_for_sender()
+                if worker.stopping or self._paused_until > worker.clock():
+                    break
+                await self._deliver(delivery)
+
+    async def _wait_for_sender(self) -> None:
+        """Wait while the destination's pacing or rate limit says so."""
+        sender = self._worker.senders.get(self.destination)
+        while sender is not None and not self._worker.stopping:
+            wait_s = sender.wait_s()
+            if wait_s <= 0:
+                return
+            await self._sleep(wait_s)
+
+    async def _idle_time(self, now: float) -> float:
+        next_due = await self._worker.store.next_due_at(self.destination)
+        if next_due is None:
+            return IDLE_POLL_S
+        return min(max(next_due - now, 0.05), IDLE_POLL_S)
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    async def _deliver(self, delivery: Delivery) -> None:
+        worker = self._worker
+        extra = {"event_id": delivery.event_id, "destination": delivery.destination}
+        try:
+            await self._send(delivery)
+        except DeliveryError as error:
+            await self._record_failure(delivery, error)
+            return
+        except Exception as exc:  # a bug in a sender must not stop the lane
+            log.exception("unexpected error sending delivery %s", delivery.id, extra=extra)
+            await self._record_failure(
+                delivery, DeliveryError(f"internal error: {exc!r}", retryable=True)
+            )
+            return
+        with contextlib.suppress(StoreUnavailable):
+            await worker.store.record_sent(delivery.id, worker.clock())
+            log.info("delivered %s (attempt %d)", delivery.id, delivery.attempts + 1, extra=extra)
+
+    async def _send(self, delivery: Delivery) -> None:
+        worker = self._worker
+        sender = worker.senders.get(delivery.destination)
+        if sender is None:
+            raise DeliveryError(
+                f'destination "{delivery.destination}" is no longer configured', retryable=False
+            )
+        try:
+            event = parse_event(
+                delivery.body, event_id=delivery.event_id, received_at=delivery.created_at
+            )
+            template = worker.config.templates.get(delivery.template) if delivery.template else None
+            notification = build_notification(event, delivery.rule, template)
+        except (EventError, jinja2.TemplateError) as exc:
+            raise DeliveryError(f"cannot render notification: {exc}", retryable=False) from exc
+        try:
+            await asyncio.wait_for(sender.send(notification), timeout=SEND_TIMEOUT_S)
+        except TimeoutError:
+            raise DeliveryError(f"timed out after {SEND_TIMEOUT_S:g}s", retryable=True) from None
+
+    async def _record_failure(self, delivery: Delivery, error: DeliveryError) -> None:
+        worker = self._worker
+        now = worker.clock()
+        attempts = delivery.attempts + 1
+        retry_at = worker.policy.retry_at(error, attempts, now, worker.rng)
+        if error.retryable and error.retry_after_s is not None:
+            # The service asked for a pause: hold the whole destination, not just this one.
+            self._paused_until = max(self._paused_until, now + error.retry_after_s)
+        extra = {"event_id": delivery.event_id, "destination": delivery.destination}
+        if retry_at is None:
+            log.error(
+                "dead-lettered %s after %d attempt(s): %s",
+                delivery.id,
+                attempts,
+                error,
+                extra=extra,
+            )
+        else:
+            log.warning(
+                "attempt %d of %s failed, retry in %.1fs: %s",
+                attempts,
+                delivery.id,
+                retry_at - now,
+                error,
+                extra=extra,
+            )
+        with contextlib.suppress(StoreUnavailable):
+            await worker.store.record_failure(delivery.id, str(error), retry_at=retry_at, now=now)
+
+
+class DeliveryWorker:
+    """Owns one lane per destination; a slow or failing destination holds up no other."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        senders: Mapping[str, Sender],
+        *,
+        clock: Clock = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.stopping = False
+        self.config = config
+        self.senders: Mapping[str, Sender] = senders
+        self.policy = RetryPolicy.from_config(config.delivery)
+        self._lanes: dict[str, Lane] = {}
+
+    def start(self) -> None:
+        """Start a lane for every configured destination."""
+        for name in self.senders:
+            self._lane(name)
+
+    def _lane(self, destination: str) -> Lane:
+        lane = self._lanes.get(destination)
+        if lane is None:
+            lane = self._lanes[destination] = Lane(self, destination)
+            lane.task = asyncio.create_task(lane.run(), name=f"relay-lane-{destination}")
+        return lane
+
+    def reconfigure(self, config: Config, senders: Mapping[str, Sender]) -> None:
+        """Swap in a new config and senders; lanes, pauses and queues carry over."""
+        self.config = config
+        self.senders = senders
+        self.policy = RetryPolicy.from_config(config.delivery)
+        self.start()
+
+    def wake(self, destinations: Iterable[str]) -> None:
+        """Tell the lanes of these destinations that new deliveries are waiting."""
+        for name in destinations:
+            self._lane(name).wake()
+
+    async def stop(self, timeout_s: float) -> None:
+        """Let in-flight sends finish (up to timeout_s), then stop every lane."""
+        self.stopping = True
+        for lane in self._lanes.values():
+            lane.wake()
+        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)

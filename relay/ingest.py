@@ -1,0 +1,155 @@
+"""The webhook handler: verify, parse, dedupe, route, store, answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import NoReturn
+
+from aiohttp import web
+
+from relay.config.model import Config
+from relay.events import Event, EventError, body_event_id, parse_event
+from relay.rules import route
+from relay.state import RelayState
+from relay.store import NewDelivery, NewEvent, StoreUnavailable
+from relay.verify import client_address, header_problem, in_networks, signature_matches
+
+log = logging.getLogger("relay.ingest")
+
+BODY_TIMEOUT_S = 10.0  # a sender that trickles its body must not hold a connection forever
+EVENT_ID_HEADERS = ("X-bitHuman-Event-Id", "webhook-id")
+MAX_EVENT_ID_LENGTH = 256
+
+
+class Rejected(Exception):
+    """A request relay will not accept; becomes a JSON error answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _reject(status: int, message: str) -> NoReturn:
+    raise Rejected(status, message)
+
+
+def _check_client(request: web.Request, config: Config) -> None:
+    allow = config.verify.allow_ips
+    if allow is None:
+        return
+    forwarded = request.headers.get("X-Forwarded-For")
+    address = client_address(request.remote, forwarded, config.verify.trusted_proxies)
+    if address is None or not in_networks(address, allow):
+        _reject(403, f"client address {address} is not allowed")
+
+
+def _check_content_type(request: web.Request) -> None:
+    if request.content_type != "application/json":
+        shown = request.headers.get("Content-Type", "none")[:100]
+        _reject(415, f"Content-Type must be application/json, got {shown}")
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        _reject(413, f"body is larger than {limit} bytes")
+    body = bytearray()
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                body += chunk
+                if len(body) > limit:
+                    _reject(413, f"body is larger than {limit} bytes")
+    except TimeoutError:
+        _reject(408, f"body not received within {BODY_TIMEOUT_S:g}s")
+    return bytes(body)
+
+
+def _check_authentication(request: web.Request, body: bytes, config: Config) -> None:
+    problem = header_problem(request.headers, config.verify.headers)
+    if problem is not None:
+        _reject(401, problem)
+    if not config.verify.secrets:
+        return
+    header = config.verify.signature_header
+    presented = request.headers.get(header)
+    if presented is None:
+        _reject(401, f"missing {header} header")
+    if not signature_matches(body, presented, config.verify.secrets):
+        _reject(401, "invalid signature")
+
+
+def _event_id(request: web.Request, body: bytes) -> str:
+    for name in EVENT_ID_HEADERS:
+        value = request.headers.get(name)
+        if value is not None:
+            value = value.strip()
+            if not value or len(value) > MAX_EVENT_ID_LENGTH or not value.isprintable():
+                _reject(
+                    400, f"header {name} must be 1 to {MAX_EVENT_ID_LENGTH} printable characters"
+                )
+            return value
+    return body_event_id(body)
+
+
+def _parse(request: web.Request, body: bytes, config: Config, now: float) -> Event:
+    event_id = _event_id(request, body)
+    try:
+        event = parse_event(body, event_id=event_id, received_at=now)
+    except EventError as exc:
+        _reject(400, str(exc))
+    max_age_s = config.verify.max_age_s
+    if max_age_s and abs(now - event.timestamp) > max_age_s:
+        _reject(
+            400, f"timestamp {event.timestamp:.0f} is more than {max_age_s:g}s from now ({now:.0f})"
+        )
+    return event
+
+
+async def _accept(
+    state: RelayState, config: Config, event: Event, body: bytes, now: float
+) -> web.Response:
+    dispatches = route(config.rules, event)
+    session_key = event.session or event.event_id
+    deliveries = [NewDelivery(d.destination, d.rule, d.template, session_key) for d in dispatches]
+    try:
+        result = await state.store.accept(
+            NewEvent(event.event_id, body, now),
+            deliveries,
+            dedupe_window_s=config.delivery.dedupe_window_s,
+        )
+    except StoreUnavailable as exc:
+        log.error("store unavailable, answering 503: %s", exc, extra={"event_id": event.event_id})
+        _reject(503, "store unavailable, retry later")
+    extra = {"event_id": event.event_id}
+    if result.duplicate:
+        log.info("duplicate %s ignored", event.event_type, extra=extra)
+        return web.json_response({"status": "duplicate", "event_id": event.event_id}, status=200)
+    log.info("accepted %s for %d destination(s)", event.event_type, len(deliveries), extra=extra)
+    if state.worker is not None:
+        state.worker.wake(d.destination for d in deliveries)
+    return web.json_response(
+        {"status": "accepted", "event_id": event.event_id, "deliveries": len(deliveries)},
+        status=202,
+    )
+
+
+async def handle_webhook(request: web.Request, state: RelayState) -> web.Response:
+    """Answer one webhook POST as SPEC section 2 says."""
+    config = state.config  # read once: a reload mid-request must not mix two configs
+    try:
+        if state.draining:
+            _reject(503, "relay is shutting down, retry later")
+        _check_client(request, config)
+        _check_content_type(request)
+        body = await _read_body(request, config.server.max_body_bytes)
+        _check_authentication(request, body, config)
+        now = state.clock()
+        event = _parse(request, body, config, now)
+        return await _accept(state, config, event, body, now)
+    except Rejected as rejected:
+        log.warning(
+            "rejected request from %s: %d %s", request.remote, rejected.status, rejected.message
+        )
+        return web.json_response({"error": rejected.message}, status=rejected.status)

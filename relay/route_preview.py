@@ -1,0 +1,54 @@
+"""`relay route`: explain, rule by rule, what an event matches and what would be sent."""
+
+from __future__ import annotations
+
+import time
+from typing import TextIO
+
+import jinja2
+
+from relay.config.model import Config
+from relay.events import EventError, body_event_id, parse_event
+from relay.notification import build_notification
+from relay.rules import explain, route
+from relay.senders import SenderContext, build_senders
+
+
+def explain_route(config: Config, body: bytes, *, source: str, out: TextIO) -> int:
+    """Print the dry run for one event body; return the exit status. Sends nothing."""
+    try:
+        event = parse_event(body, event_id=body_event_id(body), received_at=time.time())
+    except EventError as exc:
+        out.write(f"{source}: {exc}\n")
+        return 1
+    out.write(f"event {event.event_type} from {event.agent_id} (event_id {event.event_id})\n\n")
+    for verdict in explain(config.rules, event):
+        name = verdict.rule.name
+        if verdict.skipped:
+            out.write(f"rule {name}: skipped (an earlier matching rule has stop: true)\n")
+        elif verdict.outcome.matched:
+            stop = ", stop" if verdict.rule.stop else ""
+            targets = ", ".join(verdict.rule.send_to)
+            out.write(f"rule {name}: MATCHED -> {targets}{stop}\n    {verdict.outcome.reason}\n")
+        else:
+            out.write(f"rule {name}: no match\n    {verdict.outcome.reason}\n")
+    dispatches = route(config.rules, event)
+    if not dispatches:
+        out.write("\nno destination would receive this event\n")
+        return 0
+    # Preview only: no HTTP session, so nothing can be sent by accident.
+    senders = build_senders(config.destinations, SenderContext(http=None, stdout=out))
+    status = 0
+    for dispatch in dispatches:
+        template = config.templates.get(dispatch.template) if dispatch.template else None
+        header = f"\n--- {dispatch.destination} (rule {dispatch.rule}"
+        header += f", template {dispatch.template})" if dispatch.template else ")"
+        out.write(header + " ---\n")
+        try:
+            notification = build_notification(event, dispatch.rule, template)
+        except jinja2.TemplateError as exc:
+            out.write(f"template error: {exc}\n")
+            status = 1
+            continue
+        out.write(senders[dispatch.destination].preview(notification))
+    return status

@@ -1,0 +1,41 @@
+"""The console destination: prints each notification, for trying relay out."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from relay.config.model import ConsoleDestination
+from relay.formatting import summarize
+from relay.senders.base import Notification, SenderContext
+
+
+def printable(text: str) -> str:
+    """Drop control characters (terminal escapes) from untrusted text, keeping newlines."""
+    return "".join(
+        ch if ch in "\n\t" or unicodedata.category(ch)[0] != "C" else "\N{REPLACEMENT CHARACTER}"
+        for ch in text
+    )
+
+
+class ConsoleSender:
+    """Writes one readable block per notification to stdout."""
+
+    def __init__(self, config: ConsoleDestination, context: SenderContext) -> None:
+        self.name = config.name
+        self._out = context.stdout
+
+    def preview(self, notification: Notification) -> str:
+        summary = summarize(notification)
+        lines = [f"== {summary.title} =="]
+        if summary.text:
+            lines.append(summary.text)
+        lines.extend(f"  {label}: {value}" for label, value in summary.fields)
+        lines.append(f"  ({summary.footer})")
+        return printable("\n".join(lines)) + "\n"
+
+    def wait_s(self) -> float:
+        return 0.0
+
+    async def send(self, notification: Notification) -> None:
+        self._out.write(self.preview(notification) + "\n")
+        self._out.flush()

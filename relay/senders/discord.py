@@ -1,0 +1,130 @@
+"""The Discord destination: an embed posted to a webhook with plain aiohttp."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+import aiohttp
+
+from relay.config.model import DiscordDestination
+from relay.formatting import Summary, summarize, truncate
+from relay.secrets import mask_url
+from relay.senders.base import DeliveryError, Notification, SenderContext
+from relay.senders.http import connection_error, parse_retry_after, status_error
+
+# Discord's published limits for one message.
+TITLE_LIMIT = 256
+DESCRIPTION_LIMIT = 4096
+FIELD_NAME_LIMIT = 256
+FIELD_VALUE_LIMIT = 1024
+FOOTER_LIMIT = 2048
+EMBED_TOTAL_LIMIT = 6000
+MAX_FIELDS = 25
+
+# Error codes that will never succeed on a retry: Unknown Webhook, Invalid Form Body.
+PERMANENT_CODES = frozenset({10015, 50035})
+
+COLORS = {"room.join": 0x2ECC71, "chat.push": 0x3498DB}
+DEFAULT_COLOR = 0x95A5A6
+
+_MARKDOWN = re.compile(r"([\\*_~`|>\[\]()#<:-])")
+
+
+def escape(text: str) -> str:
+    """Make untrusted text render as typed: no markdown, links, mentions or pings."""
+    escaped = _MARKDOWN.sub(r"\\\1", text)
+    # A zero-width space after @ keeps @everyone and @here from even looking like pings;
+    # allowed_mentions is what guarantees no ping.
+    return escaped.replace("@", "@\u200b")
+
+
+def build_payload(summary: Summary, kind: str, timestamp: float) -> dict[str, Any]:
+    """Return the Execute Webhook body for a summary, within Discord's limits."""
+    title = truncate(escape(summary.title), TITLE_LIMIT)
+    footer = truncate(summary.footer, FOOTER_LIMIT)
+    fields = [
+        {
+            "name": truncate(escape(name), FIELD_NAME_LIMIT),
+            "value": truncate(escape(value), FIELD_VALUE_LIMIT) or "\u200b",
+            "inline": True,
+        }
+        for name, value in summary.fields[:MAX_FIELDS]
+    ]
+    used = len(title) + len(footer) + sum(len(f["name"]) + len(f["value"]) for f in fields)
+    description = truncate(escape(summary.text), min(DESCRIPTION_LIMIT, EMBED_TOTAL_LIMIT - used))
+    embed: dict[str, Any] = {
+        "title": title,
+        "color": COLORS.get(kind, DEFAULT_COLOR),
+        "fields": fields,
+        "footer": {"text": footer},
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp)),
+    }
+    if description:
+        embed["description"] = description
+    return {"embeds": [embed], "allowed_mentions": {"parse": []}}
+
+
+class DiscordSender:
+    """Posts to one Discord webhook, following its rate-limit headers."""
+
+    def __init__(self, config: DiscordDestination, context: SenderContext) -> None:
+        self.name = config.name
+        self._url = config.webhook_url
+        self._http = context.http
+        self._ready_at = 0.0
+
+    def payload(self, notification: Notification) -> dict[str, Any]:
+        event = notification.event
+        return build_payload(summarize(notification), event.kind, event.timestamp)
+
+    def preview(self, notification: Notification) -> str:
+        target = mask_url(self._url.reveal())
+        body = json.dumps(self.payload(notification), indent=2, ensure_ascii=False)
+        return f"POST {target}?wait=true\n{body}\n"
+
+    def wait_s(self) -> float:
+        return max(self._ready_at - time.monotonic(), 0.0)
+
+    async def send(self, notification: Notification) -> None:
+        if self._http is None:
+            raise DeliveryError("no HTTP session", retryable=False)
+        try:
+            async with self._http.post(
+                self._url.reveal(), params={"wait": "true"}, json=self.payload(notification)
+            ) as response:
+                self._follow_bucket(response.headers)
+                if 200 <= response.status < 300:
+                    return
+                text = await response.text()
+                raise self._error(response.status, text, response.headers)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise connection_error("Discord", exc) from None
+
+    def _follow_bucket(self, headers: Any) -> None:
+        # When the bucket is empty, wait until it resets before the next send.
+        if headers.get("X-RateLimit-Remaining") == "0":
+            reset_after = parse_retry_after(headers.get("X-RateLimit-Reset-After"))
+            if reset_after is not None:
+                self._ready_at = time.monotonic() + reset_after
+
+    def _error(self, status: int, text: str, headers: Any) -> DeliveryError:
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        code = body.get("code")
+        message = str(body.get("message", ""))[:200]
+        retry_after_s = parse_retry_after(headers.get("Retry-After"))
+        body_retry = body.get("retry_after")
+        if isinstance(body_retry, int | float) and not isinstance(body_retry, bool):
+            retry_after_s = float(body_retry)  # the body's float is more precise than the header
+        detail = f"{message} (code {code})" if code is not None else message
+        error = status_error("Discord", status, detail, retry_after_s)
+        if code in PERMANENT_CODES:
+            error.retryable = False
+        return error

@@ -1,0 +1,81 @@
+"""`relay serve`: run the HTTP server and the delivery workers until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+
+from aiohttp import web
+
+from relay.app import STATE, create_app, reload
+from relay.config import ConfigError, load
+from relay.config.model import Config
+
+log = logging.getLogger("relay.serve")
+
+
+def _ssl_context(config: Config) -> ssl.SSLContext | None:
+    tls = config.server.tls
+    if tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    return context
+
+
+def warn_about(config: Config) -> None:
+    """Log what a careful operator would want to hear about at start."""
+    if not config.verify.secrets:
+        log.warning(
+            "verify.secrets is empty: signatures are NOT checked and anyone who can reach "
+            "relay can post events. Set verify.secrets for production."
+        )
+
+
+def _reload(app: web.Application, path: str) -> None:
+    try:
+        config = load(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            log.error("reload rejected, keeping the running config: %s", issue)
+        return
+    running = app[STATE].config
+    if config.server != running.server or config.store != running.store:
+        log.warning("server and store settings change only on restart; the rest is reloaded")
+    reload(app, config)
+    warn_about(config)
+    log.info(
+        "reloaded %s: %d rules, %d destinations", path, len(config.rules), len(config.destinations)
+    )
+
+
+async def serve(path: str, config: Config) -> None:
+    """Serve until SIGTERM or SIGINT; then drain, finish in-flight sends, and return."""
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    server = config.server
+    site = web.TCPSite(runner, server.host, server.port, ssl_context=_ssl_context(config))
+    await site.start()
+    scheme = "https" if server.tls else "http"
+    for sock in site._server.sockets if site._server else []:  # type: ignore[union-attr]
+        host, port = sock.getsockname()[:2]
+        log.info("listening on %s://%s:%d%s", scheme, host, port, server.path)
+    warn_about(config)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload, app, path)
+    await stop.wait()
+
+    log.info("shutting down: new events get 503, in-flight sends finish")
+    state = app[STATE]
+    state.draining = True
+    if state.worker is not None:
+        await state.worker.stop(state.config.server.shutdown_timeout_s)
+    await runner.cleanup()
+    log.info("stopped")

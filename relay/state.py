@@ -1,0 +1,24 @@
+"""The running relay's shared state: the current config and what was built from it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from relay.config.model import Config
+from relay.delivery import Clock, DeliveryWorker
+from relay.senders.base import Sender
+from relay.store import Store
+
+
+@dataclass
+class RelayState:
+    """Swapped whole on reload: handlers read `config` once per request."""
+
+    config: Config
+    store: Store
+    senders: Mapping[str, Sender] = field(default_factory=dict)
+    worker: DeliveryWorker | None = None
+    draining: bool = False
+    clock: Clock = time.time

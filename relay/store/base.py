@@ -1,0 +1,109 @@
+"""What relay needs from a store; SQLite implements it now, Redis later."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+DeliveryStatus = Literal["pending", "failed", "dead", "sent"]
+"""pending: not tried yet; failed: tried, will be retried; dead: given up; sent: done."""
+
+
+class StoreUnavailable(Exception):
+    """The store cannot take or give data right now (disk full, read-only, gone)."""
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An accepted event as the store keeps it: the raw body is the source of truth."""
+
+    event_id: str
+    body: bytes
+    received_at: float
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """One (event, destination) pair to deliver."""
+
+    destination: str
+    rule: str
+    template: str | None
+    session_key: str  # deliveries with the same (destination, session_key) go out in order
+
+
+@dataclass(frozen=True)
+class AcceptResult:
+    duplicate: bool
+    event_id: str
+    deliveries: int
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A delivery as the worker and the delivery log see it."""
+
+    id: int
+    event_id: str
+    destination: str
+    rule: str
+    template: str | None
+    status: DeliveryStatus
+    attempts: int
+    created_at: float
+    next_attempt_at: float
+    last_error: str | None
+    body: bytes  # the event's raw body
+
+
+class Store(Protocol):
+    """Durable events, deliveries and dedupe keys."""
+
+    async def open(self) -> None:
+        """Create or migrate the schema and start any background machinery."""
+
+    async def close(self) -> None:
+        """Finish pending writes and release the store."""
+
+    async def ping(self) -> None:
+        """Return when the store answers; raise StoreUnavailable otherwise."""
+
+    async def accept(
+        self,
+        event: NewEvent,
+        deliveries: Sequence[NewDelivery],
+        *,
+        dedupe_window_s: float,
+    ) -> AcceptResult:
+        """Store an event, its deliveries and its dedupe key in one transaction.
+
+        Return `duplicate=True` (storing nothing) when the event id was accepted within
+        the dedupe window. Return only after the transaction is durable.
+        """
+
+    async def due(self, destination: str, now: float, limit: int) -> list[Delivery]:
+        """Return deliveries of one destination that may be sent now, oldest first.
+
+        A delivery is held back while an earlier one of the same session to the same
+        destination is still unfinished, so sessions stay in order.
+        """
+
+    async def next_due_at(self, destination: str) -> float | None:
+        """Return when the destination's next unfinished delivery is due, if any."""
+
+    async def record_sent(self, delivery_id: int, now: float) -> None:
+        """Mark a delivery sent."""
+
+    async def record_failure(
+        self, delivery_id: int, error: str, *, retry_at: float | None, now: float
+    ) -> None:
+        """Record a failed attempt: retry at `retry_at`, or dead-letter when it is None."""
+
+    async def list_deliveries(
+        self, status: DeliveryStatus | None = None, limit: int = 50
+    ) -> list[Delivery]:
+        """Return the newest deliveries, optionally of one status."""
+
+    async def replay(self, ids: Sequence[int] | None, now: float) -> int:
+        """Put dead deliveries (the given ones, or all when None) back in the queue."""

@@ -1,0 +1,275 @@
+"""SQLite schema and the operations SqliteStore runs on its writer thread.
+
+Every function here takes the connection and runs inside a transaction the caller owns;
+none of them commits. Keeping them free of threading makes them easy to read and test.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any, cast
+
+from relay.store.base import (
+    AcceptResult,
+    Delivery,
+    DeliveryStatus,
+    NewDelivery,
+    NewEvent,
+    StoreUnavailable,
+)
+
+SCHEMA_VERSION = 1
+
+# events.id, not events.event_id, is the key: the same event id may be accepted again once
+# its dedupe window has passed, and each acceptance is its own event row.
+# deliveries.id is the accepted order (AUTOINCREMENT: never reused, so replay ids stay stable).
+# The partial indexes cover only unfinished deliveries, so they stay small however much
+# history piles up, and the WHERE of every query below repeats UNFINISHED verbatim so the
+# planner can prove the partial index applies.
+_SCHEMA_V1 = """
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    received_at REAL NOT NULL
+);
+CREATE INDEX events_event_id ON events (event_id);
+CREATE TABLE deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_ref INTEGER NOT NULL REFERENCES events (id),
+    destination TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    template TEXT,
+    session_key TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'failed', 'dead', 'sent')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    finished_at REAL
+);
+CREATE INDEX deliveries_queue ON deliveries (destination, id, next_attempt_at)
+    WHERE status IN ('pending', 'failed');
+CREATE INDEX deliveries_next ON deliveries (destination, next_attempt_at)
+    WHERE status IN ('pending', 'failed');
+CREATE INDEX deliveries_session ON deliveries (destination, session_key, id)
+    WHERE status IN ('pending', 'failed');
+CREATE INDEX deliveries_status ON deliveries (status, id);
+CREATE TABLE dedupe (
+    event_id TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX dedupe_expires ON dedupe (expires_at);
+"""
+
+UNFINISHED = "status IN ('pending', 'failed')"
+
+_DELIVERY_COLUMNS = """
+    d.id, e.event_id, d.destination, d.rule, d.template, d.status, d.attempts,
+    d.created_at, d.next_attempt_at, d.last_error, e.body
+"""
+
+# A session head: no earlier unfinished delivery of the same session to the same destination.
+_IS_HEAD = f"""
+    NOT EXISTS (
+        SELECT 1 FROM deliveries AS p
+        WHERE p.destination = d.destination AND p.session_key = d.session_key
+          AND p.{UNFINISHED} AND p.id < d.id
+    )
+"""
+
+# Walk the destination's unfinished deliveries in accepted order and stop after `limit`
+# sendable ones: with a backlog this reads about `limit` rows, not the whole backlog.
+DUE_SQL = f"""
+SELECT {_DELIVERY_COLUMNS}
+FROM deliveries AS d INDEXED BY deliveries_queue
+JOIN events AS e ON e.id = d.event_ref
+WHERE d.destination = ? AND d.{UNFINISHED} AND d.next_attempt_at <= ? AND {_IS_HEAD}
+ORDER BY d.id
+LIMIT ?
+"""
+
+# Only session heads count. The minimum over all unfinished deliveries would be wrong: a
+# follower accepted while its head waits for a retry an hour away has its own
+# next_attempt_at in the past, so the worker would wake, find nothing due and spin.
+# Walking next_attempt_at order and stopping at the first head is cheap: it reads only the
+# followers due before that head.
+NEXT_DUE_SQL = f"""
+SELECT d.next_attempt_at
+FROM deliveries AS d INDEXED BY deliveries_next
+WHERE d.destination = ? AND d.{UNFINISHED} AND {_IS_HEAD}
+ORDER BY d.next_attempt_at
+LIMIT 1
+"""
+
+_REPLAY_CHUNK = 500
+_DEDUPE_PURGE_ROWS = 1000
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Create the schema in a new database; refuse one written by a newer relay."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreUnavailable(
+            f"database schema version {version} is newer than this relay supports "
+            f"({SCHEMA_VERSION})"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA_V1.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def accept(
+    conn: sqlite3.Connection,
+    event: NewEvent,
+    deliveries: Sequence[NewDelivery],
+    dedupe_window_s: float,
+) -> AcceptResult:
+    """Store the event, its deliveries and its dedupe key, unless it is a duplicate."""
+    seen = conn.execute(
+        "SELECT 1 FROM dedupe WHERE event_id = ? AND expires_at > ?",
+        (event.event_id, event.received_at),
+    ).fetchone()
+    if seen is not None:
+        return AcceptResult(duplicate=True, event_id=event.event_id, deliveries=0)
+    cur = conn.execute(
+        "INSERT INTO events (event_id, body, received_at) VALUES (?, ?, ?)",
+        (event.event_id, event.body, event.received_at),
+    )
+    conn.executemany(
+        "INSERT INTO deliveries (event_ref, destination, rule, template, session_key,"
+        " status, attempts, created_at, next_attempt_at)"
+        " VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
+        [
+            (
+                cur.lastrowid,
+                d.destination,
+                d.rule,
+                d.template,
+                d.session_key,
+                event.received_at,
+                event.received_at,
+            )
+            for d in deliveries
+        ],
+    )
+    conn.execute(
+        "INSERT INTO dedupe (event_id, expires_at) VALUES (?, ?)"
+        " ON CONFLICT (event_id) DO UPDATE SET expires_at = excluded.expires_at",
+        (event.event_id, event.received_at + dedupe_window_s),
+    )
+    return AcceptResult(duplicate=False, event_id=event.event_id, deliveries=len(deliveries))
+
+
+def purge_dedupe(conn: sqlite3.Connection, before: float) -> int:
+    """Delete a bounded number of dedupe keys that expired at or before `before`."""
+    cur = conn.execute(
+        "DELETE FROM dedupe WHERE event_id IN"
+        " (SELECT event_id FROM dedupe WHERE expires_at <= ? LIMIT ?)",
+        (before, _DEDUPE_PURGE_ROWS),
+    )
+    return cur.rowcount
+
+
+def due(conn: sqlite3.Connection, destination: str, now: float, limit: int) -> list[Delivery]:
+    """Return the destination's sendable deliveries, oldest first."""
+    return _deliveries(conn.execute(DUE_SQL, (destination, now, limit)).fetchall())
+
+
+def next_due_at(conn: sqlite3.Connection, destination: str) -> float | None:
+    """Return the earliest next_attempt_at among the destination's session heads."""
+    row = conn.execute(NEXT_DUE_SQL, (destination,)).fetchone()
+    return None if row is None else float(row[0])
+
+
+def record_sent(conn: sqlite3.Connection, delivery_id: int, now: float) -> None:
+    """Mark a delivery sent."""
+    conn.execute(
+        "UPDATE deliveries SET status = 'sent', attempts = attempts + 1, last_error = NULL,"
+        " finished_at = ? WHERE id = ?",
+        (now, delivery_id),
+    )
+
+
+def record_failure(
+    conn: sqlite3.Connection, delivery_id: int, error: str, retry_at: float | None, now: float
+) -> None:
+    """Record a failed attempt: failed until `retry_at`, or dead when it is None."""
+    if retry_at is None:
+        conn.execute(
+            "UPDATE deliveries SET status = 'dead', attempts = attempts + 1, last_error = ?,"
+            " finished_at = ? WHERE id = ?",
+            (error, now, delivery_id),
+        )
+        return
+    conn.execute(
+        "UPDATE deliveries SET status = 'failed', attempts = attempts + 1, last_error = ?,"
+        " next_attempt_at = ? WHERE id = ?",
+        (error, retry_at, delivery_id),
+    )
+
+
+def list_deliveries(
+    conn: sqlite3.Connection, status: DeliveryStatus | None, limit: int
+) -> list[Delivery]:
+    """Return the newest deliveries, optionally of one status."""
+    where, params = ("", ()) if status is None else ("WHERE d.status = ?", (status,))
+    sql = (
+        f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d JOIN events AS e ON e.id = d.event_ref"
+        f" {where} ORDER BY d.id DESC LIMIT ?"
+    )
+    return _deliveries(conn.execute(sql, (*params, limit)).fetchall())
+
+
+# last_error is kept on replay: the delivery log keeps showing why it died until the next
+# attempt overwrites it (record_sent clears it).
+_REPLAY_SET = (
+    "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?,"
+    " finished_at = NULL WHERE status = 'dead'"
+)
+
+
+def replay(conn: sqlite3.Connection, ids: Sequence[int] | None, now: float) -> int:
+    """Put dead deliveries back in the queue; return how many were dead."""
+    if ids is None:
+        return conn.execute(_REPLAY_SET, (now,)).rowcount
+    count = 0
+    for start in range(0, len(ids), _REPLAY_CHUNK):
+        chunk = list(ids[start : start + _REPLAY_CHUNK])
+        marks = ", ".join("?" * len(chunk))
+        count += conn.execute(f"{_REPLAY_SET} AND id IN ({marks})", (now, *chunk)).rowcount
+    return count
+
+
+def ping(conn: sqlite3.Connection) -> None:
+    """Read something trivial."""
+    conn.execute("SELECT 1").fetchone()
+
+
+def _deliveries(rows: list[Any]) -> list[Delivery]:
+    return [
+        Delivery(
+            id=r[0],
+            event_id=r[1],
+            destination=r[2],
+            rule=r[3],
+            template=r[4],
+            status=cast(DeliveryStatus, r[5]),
+            attempts=r[6],
+            created_at=r[7],
+            next_attempt_at=r[8],
+            last_error=r[9],
+            body=r[10],
+        )
+        for r in rows
+    ]

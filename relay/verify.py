@@ -1,0 +1,90 @@
+"""Request verification: signatures, required headers, client addresses. Pure functions."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Mapping, Sequence
+
+from relay.config.model import IPNetwork
+from relay.secrets import Secret
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+SIGNATURE_PREFIX = "sha256="
+
+
+def sign(body: bytes, secret: str) -> str:
+    """Return the `sha256=<hex>` signature bitHuman sends for a body."""
+    digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+    return SIGNATURE_PREFIX + digest
+
+
+def signature_matches(body: bytes, presented: str, secrets: Sequence[Secret]) -> bool:
+    """Return whether the presented signature was made with any of the secrets.
+
+    Every secret is tried, so the time taken does not tell which one (if any) matched.
+    """
+    presented_bytes = presented.strip().encode("utf-8", "replace")
+    matched = False
+    for secret in secrets:
+        expected = sign(body, secret.reveal()).encode("ascii")
+        matched |= hmac.compare_digest(expected, presented_bytes)
+    return matched
+
+
+def header_problem(presented: Mapping[str, str], required: Mapping[str, Secret]) -> str | None:
+    """Return why the required headers do not hold (never echoing a value), or None."""
+    for name, expected in required.items():
+        value = presented.get(name)
+        if value is None:
+            return f"missing required header {name}"
+        if not hmac.compare_digest(
+            value.encode("utf-8", "replace"), expected.reveal().encode("utf-8")
+        ):
+            return f"invalid value for header {name}"
+    return None
+
+
+def parse_address(text: str) -> IPAddress | None:
+    """Parse an address as it appears in a peer name or X-Forwarded-For entry."""
+    text = text.strip()
+    if text.startswith("[") and "]" in text:  # [v6]:port
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # v4:port
+        text = text.split(":", 1)[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def in_networks(address: IPAddress, networks: Sequence[IPNetwork]) -> bool:
+    """Return whether an address lies in any of the networks."""
+    return any(address.version == net.version and address in net for net in networks)
+
+
+def client_address(
+    peer: str | None, forwarded_for: str | None, trusted_proxies: Sequence[IPNetwork]
+) -> IPAddress | None:
+    """Return the client's address: the peer, or when the peer is a trusted proxy, the
+    rightmost X-Forwarded-For entry that is not itself a trusted proxy.
+
+    Entries left of an untrusted one could have been written by anybody, so they are
+    never believed.
+    """
+    peer_address = parse_address(peer) if peer else None
+    if peer_address is None or not forwarded_for:
+        return peer_address
+    if not in_networks(peer_address, trusted_proxies):
+        return peer_address
+    client = peer_address
+    for entry in reversed(forwarded_for.split(",")):
+        address = parse_address(entry)
+        if address is None:
+            return client  # a malformed hop: stop at the last address we could trust
+        client = address
+        if not in_networks(address, trusted_proxies):
+            break
+    return client

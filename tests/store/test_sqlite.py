@@ -1,0 +1,273 @@
+from __future__ import annotations
+
+import asyncio
+import resource
+import sqlite3
+from typing import cast
+
+import pytest
+
+from relay.store import sqlite_ops
+from relay.store.base import NewDelivery, NewEvent, StoreUnavailable
+from relay.store.sqlite import SqliteStore
+
+WINDOW_S = 3600.0
+
+
+def event(event_id: str, received_at: float = 1000.0, body: bytes = b'{"x":1}') -> NewEvent:
+    return NewEvent(event_id=event_id, body=body, received_at=received_at)
+
+
+def delivery(destination: str = "slack", session: str = "s1", rule: str = "r") -> NewDelivery:
+    return NewDelivery(destination=destination, rule=rule, template=None, session_key=session)
+
+
+def count_rows(db_path: str, table: str) -> int:
+    with sqlite3.connect(db_path) as conn:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+async def test_accept_then_due_returns_the_delivery_with_its_body(store: SqliteStore) -> None:
+    result = await store.accept(
+        event("e1", 1000.0, b"raw"),
+        [delivery("slack"), delivery("discord")],
+        dedupe_window_s=WINDOW_S,
+    )
+    assert (result.duplicate, result.event_id, result.deliveries) == (False, "e1", 2)
+
+    assert await store.due("slack", now=999.0, limit=10) == []
+    [d] = await store.due("slack", now=1000.0, limit=10)
+    assert (d.event_id, d.destination, d.rule, d.template) == ("e1", "slack", "r", None)
+    assert (d.status, d.attempts, d.last_error, d.body) == ("pending", 0, None, b"raw")
+    assert d.created_at == d.next_attempt_at == 1000.0
+    assert await store.next_due_at("slack") == 1000.0
+    assert await store.next_due_at("email") is None
+
+
+async def test_duplicate_within_window_stores_nothing(store: SqliteStore, db_path: str) -> None:
+    await store.accept(event("e1", 1000.0), [delivery()], dedupe_window_s=60)
+    again = await store.accept(event("e1", 1059.0), [delivery()], dedupe_window_s=60)
+    assert (again.duplicate, again.event_id, again.deliveries) == (True, "e1", 0)
+    assert len(await store.list_deliveries()) == 1
+    assert count_rows(db_path, "events") == 1
+
+
+async def test_same_id_after_window_is_accepted_again(store: SqliteStore) -> None:
+    await store.accept(event("e1", 1000.0), [delivery()], dedupe_window_s=60)
+    again = await store.accept(event("e1", 1060.0), [delivery()], dedupe_window_s=60)
+    assert not again.duplicate
+    # the window restarts from the second acceptance
+    third = await store.accept(event("e1", 1100.0), [delivery()], dedupe_window_s=60)
+    assert third.duplicate
+    assert len(await store.list_deliveries()) == 2
+
+
+async def test_same_id_twice_in_one_batch_is_accepted_once(store: SqliteStore) -> None:
+    results = await asyncio.gather(
+        *(store.accept(event("e1"), [delivery()], dedupe_window_s=WINDOW_S) for _ in range(5))
+    )
+    assert sorted(r.duplicate for r in results) == [False, True, True, True, True]
+    assert len(await store.list_deliveries()) == 1
+
+
+async def test_concurrent_accepts_share_commits_and_survive_reopen(db_path: str) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    results = await asyncio.gather(
+        *(
+            store.accept(
+                event(f"e{i}", 1000.0 + i), [delivery(session=f"s{i}")], dedupe_window_s=WINDOW_S
+            )
+            for i in range(200)
+        )
+    )
+    assert not any(r.duplicate for r in results)
+    assert store.stats.commits < 200
+    await store.close()
+
+    reopened = SqliteStore(db_path)
+    await reopened.open()
+    try:
+        due = await reopened.due("slack", now=5000.0, limit=500)
+        assert [d.event_id for d in due] == [f"e{i}" for i in range(200)]
+    finally:
+        await reopened.close()
+
+
+async def test_a_bad_operation_fails_alone_in_its_batch(store: SqliteStore, db_path: str) -> None:
+    bad = NewDelivery(destination=cast(str, None), rule="r", template=None, session_key="s")
+    results = await asyncio.gather(
+        store.accept(event("good1"), [delivery()], dedupe_window_s=WINDOW_S),
+        store.accept(event("bad"), [bad], dedupe_window_s=WINDOW_S),
+        store.accept(event("good2"), [delivery()], dedupe_window_s=WINDOW_S),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert store.stats.commits < 3  # they did share a transaction
+    ids = sorted(d.event_id for d in await store.list_deliveries())
+    assert ids == ["good1", "good2"]
+    assert count_rows(db_path, "events") == 2  # the bad one's event row was rolled back
+    # the bad event left no dedupe key behind
+    retry = await store.accept(event("bad"), [delivery()], dedupe_window_s=WINDOW_S)
+    assert not retry.duplicate
+
+
+async def test_failed_delivery_holds_back_its_session_only(store: SqliteStore) -> None:
+    for i, (dest, session) in enumerate(
+        [("slack", "a"), ("slack", "a"), ("slack", "b"), ("discord", "a")]
+    ):
+        await store.accept(
+            event(f"e{i}", 1000.0 + i), [delivery(dest, session)], dedupe_window_s=WINDOW_S
+        )
+    first = await store.due("slack", now=2000.0, limit=10)
+    assert [d.event_id for d in first] == ["e0", "e2"]  # e1 waits for e0
+
+    await store.record_failure(first[0].id, "503", retry_at=3000.0, now=2000.0)
+    assert [d.event_id for d in await store.due("slack", now=2001.0, limit=10)] == ["e2"]
+    assert [d.event_id for d in await store.due("discord", now=2001.0, limit=10)] == ["e3"]
+    # e1's own next_attempt_at (1001) is past, but it cannot go before e0's retry
+    await store.record_sent(first[1].id, now=2001.0)
+    assert await store.next_due_at("slack") == 3000.0
+
+    [retried] = await store.due("slack", now=3000.0, limit=10)
+    assert (retried.event_id, retried.status, retried.attempts) == ("e0", "failed", 1)
+    assert retried.last_error == "503"
+    await store.record_sent(retried.id, now=3000.0)
+    assert [d.event_id for d in await store.due("slack", now=3000.0, limit=10)] == ["e1"]
+
+
+async def test_due_respects_limit_in_accepted_order(store: SqliteStore) -> None:
+    for i in range(5):
+        await store.accept(
+            event(f"e{i}", 1000.0 + i), [delivery(session=f"s{i}")], dedupe_window_s=WINDOW_S
+        )
+    due = await store.due("slack", now=2000.0, limit=3)
+    assert [d.event_id for d in due] == ["e0", "e1", "e2"]
+
+
+async def test_dead_letter_list_and_replay(store: SqliteStore) -> None:
+    for i in range(3):
+        await store.accept(
+            event(f"e{i}", 1000.0 + i), [delivery(session=f"s{i}")], dedupe_window_s=WINDOW_S
+        )
+    d0, d1, d2 = await store.due("slack", now=2000.0, limit=10)
+    await store.record_failure(d0.id, "404 not found", retry_at=None, now=2000.0)
+    await store.record_failure(d1.id, "invalid_auth", retry_at=None, now=2000.0)
+    await store.record_sent(d2.id, now=2000.0)
+
+    dead = await store.list_deliveries("dead")
+    assert [(d.event_id, d.last_error, d.attempts) for d in dead] == [
+        ("e1", "invalid_auth", 1),
+        ("e0", "404 not found", 1),
+    ]
+    assert [d.event_id for d in await store.list_deliveries("sent")] == ["e2"]
+    assert [d.event_id for d in await store.list_deliveries(limit=2)] == ["e2", "e1"]
+    assert await store.due("slack", now=9999.0, limit=10) == []
+
+    assert await store.replay([d0.id, d2.id], now=3000.0) == 1  # d2 is sent: left alone
+    [replayed] = await store.due("slack", now=3000.0, limit=10)
+    assert (replayed.id, replayed.status, replayed.attempts) == (d0.id, "pending", 0)
+    assert replayed.next_attempt_at == 3000.0
+    assert replayed.last_error == "404 not found"  # kept for history
+    assert [d.status for d in await store.list_deliveries("sent")] == ["sent"]
+
+    assert await store.replay(None, now=3000.0) == 1  # all dead: d1
+    assert await store.list_deliveries("dead") == []
+    assert len(await store.due("slack", now=3000.0, limit=10)) == 2
+
+
+async def test_restart_keeps_unfinished_deliveries(db_path: str) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    await store.accept(event("e1"), [delivery()], dedupe_window_s=WINDOW_S)
+    await store.accept(event("e2"), [delivery(session="s2")], dedupe_window_s=WINDOW_S)
+    [d1, _] = await store.due("slack", now=2000.0, limit=10)
+    await store.record_failure(d1.id, "timeout", retry_at=2500.0, now=2000.0)
+    await store.close()
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await store.ping()
+
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        assert [d.event_id for d in await store.due("slack", now=2000.0, limit=10)] == ["e2"]
+        assert [d.event_id for d in await store.due("slack", now=2500.0, limit=10)] == ["e1", "e2"]
+        dup = await store.accept(event("e1"), [delivery()], dedupe_window_s=WINDOW_S)
+        assert dup.duplicate  # dedupe keys survive a restart too
+    finally:
+        await store.close()
+
+
+async def test_locked_database_is_unavailable_then_recovers(
+    store: SqliteStore, db_path: str
+) -> None:
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock past busy_timeout
+    try:
+        with pytest.raises(
+            StoreUnavailable, match="cannot start a transaction: database is locked"
+        ):
+            await store.accept(event("e1"), [delivery()], dedupe_window_s=WINDOW_S)
+        with pytest.raises(StoreUnavailable):
+            await store.ping()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    result = await store.accept(event("e1"), [delivery()], dedupe_window_s=WINDOW_S)
+    assert not result.duplicate
+    await store.ping()
+
+
+async def test_disk_full_at_commit_is_unavailable_then_recovers(store: SqliteStore) -> None:
+    await store.ping()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    # Writes past 4 KiB now fail with EFBIG, as on a full disk (Python ignores SIGXFSZ).
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        with pytest.raises(StoreUnavailable, match=r"commit failed.*disk I/O error"):
+            await store.accept(
+                event("e1", body=b"x" * 20000), [delivery()], dedupe_window_s=WINDOW_S
+            )
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    result = await store.accept(
+        event("e1", body=b"x" * 20000), [delivery()], dedupe_window_s=WINDOW_S
+    )
+    assert not result.duplicate  # the failed batch left no dedupe key
+    assert len(await store.list_deliveries()) == 1
+
+
+async def test_expired_dedupe_keys_are_purged(store: SqliteStore, db_path: str) -> None:
+    await store.accept(event("old", 1000.0), [], dedupe_window_s=10)
+    for i in range(70):  # one batch each: the purge runs every 64 batches
+        await store.accept(event(f"new{i}", 2000.0 + i), [], dedupe_window_s=10)
+    keys = {row[0] for row in sqlite3.connect(db_path).execute("SELECT event_id FROM dedupe")}
+    assert "old" not in keys
+    assert "new69" in keys
+
+
+async def test_schema_from_a_newer_relay_is_refused(db_path: str) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    await store.close()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(f"PRAGMA user_version = {sqlite_ops.SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreUnavailable, match="newer than this relay"):
+        await SqliteStore(db_path).open()
+
+
+@pytest.mark.parametrize(
+    ("sql", "params", "indexes"),
+    [
+        (sqlite_ops.DUE_SQL, ("slack", 1e12, 10), ["deliveries_queue", "deliveries_session"]),
+        (sqlite_ops.NEXT_DUE_SQL, ("slack",), ["deliveries_next", "deliveries_session"]),
+    ],
+)
+async def test_queue_queries_use_their_indexes(
+    store: SqliteStore, db_path: str, sql: str, params: tuple[object, ...], indexes: list[str]
+) -> None:
+    with sqlite3.connect(db_path) as conn:
+        plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+    for index in indexes:
+        assert f"USING INDEX {index}" in plan or f"USING COVERING INDEX {index}" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan

@@ -1,0 +1,1 @@
+"""Helpers shared by relay's tests: configs, signed bodies, running apps."""
