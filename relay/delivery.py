@@ -41,7 +41,7 @@ class RetryPolicy:
 
     def delay_s(self, attempts: int, rng: random.Random) -> float:
         """Return the wait before the next try, after `attempts` failed tries."""
-        ceiling = min(self.max_s, self.first_s * 2 ** max(attempts - 1, 0))
+        ceiling = min(self.max_s, self.first_s * 2.0 ** max(attempts - 1, 0))
         # "Equal jitter": never less than half the ceiling, so retries do back off,
         # but spread out so a recovering service is not hit by every retry at once.
         return ceiling / 2 + rng.uniform(0, ceiling / 2)

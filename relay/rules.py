@@ -137,7 +137,7 @@ def _compare_field(op: str, value: Any, wanted: Any) -> bool:
     if not _is_number(value):
         return False
     comparisons = {"gt": value > wanted, "gte": value >= wanted, "lt": value < wanted}
-    return comparisons.get(op, value <= wanted)
+    return bool(comparisons.get(op, value <= wanted))
 
 
 def _match_field(condition: FieldCondition, event: Event) -> Outcome:

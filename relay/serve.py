@@ -60,8 +60,8 @@ async def serve(path: str, config: Config) -> None:
     site = web.TCPSite(runner, server.host, server.port, ssl_context=_ssl_context(config))
     await site.start()
     scheme = "https" if server.tls else "http"
-    for sock in site._server.sockets if site._server else []:  # type: ignore[union-attr]
-        host, port = sock.getsockname()[:2]
+    for address in runner.addresses:
+        host, port = address[:2]
         log.info("listening on %s://%s:%d%s", scheme, host, port, server.path)
     warn_about(config)
 

@@ -12,7 +12,6 @@ from relay.app import create_app
 from relay.delivery import Clock
 from tests.support.relay import Output, make_config
 
-
 RelayClientFactory = Callable[..., Awaitable[TestClient]]  # type: ignore[type-arg]
 
 

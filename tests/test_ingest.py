@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -32,10 +33,13 @@ async def wait_for_blocks(output: Output, count: int, timeout_s: float = 5.0) ->
     return output.blocks()
 
 
-@pytest.mark.parametrize(("body", "title"), [
-    (ROOM_JOIN, "A user joined customer-support"),
-    (CHAT_PUSH, "New chat message from user"),
-])
+@pytest.mark.parametrize(
+    ("body", "title"),
+    [
+        (ROOM_JOIN, "A user joined customer-support"),
+        (CHAT_PUSH, "New chat message from user"),
+    ],
+)
 async def test_seed_payloads_are_accepted_and_delivered(
     relay_client: RelayClientFactory, output: Output, body: bytes, title: str
 ) -> None:
@@ -123,20 +127,34 @@ async def test_empty_secret_list_skips_signature_check(relay_client: RelayClient
     assert response.status == 202
 
 
-@pytest.mark.parametrize(("extra", "status", "error"), [
-    ({"Authorization": "Bearer t0ken", "X-API-Key": "key-123"}, 202, None),
-    ({"X-API-Key": "key-123"}, 401, "missing required header Authorization"),
-    ({"Authorization": "Bearer wrong", "X-API-Key": "key-123"}, 401,
-     "invalid value for header Authorization"),
-    ({"Authorization": "Bearer t0ken", "X-API-Key": "nope"}, 401,
-     "invalid value for header X-API-Key"),
-])
+@pytest.mark.parametrize(
+    ("extra", "status", "error"),
+    [
+        ({"Authorization": "Bearer t0ken", "X-API-Key": "key-123"}, 202, None),
+        ({"X-API-Key": "key-123"}, 401, "missing required header Authorization"),
+        (
+            {"Authorization": "Bearer wrong", "X-API-Key": "key-123"},
+            401,
+            "invalid value for header Authorization",
+        ),
+        (
+            {"Authorization": "Bearer t0ken", "X-API-Key": "nope"},
+            401,
+            "invalid value for header X-API-Key",
+        ),
+    ],
+)
 async def test_required_headers(
     relay_client: RelayClientFactory, extra: dict[str, str], status: int, error: str | None
 ) -> None:
-    config = BASIC.replace("verify:\n", "verify:\n  headers:\n    Authorization: \"Bearer ${TOKEN}\"\n    X-API-Key: key-123\n")
+    config = BASIC.replace(
+        "verify:\n",
+        'verify:\n  headers:\n    Authorization: "Bearer ${TOKEN}"\n    X-API-Key: key-123\n',
+    )
     client = await relay_client(config, TOKEN="t0ken")
-    response = await client.post("/webhook", data=ROOM_JOIN, headers=signed_headers(ROOM_JOIN, **extra))
+    response = await client.post(
+        "/webhook", data=ROOM_JOIN, headers=signed_headers(ROOM_JOIN, **extra)
+    )
     assert response.status == status
     if error is not None:
         answer = await response.json()
@@ -144,19 +162,28 @@ async def test_required_headers(
         assert "t0ken" not in json.dumps(answer)
 
 
-@pytest.mark.parametrize(("verify_extra", "forwarded", "status"), [
-    ("allow_ips: [127.0.0.1/32]", None, 202),
-    ("allow_ips: [10.0.0.0/8]", None, 403),
-    # The test client connects from 127.0.0.1, which is not a trusted proxy here, so its
-    # X-Forwarded-For is ignored: a spoofed allowed address does not get in.
-    ("allow_ips: [203.0.113.0/24]", "203.0.113.5", 403),
-    ("allow_ips: [203.0.113.0/24]\n  trusted_proxies: [127.0.0.0/8]", "203.0.113.5", 202),
-    # The client is the rightmost address that is not a trusted proxy.
-    ("allow_ips: [203.0.113.0/24]\n  trusted_proxies: [127.0.0.0/8, 10.0.0.0/8]",
-     "198.51.100.1, 203.0.113.5, 10.1.2.3", 202),
-    ("allow_ips: [203.0.113.0/24]\n  trusted_proxies: [127.0.0.0/8]",
-     "203.0.113.5, 198.51.100.1", 403),
-])
+@pytest.mark.parametrize(
+    ("verify_extra", "forwarded", "status"),
+    [
+        ("allow_ips: [127.0.0.1/32]", None, 202),
+        ("allow_ips: [10.0.0.0/8]", None, 403),
+        # The test client connects from 127.0.0.1, which is not a trusted proxy here, so its
+        # X-Forwarded-For is ignored: a spoofed allowed address does not get in.
+        ("allow_ips: [203.0.113.0/24]", "203.0.113.5", 403),
+        ("allow_ips: [203.0.113.0/24]\n  trusted_proxies: [127.0.0.0/8]", "203.0.113.5", 202),
+        # The client is the rightmost address that is not a trusted proxy.
+        (
+            "allow_ips: [203.0.113.0/24]\n  trusted_proxies: [127.0.0.0/8, 10.0.0.0/8]",
+            "198.51.100.1, 203.0.113.5, 10.1.2.3",
+            202,
+        ),
+        (
+            "allow_ips: [203.0.113.0/24]\n  trusted_proxies: [127.0.0.0/8]",
+            "203.0.113.5, 198.51.100.1",
+            403,
+        ),
+    ],
+)
 async def test_allow_ips_and_trusted_proxies(
     relay_client: RelayClientFactory, verify_extra: str, forwarded: str | None, status: int
 ) -> None:
@@ -170,21 +197,27 @@ async def test_allow_ips_and_trusted_proxies(
         assert "is not allowed" in (await response.json())["error"]
 
 
-@pytest.mark.parametrize(("body", "error"), [
-    (b'{"agent_id": "a", ', "body is not valid JSON: Expecting property name enclosed in double "
-     "quotes at line 1 column 19"),
-    (b"[1, 2]", "body must be a JSON object, got an array"),
-    (b'"text"', "body must be a JSON object, got a string"),
-    (b"\xff\xfe{}", "body is not valid UTF-8 (byte 0)"),
-    (event_body(agent_id=None), "missing required field 'agent_id'"),
-    (event_body(event_type=None), "missing required field 'event_type'"),
-    (event_body(data=None), "missing required field 'data'"),
-    (event_body(agent_id=42), "field 'agent_id' must be a string, got a number"),
-    (event_body(event_type=["room.join"]), "field 'event_type' must be a string, got an array"),
-    (event_body(data="hello"), "field 'data' must be an object, got a string"),
-    (event_body(timestamp="yesterday"), "field 'timestamp' must be a number, got a string"),
-    (event_body(timestamp=True), "field 'timestamp' must be a number, got a boolean"),
-])
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (
+            b'{"agent_id": "a", ',
+            "body is not valid JSON: Expecting property name enclosed in double "
+            "quotes at line 1 column 19",
+        ),
+        (b"[1, 2]", "body must be a JSON object, got an array"),
+        (b'"text"', "body must be a JSON object, got a string"),
+        (b"\xff\xfe{}", "body is not valid UTF-8 (byte 0)"),
+        (event_body(agent_id=None), "missing required field 'agent_id'"),
+        (event_body(event_type=None), "missing required field 'event_type'"),
+        (event_body(data=None), "missing required field 'data'"),
+        (event_body(agent_id=42), "field 'agent_id' must be a string, got a number"),
+        (event_body(event_type=["room.join"]), "field 'event_type' must be a string, got an array"),
+        (event_body(data="hello"), "field 'data' must be an object, got a string"),
+        (event_body(timestamp="yesterday"), "field 'timestamp' must be a number, got a string"),
+        (event_body(timestamp=True), "field 'timestamp' must be a number, got a boolean"),
+    ],
+)
 async def test_bad_bodies_are_400_naming_the_problem(
     relay_client: RelayClientFactory, body: bytes, error: str
 ) -> None:
@@ -194,7 +227,9 @@ async def test_bad_bodies_are_400_naming_the_problem(
     assert await response.json() == {"error": error}
 
 
-async def test_missing_timestamp_uses_receive_time(relay_client: RelayClientFactory, output: Output) -> None:
+async def test_missing_timestamp_uses_receive_time(
+    relay_client: RelayClientFactory, output: Output
+) -> None:
     client = await relay_client(BASIC, clock=lambda: 1705312285.0)
     body = event_body(timestamp=None)
     response = await client.post("/webhook", data=body, headers=signed_headers(body))
@@ -228,7 +263,7 @@ async def test_chunked_body_over_limit_is_413(relay_client: RelayClientFactory) 
     client = await relay_client(BASIC + "server:\n  max_body_bytes: 100\n")
     body = event_body(message="x" * 200)
 
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         yield body[:50]
         yield body[50:]
 
@@ -241,10 +276,14 @@ async def test_wrong_content_type_is_415(relay_client: RelayClientFactory) -> No
     headers = signed_headers(ROOM_JOIN) | {"Content-Type": "text/plain"}
     response = await client.post("/webhook", data=ROOM_JOIN, headers=headers)
     assert response.status == 415
-    assert await response.json() == {"error": "Content-Type must be application/json, got text/plain"}
+    assert await response.json() == {
+        "error": "Content-Type must be application/json, got text/plain"
+    }
 
 
-async def test_store_unavailable_is_503_and_nothing_is_claimed(relay_client: RelayClientFactory) -> None:
+async def test_store_unavailable_is_503_and_nothing_is_claimed(
+    relay_client: RelayClientFactory,
+) -> None:
     client = await relay_client(BASIC)
     await client.app[STATE].store.close()
     response = await client.post("/webhook", data=ROOM_JOIN, headers=signed_headers(ROOM_JOIN))
@@ -264,17 +303,25 @@ async def test_shutting_down_is_503(relay_client: RelayClientFactory) -> None:
 async def test_no_matching_rule_is_accepted_with_zero_deliveries(
     relay_client: RelayClientFactory,
 ) -> None:
-    client = await relay_client(BASIC.replace("    send_to", "    when: { event: room.join }\n    send_to"))
+    client = await relay_client(
+        BASIC.replace("    send_to", "    when: { event: room.join }\n    send_to")
+    )
     response = await client.post("/webhook", data=CHAT_PUSH, headers=signed_headers(CHAT_PUSH))
     assert response.status == 202
     assert (await response.json())["deliveries"] == 0
 
 
-@pytest.mark.parametrize(("payload_type", "rule_type"), [
-    ("room.join", "room.join"), ("room_join", "room.join"),
-    ("room.join", "room_join"), ("room_join", "room_join"),
-    ("chat_push", "chat.push"), ("agent.custom_thing", "agent_custom.thing"),
-])
+@pytest.mark.parametrize(
+    ("payload_type", "rule_type"),
+    [
+        ("room.join", "room.join"),
+        ("room_join", "room.join"),
+        ("room.join", "room_join"),
+        ("room_join", "room_join"),
+        ("chat_push", "chat.push"),
+        ("agent.custom_thing", "agent_custom.thing"),
+    ],
+)
 async def test_both_event_type_spellings_match(
     relay_client: RelayClientFactory, output: Output, payload_type: str, rule_type: str
 ) -> None:

@@ -34,7 +34,12 @@ def join(**data: Any) -> Event:
     payload = {
         "agent_id": "agent_abc123",
         "event_type": "room.join",
-        "data": {"room_name": "customer-support", "participant_count": 1, "session_id": "s", **data},
+        "data": {
+            "room_name": "customer-support",
+            "participant_count": 1,
+            "session_id": "s",
+            **data,
+        },
         "timestamp": 1705312200.0,
     }
     return event_from_payload(payload, event_id="e2", received_at=1705312200.0)
@@ -64,34 +69,70 @@ CASES: list[tuple[str, dict[str, Any], Event, bool]] = [
     ("room absent", {"room": "*"}, chat(), False),
     ("session", {"session": "session_?"}, chat(), True),
     ("contains", {"message": {"contains": "REFUND"}}, chat("I want a refund"), True),
-    ("contains case sensitive", {"message": {"contains": "REFUND", "case_sensitive": True}},
-     chat("I want a refund"), False),
-    ("contains_any", {"message": {"contains_any": ["refund", "cancel my order"]}},
-     chat("Please CANCEL MY ORDER now"), True),
+    (
+        "contains case sensitive",
+        {"message": {"contains": "REFUND", "case_sensitive": True}},
+        chat("I want a refund"),
+        False,
+    ),
+    (
+        "contains_any",
+        {"message": {"contains_any": ["refund", "cancel my order"]}},
+        chat("Please CANCEL MY ORDER now"),
+        True,
+    ),
     ("contains_any miss", {"message": {"contains_any": ["refund"]}}, chat("hello"), False),
-    ("contains_all", {"message": {"contains_all": ["order", "late"]}},
-     chat("my order is late"), True),
-    ("contains_all partial", {"message": {"contains_all": ["order", "late"]}},
-     chat("my order"), False),
+    (
+        "contains_all",
+        {"message": {"contains_all": ["order", "late"]}},
+        chat("my order is late"),
+        True,
+    ),
+    (
+        "contains_all partial",
+        {"message": {"contains_all": ["order", "late"]}},
+        chat("my order"),
+        False,
+    ),
     ("regex", {"message": {"regex": r"(?i)\b(terrible|worst)\b"}}, chat("The WORST day"), True),
-    ("regex word boundary", {"message": {"regex": r"(?i)\b(terrible|worst)\b"}},
-     chat("worstcase"), False),
+    (
+        "regex word boundary",
+        {"message": {"regex": r"(?i)\b(terrible|worst)\b"}},
+        chat("worstcase"),
+        False,
+    ),
     ("equals folds case", {"message": {"equals": "Hello"}}, chat("hello"), True),
-    ("equals exact", {"message": {"equals": "hello", "case_sensitive": True}}, chat("Hello"), False),
+    (
+        "equals exact",
+        {"message": {"equals": "hello", "case_sensitive": True}},
+        chat("Hello"),
+        False,
+    ),
     ("message absent", {"message": {"contains": "x"}}, join(), False),
-    ("field gte", {"field": {"path": "data.participant_count", "gte": 10}},
-     join(participant_count=10), True),
+    (
+        "field gte",
+        {"field": {"path": "data.participant_count", "gte": 10}},
+        join(participant_count=10),
+        True,
+    ),
     ("field gte below", {"field": {"path": "data.participant_count", "gte": 10}}, join(), False),
     ("field gt", {"field": {"path": "data.participant_count", "gt": 1}}, join(), False),
     ("field lt", {"field": {"path": "data.participant_count", "lt": 2}}, join(), True),
     ("field lte", {"field": {"path": "timestamp", "lte": 1705312200}}, join(), True),
-    ("field equals", {"field": {"path": "data.room_name", "equals": "customer-support"}},
-     join(), True),
-    ("field equals true is not 1", {"field": {"path": "data.participant_count", "equals": True}},
-     join(), False),
+    (
+        "field equals",
+        {"field": {"path": "data.room_name", "equals": "customer-support"}},
+        join(),
+        True,
+    ),
+    (
+        "field equals true is not 1",
+        {"field": {"path": "data.participant_count", "equals": True}},
+        join(),
+        False,
+    ),
     ("field in", {"field": {"path": "agent_id", "in": ["agent_abc123", "x"]}}, chat(), True),
-    ("field regex", {"field": {"path": "data.session_id", "regex": "^session_\\d$"}},
-     chat(), True),
+    ("field regex", {"field": {"path": "data.session_id", "regex": "^session_\\d$"}}, chat(), True),
     ("field exists", {"field": {"path": "data.role", "exists": True}}, chat(), True),
     ("field not exists", {"field": {"path": "data.role", "exists": False}}, join(), True),
     ("field comparison on text", {"field": {"path": "data.role", "gt": 1}}, chat(), False),
@@ -99,24 +140,31 @@ CASES: list[tuple[str, dict[str, Any], Event, bool]] = [
     ("any", {"any": [{"message": {"contains": "x"}}, {"role": "user"}]}, chat(), True),
     ("any none", {"any": [{"message": {"contains": "x"}}, {"role": "bot"}]}, chat(), False),
     ("all", {"all": [{"role": "user"}, {"message": {"contains": "hel"}}]}, chat(), True),
-    ("all one fails", {"all": [{"role": "user"}, {"message": {"contains": "x"}}]},
-     chat(), False),
+    ("all one fails", {"all": [{"role": "user"}, {"message": {"contains": "x"}}]}, chat(), False),
     ("not", {"not": {"agent": "agent_test_*"}}, chat(), True),
     ("not excludes", {"not": {"agent": "agent_test_*"}}, chat(agent_id="agent_test_1"), False),
-    ("keys combine", {"event": "chat.push", "role": "user", "message": {"contains": "refund"}},
-     chat("refund"), True),
+    (
+        "keys combine",
+        {"event": "chat.push", "role": "user", "message": {"contains": "refund"}},
+        chat("refund"),
+        True,
+    ),
     ("keys combine one fails", {"event": "chat.push", "role": "bot"}, chat("refund"), False),
     ("empty when", {}, chat(), True),
     ("unknown event type", {"event": "agent.speak"}, chat(event_type="agent_speak"), True),
 ]
 
 
-@pytest.mark.parametrize(("when", "event", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("when", "event", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_match_language(when: dict[str, Any], event: Event, expected: bool, tmp_path: Path) -> None:
     assert matches(when, event, tmp_path) is expected
 
 
-RULES = DESTINATIONS + """
+RULES = (
+    DESTINATIONS
+    + """
 rules:
   - name: joins
     when: { event: room.join }
@@ -132,6 +180,7 @@ templates:
   refund:
     title: "Refund from {{ agent_id }}"
 """
+)
 
 
 def test_each_destination_once_first_rule_decides_template(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from relay.config.model import Destination
-from relay.senders.base import DeliveryError, Notification, Sender, SenderContext
+from relay.notification import Notification
+from relay.senders.base import DeliveryError, Sender, SenderContext
 from relay.senders.console import ConsoleSender
 from relay.senders.discord import DiscordSender
 

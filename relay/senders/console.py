@@ -6,7 +6,8 @@ import unicodedata
 
 from relay.config.model import ConsoleDestination
 from relay.formatting import summarize
-from relay.senders.base import Notification, SenderContext
+from relay.notification import Notification
+from relay.senders.base import SenderContext
 
 
 def printable(text: str) -> str:

@@ -11,8 +11,9 @@ import aiohttp
 
 from relay.config.model import DiscordDestination
 from relay.formatting import Summary, summarize, truncate
+from relay.notification import Notification
 from relay.secrets import mask_url
-from relay.senders.base import DeliveryError, Notification, SenderContext
+from relay.senders.base import DeliveryError, SenderContext
 from relay.senders.http import connection_error, parse_retry_after, status_error
 
 # Discord's published limits for one message.
@@ -45,7 +46,7 @@ def build_payload(summary: Summary, kind: str, timestamp: float) -> dict[str, An
     """Return the Execute Webhook body for a summary, within Discord's limits."""
     title = truncate(escape(summary.title), TITLE_LIMIT)
     footer = truncate(summary.footer, FOOTER_LIMIT)
-    fields = [
+    fields: list[dict[str, Any]] = [
         {
             "name": truncate(escape(name), FIELD_NAME_LIMIT),
             "value": truncate(escape(value), FIELD_VALUE_LIMIT) or "\u200b",

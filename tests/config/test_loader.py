@@ -101,7 +101,8 @@ ERROR_CASES = {
         ":2: verify.max_age: expected a duration like 500ms, 30s, 5m or 24h, got '5 minutes'"
     ),
     "bad-cidr": (
-        ':4: verify.allow_ips[1]: expected an IP address or CIDR like 10.0.0.0/8, got "10.0.0.300/24"'
+        ":4: verify.allow_ips[1]: expected an IP address or CIDR like 10.0.0.0/8,"
+        ' got "10.0.0.300/24"'
     ),
     "slack-webhook-and-token": ":3: destinations.ops: set exactly one of webhook_url or token",
     "email-login-tls-none": (
@@ -138,7 +139,8 @@ MULTI_ERROR_CASES = {
     ],
     "field-ops": [
         ":6: rules[0].when.field: needs exactly one of equals, in, regex, exists, gt, gte, lt, lte",
-        ':9: rules[1].when.field.path: expected a dotted path like "data.message", got "data..count"',
+        ":9: rules[1].when.field.path:"
+        ' expected a dotted path like "data.message", got "data..count"',
         ":9: rules[1].when.field.gt: expected a number, got a boolean",
         ":12: rules[2].when.message:"
         " needs at least one of contains, contains_any, contains_all, regex, equals",
@@ -280,7 +282,10 @@ def test_empty_sections_are_defaults() -> None:
 
 @pytest.mark.parametrize("spelling", ["room_join", "room.join", "Room_Join"])
 def test_event_spellings_normalise(spelling: str) -> None:
-    text = f"destinations: {{ out: {{ type: console }} }}\nrules: [{{ when: {{ event: {spelling} }}, send_to: out }}]"
+    text = (
+        "destinations: { out: { type: console } }\n"
+        f"rules: [ {{ when: {{ event: {spelling} }}, send_to: out }} ]"
+    )
     rule = load_text(text, "relay.yaml", {}).rules[0]
     assert rule.when == AllCondition((GlobCondition("event", ("room.join",)),))
     assert rule.name == "rules[0]"

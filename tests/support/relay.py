@@ -29,9 +29,7 @@ CHAT_PUSH = (
 )
 
 
-def make_config(
-    yaml_text: str, tmp_path: Path, env: Mapping[str, str] | None = None
-) -> Config:
+def make_config(yaml_text: str, tmp_path: Path, env: Mapping[str, str] | None = None) -> Config:
     """Load a test config; its store is a fresh SQLite file under tmp_path."""
     text = textwrap.dedent(yaml_text)
     if "store:" not in text:
