@@ -13,14 +13,13 @@ from aiohttp import web
 from relay.config.model import Config
 from relay.delivery import Clock, DeliveryWorker
 from relay.ingest import handle_webhook
-from relay.senders import SenderContext, build_senders
+from relay.senders import build_senders
 from relay.state import RelayState
 from relay.store import Store, StoreUnavailable, open_store
 
 log = logging.getLogger("relay.app")
 
 STATE = web.AppKey("relay_state", RelayState)
-HTTP = web.AppKey("relay_http", aiohttp.ClientSession)
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -54,7 +53,7 @@ def create_app(
     state = RelayState(config=config, store=store or open_store(config.store.url))
     if clock is not None:
         state.clock = clock
-    out = stdout or sys.stdout
+    state.sender_context.stdout = stdout or sys.stdout
     # The body limit is enforced by the handler (so a reload can change it); aiohttp's own
     # limit only has to stay out of the way.
     app = web.Application(client_max_size=2**31)
@@ -63,8 +62,8 @@ def create_app(
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await state.store.open()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-            app[HTTP] = http
-            state.senders = build_senders(config.destinations, SenderContext(http=http, stdout=out))
+            state.sender_context.http = http
+            state.senders = build_senders(config.destinations, state.sender_context)
             if run_worker:
                 state.worker = DeliveryWorker(state.store, config, state.senders, clock=state.clock)
                 state.worker.start()
@@ -86,8 +85,7 @@ def create_app(
 def reload(app: web.Application, config: Config) -> None:
     """Swap a new, already validated config into a running app."""
     state = app[STATE]
-    http = app[HTTP]
-    senders = build_senders(config.destinations, SenderContext(http=http, stdout=sys.stdout))
+    senders = build_senders(config.destinations, state.sender_context)
     state.config = config
     state.senders = senders
     if state.worker is not None:

@@ -118,7 +118,7 @@ class Lane:
         worker = self._worker
         extra = {"event_id": delivery.event_id, "destination": delivery.destination}
         try:
-            await self._send(delivery)
+            note = await self._send(delivery)
         except DeliveryError as error:
             await self._record_failure(delivery, error)
             return
@@ -129,10 +129,12 @@ class Lane:
             )
             return
         with contextlib.suppress(StoreUnavailable):
-            await worker.store.record_sent(delivery.id, worker.clock())
+            await worker.store.record_sent(delivery.id, worker.clock(), note)
             log.info("delivered %s (attempt %d)", delivery.id, delivery.attempts + 1, extra=extra)
+            if note:
+                log.warning("delivered %s only in part: %s", delivery.id, note, extra=extra)
 
-    async def _send(self, delivery: Delivery) -> None:
+    async def _send(self, delivery: Delivery) -> str | None:
         worker = self._worker
         sender = worker.senders.get(delivery.destination)
         if sender is None:
@@ -148,7 +150,7 @@ class Lane:
         except (EventError, jinja2.TemplateError) as exc:
             raise DeliveryError(f"cannot render notification: {exc}", retryable=False) from exc
         try:
-            await asyncio.wait_for(sender.send(notification), timeout=SEND_TIMEOUT_S)
+            return await asyncio.wait_for(sender.send(notification), timeout=SEND_TIMEOUT_S)
         except TimeoutError:
             raise DeliveryError(f"timed out after {SEND_TIMEOUT_S:g}s", retryable=True) from None
 

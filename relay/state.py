@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from relay.config.model import Config
 from relay.delivery import Clock, DeliveryWorker
-from relay.senders.base import Sender
+from relay.senders.base import Sender, SenderContext
 from relay.store import Store
 
 
@@ -19,6 +19,7 @@ class RelayState:
     config: Config
     store: Store
     senders: Mapping[str, Sender] = field(default_factory=dict)
+    sender_context: SenderContext = field(default_factory=SenderContext)
     worker: DeliveryWorker | None = None
     draining: bool = False
     clock: Clock = time.time

@@ -9,6 +9,7 @@ from typing import Protocol, TextIO
 import aiohttp
 
 from relay.notification import Notification
+from relay.senders.pacing import TokenBucket
 
 
 class DeliveryError(Exception):
@@ -24,10 +25,23 @@ class DeliveryError(Exception):
 
 @dataclass
 class SenderContext:
-    """What the app lends to senders: one HTTP session, and where console output goes."""
+    """What the app lends to senders, and what outlives a reload.
+
+    `pacers` is keyed by what a service rate-limits (a webhook URL, a token and channel),
+    so two destinations posting to the same place share one pace, and a reload, which
+    builds new senders, keeps the pace of the old ones.
+    """
 
     http: aiohttp.ClientSession | None = None
     stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    pacers: dict[str, TokenBucket] = field(default_factory=dict)
+
+    def pacer(self, key: str, rate_per_s: float, burst: int) -> TokenBucket:
+        """Return the shared token bucket for a rate-limited target."""
+        bucket = self.pacers.get(key)
+        if bucket is None:
+            bucket = self.pacers[key] = TokenBucket(rate_per_s, burst)
+        return bucket
 
 
 class Sender(Protocol):
@@ -45,5 +59,9 @@ class Sender(Protocol):
         each send and waits on the sender's behalf.
         """
 
-    async def send(self, notification: Notification) -> None:
-        """Send once; raise DeliveryError on failure. Never sleep or loop."""
+    async def send(self, notification: Notification) -> str | None:
+        """Send once; raise DeliveryError on failure. Never sleep or loop.
+
+        Return a note for the delivery log when the send succeeded only in part (an
+        email recipient refused), else None.
+        """

@@ -92,8 +92,8 @@ class Store(Protocol):
     async def next_due_at(self, destination: str) -> float | None:
         """Return when the destination's next unfinished delivery is due, if any."""
 
-    async def record_sent(self, delivery_id: int, now: float) -> None:
-        """Mark a delivery sent."""
+    async def record_sent(self, delivery_id: int, now: float, note: str | None = None) -> None:
+        """Mark a delivery sent; a note (a partial failure) shows in the delivery log."""
 
     async def record_failure(
         self, delivery_id: int, error: str, *, retry_at: float | None, now: float

@@ -132,9 +132,9 @@ class SqliteStore:
         """Return when the destination's next sendable delivery is due, if any."""
         return await self._submit(lambda conn: ops.next_due_at(conn, destination))
 
-    async def record_sent(self, delivery_id: int, now: float) -> None:
-        """Mark a delivery sent (an unknown id is ignored)."""
-        await self._submit(lambda conn: ops.record_sent(conn, delivery_id, now))
+    async def record_sent(self, delivery_id: int, now: float, note: str | None = None) -> None:
+        """Mark a delivery sent, with an optional note (an unknown id is ignored)."""
+        await self._submit(lambda conn: ops.record_sent(conn, delivery_id, now, note))
 
     async def record_failure(
         self, delivery_id: int, error: str, *, retry_at: float | None, now: float

@@ -192,12 +192,14 @@ def next_due_at(conn: sqlite3.Connection, destination: str) -> float | None:
     return None if row is None else float(row[0])
 
 
-def record_sent(conn: sqlite3.Connection, delivery_id: int, now: float) -> None:
-    """Mark a delivery sent."""
+def record_sent(
+    conn: sqlite3.Connection, delivery_id: int, now: float, note: str | None = None
+) -> None:
+    """Mark a delivery sent; `note` (e.g. refused recipients) replaces the last error."""
     conn.execute(
-        "UPDATE deliveries SET status = 'sent', attempts = attempts + 1, last_error = NULL,"
+        "UPDATE deliveries SET status = 'sent', attempts = attempts + 1, last_error = ?,"
         " finished_at = ? WHERE id = ?",
-        (now, delivery_id),
+        (note, now, delivery_id),
     )
 
 

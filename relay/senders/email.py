@@ -1,0 +1,121 @@
+"""The email destination: a multipart/alternative message through aiosmtplib."""
+
+from __future__ import annotations
+
+import email.policy
+import email.utils
+import html
+from email.message import EmailMessage
+
+import aiosmtplib
+
+from relay.config.model import EmailDestination
+from relay.formatting import Summary, summarize, truncate
+from relay.notification import Notification
+from relay.senders.base import DeliveryError, SenderContext
+from relay.senders.console import printable
+
+SUBJECT_LIMIT = 200
+
+
+def header_safe(text: str) -> str:
+    """Return text fit for a header: no CR, LF or other control characters can remain."""
+    return " ".join(printable(text).split())
+
+
+def _html(summary: Summary) -> str:
+    """Return the HTML part; every piece of event content is escaped."""
+    rows = "".join(
+        f"<tr><th align='left'>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>"
+        for name, value in summary.fields
+    )
+    text = html.escape(summary.text).replace("\n", "<br>\n")
+    return (
+        "<!DOCTYPE html><html><body>"
+        f"<h2>{html.escape(summary.title)}</h2>"
+        f"<p>{text}</p>"
+        f"<table>{rows}</table>"
+        f"<p style='color:#888'>{html.escape(summary.footer)}</p>"
+        "</body></html>\n"
+    )
+
+
+def _text(summary: Summary) -> str:
+    lines = [summary.title, "", summary.text, ""] if summary.text else [summary.title, ""]
+    lines += [f"{name}: {value}" for name, value in summary.fields]
+    lines += ["", summary.footer]
+    return "\n".join(lines) + "\n"
+
+
+def build_message(config: EmailDestination, notification: Notification) -> EmailMessage:
+    """Return the email for a notification, with Date and Message-ID set."""
+    summary = summarize(notification)
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["Subject"] = truncate(header_safe(summary.title), SUBJECT_LIMIT)
+    message["From"] = config.from_addr
+    message["To"] = ", ".join(config.to)
+    message["Date"] = email.utils.formatdate(usegmt=True)
+    domain = email.utils.parseaddr(config.from_addr)[1].rpartition("@")[2] or "relay.local"
+    message["Message-ID"] = email.utils.make_msgid("relay", domain=domain)
+    message.set_content(_text(summary))
+    message.add_alternative(_html(summary), subtype="html")
+    return message
+
+
+def _refused(recipients: dict[str, aiosmtplib.SMTPResponse]) -> str:
+    return ", ".join(
+        f"{address} ({reply.code} {reply.message})" for address, reply in recipients.items()
+    )
+
+
+def _smtp_error(exc: aiosmtplib.SMTPException) -> DeliveryError:
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        codes = [r.code for r in exc.recipients]
+        detail = ", ".join(f"{r.recipient} ({r.code} {r.message})" for r in exc.recipients)
+        # A 4xx for anyone means a later try may reach them; only all-5xx is final.
+        retryable = any(400 <= code < 500 for code in codes)
+        return DeliveryError(f"SMTP refused every recipient: {detail}", retryable=retryable)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        retryable = 400 <= exc.code < 500
+        return DeliveryError(f"SMTP answered {exc.code} {exc.message}", retryable=retryable)
+    # Connection refused, dropped, timed out, TLS failure: worth another try.
+    return DeliveryError(f"SMTP failed: {type(exc).__name__}: {exc}", retryable=True)
+
+
+class EmailSender:
+    """Sends through one SMTP server; 4xx retries, 5xx is permanent."""
+
+    def __init__(self, config: EmailDestination, context: SenderContext) -> None:
+        self.name = config.name
+        self._config = config
+
+    def preview(self, notification: Notification) -> str:
+        smtp = self._config.smtp
+        message = build_message(self._config, notification)
+        return f"SMTP {smtp.host}:{smtp.port} ({smtp.tls})\n{message.as_string()}"
+
+    def wait_s(self) -> float:
+        return 0.0
+
+    async def send(self, notification: Notification) -> str | None:
+        smtp = self._config.smtp
+        message = build_message(self._config, notification)
+        try:
+            refused, _ = await aiosmtplib.send(
+                message,
+                hostname=smtp.host,
+                port=smtp.port,
+                username=smtp.username,
+                password=smtp.password.reveal() if smtp.password else None,
+                use_tls=smtp.tls == "tls",
+                start_tls=smtp.tls == "starttls",
+                timeout=smtp.timeout_s,
+            )
+        except aiosmtplib.SMTPException as exc:
+            raise _smtp_error(exc) from None
+        except OSError as exc:
+            raise DeliveryError(f"SMTP failed: {exc.strerror or exc}", retryable=True) from None
+        if refused:
+            # The others got it: a retry would mail them twice, so record what was refused.
+            return f"refused by SMTP: {_refused(refused)}"
+        return None

@@ -1,0 +1,190 @@
+"""The Slack destination: Block Kit through slack-sdk, by incoming webhook or bot token."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.models.blocks import (
+    Block,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from relay.config.model import SlackDestination
+from relay.formatting import Summary, summarize, truncate
+from relay.notification import Notification
+from relay.secrets import mask_url
+from relay.senders.base import DeliveryError, SenderContext
+from relay.senders.http import connection_error, parse_retry_after, status_error
+
+# Slack's Block Kit limits.
+HEADER_LIMIT = 150
+SECTION_LIMIT = 3000
+FIELD_LIMIT = 2000
+MAX_FIELDS = 10
+MAX_BLOCKS = 50
+FALLBACK_LIMIT = 3000
+
+# About one message a second per webhook or channel, with a small burst (Slack's guidance).
+PACE_PER_S = 1.0
+PACE_BURST = 3
+
+# Web API errors that a later try can fix; every other `ok: false` error is permanent
+# (invalid_auth, channel_not_found, not_in_channel, invalid_blocks, …).
+RETRYABLE_API_ERRORS = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+
+# slack-sdk logs request URLs (which hold the webhook token) at debug level.
+_SDK_LOG = logging.getLogger("relay.slack_sdk")
+_SDK_LOG.setLevel(logging.WARNING)
+
+
+def escape(text: str) -> str:
+    """Escape Slack's control characters so `<!channel>` or `<@U1>` arrive as text."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def build_blocks(summary: Summary) -> list[Block]:
+    """Return the Block Kit layout of a summary, within Slack's limits."""
+    blocks: list[Block] = [
+        HeaderBlock(text=PlainTextObject(text=truncate(summary.title, HEADER_LIMIT) or " "))
+    ]
+    if summary.text:
+        text = truncate(escape(summary.text), SECTION_LIMIT)
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=text, verbatim=True)))
+    fields = [
+        MarkdownTextObject(
+            text=truncate(f"*{escape(name)}*\n{escape(value)}", FIELD_LIMIT), verbatim=True
+        )
+        for name, value in summary.fields[:MAX_FIELDS]
+    ]
+    if fields:
+        blocks.append(SectionBlock(fields=fields))
+    blocks.append(DividerBlock())
+    footer = truncate(escape(summary.footer), SECTION_LIMIT)
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=footer, verbatim=True)]))
+    return blocks[:MAX_BLOCKS]
+
+
+def build_message(notification: Notification) -> dict[str, Any]:
+    """Return the JSON body Slack receives: blocks plus a `text` fallback for notifications."""
+    summary = summarize(notification)
+    fallback = escape(summary.title) + (f": {escape(summary.text)}" if summary.text else "")
+    return {
+        "text": truncate(fallback, FALLBACK_LIMIT),
+        "blocks": [block.to_dict() for block in build_blocks(summary)],
+    }
+
+
+class SlackWebhookSender:
+    """Posts to a Slack incoming webhook, which answers 200 `ok` and nothing else on success."""
+
+    def __init__(self, config: SlackDestination, context: SenderContext) -> None:
+        assert config.webhook_url is not None
+        self.name = config.name
+        self._url = config.webhook_url.reveal()
+        self._pacer = context.pacer(f"slack-webhook:{self._url}", PACE_PER_S, PACE_BURST)
+        self._client = AsyncWebhookClient(
+            self._url, session=context.http, retry_handlers=[], logger=_SDK_LOG
+        )
+
+    def preview(self, notification: Notification) -> str:
+        body = json.dumps(build_message(notification), indent=2, ensure_ascii=False)
+        return f"POST {mask_url(self._url)}\n{body}\n"
+
+    def wait_s(self) -> float:
+        return self._pacer.wait_s()
+
+    async def send(self, notification: Notification) -> None:
+        self._pacer.take()
+        message = build_message(notification)
+        try:
+            response = await self._client.send(text=message["text"], blocks=message["blocks"])
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise connection_error("Slack", exc) from None
+        if response.status_code == 200:
+            return
+        retry_after_s = parse_retry_after(_header(response.headers, "Retry-After"))
+        raise status_error("Slack", response.status_code, response.body[:200], retry_after_s)
+
+
+class SlackApiSender:
+    """Posts with a bot token through chat.postMessage."""
+
+    def __init__(self, config: SlackDestination, context: SenderContext) -> None:
+        assert config.token is not None and config.channel is not None
+        self.name = config.name
+        self._channel = config.channel
+        self._api_url = config.api_url
+        token = config.token.reveal()
+        self._pacer = context.pacer(
+            f"slack-api:{config.api_url}:{token}:{config.channel}", PACE_PER_S, PACE_BURST
+        )
+        self._client = AsyncWebClient(
+            token=token,
+            base_url=config.api_url,
+            session=context.http,
+            retry_handlers=[],
+            logger=_SDK_LOG,
+        )
+
+    def preview(self, notification: Notification) -> str:
+        body = {"channel": self._channel, **build_message(notification)}
+        text = json.dumps(body, indent=2, ensure_ascii=False)
+        return f"POST {self._api_url}chat.postMessage (bot token)\n{text}\n"
+
+    def wait_s(self) -> float:
+        return self._pacer.wait_s()
+
+    async def send(self, notification: Notification) -> None:
+        self._pacer.take()
+        message = build_message(notification)
+        try:
+            await self._client.chat_postMessage(
+                channel=self._channel, text=message["text"], blocks=message["blocks"]
+            )
+        except SlackApiError as exc:
+            raise _api_error(exc) from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise connection_error("Slack", exc) from None
+
+
+def _header(headers: Any, name: str) -> str | None:
+    for key, value in dict(headers or {}).items():
+        if key.lower() == name.lower():
+            return str(value[0] if isinstance(value, list) else value)
+    return None
+
+
+def _api_error(exc: SlackApiError) -> DeliveryError:
+    response = exc.response
+    status = response.status_code
+    data = response.data if isinstance(response.data, dict) else {}
+    code = str(data.get("error", "unknown_error"))
+    retry_after_s = parse_retry_after(_header(response.headers, "Retry-After"))
+    if status == 200:  # Slack answers 200 with ok: false for most errors
+        retryable = code in RETRYABLE_API_ERRORS
+        return DeliveryError(
+            f"Slack API error: {code}", retryable=retryable, retry_after_s=retry_after_s
+        )
+    return status_error("Slack API", status, code, retry_after_s)
+
+
+def build_slack_sender(
+    config: SlackDestination, context: SenderContext
+) -> SlackWebhookSender | SlackApiSender:
+    """Return the sender for how this Slack destination connects."""
+    if config.webhook_url is not None:
+        return SlackWebhookSender(config, context)
+    return SlackApiSender(config, context)
