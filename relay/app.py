@@ -13,6 +13,7 @@ from aiohttp import web
 from relay.config.model import Config
 from relay.delivery import Clock, DeliveryWorker
 from relay.ingest import handle_webhook
+from relay.metrics import CONTENT_TYPE_LATEST
 from relay.senders import build_senders
 from relay.state import RelayState
 from relay.store import Store, StoreUnavailable, open_store
@@ -35,6 +36,17 @@ async def _readyz(request: web.Request) -> web.Response:
     except StoreUnavailable as exc:
         return web.json_response({"status": "store unavailable", "error": str(exc)}, status=503)
     return web.json_response({"status": "ready"})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    try:
+        depths = await state.store.queue_depths()
+    except StoreUnavailable:
+        depths = {}
+    for destination in {*state.config.destinations, *depths}:
+        state.metrics.queue_depth.labels(destination).set(depths.get(destination, 0))
+    return web.Response(body=state.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def _webhook(request: web.Request) -> web.Response:
@@ -65,7 +77,9 @@ def create_app(
             state.sender_context.http = http
             state.senders = build_senders(config.destinations, state.sender_context)
             if run_worker:
-                state.worker = DeliveryWorker(state.store, config, state.senders, clock=state.clock)
+                state.worker = DeliveryWorker(
+                    state.store, config, state.senders, clock=state.clock, metrics=state.metrics
+                )
                 state.worker.start()
             try:
                 yield
@@ -79,6 +93,7 @@ def create_app(
     app.router.add_post(config.server.path, _webhook)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
     return app
 
 

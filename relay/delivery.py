@@ -14,6 +14,7 @@ import jinja2
 
 from relay.config.model import Config, DeliveryConfig
 from relay.events import EventError, parse_event
+from relay.metrics import Metrics
 from relay.notification import build_notification
 from relay.senders.base import DeliveryError, Sender
 from relay.store import Delivery, Store, StoreUnavailable
@@ -125,14 +126,22 @@ class Lane:
         except Exception as exc:  # a bug in a sender must not stop the lane
             log.exception("unexpected error sending delivery %s", delivery.id, extra=extra)
             await self._record_failure(
-                delivery, DeliveryError(f"internal error: {exc!r}", retryable=True)
+                delivery, DeliveryError(f"internal error: {type(exc).__name__}", retryable=True)
             )
             return
-        with contextlib.suppress(StoreUnavailable):
-            await worker.store.record_sent(delivery.id, worker.clock(), note)
-            log.info("delivered %s (attempt %d)", delivery.id, delivery.attempts + 1, extra=extra)
-            if note:
-                log.warning("delivered %s only in part: %s", delivery.id, note, extra=extra)
+        now = worker.clock()
+        worker.metrics.deliveries.labels(delivery.destination, "sent").inc()
+        worker.metrics.delivery_seconds.labels(delivery.destination).observe(
+            max(now - delivery.created_at, 0.0)
+        )
+        log.info("delivered %s (attempt %d)", delivery.id, delivery.attempts + 1, extra=extra)
+        if note:
+            log.warning("delivered %s only in part: %s", delivery.id, note, extra=extra)
+        try:
+            await worker.store.record_sent(delivery.id, now, note)
+        except StoreUnavailable as exc:
+            # At-least-once: unrecorded, it will be sent again once the store is back.
+            log.error("delivered %s but could not record it: %s", delivery.id, exc, extra=extra)
 
     async def _send(self, delivery: Delivery) -> str | None:
         worker = self._worker
@@ -163,6 +172,8 @@ class Lane:
             # The service asked for a pause: hold the whole destination, not just this one.
             self._paused_until = max(self._paused_until, now + error.retry_after_s)
         extra = {"event_id": delivery.event_id, "destination": delivery.destination}
+        outcome = "dead" if retry_at is None else "retried"
+        worker.metrics.deliveries.labels(delivery.destination, outcome).inc()
         if retry_at is None:
             log.error(
                 "dead-lettered %s after %d attempt(s): %s",
@@ -195,8 +206,10 @@ class DeliveryWorker:
         *,
         clock: Clock = time.time,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics or Metrics()
         self.clock = clock
         self.rng = rng or random.Random()
         self.stopping = False

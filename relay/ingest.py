@@ -25,14 +25,21 @@ MAX_EVENT_ID_LENGTH = 256
 class Rejected(Exception):
     """A request relay will not accept; becomes a JSON error answer."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, reason: str, event: Event | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.reason = reason  # the relay_rejected_requests_total label
+        self.event = event  # when the body parsed before the rejection
 
 
-def _reject(status: int, message: str) -> NoReturn:
-    raise Rejected(status, message)
+def _reject(status: int, message: str, reason: str, event: Event | None = None) -> NoReturn:
+    raise Rejected(status, message, reason, event)
+
+
+def event_type_label(event: Event | None) -> str:
+    """Return a bounded metric label for an event's type."""
+    return event.kind[:64] if event is not None else "unknown"
 
 
 def _check_client(request: web.Request, config: Config) -> None:
@@ -42,42 +49,42 @@ def _check_client(request: web.Request, config: Config) -> None:
     forwarded = request.headers.get("X-Forwarded-For")
     address = client_address(request.remote, forwarded, config.verify.trusted_proxies)
     if address is None or not in_networks(address, allow):
-        _reject(403, f"client address {address} is not allowed")
+        _reject(403, f"client address {address} is not allowed", "ip_not_allowed")
 
 
 def _check_content_type(request: web.Request) -> None:
     if request.content_type != "application/json":
         shown = request.headers.get("Content-Type", "none")[:100]
-        _reject(415, f"Content-Type must be application/json, got {shown}")
+        _reject(415, f"Content-Type must be application/json, got {shown}", "content_type")
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
-        _reject(413, f"body is larger than {limit} bytes")
+        _reject(413, f"body is larger than {limit} bytes", "body_too_large")
     body = bytearray()
     try:
         async with asyncio.timeout(BODY_TIMEOUT_S):
             async for chunk in request.content.iter_chunked(64 * 1024):
                 body += chunk
                 if len(body) > limit:
-                    _reject(413, f"body is larger than {limit} bytes")
+                    _reject(413, f"body is larger than {limit} bytes", "body_too_large")
     except TimeoutError:
-        _reject(408, f"body not received within {BODY_TIMEOUT_S:g}s")
+        _reject(408, f"body not received within {BODY_TIMEOUT_S:g}s", "body_timeout")
     return bytes(body)
 
 
 def _check_authentication(request: web.Request, body: bytes, config: Config) -> None:
     problem = header_problem(request.headers, config.verify.headers)
     if problem is not None:
-        _reject(401, problem)
+        _reject(401, problem, "header")
     if not config.verify.secrets:
         return
     header = config.verify.signature_header
     presented = request.headers.get(header)
     if presented is None:
-        _reject(401, f"missing {header} header")
+        _reject(401, f"missing {header} header", "signature")
     if not signature_matches(body, presented, config.verify.secrets):
-        _reject(401, "invalid signature")
+        _reject(401, "invalid signature", "signature")
 
 
 def _event_id(request: web.Request, body: bytes) -> str:
@@ -87,7 +94,9 @@ def _event_id(request: web.Request, body: bytes) -> str:
             value = value.strip()
             if not value or len(value) > MAX_EVENT_ID_LENGTH or not value.isprintable():
                 _reject(
-                    400, f"header {name} must be 1 to {MAX_EVENT_ID_LENGTH} printable characters"
+                    400,
+                    f"header {name} must be 1 to {MAX_EVENT_ID_LENGTH} printable characters",
+                    "invalid_event_id",
                 )
             return value
     return body_event_id(body)
@@ -98,12 +107,11 @@ def _parse(request: web.Request, body: bytes, config: Config, now: float) -> Eve
     try:
         event = parse_event(body, event_id=event_id, received_at=now)
     except EventError as exc:
-        _reject(400, str(exc))
+        _reject(400, str(exc), "invalid_event")
     max_age_s = config.verify.max_age_s
     if max_age_s and abs(now - event.timestamp) > max_age_s:
-        _reject(
-            400, f"timestamp {event.timestamp:.0f} is more than {max_age_s:g}s from now ({now:.0f})"
-        )
+        shown = f"timestamp {event.timestamp:.0f} is more than {max_age_s:g}s from now ({now:.0f})"
+        _reject(400, shown, "too_old_or_new", event)
     return event
 
 
@@ -121,11 +129,13 @@ async def _accept(
         )
     except StoreUnavailable as exc:
         log.error("store unavailable, answering 503: %s", exc, extra={"event_id": event.event_id})
-        _reject(503, "store unavailable, retry later")
+        _reject(503, "store unavailable, retry later", "store_unavailable", event)
     extra = {"event_id": event.event_id}
     if result.duplicate:
+        state.metrics.events.labels(event_type_label(event), "duplicate").inc()
         log.info("duplicate %s ignored", event.event_type, extra=extra)
         return web.json_response({"status": "duplicate", "event_id": event.event_id}, status=200)
+    state.metrics.events.labels(event_type_label(event), "accepted").inc()
     log.info("accepted %s for %d destination(s)", event.event_type, len(deliveries), extra=extra)
     if state.worker is not None:
         state.worker.wake(d.destination for d in deliveries)
@@ -140,7 +150,7 @@ async def handle_webhook(request: web.Request, state: RelayState) -> web.Respons
     config = state.config  # read once: a reload mid-request must not mix two configs
     try:
         if state.draining:
-            _reject(503, "relay is shutting down, retry later")
+            _reject(503, "relay is shutting down, retry later", "shutting_down")
         _check_client(request, config)
         _check_content_type(request)
         body = await _read_body(request, config.server.max_body_bytes)
@@ -149,7 +159,14 @@ async def handle_webhook(request: web.Request, state: RelayState) -> web.Respons
         event = _parse(request, body, config, now)
         return await _accept(state, config, event, body, now)
     except Rejected as rejected:
+        state.metrics.rejected.labels(rejected.reason).inc()
+        state.metrics.events.labels(event_type_label(rejected.event), "rejected").inc()
+        extra = {"event_id": rejected.event.event_id} if rejected.event else {}
         log.warning(
-            "rejected request from %s: %d %s", request.remote, rejected.status, rejected.message
+            "rejected request from %s: %d %s",
+            request.remote,
+            rejected.status,
+            rejected.message,
+            extra=extra,
         )
         return web.json_response({"error": rejected.message}, status=rejected.status)

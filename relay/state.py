@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from relay.config.model import Config
 from relay.delivery import Clock, DeliveryWorker
+from relay.metrics import Metrics
 from relay.senders.base import Sender, SenderContext
 from relay.store import Store
 
@@ -21,5 +22,6 @@ class RelayState:
     senders: Mapping[str, Sender] = field(default_factory=dict)
     sender_context: SenderContext = field(default_factory=SenderContext)
     worker: DeliveryWorker | None = None
+    metrics: Metrics = field(default_factory=Metrics)
     draining: bool = False
     clock: Clock = time.time

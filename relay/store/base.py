@@ -100,6 +100,9 @@ class Store(Protocol):
     ) -> None:
         """Record a failed attempt: retry at `retry_at`, or dead-letter when it is None."""
 
+    async def queue_depths(self) -> dict[str, int]:
+        """Return how many deliveries wait (pending or failed), per destination."""
+
     async def list_deliveries(
         self, status: DeliveryStatus | None = None, limit: int = 50
     ) -> list[Delivery]:

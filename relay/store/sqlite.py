@@ -142,6 +142,10 @@ class SqliteStore:
         """Record a failed attempt: retry at `retry_at`, or dead-letter when it is None."""
         await self._submit(lambda conn: ops.record_failure(conn, delivery_id, error, retry_at, now))
 
+    async def queue_depths(self) -> dict[str, int]:
+        """Return how many deliveries wait (pending or failed), per destination."""
+        return await self._submit(ops.queue_depths)
+
     async def list_deliveries(
         self, status: DeliveryStatus | None = None, limit: int = 50
     ) -> list[Delivery]:

@@ -221,6 +221,14 @@ def record_failure(
     )
 
 
+def queue_depths(conn: sqlite3.Connection) -> dict[str, int]:
+    """Return how many deliveries wait (pending or failed), per destination."""
+    rows = conn.execute(
+        f"SELECT destination, count(*) FROM deliveries WHERE {UNFINISHED} GROUP BY destination"
+    ).fetchall()
+    return {str(destination): int(count) for destination, count in rows}
+
+
 def list_deliveries(
     conn: sqlite3.Connection, status: DeliveryStatus | None, limit: int
 ) -> list[Delivery]:

@@ -1,0 +1,53 @@
+"""relay's Prometheus metrics, in a registry of their own per app."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+# From a second to a day: deliveries wait out retries and backoff, not just a send.
+DELIVERY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
+
+
+class Metrics:
+    """The counters, histogram and gauge that /metrics serves."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events = Counter(
+            "relay_events",
+            "Webhook events received, by event type and outcome.",
+            ["event_type", "outcome"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "relay_rejected_requests",
+            "Webhook requests rejected, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.deliveries = Counter(
+            "relay_deliveries",
+            "Delivery attempts, by destination and outcome (sent, retried, dead).",
+            ["destination", "outcome"],
+            registry=self.registry,
+        )
+        self.delivery_seconds = Histogram(
+            "relay_delivery_seconds",
+            "Time from an event's acceptance to its delivery, by destination.",
+            ["destination"],
+            buckets=DELIVERY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "relay_queue_depth",
+            "Deliveries waiting to be sent (pending or failed), by destination.",
+            ["destination"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        """Return the registry in the Prometheus text format."""
+        return generate_latest(self.registry)
