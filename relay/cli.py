@@ -117,7 +117,12 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     serve = command("serve", "run the server and the delivery workers")
-    serve.add_argument("--log-format", choices=("text", "json"), default="text")
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=os.environ.get("RELAY_LOG_FORMAT", "text"),
+        help="text (default) or json lines; also $RELAY_LOG_FORMAT",
+    )
     serve.set_defaults(func=cmd_serve)
 
     command("check", "validate the config").set_defaults(func=cmd_check)

@@ -184,9 +184,9 @@ class Lane:
             )
         else:
             log.warning(
-                "attempt %d of %s failed, retry in %.1fs: %s",
-                attempts,
+                "delivery %s failed (attempt %d), retry in %.2fs: %s",
                 delivery.id,
+                attempts,
                 retry_at - now,
                 error,
                 extra=extra,

@@ -37,9 +37,11 @@ def make_config(yaml_text: str, tmp_path: Path, env: Mapping[str, str] | None = 
     return load_text(text, "test.yaml", env={"SECRET": SECRET, **(env or {})})
 
 
-def event_body(kind: str = "chat.push", **overrides: Any) -> bytes:
-    """Return a JSON body for an event, with fields overridden (None removes a field)."""
-    data: dict[str, Any] = {"role": "user", "message": "hello", "session_id": "s1"}
+def event_body(
+    kind: str = "chat.push", *, message: str = "hello", session: str = "s1", **overrides: Any
+) -> bytes:
+    """Return a JSON body for an event, with top-level fields overridden (None removes one)."""
+    data: dict[str, Any] = {"role": "user", "message": message, "session_id": session}
     payload: dict[str, Any] = {
         "agent_id": "agent_abc123",
         "event_type": kind,

@@ -1,0 +1,315 @@
+"""Operating relay: reload, shutdown, logs, the delivery log, with `relay serve` running."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.support.fake_discord import FakeDiscord, unknown_webhook, wait_until
+from tests.support.processes import RelayProcess, RelayProcesses
+from tests.support.relay import SECRET, event_body, signed_headers
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[RelayProcesses]:
+    runner = RelayProcesses(tmp_path)
+    yield runner
+    runner.kill_all()
+
+
+@pytest.fixture
+async def discord() -> AsyncIterator[FakeDiscord]:
+    fake = await FakeDiscord().start()
+    yield fake
+    await fake.close()
+
+
+def write_config(path: Path, discord_url: str, *, when: str = "{}", extra: str = "") -> Path:
+    path.write_text(
+        f"""
+server: {{ port: 0, shutdown_timeout: 2s }}
+verify: {{ secrets: ["{SECRET}"] }}
+store: {{ url: "sqlite:{path.parent / "relay.db"}" }}
+delivery: {{ backoff: {{ first: 50ms, max: 200ms }} }}
+destinations:
+  team: {{ type: discord, webhook_url: "{discord_url}" }}
+rules:
+  - name: main
+    when: {when}
+    send_to: [team]
+{extra}"""
+    )
+    return path
+
+
+async def post(relay: RelayProcess, body: bytes) -> tuple[int, dict[str, object]]:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+        http.post(relay.webhook_url, data=body, headers=signed_headers(body)) as response,
+    ):
+        return response.status, await response.json()
+
+
+async def status_of(url: str) -> int:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
+        http.get(url) as response,
+    ):
+        return response.status
+
+
+async def reload(relay: RelayProcess, marker: str, count: int = 1) -> None:
+    relay.popen.send_signal(signal.SIGHUP)
+    await wait_until(
+        lambda: f"{count} x {marker!r} in the log:\n{relay.log()}",
+        lambda: relay.log().count(marker) >= count,
+        10,
+    )
+
+
+async def test_sighup_swaps_in_a_valid_config(
+    tmp_path: Path, processes: RelayProcesses, discord: FakeDiscord
+) -> None:
+    config = write_config(tmp_path / "relay.yaml", discord.url(), when="{ event: room.join }")
+    relay = await processes.start(config)
+    first = event_body("chat.push", message="before reload")
+    assert await post(relay, first) == (
+        202,
+        {"status": "accepted", "event_id": _id(first), "deliveries": 0},
+    )
+
+    write_config(config, discord.url(), when="{ event: chat.push }")
+    await reload(relay, "reloaded")
+    second = event_body("chat.push", message="after reload")
+    status, answer = await post(relay, second)
+    assert (status, answer["deliveries"]) == (202, 1)
+    delivered = await discord.wait_for_delivered(1)
+    assert "after reload" in delivered[0].description()
+    # Dedupe state survives the reload.
+    assert (await post(relay, first))[0] == 200
+
+
+async def test_sighup_keeps_the_running_config_when_the_new_one_is_invalid(
+    tmp_path: Path, processes: RelayProcesses, discord: FakeDiscord
+) -> None:
+    config = write_config(tmp_path / "relay.yaml", discord.url())
+    relay = await processes.start(config)
+    text = config.read_text()
+    config.write_text(
+        text.replace("send_to: [team]", "send_to: [teem]").replace("port: 0", "prot: 0")
+    )
+    await reload(relay, "reload rejected", count=2)
+    log = relay.log()
+    assert 'rules[0].send_to[0]: unknown destination "teem" (did you mean "team"?)' in log
+    assert 'server: unknown key "prot" (did you mean "port"?)' in log
+    body = event_body(message="still routed")
+    status, answer = await post(relay, body)
+    assert (status, answer["deliveries"]) == (202, 1)
+    await discord.wait_for_delivered(1)
+
+
+class GatedDiscord:
+    """A Discord webhook that holds every request until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.arrived: list[bytes] = []
+        self.answered = 0
+        app = web.Application()
+        app.router.add_post("/api/webhooks/{id}/{token}", self._handle)
+        self.runner = web.AppRunner(app)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.arrived.append(await request.read())
+        await self.gate.wait()
+        self.answered += 1
+        return web.json_response({"id": "1"})
+
+    async def start(self) -> str:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = self.runner.addresses[0][1]
+        return f"http://127.0.0.1:{port}/api/webhooks/1/tok"
+
+
+async def test_sigterm_drains_finishes_in_flight_sends_and_exits_0(
+    tmp_path: Path, processes: RelayProcesses
+) -> None:
+    gated = GatedDiscord()
+    url = await gated.start()
+    try:
+        relay = await processes.start(write_config(tmp_path / "relay.yaml", url))
+        assert (await post(relay, event_body(message="in flight")))[0] == 202
+        await wait_until("the send to be in flight", lambda: len(gated.arrived) == 1, 10)
+
+        relay.popen.send_signal(signal.SIGTERM)
+        await wait_until("shutdown to start", lambda: "shutting down" in relay.log(), 10)
+        assert await status_of(relay.base_url + "/readyz") == 503
+        status, answer = await post(relay, event_body(message="too late"))
+        assert (status, answer) == (503, {"error": "relay is shutting down, retry later"})
+
+        gated.gate.set()
+        assert await relay.wait_exit() == 0
+        assert gated.answered == 1
+        assert "too late" not in b"".join(gated.arrived).decode()
+    finally:
+        gated.gate.set()
+        await gated.runner.cleanup()
+
+
+async def test_sigterm_deadline_then_the_next_start_sends_what_was_left(
+    tmp_path: Path, processes: RelayProcesses, discord: FakeDiscord
+) -> None:
+    discord.set_mode("hang")
+    config = write_config(tmp_path / "relay.yaml", discord.url())
+    relay = await processes.start(config)
+    assert (await post(relay, event_body(message="left over")))[0] == 202
+    await discord.wait_for_requests(1)
+    assert await relay.terminate() == 0  # after shutdown_timeout (2s), not the 60s hang
+    assert discord.delivered == []
+
+    discord.up()
+    await processes.start(config)
+    delivered = await discord.wait_for_delivered(1)
+    assert "left over" in delivered[0].description()
+
+
+async def test_json_logs_carry_event_id_and_destination(
+    tmp_path: Path, processes: RelayProcesses, discord: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RELAY_LOG_FORMAT", "json")
+    relay = await processes.start(write_config(tmp_path / "relay.yaml", discord.url()))
+    relay.path = "/webhook"  # the port parser reads text logs; in JSON the path ends in `"}`
+    body = event_body(message="logged")
+    assert (await post(relay, body))[0] == 202
+    await discord.wait_for_delivered(1)
+    await wait_until("the delivery log line", lambda: "delivered" in relay.log(), 10)
+    lines = [json.loads(line) for line in relay.log().splitlines() if line.strip()]
+    accepted = [e for e in lines if e["message"].startswith("accepted")]
+    delivered = [e for e in lines if e["message"].startswith("delivered")]
+    assert accepted[0]["event_id"] == _id(body)
+    assert delivered[0]["event_id"] == _id(body)
+    assert delivered[0]["destination"] == "team"
+    assert {"time", "level", "logger", "message"} <= set(lines[0])
+
+
+async def run_cli(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "relay.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+async def test_dead_letters_are_listed_with_their_reason_and_replayed(
+    tmp_path: Path, processes: RelayProcesses, discord: FakeDiscord
+) -> None:
+    config = write_config(tmp_path / "relay.yaml", discord.url())
+    relay = await processes.start(config)
+    discord.script(unknown_webhook())
+    assert (await post(relay, event_body(message="first")))[0] == 202
+    await wait_until("the dead letter", lambda: "dead-lettered" in relay.log(), 10)
+
+    status, out = await run_cli("deliveries", "-c", str(config), "--status", "dead")
+    assert status == 0
+    rows = out.splitlines()
+    assert rows[0].split() == ["ID", "DESTINATION", "STATUS", "ATTEMPTS", "AGE", "LAST", "ERROR"]
+    assert len(rows) == 2
+    assert rows[1].split()[1:4] == ["team", "dead", "1"]
+    assert rows[1].endswith("Discord answered 404: Unknown Webhook (code 10015)")
+
+    status, out = await run_cli("replay", "-c", str(config), "--dead")
+    assert (status, out) == (0, "requeued 1 dead delivery\n")
+    delivered = await discord.wait_for_delivered(1)
+    assert "first" in delivered[0].description()
+    await wait_until(
+        "the replayed delivery to be recorded as sent",
+        lambda: "delivered 1 (attempt 1)" in relay.log(),
+        10,
+    )
+    status, out = await run_cli("deliveries", "-c", str(config), "--status", "sent")
+    assert len(out.splitlines()) == 2
+
+
+def _id(body: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(body).hexdigest()
+
+
+SECRETS = {
+    "webhook secret": "whsec-do-not-log-1",
+    "header value": "bearer-do-not-log-2",
+    "discord token": "discordtoken-do-not-log-3",
+    "slack webhook token": "slackhooktoken-do-not-log-4",
+    "slack bot token": "xoxb-do-not-log-5",
+    "smtp password": "smtp-do-not-log-6",
+}
+
+
+async def test_no_secret_reaches_the_log(
+    tmp_path: Path, processes: RelayProcesses, discord: FakeDiscord
+) -> None:
+    discord.down()
+    config = tmp_path / "relay.yaml"
+    text = f"""
+server: {{ port: 0 }}
+verify:
+  secrets: ["{SECRETS["webhook secret"]}"]
+  headers: {{ Authorization: "Bearer {SECRETS["header value"]}" }}
+store: {{ url: "sqlite:{tmp_path / "relay.db"}" }}
+delivery: {{ max_attempts: 2, backoff: {{ first: 50ms, max: 100ms }} }}
+destinations:
+  discord: {{ type: discord, webhook_url: "{discord.url(token=SECRETS["discord token"])}" }}
+  hook: {{ type: slack, webhook_url: "http://127.0.0.1:9/services/T1/B1/{SECRETS["slack webhook token"]}" }}
+  bot: {{ type: slack, token: "{SECRETS["slack bot token"]}", channel: "#c", api_url: "http://127.0.0.1:9/api/" }}
+  mail:
+    type: email
+    smtp: {{ host: 127.0.0.1, port: 9, username: relay, password: "{SECRETS["smtp password"]}" }}
+    from: relay@example.com
+    to: [ops@example.com]
+rules:
+  - name: all
+    send_to: [discord, hook, bot, mail]
+"""
+    config.write_text(text)
+    relay = await processes.start(config)
+    body = event_body(message="secret test")
+    headers = signed_headers(body, SECRETS["webhook secret"])
+    async with aiohttp.ClientSession() as http:
+        good = {**headers, "Authorization": f"Bearer {SECRETS['header value']}"}
+        async with http.post(relay.webhook_url, data=body, headers=good) as response:
+            assert response.status == 202
+        for bad in (headers, {**good, "X-bitHuman-Signature": "sha256=00"}):
+            async with http.post(relay.webhook_url, data=body + b" ", headers=bad) as response:
+                assert response.status == 401
+                answer = await response.text()
+                assert all(secret not in answer for secret in SECRETS.values())
+    await wait_until(
+        "every destination to be dead-lettered",
+        lambda: relay.log().count("dead-lettered") >= 4,
+        20,
+    )
+    # An invalid reload that names the secrets in its errors' neighbourhood.
+    config.write_text(text.replace("port: 0", "port: -1").replace("send_to", "sendto"))
+    await reload(relay, "reload rejected")
+    assert await relay.terminate() == 0
+    log = relay.log()
+    assert "Discord answered 503" in log and "cannot connect to Slack" in log
+    leaked = [name for name, secret in SECRETS.items() if secret in log]
+    assert leaked == [], log
