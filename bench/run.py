@@ -24,6 +24,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -175,8 +176,9 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, method: str, log: Path) 
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"{proc.args!r} exited with {proc.returncode}; see {log}:\n"
-                             + _tail(log))
+            raise SystemExit(
+                f"{proc.args!r} exited with {proc.returncode}; see {log}:\n" + _tail(log)
+            )
         if _get_status(url, method) == 200:
             return
         time.sleep(0.1)
@@ -189,7 +191,9 @@ def _tail(path: Path, lines: int = 20) -> str:
     return ""
 
 
-def relay_command() -> list[str]:
+def relay_command(override: str | None = None) -> list[str]:
+    if override:
+        return shlex.split(override)
     script = Path(sys.executable).with_name("relay")
     if script.exists():
         return [str(script)]
@@ -310,19 +314,23 @@ def validity_problems(relay_runs: Sequence[WrkResult], db: Path, connections: in
         if r.non_2xx:
             problems.append(f"relay {r.label}: {r.non_2xx} non-2xx answers or socket errors")
         if r["status_other_2xx"]:
-            problems.append(f"relay {r.label}: {int(r['status_other_2xx'])} 2xx other than 202"
-                            " (duplicates?)")
+            problems.append(
+                f"relay {r.label}: {int(r['status_other_2xx'])} 2xx other than 202 (duplicates?)"
+            )
         if r["reused"]:
-            problems.append(f"relay {r.label}: {int(r['reused'])} requests reused a body"
-                            " (raise --max-rate)")
+            problems.append(
+                f"relay {r.label}: {int(r['reused'])} requests reused a body (raise --max-rate)"
+            )
     events, deliveries = stored_events(db)
     counted = int(sum(r["status_202"] for r in relay_runs))
     # wrk stops with up to `connections` requests in flight per run: relay stores them,
     # wrk never counts their answers.
     slack = connections * len(relay_runs)
     verdict = "ok" if 0 <= events - counted <= slack else "MISMATCH"
-    print(f"store: {events} events, {deliveries} deliveries; wrk counted {counted} answers 202"
-          f" (+{events - counted} in flight at wrk's stop, at most {slack} allowed): {verdict}")
+    print(
+        f"store: {events} events, {deliveries} deliveries; wrk counted {counted} answers 202"
+        f" (+{events - counted} in flight at wrk's stop, at most {slack} allowed): {verdict}"
+    )
     if verdict != "ok":
         problems.append(f"store holds {events} events but wrk counted {counted} answers 202")
     return problems
@@ -332,14 +340,23 @@ def validity_problems(relay_runs: Sequence[WrkResult], db: Path, connections: in
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per target")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
-    parser.add_argument("--max-rate", type=int, default=20000,
-                        help="req/s the body file is sized for (bodies = rate x seconds)")
+    parser.add_argument(
+        "--max-rate",
+        type=int,
+        default=15000,
+        help="req/s the body file is sized for (bodies = rate x seconds)",
+    )
+    parser.add_argument(
+        "--relay-cmd",
+        help="command that runs relay (default: the venv's `relay`); for A/B runs of variants",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 2 when a target is missed")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, store)")
     args = parser.parse_args(argv)
@@ -372,20 +389,33 @@ def bench(args: argparse.Namespace, tmp: Path, procs: Processes) -> int:
     db = tmp / "relay.db"
     relay_port, bare_port = free_port(), free_port()
     config = tmp / "relay-bench.yaml"
-    config.write_text(CONFIG_TEMPLATE.format(host=HOST, port=relay_port, path=PATH,
-                                             secret=SECRET, db=db))
-    subprocess.run([*relay_command(), "check", "-c", str(config)], check=True,
-                   stdout=subprocess.DEVNULL)
+    config.write_text(
+        CONFIG_TEMPLATE.format(host=HOST, port=relay_port, path=PATH, secret=SECRET, db=db)
+    )
+    subprocess.run(
+        [*relay_command(args.relay_cmd), "check", "-c", str(config)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
-    plan = Plan(args.warmup, args.duration, args.max_rate * max(args.warmup, 1),
-                args.max_rate * args.duration)
+    plan = Plan(
+        args.warmup,
+        args.duration,
+        args.max_rate * max(args.warmup, 1),
+        args.max_rate * args.duration,
+    )
     bodies = tmp / "bodies.txt"
     started = time.monotonic()
     write_bodies(bodies, plan.warm_count + plan.measured_count, SECRET)
-    print(f"{plan.warm_count + plan.measured_count} unique signed bodies written in"
-          f" {time.monotonic() - started:.1f} s", flush=True)
+    print(
+        f"{plan.warm_count + plan.measured_count} unique signed bodies written in"
+        f" {time.monotonic() - started:.1f} s",
+        flush=True,
+    )
 
-    relay = procs.start([*relay_command(), "serve", "-c", str(config)], tmp / "relay.log", tmp)
+    relay = procs.start(
+        [*relay_command(args.relay_cmd), "serve", "-c", str(config)], tmp / "relay.log", tmp
+    )
     bare = procs.start(
         [sys.executable, str(BENCH_DIR / "bare_server.py"), "--host", HOST,
          "--port", str(bare_port), "--path", PATH],
@@ -393,16 +423,17 @@ def bench(args: argparse.Namespace, tmp: Path, procs: Processes) -> int:
     )  # fmt: skip
     wait_ready(relay, f"http://{HOST}:{relay_port}/readyz", "GET", tmp / "relay.log")
     wait_ready(bare, f"http://{HOST}:{bare_port}{PATH}", "POST", tmp / "bare.log")
-    print(f"relay pid {relay.pid} on :{relay_port}, bare pid {bare.pid} on :{bare_port}",
-          flush=True)
+    print(
+        f"relay pid {relay.pid} on :{relay_port}, bare pid {bare.pid} on :{bare_port}", flush=True
+    )
 
     wrk_log = tmp / "wrk.log"
     base = {"bodies": bodies, "threads": args.threads, "connections": args.connections}
-    bare_runs = measure(plan, Load(url=f"http://{HOST}:{bare_port}{PATH}", **base), "bare",
-                        wrk_log)
+    bare_runs = measure(plan, Load(url=f"http://{HOST}:{bare_port}{PATH}", **base), "bare", wrk_log)
     procs.stop(bare)
-    relay_runs = measure(plan, Load(url=f"http://{HOST}:{relay_port}{PATH}", **base), "relay",
-                         wrk_log)
+    relay_runs = measure(
+        plan, Load(url=f"http://{HOST}:{relay_port}{PATH}", **base), "relay", wrk_log
+    )
     time.sleep(0.5)  # let requests in flight at wrk's stop reach the store
     procs.stop(relay)
     return report(args, bare_runs[-1], relay_runs, db)
@@ -413,16 +444,22 @@ def report(
 ) -> int:
     relay = relay_runs[-1]
     print()
-    print(f"wrk: {args.threads} thread(s), {args.connections} connections, {args.duration} s,"
-          f" unique signed bodies; {os.cpu_count()} CPUs shared by wrk and the server")
+    print(
+        f"wrk: {args.threads} thread(s), {args.connections} connections, {args.duration} s,"
+        f" unique signed bodies; {os.cpu_count()} CPUs shared by wrk and the server"
+    )
     print_table([bare, relay])
     ratio = relay.rps / bare.rps if bare.rps else 0.0
     ratio_ok = ratio >= TARGET_RATIO
     p99_ok = relay.p99_ms <= TARGET_P99_MS
-    print(f"ratio relay/bare = {ratio:.2f}  (target >= {TARGET_RATIO:.2f}:"
-          f" {'met' if ratio_ok else 'NOT met'})")
-    print(f"relay p99 = {relay.p99_ms:.2f} ms  (target <= {TARGET_P99_MS:g} ms:"
-          f" {'met' if p99_ok else 'NOT met'})")
+    print(
+        f"ratio relay/bare = {ratio:.2f}  (target >= {TARGET_RATIO:.2f}:"
+        f" {'met' if ratio_ok else 'NOT met'})"
+    )
+    print(
+        f"relay p99 = {relay.p99_ms:.2f} ms  (target <= {TARGET_P99_MS:g} ms:"
+        f" {'met' if p99_ok else 'NOT met'})"
+    )
     if bare["reused"]:
         print(f"note: bare reused {int(bare['reused'])} bodies (harmless: it does not dedupe)")
     problems = validity_problems(relay_runs, db, args.connections)

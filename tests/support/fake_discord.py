@@ -1,0 +1,287 @@
+"""A fake Discord webhook on 127.0.0.1: records what it receives, answers from a script."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import json
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from aiohttp import web
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+
+HANG_S = 60.0  # longer than relay's 30 s client timeout
+
+Mode = Literal["up", "down", "hang"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted answer."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hang:
+    """Answer nothing until released (or HANG_S passes), then 503."""
+
+
+HANG = Hang()
+
+Answer = int | Reply | Hang
+
+
+def rate_limited(retry_after_s: float = 0.2, header_s: str | None = None) -> Reply:
+    """Return Discord's 429; the header defaults to the body's value rounded up."""
+    header = header_s if header_s is not None else str(max(int(retry_after_s + 0.999), 1))
+    return Reply(
+        429,
+        {"message": "You are being rate limited.", "retry_after": retry_after_s, "global": False},
+        {"Retry-After": header},
+    )
+
+
+def unknown_webhook() -> Reply:
+    """Return Discord's answer for a deleted webhook (permanent)."""
+    return Reply(404, {"message": "Unknown Webhook", "code": 10015})
+
+
+def _reply(answer: int | Reply) -> Reply:
+    if isinstance(answer, Reply):
+        return answer
+    return Reply(answer, {"message": f"scripted {answer}", "code": 0})
+
+
+def _message(webhook_id: str, body: Any) -> Reply:
+    """Return a 200 like Discord's wait=true answer: the created message."""
+    embeds = body.get("embeds", []) if isinstance(body, dict) else []
+    return Reply(200, {"id": str(time.monotonic_ns()), "webhook_id": webhook_id, "embeds": embeds})
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as the fake saw it."""
+
+    webhook_id: str
+    token: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any  # the parsed JSON, or None when the body was not JSON
+    raw: bytes
+    at: float  # time.monotonic() on arrival
+    status: int = 0  # what the fake answered; 0 while it hangs
+
+    def description(self) -> str:
+        """Return the first embed's description (the chat message for chat.push)."""
+        embeds = self.body.get("embeds") if isinstance(self.body, dict) else None
+        if not embeds:
+            return ""
+        return str(embeds[0].get("description", ""))
+
+
+class FakeDiscord:
+    """POST /api/webhooks/{id}/{token}: scripted answers, then the mode's default.
+
+    Answers are taken, in order, from the first marked script whose marker occurs in
+    the request body, else from the shared script, else from the mode: "up" answers
+    200 with a message, "down" 503, "hang" never answers until released.
+    POST /control/{up,down,hang} switches the mode from another process.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []  # every request, in arrival order
+        self.delivered: list[Received] = []  # those answered 2xx, in answer order
+        self.mode: Mode = "up"
+        self._script: deque[Answer] = deque()
+        self._marked: list[tuple[str, deque[Answer]]] = []
+        self._release = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> FakeDiscord:
+        app = web.Application()
+        app.router.add_post("/api/webhooks/{webhook_id}/{token}", self._execute)
+        app.router.add_post("/control/{mode}", self._control)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def close(self) -> None:
+        self._release.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def url(self, webhook_id: str = "1", token: str = "tok") -> str:
+        return f"http://127.0.0.1:{self.port}/api/webhooks/{webhook_id}/{token}"
+
+    @property
+    def control_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/control"
+
+    def script(self, *answers: Answer) -> None:
+        """Queue answers for the next requests, whatever they carry."""
+        self._script.extend(answers)
+
+    def script_for(self, marker: str, *answers: Answer) -> None:
+        """Queue answers for the next requests whose body contains `marker`."""
+        self._marked.append((marker, deque(answers)))
+
+    def set_mode(self, mode: Mode) -> None:
+        self.mode = mode
+        if mode == "hang":
+            self._release.clear()
+        else:
+            self._release.set()  # requests hanging so far answer 503
+
+    def up(self) -> None:
+        self.set_mode("up")
+
+    def down(self) -> None:
+        self.set_mode("down")
+
+    def release(self) -> None:
+        """Let every hanging request (and any later one) answer 503 now."""
+        self._release.set()
+
+    def delivered_texts(self) -> list[str]:
+        return [r.description() for r in self.delivered]
+
+    async def wait_for_delivered(self, count: int, timeout_s: float = 10.0) -> list[Received]:
+        await wait_until(
+            f"{count} delivered request(s) (have {len(self.delivered)})",
+            lambda: len(self.delivered) >= count,
+            timeout_s,
+        )
+        return list(self.delivered)
+
+    async def wait_for_requests(self, count: int, timeout_s: float = 10.0) -> list[Received]:
+        await wait_until(
+            f"{count} request(s) (have {len(self.requests)})",
+            lambda: len(self.requests) >= count,
+            timeout_s,
+        )
+        return list(self.requests)
+
+    def _next_answer(self, raw: bytes) -> Answer | None:
+        text = raw.decode("utf-8", "replace")
+        for marker, answers in self._marked:
+            if answers and marker in text:
+                return answers.popleft()
+        if self._script:
+            return self._script.popleft()
+        return None
+
+    async def _execute(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = None
+        webhook_id = request.match_info["webhook_id"]
+        received = Received(
+            webhook_id=webhook_id,
+            token=request.match_info["token"],
+            query=dict(request.query),
+            headers=dict(request.headers),
+            body=body,
+            raw=raw,
+            at=time.monotonic(),
+        )
+        index = len(self.requests)
+        self.requests.append(received)
+        reply = await self._answer(self._next_answer(raw), webhook_id, body)
+        received = dataclasses.replace(received, status=reply.status)
+        self.requests[index] = received
+        if 200 <= reply.status < 300:
+            self.delivered.append(received)
+        return web.json_response(reply.body, status=reply.status, headers=reply.headers)
+
+    async def _answer(self, answer: Answer | None, webhook_id: str, body: Any) -> Reply:
+        if answer is None:
+            if self.mode == "up":
+                return _message(webhook_id, body)
+            if self.mode == "down":
+                return _reply(503)
+            answer = HANG
+        if isinstance(answer, Hang):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._release.wait(), HANG_S)
+            return _reply(503)
+        return _reply(answer)
+
+    async def _control(self, request: web.Request) -> web.Response:
+        mode = _MODES.get(request.match_info["mode"])
+        if mode is None:
+            return web.json_response({"error": "unknown mode"}, status=404)
+        self.set_mode(mode)
+        return web.json_response({"mode": mode})
+
+
+_MODES: dict[str, Mode] = {"up": "up", "down": "down", "hang": "hang"}
+
+
+async def wait_until(
+    what: str | Callable[[], str],
+    predicate: Callable[[], bool | Awaitable[bool]],
+    timeout_s: float,
+    *,
+    poll_s: float = 0.02,
+) -> None:
+    """Wait (bounded) until predicate() holds; fail naming `what` when it never does.
+
+    `what` may be a function, so the failure message can show state as it is at the end.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() >= deadline:
+            shown = what if isinstance(what, str) else what()
+            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {shown}")
+        await asyncio.sleep(poll_s)
+
+
+# <repo>/../shared/reference: shared/ sits beside the repository, here and in CI.
+SCHEMA_PATH = (
+    Path(__file__).resolve().parents[3] / "shared/reference/discord-execute-webhook.schema.json"
+)
+
+
+@functools.cache
+def _validator() -> Draft202012Validator:
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def assert_valid_payloads(*fakes: FakeDiscord) -> int:
+    """Check every request the fakes received is an Execute Webhook that cannot ping.
+
+    Return how many were checked, so a test can tell it checked something.
+    """
+    checked = 0
+    for fake in fakes:
+        for received in fake.requests:
+            errors = [e.message for e in _validator().iter_errors(received.body)]
+            assert not errors, f"payload does not match Discord's schema: {errors}"
+            assert received.body["allowed_mentions"] == {"parse": []}, received.body
+            assert received.query == {"wait": "true"}
+            checked += 1
+    return checked

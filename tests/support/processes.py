@@ -1,0 +1,128 @@
+"""Run `relay serve` as a real subprocess: start, wait until ready, SIGKILL, SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from tests.support.fake_discord import wait_until
+
+LISTENING = re.compile(r"listening on (https?)://127\.0\.0\.1:(\d+)(/\S*)")
+START_TIMEOUT_S = 20.0
+EXIT_TIMEOUT_S = 20.0
+
+
+@dataclass
+class RelayProcess:
+    """One `relay serve` process; its stderr goes to a file so no pipe can fill up."""
+
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    port: int = 0
+    path: str = "/webhook"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def webhook_url(self) -> str:
+        return self.base_url + self.path
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGKILL)
+
+    async def wait_exit(self, timeout_s: float = EXIT_TIMEOUT_S) -> int:
+        """Wait (bounded) for the process to end; return its exit status."""
+        await wait_until(
+            lambda: f"relay (pid {self.popen.pid}) to exit; its log:\n{self.log()}",
+            lambda: self.popen.poll() is not None,
+            timeout_s,
+            poll_s=0.05,
+        )
+        return self.popen.returncode
+
+    async def terminate(self, timeout_s: float = EXIT_TIMEOUT_S) -> int:
+        """SIGTERM and wait for the exit status."""
+        self.popen.send_signal(signal.SIGTERM)
+        return await self.wait_exit(timeout_s)
+
+
+@dataclass
+class RelayProcesses:
+    """Starts relay processes and, at teardown, kills whichever are still running."""
+
+    workdir: Path
+    started: list[RelayProcess] = field(default_factory=list)
+
+    async def start(self, config_path: Path, timeout_s: float = START_TIMEOUT_S) -> RelayProcess:
+        """Run `relay serve -c config_path`; return once it listens and /readyz says 200."""
+        log_path = self.workdir / f"relay-{len(self.started)}.log"
+        with log_path.open("wb") as log_file:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "relay.cli", "serve", "-c", str(config_path)],
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        process = RelayProcess(popen, log_path)
+        self.started.append(process)
+        deadline = time.monotonic() + timeout_s
+        await self._wait_listening(process, timeout_s)
+        await self._wait_ready(process, max(deadline - time.monotonic(), 0.1))
+        return process
+
+    async def _wait_listening(self, process: RelayProcess, timeout_s: float) -> None:
+        def listening() -> bool:
+            if process.popen.poll() is not None:
+                raise AssertionError(
+                    f"relay exited with {process.popen.returncode} at start:\n{process.log()}"
+                )
+            match = LISTENING.search(process.log())
+            if match is None:
+                return False
+            process.port, process.path = int(match.group(2)), match.group(3)
+            return True
+
+        await wait_until(
+            lambda: f"relay to log its port; its log so far:\n{process.log()}", listening, timeout_s
+        )
+
+    async def _wait_ready(self, process: RelayProcess, timeout_s: float) -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+
+            async def ready() -> bool:
+                try:
+                    async with http.get(process.base_url + "/readyz") as response:
+                        return response.status == 200
+                except (aiohttp.ClientError, TimeoutError):
+                    return False
+
+            await wait_until(
+                lambda: f"relay on port {process.port} to be ready; its log:\n{process.log()}",
+                ready,
+                timeout_s,
+            )
+
+    def kill_all(self) -> None:
+        """Kill and reap every process still running (fixture teardown)."""
+        for process in self.started:
+            process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):  # SIGKILL cannot be refused
+                process.popen.wait(timeout=10)

@@ -1,0 +1,295 @@
+"""SPEC section 5: the delivery worker against fake Discord webhooks and a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from relay.app import STATE
+from relay.delivery import RetryPolicy
+from relay.senders.base import DeliveryError
+from relay.store import Delivery, DeliveryStatus
+from tests.conftest import RelayClientFactory
+from tests.support.fake_discord import (
+    Answer,
+    FakeDiscord,
+    Reply,
+    assert_valid_payloads,
+    rate_limited,
+    unknown_webhook,
+    wait_until,
+)
+from tests.support.relay import event_body, signed_headers
+
+Client = TestClient[web.Request, web.Application]
+
+GRACE_S = 0.3  # with backoff capped at 50ms, a wrongful retry would come well within this
+
+
+def discord_config(
+    *fakes: FakeDiscord, max_attempts: int = 8, first: str = "10ms", max_: str = "50ms"
+) -> str:
+    """Return a config sending every event to one Discord destination per fake (d0, d1, ...)."""
+    names = [f"d{i}" for i in range(len(fakes))]
+    destinations = "".join(
+        f'  {name}: {{ type: discord, webhook_url: "{fake.url()}" }}\n'
+        for name, fake in zip(names, fakes, strict=True)
+    )
+    return f"""
+server:
+  shutdown_timeout: 1s
+verify:
+  secrets: ["${{SECRET}}"]
+delivery:
+  max_attempts: {max_attempts}
+  backoff: {{ first: {first}, max: {max_} }}
+destinations:
+{destinations}rules:
+  - name: everything
+    send_to: [{", ".join(names)}]
+"""
+
+
+@pytest.fixture
+async def discord() -> AsyncIterator[FakeDiscord]:
+    fake = await FakeDiscord().start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def other_discord() -> AsyncIterator[FakeDiscord]:
+    fake = await FakeDiscord().start()
+    yield fake
+    await fake.close()
+
+
+async def post_event(client: Client, message: str = "hello", session: str = "s1") -> str:
+    """Post a signed chat.push; return its event id after checking the 202."""
+    body = event_body(data={"role": "user", "message": message, "session_id": session})
+    response = await client.post("/webhook", data=body, headers=signed_headers(body))
+    answer: dict[str, Any] = await response.json()
+    assert response.status == 202, answer
+    return str(answer["event_id"])
+
+
+async def deliveries(client: Client) -> list[Delivery]:
+    return await client.app[STATE].store.list_deliveries(limit=1000)
+
+
+async def wait_for_status(
+    client: Client, status: DeliveryStatus, count: int = 1, timeout_s: float = 10.0
+) -> list[Delivery]:
+    """Wait until `count` deliveries have `status`; return them."""
+
+    async def reached() -> bool:
+        return sum(d.status == status for d in await deliveries(client)) >= count
+
+    await wait_until(f"{count} delivery(ies) {status}", reached, timeout_s)
+    return [d for d in await deliveries(client) if d.status == status]
+
+
+async def test_transient_failures_are_retried_and_delivered_once(
+    relay_client: RelayClientFactory, discord: FakeDiscord
+) -> None:
+    discord.script(503, rate_limited(0.05), 200)
+    client = await relay_client(discord_config(discord))
+    event_id = await post_event(client)
+
+    await discord.wait_for_delivered(1)
+    [sent] = await wait_for_status(client, "sent")
+    await asyncio.sleep(GRACE_S)
+
+    assert [r.status for r in discord.requests] == [503, 429, 200]
+    assert len(discord.delivered) == 1
+    assert (sent.event_id, sent.destination, sent.attempts) == (event_id, "d0", 3)
+    assert sent.last_error is None
+    assert [d.status for d in await deliveries(client)] == ["sent"]
+    assert assert_valid_payloads(discord) == 3
+
+
+async def test_retry_after_of_a_429_is_honoured_and_the_body_value_wins(
+    relay_client: RelayClientFactory, discord: FakeDiscord
+) -> None:
+    retry_after_s = 0.3  # backoff alone would retry after 5 to 10 ms
+    discord.script(rate_limited(retry_after_s, header_s="5"))
+    client = await relay_client(discord_config(discord))
+    await post_event(client)
+
+    await discord.wait_for_delivered(1, timeout_s=4.0)  # the header's 5 s would miss this
+
+    limited, success = discord.requests
+    assert (limited.status, success.status) == (429, 200)
+    # The fake stamps arrival with time.monotonic(), relay pauses on time.time(): allow
+    # a few milliseconds for the two clocks, far below the 5 ms a backoff retry would take.
+    assert success.at - limited.at >= retry_after_s - 0.005
+    assert assert_valid_payloads(discord) == 2
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (unknown_webhook(), "Discord answered 404: Unknown Webhook (code 10015)"),
+        (400, "Discord answered 400"),
+        (Reply(400, {"message": "Invalid Form Body", "code": 50035}), "code 50035"),
+    ],
+    ids=["unknown-webhook-10015", "plain-400", "invalid-form-body-50035"],
+)
+async def test_permanent_failure_is_dead_lettered_at_once(
+    relay_client: RelayClientFactory, discord: FakeDiscord, answer: Answer, reason: str
+) -> None:
+    discord.script(answer)
+    client = await relay_client(discord_config(discord))
+    await post_event(client)
+
+    [dead] = await wait_for_status(client, "dead")
+    await asyncio.sleep(GRACE_S)
+
+    assert len(discord.requests) == 1
+    assert discord.delivered == []
+    assert dead.attempts == 1
+    assert dead.last_error is not None and reason in dead.last_error
+    assert assert_valid_payloads(discord) == 1
+
+
+async def test_max_attempts_reached_dead_letters_after_exactly_that_many_requests(
+    relay_client: RelayClientFactory, discord: FakeDiscord
+) -> None:
+    discord.down()
+    client = await relay_client(discord_config(discord, max_attempts=3))
+    await post_event(client)
+
+    [dead] = await wait_for_status(client, "dead")
+    await asyncio.sleep(GRACE_S)
+
+    assert [r.status for r in discord.requests] == [503, 503, 503]
+    assert dead.attempts == 3
+    assert dead.last_error is not None and "503" in dead.last_error
+    assert assert_valid_payloads(discord) == 3
+
+
+def _hang(fake: FakeDiscord) -> None:
+    fake.set_mode("hang")  # relay's client gives up only after 30 s
+
+
+def _rate_limit_for_long(fake: FakeDiscord) -> None:
+    fake.script(rate_limited(30.0))  # must pause this webhook only
+
+
+def _down(fake: FakeDiscord) -> None:
+    fake.down()
+
+
+@pytest.mark.parametrize("trouble", [_hang, _rate_limit_for_long, _down], ids=lambda f: f.__name__)
+async def test_one_destination_in_trouble_never_delays_another(
+    relay_client: RelayClientFactory,
+    discord: FakeDiscord,
+    other_discord: FakeDiscord,
+    trouble: Any,
+) -> None:
+    trouble(discord)
+    client = await relay_client(discord_config(discord, other_discord))
+    for i in range(3):
+        await post_event(client, message=f"msg{i}", session=f"s{i}")
+
+    # Far below the 30 s the troubled destination holds its lane for.
+    await other_discord.wait_for_delivered(3, timeout_s=5.0)
+
+    assert other_discord.delivered_texts() == ["msg0", "msg1", "msg2"]
+    assert discord.delivered == []
+    assert discord.requests, "the troubled destination was never even tried"
+    if trouble is not _down:
+        # Hanging, or paused by its 429: it must not have moved on to the other events.
+        assert len(discord.requests) == 1
+    discord.release()  # let a hanging request end before relay shuts down
+    assert assert_valid_payloads(discord, other_discord) >= 4
+
+
+async def test_a_session_stays_in_order_and_does_not_hold_up_another(
+    relay_client: RelayClientFactory, discord: FakeDiscord
+) -> None:
+    # Each retry of the first message waits 150 to 300 ms: plenty of time for a
+    # wrongly unordered worker to send the second one first.
+    discord.script_for("s1first", 503, 503)
+    client = await relay_client(discord_config(discord, first="300ms", max_="300ms"))
+    await post_event(client, message="s1first", session="s1")
+    await post_event(client, message="s1second", session="s1")
+    await post_event(client, message="s2only", session="s2")
+
+    await discord.wait_for_delivered(3)
+
+    texts = discord.delivered_texts()
+    assert sorted(texts) == ["s1first", "s1second", "s2only"]
+    assert texts.index("s1first") < texts.index("s1second")
+    assert texts.index("s2only") < texts.index("s1first"), "s2 waited for s1's retries"
+    tried = [r.description() for r in discord.requests]
+    assert tried.index("s1second") > tried.index("s1first") + 2, (
+        f"s1second was tried before s1first succeeded: {tried}"
+    )
+    assert tried.count("s1first") == 3
+    assert assert_valid_payloads(discord) == 5
+
+
+async def test_each_event_is_delivered_exactly_once_with_many_sessions(
+    relay_client: RelayClientFactory, discord: FakeDiscord
+) -> None:
+    discord.script(*([503] * 10))
+    client = await relay_client(discord_config(discord))
+    messages = [f"bulk{i}" for i in range(20)]
+    for i, message in enumerate(messages):
+        await post_event(client, message=message, session=f"s{i % 4}")
+
+    await discord.wait_for_delivered(len(messages))
+    await wait_for_status(client, "sent", len(messages))
+    await asyncio.sleep(GRACE_S)
+
+    texts = discord.delivered_texts()
+    assert sorted(texts) == sorted(messages)  # each exactly once
+    for session in range(4):
+        in_session = [m for i, m in enumerate(messages) if i % 4 == session]
+        assert [t for t in texts if t in in_session] == in_session
+    assert assert_valid_payloads(discord) == len(messages) + 10
+
+
+# --- RetryPolicy -----------------------------------------------------------------------------
+
+
+def test_delay_grows_exponentially_is_capped_and_jittered_within_half_to_full() -> None:
+    policy = RetryPolicy(max_attempts=10, first_s=1.0, max_s=8.0)
+    rng = random.Random(1234)
+    expected_ceilings = {1: 1.0, 2: 2.0, 3: 4.0, 4: 8.0, 5: 8.0, 9: 8.0}
+    for attempts, ceiling in expected_ceilings.items():
+        delays = [policy.delay_s(attempts, rng) for _ in range(500)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays), (attempts, min(delays))
+        # Jitter really spreads over the whole range, not a point inside it.
+        assert min(delays) < ceiling * 0.55
+        assert max(delays) > ceiling * 0.95
+
+
+def test_delay_is_reproducible_with_a_seeded_random() -> None:
+    policy = RetryPolicy(max_attempts=10, first_s=0.01, max_s=0.05)
+    first = [policy.delay_s(a, random.Random(7)) for a in range(1, 8)]
+    again = [policy.delay_s(a, random.Random(7)) for a in range(1, 8)]
+    assert first == again
+    assert max(first) <= 0.05
+
+
+def test_retry_at_prefers_retry_after_and_stops_at_max_attempts_or_permanent_errors() -> None:
+    policy = RetryPolicy(max_attempts=3, first_s=1.0, max_s=8.0)
+    rng = random.Random(0)
+    transient = DeliveryError("503", retryable=True)
+    limited = DeliveryError("429", retryable=True, retry_after_s=42.0)
+    permanent = DeliveryError("404", retryable=False, retry_after_s=1.0)
+
+    assert policy.retry_at(limited, 1, 100.0, rng) == 142.0
+    retry = policy.retry_at(transient, 2, 100.0, rng)
+    assert retry is not None and 101.0 <= retry <= 102.0
+    assert policy.retry_at(transient, 3, 100.0, rng) is None
+    assert policy.retry_at(limited, 3, 100.0, rng) is None
+    assert policy.retry_at(permanent, 1, 100.0, rng) is None
