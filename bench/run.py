@@ -299,11 +299,14 @@ def stored_events(db: Path) -> tuple[int, int]:
 
 
 def print_table(results: Sequence[WrkResult]) -> None:
-    print(f"{'target':<8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'requests':>9}")
+    print(
+        f"{'target':<8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
+        f" {'requests':>9} {'server CPU us/req':>18}"
+    )
     for r in results:
         print(
-            f"{r.label:<8} {r.rps:>10.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.non_2xx:>8d}"
-            f" {int(r['requests']):>9d}"
+            f"{r.label:<8} {r.rps:>8.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.non_2xx:>8d}"
+            f" {int(r['requests']):>9d} {r['cpu_us_per_req']:>18.0f}"
         )
 
 
@@ -375,13 +378,27 @@ class Plan:
     measured_count: int
 
 
-def measure(plan: Plan, load: Load, label: str, log: Path) -> list[WrkResult]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    plan: Plan, load: Load, label: str, log: Path, server: subprocess.Popen[bytes]
+) -> list[WrkResult]:
     runs = []
     if plan.warmup:
         print(f"{label}: warm-up {plan.warmup} s", flush=True)
         runs.append(run_wrk(load, f"{label}-warm", plan.warmup, 0, plan.warm_count, log))
     print(f"{label}: measuring {plan.duration} s", flush=True)
-    runs.append(run_wrk(load, label, plan.duration, plan.warm_count, plan.measured_count, log))
+    cpu_before = cpu_seconds(server.pid)
+    result = run_wrk(load, label, plan.duration, plan.warm_count, plan.measured_count, log)
+    # CPU the server spent per answered request: steadier than req/s on a shared machine.
+    result.values["cpu_us_per_req"] = (
+        (cpu_seconds(server.pid) - cpu_before) * 1e6 / max(result["requests"], 1)
+    )
+    runs.append(result)
     return runs
 
 
@@ -428,12 +445,13 @@ def bench(args: argparse.Namespace, tmp: Path, procs: Processes) -> int:
     )
 
     wrk_log = tmp / "wrk.log"
-    base = {"bodies": bodies, "threads": args.threads, "connections": args.connections}
-    bare_runs = measure(plan, Load(url=f"http://{HOST}:{bare_port}{PATH}", **base), "bare", wrk_log)
-    procs.stop(bare)
-    relay_runs = measure(
-        plan, Load(url=f"http://{HOST}:{relay_port}{PATH}", **base), "relay", wrk_log
-    )
+
+    def load(port: int) -> Load:
+        return Load(f"http://{HOST}:{port}{PATH}", bodies, args.threads, args.connections)
+
+    bare_runs = measure(plan, load(bare_port), "bare", wrk_log, bare)
+    procs.stop(bare)  # idle from here on, but out of relay's way all the same
+    relay_runs = measure(plan, load(relay_port), "relay", wrk_log, relay)
     time.sleep(0.5)  # let requests in flight at wrk's stop reach the store
     procs.stop(relay)
     return report(args, bare_runs[-1], relay_runs, db)
