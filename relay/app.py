@@ -73,7 +73,9 @@ def create_app(
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await state.store.open()
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        # No total timeout here: the worker bounds each send with delivery.timeout.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
             state.sender_context.http = http
             state.senders = build_senders(config.destinations, state.sender_context)
             if run_worker:

@@ -23,7 +23,6 @@ log = logging.getLogger("relay.delivery")
 
 Clock = Callable[[], float]
 
-SEND_TIMEOUT_S = 30.0
 IDLE_POLL_S = 5.0  # a safety net: lanes are woken on every accept, so this rarely fires
 BATCH_SIZE = 32
 
@@ -158,10 +157,11 @@ class Lane:
             notification = build_notification(event, delivery.rule, template)
         except (EventError, jinja2.TemplateError) as exc:
             raise DeliveryError(f"cannot render notification: {exc}", retryable=False) from exc
+        timeout_s = worker.config.delivery.timeout_s
         try:
-            return await asyncio.wait_for(sender.send(notification), timeout=SEND_TIMEOUT_S)
+            return await asyncio.wait_for(sender.send(notification), timeout=timeout_s)
         except TimeoutError:
-            raise DeliveryError(f"timed out after {SEND_TIMEOUT_S:g}s", retryable=True) from None
+            raise DeliveryError(f"timed out after {timeout_s:g}s", retryable=True) from None
 
     async def _record_failure(self, delivery: Delivery, error: DeliveryError) -> None:
         worker = self._worker

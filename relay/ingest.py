@@ -17,7 +17,6 @@ from relay.verify import client_address, header_problem, in_networks, signature_
 
 log = logging.getLogger("relay.ingest")
 
-BODY_TIMEOUT_S = 10.0  # a sender that trickles its body must not hold a connection forever
 EVENT_ID_HEADERS = ("X-bitHuman-Event-Id", "webhook-id")
 MAX_EVENT_ID_LENGTH = 256
 
@@ -58,18 +57,22 @@ def _check_content_type(request: web.Request) -> None:
         _reject(415, f"Content-Type must be application/json, got {shown}", "content_type")
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def _read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
+    """Read the body, refusing it past `limit` bytes or `timeout_s` seconds.
+
+    A sender that trickles its body must not hold a connection forever.
+    """
     if request.content_length is not None and request.content_length > limit:
         _reject(413, f"body is larger than {limit} bytes", "body_too_large")
     body = bytearray()
     try:
-        async with asyncio.timeout(BODY_TIMEOUT_S):
+        async with asyncio.timeout(timeout_s):
             async for chunk in request.content.iter_chunked(64 * 1024):
                 body += chunk
                 if len(body) > limit:
                     _reject(413, f"body is larger than {limit} bytes", "body_too_large")
     except TimeoutError:
-        _reject(408, f"body not received within {BODY_TIMEOUT_S:g}s", "body_timeout")
+        _reject(408, f"body not received within {timeout_s:g}s", "body_timeout")
     return bytes(body)
 
 
@@ -153,7 +156,8 @@ async def handle_webhook(request: web.Request, state: RelayState) -> web.Respons
             _reject(503, "relay is shutting down, retry later", "shutting_down")
         _check_client(request, config)
         _check_content_type(request)
-        body = await _read_body(request, config.server.max_body_bytes)
+        server = config.server
+        body = await _read_body(request, server.max_body_bytes, server.read_timeout_s)
         _check_authentication(request, body, config)
         now = state.clock()
         event = _parse(request, body, config, now)

@@ -276,8 +276,14 @@ store: {{ url: "sqlite:{tmp_path / "relay.db"}" }}
 delivery: {{ max_attempts: 2, backoff: {{ first: 50ms, max: 100ms }} }}
 destinations:
   discord: {{ type: discord, webhook_url: "{discord.url(token=SECRETS["discord token"])}" }}
-  hook: {{ type: slack, webhook_url: "http://127.0.0.1:9/services/T1/B1/{SECRETS["slack webhook token"]}" }}
-  bot: {{ type: slack, token: "{SECRETS["slack bot token"]}", channel: "#c", api_url: "http://127.0.0.1:9/api/" }}
+  hook:
+    type: slack
+    webhook_url: "http://127.0.0.1:9/services/T1/B1/{SECRETS["slack webhook token"]}"
+  bot:
+    type: slack
+    token: "{SECRETS["slack bot token"]}"
+    channel: "#c"
+    api_url: "http://127.0.0.1:9/api/"
   mail:
     type: email
     smtp: {{ host: 127.0.0.1, port: 9, username: relay, password: "{SECRETS["smtp password"]}" }}

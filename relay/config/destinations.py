@@ -28,6 +28,7 @@ from relay.config.yamlnodes import (
     join,
     list_of,
     nonempty_string,
+    number,
     one_of,
     secret,
     string,
@@ -121,6 +122,7 @@ def _slack(section: Section, name: str) -> Destination:
     token = section.opt("token", secret)
     channel = section.opt("channel", nonempty_string)
     api_url = section.get("api_url", http_url, "https://slack.com/api/")
+    max_per_second = section.get("max_per_second", _positive_number, 1.0)
     if section.mentions("webhook_url") == section.mentions("token"):
         section.error("set exactly one of webhook_url or token")
     elif "token" in section and not section.mentions("channel"):
@@ -132,8 +134,20 @@ def _slack(section: Section, name: str) -> Destination:
     # slack_sdk joins base URL and method name directly, so the slash must be there.
     api_url = api_url if api_url.endswith("/") else api_url + "/"
     return SlackDestination(
-        name, webhook_url=webhook_url, token=token, channel=channel, api_url=api_url
+        name,
+        webhook_url=webhook_url,
+        token=token,
+        channel=channel,
+        api_url=api_url,
+        max_per_second=float(max_per_second),
     )
+
+
+def _positive_number(ctx: Context, node: yaml.Node, path: str) -> float:
+    value = number(ctx, node, path)
+    if value <= 0:
+        ctx.fail(node, path, f"must be greater than 0, got {value}")
+    return float(value)
 
 
 def _discord(section: Section, name: str) -> Destination:
@@ -184,7 +198,7 @@ def _check_login(section: Section, tls: str) -> None:
 
 _TYPES: dict[str, tuple[tuple[str, ...], Callable[[Section, str], Destination]]] = {
     "console": ((), _console),
-    "slack": (("webhook_url", "token", "channel", "api_url"), _slack),
+    "slack": (("webhook_url", "token", "channel", "api_url", "max_per_second"), _slack),
     "discord": (("webhook_url",), _discord),
     "email": (("smtp", "from", "to"), _email),
 }

@@ -29,6 +29,7 @@ class ServerConfig:
     max_body_bytes: int = 1024 * 1024
     tls: TlsConfig | None = None
     shutdown_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class DeliveryConfig:
     max_attempts: int = 8
     backoff: BackoffConfig = field(default_factory=BackoffConfig)
     dedupe_window_s: float = 86400.0
+    timeout_s: float = 30.0
 
 
 # Destinations -----------------------------------------------------------------------------
@@ -75,6 +77,7 @@ class SlackDestination:
     token: Secret | None = None
     channel: str | None = None
     api_url: str = "https://slack.com/api/"
+    max_per_second: float = 1.0  # Slack's guidance: about one message a second per channel
     type: Literal["slack"] = "slack"
 
 

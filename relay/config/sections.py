@@ -28,7 +28,15 @@ from relay.config.yamlnodes import (
 )
 from relay.secrets import Secret
 
-_SERVER_KEYS = ("host", "port", "path", "max_body_bytes", "tls", "shutdown_timeout")
+_SERVER_KEYS = (
+    "host",
+    "port",
+    "path",
+    "max_body_bytes",
+    "tls",
+    "shutdown_timeout",
+    "read_timeout",
+)
 _VERIFY_KEYS = ("secrets", "signature_header", "headers", "allow_ips", "trusted_proxies", "max_age")
 
 
@@ -44,6 +52,7 @@ def read_server(ctx: Context, node: yaml.Node, path: str) -> ServerConfig:
         max_body_bytes=section.get("max_body_bytes", int_range(1), defaults.max_body_bytes),
         tls=section.opt("tls", _tls),
         shutdown_timeout_s=section.get("shutdown_timeout", duration, defaults.shutdown_timeout_s),
+        read_timeout_s=section.get("read_timeout", duration, defaults.read_timeout_s),
     )
 
 
@@ -117,12 +126,13 @@ def _store_url(ctx: Context, node: yaml.Node, path: str) -> str:
 
 def read_delivery(ctx: Context, node: yaml.Node, path: str) -> DeliveryConfig:
     """Read `delivery`."""
-    section = Section(ctx, node, path, ("max_attempts", "backoff", "dedupe_window"))
+    section = Section(ctx, node, path, ("max_attempts", "backoff", "dedupe_window", "timeout"))
     defaults = DeliveryConfig()
     return DeliveryConfig(
         max_attempts=section.get("max_attempts", int_range(1), defaults.max_attempts),
         backoff=section.get("backoff", _backoff, defaults.backoff),
         dedupe_window_s=section.get("dedupe_window", duration, defaults.dedupe_window_s),
+        timeout_s=section.get("timeout", duration, defaults.timeout_s),
     )
 
 

@@ -35,8 +35,8 @@ MAX_FIELDS = 10
 MAX_BLOCKS = 50
 FALLBACK_LIMIT = 3000
 
-# About one message a second per webhook or channel, with a small burst (Slack's guidance).
-PACE_PER_S = 1.0
+# Slack asks for about one message a second per webhook or channel (max_per_second, 1 by
+# default); a small burst lets a short flurry through at once.
 PACE_BURST = 3
 
 # Web API errors that a later try can fix; every other `ok: false` error is permanent
@@ -94,7 +94,7 @@ class SlackWebhookSender:
         assert config.webhook_url is not None
         self.name = config.name
         self._url = config.webhook_url.reveal()
-        self._pacer = context.pacer(f"slack-webhook:{self._url}", PACE_PER_S, PACE_BURST)
+        self._pacer = context.pacer(f"slack-webhook:{self._url}", config.max_per_second, PACE_BURST)
         self._client = AsyncWebhookClient(
             self._url, session=context.http, retry_handlers=[], logger=_SDK_LOG
         )
@@ -129,7 +129,9 @@ class SlackApiSender:
         self._api_url = config.api_url
         token = config.token.reveal()
         self._pacer = context.pacer(
-            f"slack-api:{config.api_url}:{token}:{config.channel}", PACE_PER_S, PACE_BURST
+            f"slack-api:{config.api_url}:{token}:{config.channel}",
+            config.max_per_second,
+            PACE_BURST,
         )
         self._client = AsyncWebClient(
             token=token,
