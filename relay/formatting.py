@@ -67,6 +67,7 @@ TRUNCATION_MARKER = "… [truncated]"
 
 def truncate(text: str, limit: int) -> str:
     """Cut text to at most `limit` characters, ending with a visible marker when cut."""
+    limit = max(limit, 0)
     if len(text) <= limit:
         return text
     return text[: max(limit - len(TRUNCATION_MARKER), 0)] + TRUNCATION_MARKER[:limit]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO
@@ -34,10 +35,12 @@ class SenderContext:
 
     http: aiohttp.ClientSession | None = None
     stdout: TextIO = field(default_factory=lambda: sys.stdout)
-    pacers: dict[str, TokenBucket] = field(default_factory=dict)
+    pacers: dict[str, TokenBucket] = field(default_factory=dict, repr=False)
 
-    def pacer(self, key: str, rate_per_s: float, burst: int) -> TokenBucket:
+    def pacer(self, target: str, rate_per_s: float, burst: int) -> TokenBucket:
         """Return the shared token bucket for a rate-limited target."""
+        # Targets hold webhook tokens; keep only a digest of them.
+        key = hashlib.sha256(target.encode()).hexdigest()
         bucket = self.pacers.get(key)
         if bucket is None:
             bucket = self.pacers[key] = TokenBucket(rate_per_s, burst)
@@ -53,10 +56,11 @@ class Sender(Protocol):
         """Return exactly what `send` would transmit, for `relay route`."""
 
     def wait_s(self) -> float:
-        """Return how long the destination asks us to wait before the next send (0: now).
+        """Return how long the destination asks us to wait before the next send.
 
-        This is how a sender paces itself without sleeping: the worker asks before
-        each send and waits on the sender's behalf.
+        This is how a sender paces itself without sleeping: the worker asks before each
+        send and waits on the sender's behalf. 0 means "send now", and for a paced
+        destination it also reserves the slot for that send.
         """
 
     async def send(self, notification: Notification) -> str | None:

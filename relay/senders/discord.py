@@ -24,6 +24,7 @@ FIELD_VALUE_LIMIT = 1024
 FOOTER_LIMIT = 2048
 EMBED_TOTAL_LIMIT = 6000
 MAX_FIELDS = 25
+MIN_FIELD_VALUE = 20  # below this, a cut field says nothing: leave it out
 
 # Error codes that will never succeed on a retry: Unknown Webhook, Invalid Form Body.
 PERMANENT_CODES = frozenset({10015, 50035})
@@ -46,26 +47,33 @@ def build_payload(summary: Summary, kind: str, timestamp: float) -> dict[str, An
     """Return the Execute Webhook body for a summary, within Discord's limits."""
     title = truncate(escape(summary.title), TITLE_LIMIT)
     footer = truncate(summary.footer, FOOTER_LIMIT)
-    fields: list[dict[str, Any]] = [
-        {
-            "name": truncate(escape(name), FIELD_NAME_LIMIT),
-            "value": truncate(escape(value), FIELD_VALUE_LIMIT) or "\u200b",
-            "inline": True,
-        }
-        for name, value in summary.fields[:MAX_FIELDS]
-    ]
-    used = len(title) + len(footer) + sum(len(f["name"]) + len(f["value"]) for f in fields)
-    description = truncate(escape(summary.text), min(DESCRIPTION_LIMIT, EMBED_TOTAL_LIMIT - used))
+    # The 6000-character total is shared: the message first, then fields while room is left.
+    budget = EMBED_TOTAL_LIMIT - len(title) - len(footer)
+    description = truncate(escape(summary.text), min(DESCRIPTION_LIMIT, budget))
+    budget -= len(description)
     embed: dict[str, Any] = {
         "title": title,
         "color": COLORS.get(kind, DEFAULT_COLOR),
-        "fields": fields,
+        "fields": _fields(summary, budget),
         "footer": {"text": footer},
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp)),
     }
     if description:
         embed["description"] = description
     return {"embeds": [embed], "allowed_mentions": {"parse": []}}
+
+
+def _fields(summary: Summary, budget: int) -> list[dict[str, Any]]:
+    fields: list[dict[str, Any]] = []
+    for name, value in summary.fields[:MAX_FIELDS]:
+        shown_name = truncate(escape(name), FIELD_NAME_LIMIT)
+        room = min(FIELD_VALUE_LIMIT, budget - len(shown_name))
+        if room < MIN_FIELD_VALUE:
+            break
+        shown_value = truncate(escape(value), room) or "\u200b"
+        budget -= len(shown_name) + len(shown_value)
+        fields.append({"name": shown_name, "value": shown_value, "inline": True})
+    return fields
 
 
 class DiscordSender:

@@ -23,12 +23,14 @@ class TokenBucket:
         self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate_per_s)
         self._updated = now
 
-    def wait_s(self) -> float:
-        """Return how long until a send is allowed (0: now)."""
-        self._refill()
-        return max(0.0, (1.0 - self._tokens) / self._rate_per_s)
+    def reserve(self) -> float:
+        """Take a token and return 0, or return how long until one is free.
 
-    def take(self) -> None:
-        """Spend one token; a send made without waiting still counts."""
+        Checking and taking are one step, so two lanes sharing a bucket cannot both
+        take the last token.
+        """
         self._refill()
-        self._tokens -= 1.0
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self._rate_per_s

@@ -58,7 +58,7 @@ def escape(text: str) -> str:
 def build_blocks(summary: Summary) -> list[Block]:
     """Return the Block Kit layout of a summary, within Slack's limits."""
     blocks: list[Block] = [
-        HeaderBlock(text=PlainTextObject(text=truncate(summary.title, HEADER_LIMIT) or " "))
+        HeaderBlock(text=PlainTextObject(text=truncate(escape(summary.title), HEADER_LIMIT) or " "))
     ]
     if summary.text:
         text = truncate(escape(summary.text), SECTION_LIMIT)
@@ -104,10 +104,9 @@ class SlackWebhookSender:
         return f"POST {mask_url(self._url)}\n{body}\n"
 
     def wait_s(self) -> float:
-        return self._pacer.wait_s()
+        return self._pacer.reserve()
 
     async def send(self, notification: Notification) -> None:
-        self._pacer.take()
         message = build_message(notification)
         try:
             response = await self._client.send(text=message["text"], blocks=message["blocks"])
@@ -147,10 +146,9 @@ class SlackApiSender:
         return f"POST {self._api_url}chat.postMessage (bot token)\n{text}\n"
 
     def wait_s(self) -> float:
-        return self._pacer.wait_s()
+        return self._pacer.reserve()
 
     async def send(self, notification: Notification) -> None:
-        self._pacer.take()
         message = build_message(notification)
         try:
             await self._client.chat_postMessage(

@@ -1,0 +1,165 @@
+"""One status table for every HTTP destination, run against real local fakes (SPEC section 5)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from relay.events import event_from_payload
+from relay.notification import Notification
+from relay.senders import DeliveryError, Sender, SenderContext, build_senders
+from relay.senders.http import is_retryable_status, parse_retry_after
+from tests.support.fake_discord import FakeDiscord
+from tests.support.fake_slack import BOT_TOKEN, WEBHOOK_SECRET, FakeSlack
+from tests.support.relay import make_config
+from tests.support.smtp import free_port
+
+DISCORD_TOKEN = "discordTokenSecret42"
+HTTP_KINDS = ["slack-webhook", "slack-api", "discord"]
+
+# status -> retryable (None: a success). The one table every HTTP sender must follow.
+STATUS_TABLE: list[tuple[int, bool | None]] = [
+    (200, None),
+    (400, False),
+    (401, False),
+    (403, False),
+    (404, False),
+    (408, True),
+    (429, True),
+    (500, True),
+    (502, True),
+    (503, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"),
+    [(s, r) for s, r in STATUS_TABLE if r is not None]
+    + [(410, False), (422, False), (425, True), (504, True), (599, True)],
+)
+def test_is_retryable_status(status: int, retryable: bool) -> None:
+    assert is_retryable_status(status) is retryable
+
+
+HTTP_DATE = "Wed, 21 Oct 2015 07:28:00 GMT"
+HTTP_DATE_TS = 1445412480.0
+
+
+@pytest.mark.parametrize(
+    ("value", "now", "expected"),
+    [
+        ("2", None, 2.0),
+        ("0.25", None, 0.25),
+        (" 7 ", None, 7.0),
+        ("0", None, 0.0),
+        ("-3", None, 0.0),
+        (None, None, None),
+        ("", None, None),
+        ("   ", None, None),
+        ("soon", None, None),
+        (HTTP_DATE, HTTP_DATE_TS - 30.0, 30.0),
+        (HTTP_DATE, HTTP_DATE_TS + 30.0, 0.0),
+    ],
+)
+def test_parse_retry_after(value: str | None, now: float | None, expected: float | None) -> None:
+    assert parse_retry_after(value, now=now) == expected
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    fake = await FakeSlack().start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def discord() -> AsyncIterator[FakeDiscord]:
+    fake = await FakeDiscord().start()
+    yield fake
+    await fake.close()
+
+
+def chat(message: str = "hello") -> Notification:
+    payload = {
+        "agent_id": "agent_abc123",
+        "event_type": "chat.push",
+        "data": {"role": "user", "message": message, "session_id": "s1"},
+        "timestamp": 1705312285.0,
+    }
+    return Notification(event=event_from_payload(payload, event_id="e1", received_at=0.0), rule="r")
+
+
+def destination_yaml(kind: str, slack_port: int, discord_port: int) -> str:
+    base = f"http://127.0.0.1:{slack_port}"
+    return {
+        "slack-webhook": f'{{ type: slack, webhook_url: "{base}/services/T0001/B0001/'
+        f'{WEBHOOK_SECRET}" }}',
+        "slack-api": f'{{ type: slack, token: "{BOT_TOKEN}", channel: "#alerts", '
+        f'api_url: "{base}/api/" }}',
+        "discord": f'{{ type: discord, webhook_url: "http://127.0.0.1:{discord_port}'
+        f'/api/webhooks/1/{DISCORD_TOKEN}" }}',
+    }[kind]
+
+
+def build_sender(
+    kind: str, slack_port: int, discord_port: int, http: aiohttp.ClientSession, tmp_path: Path
+) -> Sender:
+    yaml_text = f"destinations:\n  dest: {destination_yaml(kind, slack_port, discord_port)}\n"
+    config = make_config(yaml_text, tmp_path)
+    return build_senders(config.destinations, SenderContext(http=http))["dest"]
+
+
+def assert_no_secret(text: str) -> None:
+    for secret in (WEBHOOK_SECRET, BOT_TOKEN, DISCORD_TOKEN):
+        assert secret not in text, text
+
+
+@pytest.mark.parametrize("kind", HTTP_KINDS)
+@pytest.mark.parametrize(("status", "retryable"), STATUS_TABLE)
+async def test_every_http_sender_classifies_statuses_alike(
+    kind: str,
+    status: int,
+    retryable: bool | None,
+    slack: FakeSlack,
+    discord: FakeDiscord,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    sender = build_sender(kind, slack.port, discord.port, http, tmp_path)
+    (discord if kind == "discord" else slack).script(status)
+
+    if retryable is None:
+        assert await sender.send(chat()) is None
+        assert len(slack.delivered) + len(discord.delivered) == 1
+        return
+    with pytest.raises(DeliveryError) as caught:
+        await sender.send(chat())
+    assert caught.value.retryable is retryable, str(caught.value)
+    assert str(status) in str(caught.value)
+    assert_no_secret(str(caught.value))
+    assert len(slack.requests) + len(discord.requests) == 1  # a sender never retries itself
+
+
+@pytest.mark.parametrize("kind", HTTP_KINDS)
+async def test_network_error_is_retryable_and_hides_the_token(
+    kind: str, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    closed = free_port()
+    sender = build_sender(kind, closed, closed, http, tmp_path)
+
+    with pytest.raises(DeliveryError) as caught:
+        await sender.send(chat())
+
+    assert caught.value.retryable is True
+    assert "connect" in str(caught.value)
+    assert_no_secret(str(caught.value))
+    assert_no_secret(repr(caught.value))

@@ -1,0 +1,194 @@
+"""A fake Slack on 127.0.0.1: incoming webhooks and chat.postMessage, answering from a script."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from aiohttp import web
+
+from tests.support.fake_discord import wait_until
+
+BOT_TOKEN = "xoxb-1111-2222-botsecret"
+WEBHOOK_SECRET = "hooksecretXYZ"
+CHANNELS = frozenset({"#alerts", "#support", "C0123456"})
+
+# What Slack's incoming webhooks answer (text/plain) for each failure status.
+WEBHOOK_BODIES = {
+    200: "ok",
+    400: "invalid_payload",
+    403: "action_prohibited",
+    404: "channel_not_found",
+    410: "channel_is_archived",
+    429: "rate_limited",
+    500: "rollup_error",
+}
+
+# The `error` a Web API answer carries for a status, when a script gives only the status.
+API_ERRORS = {
+    400: "invalid_arguments",
+    401: "invalid_auth",
+    403: "not_allowed_token_type",
+    404: "channel_not_found",
+    408: "request_timeout",
+    429: "ratelimited",
+}
+
+Kind = Literal["webhook", "api"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted answer: a text body for webhooks, a JSON object for the Web API."""
+
+    status: int
+    body: str | dict[str, Any] | None = None  # None: what Slack usually says for the status
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Answer = int | Reply
+
+
+def rate_limited(retry_after: str = "1") -> Reply:
+    """Return Slack's 429 with a Retry-After header."""
+    return Reply(429, None, {"Retry-After": retry_after})
+
+
+def api_error(code: str, status: int = 200) -> Reply:
+    """Return a Web API `ok: false` answer (Slack answers most errors with 200)."""
+    return Reply(status, {"ok": False, "error": code})
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as the fake saw it."""
+
+    kind: Kind
+    path: str
+    headers: dict[str, str]
+    body: Any  # the parsed JSON, or None
+    raw: bytes
+    at: float  # time.monotonic() on arrival
+    status: int = 0  # what the fake answered
+    ok: bool = False  # whether the answer was a success (Web API: `ok: true`)
+
+
+class FakeSlack:
+    """POST /services/{T}/{B}/{token} and POST /api/chat.postMessage.
+
+    Scripted answers are used in order for either endpoint; with the script empty, a
+    webhook answers 200 `ok` and the Web API checks the bearer token and the channel
+    (answering `invalid_auth` or `channel_not_found`) and otherwise `{"ok": true}`.
+    """
+
+    def __init__(self, token: str = BOT_TOKEN) -> None:
+        self.token = token
+        self.requests: list[Received] = []
+        self.delivered: list[Received] = []
+        self._script: deque[Answer] = deque()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> FakeSlack:
+        app = web.Application()
+        app.router.add_post("/services/{team}/{bot}/{secret}", self._webhook)
+        app.router.add_post("/api/chat.postMessage", self._post_message)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def webhook_url(self, secret: str = WEBHOOK_SECRET) -> str:
+        return f"http://127.0.0.1:{self.port}/services/T0001/B0001/{secret}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    def script(self, *answers: Answer) -> None:
+        """Queue answers for the next requests, whichever endpoint they reach."""
+        self._script.extend(answers)
+
+    async def wait_for_requests(self, count: int, timeout_s: float = 10.0) -> list[Received]:
+        await wait_until(
+            lambda: f"{count} request(s) (have {len(self.requests)})",
+            lambda: len(self.requests) >= count,
+            timeout_s,
+        )
+        return list(self.requests)
+
+    async def wait_for_delivered(self, count: int, timeout_s: float = 10.0) -> list[Received]:
+        await wait_until(
+            lambda: f"{count} delivered request(s) (have {len(self.delivered)})",
+            lambda: len(self.delivered) >= count,
+            timeout_s,
+        )
+        return list(self.delivered)
+
+    async def _record(self, request: web.Request, kind: Kind) -> Received:
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = None
+        received = Received(
+            kind=kind,
+            path=request.path,
+            headers=dict(request.headers),
+            body=body,
+            raw=raw,
+            at=time.monotonic(),
+        )
+        self.requests.append(received)
+        return received
+
+    def _answered(self, received: Received, status: int, ok: bool) -> None:
+        index = self.requests.index(received)
+        self.requests[index] = received = replace(received, status=status, ok=ok)
+        if ok:
+            self.delivered.append(received)
+
+    async def _webhook(self, request: web.Request) -> web.Response:
+        received = await self._record(request, "webhook")
+        reply = self._script.popleft() if self._script else Reply(200)
+        if isinstance(reply, int):
+            reply = Reply(reply)
+        if reply.status == 200 and not isinstance(received.body, dict):
+            reply = Reply(400)
+        text = reply.body if isinstance(reply.body, str) else None
+        text = text or WEBHOOK_BODIES.get(reply.status, f"scripted {reply.status}")
+        self._answered(received, reply.status, reply.status == 200)
+        return web.Response(status=reply.status, text=text, headers=reply.headers)
+
+    async def _post_message(self, request: web.Request) -> web.Response:
+        received = await self._record(request, "api")
+        reply = self._api_reply(request, received)
+        body = reply.body if isinstance(reply.body, dict) else None
+        if body is None and reply.status == 200:
+            body = {"ok": True, "channel": "C0123456", "ts": f"{time.time():.6f}"}
+        elif body is None:
+            error = API_ERRORS.get(reply.status, "internal_error")
+            body = {"ok": False, "error": error}
+        self._answered(received, reply.status, reply.status == 200 and body.get("ok") is True)
+        return web.json_response(body, status=reply.status, headers=reply.headers)
+
+    def _api_reply(self, request: web.Request, received: Received) -> Reply:
+        if self._script:
+            answer = self._script.popleft()
+            return Reply(answer) if isinstance(answer, int) else answer
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return api_error("invalid_auth")
+        body = received.body if isinstance(received.body, dict) else {}
+        if body.get("channel") not in CHANNELS:
+            return api_error("channel_not_found")
+        return Reply(200)
