@@ -103,7 +103,7 @@ def reload(app: web.Application, config: Config) -> None:
     """Swap a new, already validated config into a running app."""
     state = app[STATE]
     senders = build_senders(config.destinations, state.sender_context)
-    state.config = config
+    state.use_config(config)
     state.senders = senders
     if state.worker is not None:
         state.worker.reconfigure(config, senders)

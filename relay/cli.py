@@ -32,7 +32,7 @@ def _load_or_exit(path: str) -> Config:
 def cmd_serve(args: argparse.Namespace) -> int:
     from relay.serve import serve
 
-    setup_logging(args.log_format)
+    setup_logging(args.log_format, args.log_level)
     path = _config_path(args)
     config = _load_or_exit(path)
     asyncio.run(serve(path, config))
@@ -122,6 +122,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=("text", "json"),
         default=os.environ.get("RELAY_LOG_FORMAT", "text"),
         help="text (default) or json lines; also $RELAY_LOG_FORMAT",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=os.environ.get("RELAY_LOG_LEVEL", "info"),
+        help="info (default) logs start, reload, failures; debug adds a line per event "
+        "and per delivery; also $RELAY_LOG_LEVEL",
     )
     serve.set_defaults(func=cmd_serve)
 

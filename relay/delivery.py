@@ -133,7 +133,7 @@ class Lane:
         worker.metrics.delivery_seconds.labels(delivery.destination).observe(
             max(now - delivery.created_at, 0.0)
         )
-        log.info("delivered %s (attempt %d)", delivery.id, delivery.attempts + 1, extra=extra)
+        log.debug("delivered %s (attempt %d)", delivery.id, delivery.attempts + 1, extra=extra)
         if note:
             log.warning("delivered %s only in part: %s", delivery.id, note, extra=extra)
         try:

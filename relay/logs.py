@@ -44,11 +44,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def setup_logging(log_format: LogFormat = "text", level: int = logging.INFO) -> None:
-    """Send relay's logs to stderr in the chosen format."""
+def setup_logging(log_format: LogFormat = "text", level: str = "info") -> None:
+    """Send relay's logs to stderr in the chosen format, from the named level up."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

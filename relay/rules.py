@@ -1,12 +1,16 @@
-"""Rule matching: which rules an event matches, which destinations it goes to, and why."""
+"""Rule matching: which rules an event matches, which destinations it goes to, and why.
+
+Two ways to evaluate the same conditions: `Router` compiles them once into plain
+predicates for the ingest path, and `explain` walks them again to say why, for
+`relay route`. Both are built from the same per-condition checks below.
+"""
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from relay.config.model import (
@@ -19,6 +23,9 @@ from relay.config.model import (
     Rule,
 )
 from relay.events import Event
+
+Predicate = Callable[[Event], bool]
+TextCheck = tuple[str, Callable[[str], bool]]
 
 
 @dataclass(frozen=True)
@@ -47,62 +54,41 @@ class RuleVerdict:
 
 _MISSING = object()
 
-
-@lru_cache(maxsize=1024)
-def _glob(pattern: str) -> re.Pattern[str]:
-    return re.compile(fnmatch.translate(pattern))
-
-
-def _glob_value(event: Event, key: str) -> str | None:
-    if key == "event":
-        return event.kind
-    if key == "agent":
-        return event.agent_id
-    return {"role": event.role, "room": event.room, "session": event.session}[key]
+_GLOB_VALUES: dict[str, Callable[[Event], str | None]] = {
+    "event": lambda event: event.kind,
+    "agent": lambda event: event.agent_id,
+    "role": lambda event: event.role,
+    "room": lambda event: event.room,
+    "session": lambda event: event.session,
+}
 
 
-def _match_glob(condition: GlobCondition, event: Event) -> Outcome:
-    value = _glob_value(event, condition.key)
-    wanted = " or ".join(condition.patterns)
-    if value is None:
-        return Outcome(False, f"{condition.key}: event has none (wanted {wanted})")
-    for pattern in condition.patterns:
-        if _glob(pattern).match(value):
-            return Outcome(True, f"{condition.key} {value!r} matches {pattern!r}")
-    return Outcome(False, f"{condition.key} {value!r} does not match {wanted}")
+def _glob_regex(patterns: Sequence[str]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
 
 
-def _message_tests(condition: MessageCondition, message: str) -> list[Outcome]:
-    fold = (lambda s: s) if condition.case_sensitive else str.casefold
-    text = fold(message)
-    results: list[Outcome] = []
+def _message_checks(condition: MessageCondition) -> list[TextCheck]:
+    """Return each test of a `message` condition as (description, check on the message)."""
+    fold: Callable[[str], str] = (lambda s: s) if condition.case_sensitive else str.casefold
+    checks: list[TextCheck] = []
     if condition.contains is not None:
-        ok = fold(condition.contains) in text
-        results.append(Outcome(ok, f"contains {condition.contains!r}"))
+        word = fold(condition.contains)
+        checks.append((f"contains {condition.contains!r}", lambda m: word in fold(m)))
     if condition.contains_any is not None:
-        hits = [w for w in condition.contains_any if fold(w) in text]
-        results.append(Outcome(bool(hits), f"contains any of {list(condition.contains_any)!r}"))
+        words = [fold(w) for w in condition.contains_any]
+        shown = list(condition.contains_any)
+        checks.append((f"contains any of {shown!r}", lambda m: any(w in fold(m) for w in words)))
     if condition.contains_all is not None:
-        ok = all(fold(w) in text for w in condition.contains_all)
-        results.append(Outcome(ok, f"contains all of {list(condition.contains_all)!r}"))
+        every = [fold(w) for w in condition.contains_all]
+        shown = list(condition.contains_all)
+        checks.append((f"contains all of {shown!r}", lambda m: all(w in fold(m) for w in every)))
     if condition.regex is not None:
-        ok = condition.regex.search(message) is not None
-        results.append(Outcome(ok, f"matches /{condition.regex.pattern}/"))
+        pattern = condition.regex
+        checks.append((f"matches /{pattern.pattern}/", lambda m: pattern.search(m) is not None))
     if condition.equals is not None:
-        results.append(Outcome(text == fold(condition.equals), f"equals {condition.equals!r}"))
-    return results
-
-
-def _match_message(condition: MessageCondition, event: Event) -> Outcome:
-    message = event.message
-    if message is None:
-        return Outcome(False, "message: event has no data.message")
-    failed = [o.reason for o in _message_tests(condition, message) if not o.matched]
-    if failed:
-        return Outcome(False, "message does not " + ", ".join(r for r in failed))
-    return Outcome(
-        True, "message " + ", ".join(o.reason for o in _message_tests(condition, message))
-    )
+        equal = fold(condition.equals)
+        checks.append((f"equals {condition.equals!r}", lambda m: fold(m) == equal))
+    return checks
 
 
 def lookup(event: Event, path: str) -> Any:
@@ -127,7 +113,12 @@ def _json_equal(left: Any, right: Any) -> bool:
     return isinstance(left, bool) == isinstance(right, bool) and bool(left == right)
 
 
-def _compare_field(op: str, value: Any, wanted: Any) -> bool:
+def _field_holds(condition: FieldCondition, value: Any) -> bool:
+    op, wanted = condition.op, condition.value
+    if op == "exists":
+        return (value is not _MISSING) is bool(wanted)
+    if value is _MISSING:
+        return False
     if op == "equals":
         return _json_equal(value, wanted)
     if op == "in":
@@ -140,37 +131,107 @@ def _compare_field(op: str, value: Any, wanted: Any) -> bool:
     return bool(comparisons.get(op, value <= wanted))
 
 
-def _match_field(condition: FieldCondition, event: Event) -> Outcome:
+# The fast path -------------------------------------------------------------------------
+
+
+def compile_condition(condition: Condition) -> Predicate:
+    """Compile a condition into a predicate: no reasons, nothing rebuilt per event."""
+    if isinstance(condition, GlobCondition):
+        regex, value_of = _glob_regex(condition.patterns), _GLOB_VALUES[condition.key]
+        return lambda event: (value := value_of(event)) is not None and bool(regex.match(value))
+    if isinstance(condition, MessageCondition):
+        checks = [check for _, check in _message_checks(condition)]
+        return lambda event: (m := event.message) is not None and all(c(m) for c in checks)
+    if isinstance(condition, FieldCondition):
+        return lambda event: _field_holds(condition, lookup(event, condition.path))
+    if isinstance(condition, AllCondition | AnyCondition):
+        parts = [compile_condition(c) for c in condition.conditions]
+        combine = all if isinstance(condition, AllCondition) else any
+        return lambda event: combine(part(event) for part in parts)
+    inner = compile_condition(condition.condition)
+    return lambda event: not inner(event)
+
+
+class Router:
+    """The rules of one config, compiled for the ingest path."""
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self._rules = [(rule, compile_condition(rule.when)) for rule in rules]
+
+    def route(self, event: Event) -> list[Dispatch]:
+        """Return each destination the event goes to, once, with the first rule naming it."""
+        dispatches: dict[str, Dispatch] = {}
+        for rule, matches in self._rules:
+            if not matches(event):
+                continue
+            for destination in rule.send_to:
+                if destination not in dispatches:
+                    dispatches[destination] = Dispatch(destination, rule.name, rule.template)
+            if rule.stop:
+                break
+        return list(dispatches.values())
+
+
+def route(rules: Sequence[Rule], event: Event) -> list[Dispatch]:
+    """Route one event through rules compiled for the occasion (dry runs, tests)."""
+    return Router(rules).route(event)
+
+
+# The explaining path ---------------------------------------------------------------------
+
+
+def _explain_glob(condition: GlobCondition, event: Event) -> Outcome:
+    value = _GLOB_VALUES[condition.key](event)
+    wanted = " or ".join(condition.patterns)
+    if value is None:
+        return Outcome(False, f"{condition.key}: event has none (wanted {wanted})")
+    for pattern in condition.patterns:
+        if _glob_regex([pattern]).match(value):
+            return Outcome(True, f"{condition.key} {value!r} matches {pattern!r}")
+    return Outcome(False, f"{condition.key} {value!r} does not match {wanted}")
+
+
+def _explain_message(condition: MessageCondition, event: Event) -> Outcome:
+    message = event.message
+    if message is None:
+        return Outcome(False, "message: event has no data.message")
+    checks = _message_checks(condition)
+    failed = [reason for reason, check in checks if not check(message)]
+    if failed:
+        return Outcome(False, "message does not " + ", ".join(failed))
+    return Outcome(True, "message " + ", ".join(reason for reason, _ in checks))
+
+
+def _explain_field(condition: FieldCondition, event: Event) -> Outcome:
     value = lookup(event, condition.path)
+    held = _field_holds(condition, value)
+    if condition.op == "exists":
+        return Outcome(held, f"{condition.path} {'is absent' if value is _MISSING else 'exists'}")
     wanted = condition.value
     shown = f"/{wanted.pattern}/" if condition.op == "regex" else repr(wanted)
-    if condition.op == "exists":
-        exists = value is not _MISSING
-        return Outcome(exists == wanted, f"{condition.path} {'exists' if exists else 'is absent'}")
     if value is _MISSING:
         return Outcome(False, f"{condition.path} is absent (wanted {condition.op} {shown})")
-    ok = _compare_field(condition.op, value, wanted)
-    verb = "holds" if ok else "does not hold"
-    return Outcome(ok, f"{condition.path} = {value!r}: {condition.op} {shown} {verb}")
+    verb = "holds" if held else "does not hold"
+    return Outcome(held, f"{condition.path} = {value!r}: {condition.op} {shown} {verb}")
 
 
 def evaluate(condition: Condition, event: Event) -> Outcome:
     """Evaluate a condition tree against an event, with the reason it held or not."""
     if isinstance(condition, GlobCondition):
-        return _match_glob(condition, event)
+        return _explain_glob(condition, event)
     if isinstance(condition, MessageCondition):
-        return _match_message(condition, event)
+        return _explain_message(condition, event)
     if isinstance(condition, FieldCondition):
-        return _match_field(condition, event)
+        return _explain_field(condition, event)
     if isinstance(condition, AllCondition):
-        return _match_all(condition.conditions, event)
+        return _explain_all(condition.conditions, event)
     if isinstance(condition, AnyCondition):
-        return _match_any(condition.conditions, event)
+        return _explain_any(condition.conditions, event)
     inner = evaluate(condition.condition, event)
     return Outcome(not inner.matched, f"not ({inner.reason})")
 
 
-def _match_all(conditions: Sequence[Condition], event: Event) -> Outcome:
+def _explain_all(conditions: Sequence[Condition], event: Event) -> Outcome:
     if not conditions:
         return Outcome(True, "no conditions: matches every event")
     reasons = []
@@ -182,7 +243,7 @@ def _match_all(conditions: Sequence[Condition], event: Event) -> Outcome:
     return Outcome(True, "; ".join(reasons))
 
 
-def _match_any(conditions: Sequence[Condition], event: Event) -> Outcome:
+def _explain_any(conditions: Sequence[Condition], event: Event) -> Outcome:
     reasons = []
     for condition in conditions:
         outcome = evaluate(condition, event)
@@ -202,16 +263,3 @@ def explain(rules: Sequence[Rule], event: Event) -> list[RuleVerdict]:
         if outcome.matched and rule.stop and not stopped:
             stopped = True
     return verdicts
-
-
-def route(rules: Sequence[Rule], event: Event) -> list[Dispatch]:
-    """Return each destination the event goes to, once, with the first rule that named it."""
-    dispatches: dict[str, Dispatch] = {}
-    for rule in rules:
-        if not evaluate(rule.when, event).matched:
-            continue
-        for destination in rule.send_to:
-            dispatches.setdefault(destination, Dispatch(destination, rule.name, rule.template))
-        if rule.stop:
-            break
-    return list(dispatches.values())

@@ -9,19 +9,33 @@ from dataclasses import dataclass, field
 from relay.config.model import Config
 from relay.delivery import Clock, DeliveryWorker
 from relay.metrics import Metrics
+from relay.rules import Router
 from relay.senders.base import Sender, SenderContext
 from relay.store import Store
 
 
 @dataclass
 class RelayState:
-    """Swapped whole on reload: handlers read `config` once per request."""
+    """What the handlers and the worker share.
+
+    `config` and `router` are replaced together by `use_config`, with no await between;
+    a handler reads both once, at its start, so a reload never mixes two configs.
+    """
 
     config: Config
     store: Store
+    router: Router = field(init=False)
     senders: Mapping[str, Sender] = field(default_factory=dict)
     sender_context: SenderContext = field(default_factory=SenderContext)
     worker: DeliveryWorker | None = None
     metrics: Metrics = field(default_factory=Metrics)
     draining: bool = False
     clock: Clock = time.time
+
+    def __post_init__(self) -> None:
+        self.router = Router(self.config.rules)
+
+    def use_config(self, config: Config) -> None:
+        """Make a validated config the running one."""
+        self.config = config
+        self.router = Router(config.rules)

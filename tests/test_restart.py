@@ -7,6 +7,7 @@ process, down while events arrive and up once relay has been restarted.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -73,16 +74,20 @@ def session_of(index: int) -> str:
     return f"sess{index % SESSIONS}"
 
 
-async def post_all(process: RelayProcess, texts: list[str]) -> None:
-    """Post one signed chat.push per text; every one must be accepted."""
+def body_of(index: int, text: str) -> bytes:
+    return event_body(data={"role": "user", "message": text, "session_id": session_of(index)})
+
+
+async def post_all(process: RelayProcess, texts: list[str], expect: int = 202) -> None:
+    """Post one signed chat.push per text; every one must be answered `expect`."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
         for i, text in enumerate(texts):
-            body = event_body(data={"role": "user", "message": text, "session_id": session_of(i)})
+            body = body_of(i, text)
             async with http.post(
                 process.webhook_url, data=body, headers=signed_headers(body)
             ) as response:
                 answer = await response.text()
-                assert response.status == 202, f"event {i}: {response.status} {answer}"
+                assert response.status == expect, f"event {i}: {response.status} {answer}"
 
 
 async def store_statuses(tmp_path: Path) -> Counter[str]:
@@ -145,6 +150,8 @@ async def test_sigkill_while_discord_fails_loses_and_duplicates_nothing(
     assert discord.delivered == []
 
     second = await processes.start(config)
+    # bitHuman retrying events accepted before the crash: the dedupe keys survived too.
+    await post_all(second, texts[:5], expect=200)
     discord.up()
     await assert_each_delivered_once(discord, texts)
     assert await store_statuses(tmp_path) == {"sent": len(texts)}
@@ -171,3 +178,33 @@ async def test_sigterm_exits_0_and_the_next_start_sends_what_was_pending(
     await assert_each_delivered_once(discord, texts)
     assert await store_statuses(tmp_path) == {"sent": len(texts)}
     assert await second.terminate() == 0, second.log()
+
+
+async def test_sigterm_during_a_hanging_send_drains_then_exits_0_and_loses_nothing(
+    tmp_path: Path, discord: FakeDiscord, processes: RelayProcesses
+) -> None:
+    config = write_config(tmp_path, discord)  # shutdown_timeout: 2s
+    texts = messages(3)
+    discord.set_mode("hang")
+    first = await processes.start(config)
+    await post_all(first, texts)
+    await discord.wait_for_requests(1)  # a send is in flight, and will not come back
+
+    first.popen.send_signal(signal.SIGTERM)
+    # While it drains, relay refuses new work so that bitHuman retries elsewhere or later.
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        async with http.get(first.base_url + "/readyz") as response:
+            assert response.status == 503
+        late = body_of(0, "latecomer")
+        async with http.post(
+            first.webhook_url, data=late, headers=signed_headers(late)
+        ) as response:
+            assert response.status == 503
+    assert await first.wait_exit() == 0, first.log()
+    assert discord.delivered == []
+    statuses = await store_statuses(tmp_path)
+    assert statuses["pending"] + statuses["failed"] == len(texts), statuses
+
+    await processes.start(config)
+    discord.up()
+    await assert_each_delivered_once(discord, texts)

@@ -51,7 +51,10 @@ def matches(when: dict[str, Any], event: Event, tmp_path: Path) -> bool:
         DESTINATIONS + f"rules:\n  - name: r\n    when: {json.dumps(when)}\n    send_to: [a]\n",
         tmp_path,
     )
-    return bool(route(config.rules, event))
+    routed = bool(route(config.rules, event))
+    # The compiled path (ingest) and the explaining path (relay route) must agree.
+    assert explain(config.rules, event)[0].outcome.matched is routed
+    return routed
 
 
 CASES: list[tuple[str, dict[str, Any], Event, bool]] = [

@@ -245,8 +245,7 @@ class SqliteStore:
             _fail_all(jobs, StoreUnavailable(f"sqlite store {self.path}: {e}"))
             return
         self.stats.commits += 1
-        for job, outcome in zip(jobs, outcomes, strict=True):
-            _resolve(job, outcome)
+        _resolve_batch(jobs, outcomes)
 
     def _transaction(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome]:
         try:
@@ -295,8 +294,25 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 
 def _fail_all(jobs: list[_Job], error: StoreUnavailable) -> None:
-    for job in jobs:
-        _resolve(job, _Outcome(error=error))
+    _resolve_batch(jobs, [_Outcome(error=error)] * len(jobs))
+
+
+def _resolve_batch(jobs: list[_Job], outcomes: list[_Outcome]) -> None:
+    """Hand a batch's outcomes to their event loops, one wake-up per loop, not per job."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], _Outcome]]] = {}
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        if job.future is None or job.loop is None:
+            _resolve(job, outcome)  # housekeeping: only logged
+        else:
+            by_loop.setdefault(job.loop, []).append((job.future, outcome))
+    for loop, results in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody waits
+            loop.call_soon_threadsafe(_set_outcomes, results)
+
+
+def _set_outcomes(results: list[tuple[asyncio.Future[Any], _Outcome]]) -> None:
+    for future, outcome in results:
+        _set_outcome(future, outcome)
 
 
 def _resolve(job: _Job, outcome: _Outcome) -> None:
