@@ -17,6 +17,7 @@ from relay.senders.base import DeliveryError
 from relay.store import Delivery, DeliveryStatus
 from tests.conftest import RelayClientFactory
 from tests.support.fake_discord import (
+    HANG,
     Answer,
     FakeDiscord,
     Reply,
@@ -33,7 +34,11 @@ GRACE_S = 0.3  # with backoff capped at 50ms, a wrongful retry would come well w
 
 
 def discord_config(
-    *fakes: FakeDiscord, max_attempts: int = 8, first: str = "10ms", max_: str = "50ms"
+    *fakes: FakeDiscord,
+    max_attempts: int = 8,
+    first: str = "10ms",
+    max_: str = "50ms",
+    timeout: str = "30s",
 ) -> str:
     """Return a config sending every event to one Discord destination per fake (d0, d1, ...)."""
     names = [f"d{i}" for i in range(len(fakes))]
@@ -49,6 +54,7 @@ verify:
 delivery:
   max_attempts: {max_attempts}
   backoff: {{ first: {first}, max: {max_} }}
+  timeout: {timeout}
 destinations:
 {destinations}rules:
   - name: everything
@@ -132,6 +138,39 @@ async def test_retry_after_of_a_429_is_honoured_and_the_body_value_wins(
     assert assert_valid_payloads(discord) == 2
 
 
+async def test_an_empty_rate_limit_bucket_holds_the_next_send_until_it_resets(
+    relay_client: RelayClientFactory, discord: FakeDiscord
+) -> None:
+    reset_after_s = 0.3
+    bucket = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset-After": str(reset_after_s)}
+    discord.script(Reply(200, {"id": "1"}, bucket))
+    client = await relay_client(discord_config(discord))
+    await post_event(client, message="first", session="s1")
+    await post_event(client, message="second", session="s2")
+
+    first, second = await discord.wait_for_delivered(2)
+
+    assert (first.description(), second.description()) == ("first", "second")
+    assert second.at - first.at >= reset_after_s - 0.005
+    assert assert_valid_payloads(discord) == 2
+
+
+async def test_a_send_that_times_out_is_retried(
+    relay_client: RelayClientFactory, discord: FakeDiscord
+) -> None:
+    discord.script(HANG)
+    client = await relay_client(discord_config(discord, timeout="200ms"))
+    await post_event(client)
+
+    await discord.wait_for_delivered(1, timeout_s=5.0)
+    [sent] = await wait_for_status(client, "sent")
+
+    assert sent.attempts == 2
+    assert len(discord.requests) == 2
+    discord.release()
+    assert assert_valid_payloads(discord) == 2
+
+
 @pytest.mark.parametrize(
     ("answer", "reason"),
     [
@@ -175,7 +214,7 @@ async def test_max_attempts_reached_dead_letters_after_exactly_that_many_request
 
 
 def _hang(fake: FakeDiscord) -> None:
-    fake.set_mode("hang")  # relay's client gives up only after 30 s
+    fake.set_mode("hang")  # relay gives up on a send only after delivery.timeout, 30 s
 
 
 def _rate_limit_for_long(fake: FakeDiscord) -> None:

@@ -174,7 +174,12 @@ async def test_sigterm_exits_0_and_the_next_start_sends_what_was_pending(
     assert statuses["pending"] + statuses["failed"] == len(texts), statuses
 
     second = await processes.start(config)
-    discord.up()
+    # Flip it the way another process would, through the fake's control endpoint.
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
+        http.post(discord.control_url + "/up") as response,
+    ):
+        assert response.status == 200
     await assert_each_delivered_once(discord, texts)
     assert await store_statuses(tmp_path) == {"sent": len(texts)}
     assert await second.terminate() == 0, second.log()
@@ -192,9 +197,14 @@ async def test_sigterm_during_a_hanging_send_drains_then_exits_0_and_loses_nothi
 
     first.popen.send_signal(signal.SIGTERM)
     # While it drains, relay refuses new work so that bitHuman retries elsewhere or later.
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
-        async with http.get(first.base_url + "/readyz") as response:
-            assert response.status == 503
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as http:
+
+        async def not_ready() -> bool:
+            async with http.get(first.base_url + "/readyz") as response:
+                return response.status == 503
+
+        # The signal lands asynchronously; the drain lasts shutdown_timeout (2 s).
+        await wait_until("/readyz to answer 503 after SIGTERM", not_ready, 1.5)
         late = body_of(0, "latecomer")
         async with http.post(
             first.webhook_url, data=late, headers=signed_headers(late)

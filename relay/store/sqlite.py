@@ -1,20 +1,24 @@
-"""The default store: one SQLite file, written by one thread with group commit.
+"""The default store: one SQLite file, with group commit.
 
-Callers queue operations; the writer thread takes everything queued so far, runs it in one
-transaction (each operation in its own savepoint, so a bad one fails alone), commits once
-and answers every caller. Many concurrent webhooks thus share one fsync: the 202 still goes
-out only after the commit, but durability does not cap throughput.
+Callers queue operations. Whatever is queued when a batch starts runs in one transaction
+(each operation in its own savepoint, so a bad one fails alone) and is committed once, so
+many concurrent webhooks share one fsync: the 202 still goes out only after the commit, but
+durability does not cap throughput.
+
+The statements run on the event loop: they take microseconds, and a writer thread would
+have to win the GIL back from the busy loop after each one, which made a batch take tens
+of milliseconds. Only what can block, BEGIN (another process may hold the lock) and COMMIT
+(the fsync), runs on a worker thread; meanwhile the loop serves requests and queues the
+next batch. The connection is used by one side at a time, never both.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,7 +56,6 @@ class StoreStats:
 class _Job:
     op: _Op
     future: asyncio.Future[Any] | None  # None for the store's own housekeeping
-    loop: asyncio.AbstractEventLoop | None
 
 
 @dataclass
@@ -65,9 +68,6 @@ class _BatchFailed(Exception):
     """The whole transaction is gone; every operation of the batch failed."""
 
 
-_STOP = object()
-
-
 class SqliteStore:
     """A Store on one SQLite file (WAL, synchronous=FULL)."""
 
@@ -75,33 +75,43 @@ class SqliteStore:
         self.path = path
         self.stats = StoreStats()
         self._busy_timeout_ms = busy_timeout_ms
-        self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="relay-sqlite")
+        self._pending: list[_Job] = []
+        self._flusher: asyncio.Task[None] | None = None
         self._closed = True
         self._dedupe_horizon = float("-inf")  # latest received_at accepted
 
     async def open(self) -> None:
-        """Create or migrate the schema and start the writer thread."""
+        """Create or migrate the schema; the store then takes operations."""
         if not self._closed:
             return
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        loop = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = loop.create_future()
-        self._thread = threading.Thread(
-            target=self._main, args=(loop, ready), name=f"sqlite-writer:{self.path}", daemon=True
-        )
-        self._thread.start()
-        await ready
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._conn = await self._blocking(self._connect)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreUnavailable(f"cannot open sqlite store {self.path}: {e}") from e
         self._closed = False
 
     async def close(self) -> None:
-        """Finish queued operations, stop the writer thread and close the file."""
-        if self._closed or self._thread is None:
+        """Finish queued operations and close the file."""
+        if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)
-        await asyncio.to_thread(self._thread.join)
-        self._thread = None
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
+        if self._conn is not None:
+            await self._blocking(self._conn.close)
+            self._conn = None
+        self._thread.shutdown(wait=False)
+        stats = self.stats
+        log.info(
+            "closed sqlite store %s: %d operations in %d commits (%d failed batches)",
+            self.path,
+            stats.ops,
+            stats.commits,
+            stats.failed_batches,
+        )
 
     async def ping(self) -> None:
         """Return when the store answers; raise StoreUnavailable otherwise."""
@@ -164,29 +174,31 @@ class SqliteStore:
     async def _submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise StoreUnavailable(f"sqlite store {self.path} is closed")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(op, future, loop))
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Job(op, future))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush(), name="relay-sqlite-flush")
         return await future
 
-    # --- the writer thread -----------------------------------------------------------------
+    # --- batches ---------------------------------------------------------------------------
 
-    def _main(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
+    async def _blocking(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+    async def _flush(self) -> None:
+        """Run batches until nothing is queued; each takes what was queued when it began."""
         try:
-            conn = self._connect()
-        except Exception as e:
-            error = StoreUnavailable(f"cannot open sqlite store {self.path}: {e}")
-            _resolve(_Job(ops.ping, ready, loop), _Outcome(error=error))
-            return
-        _resolve(_Job(ops.ping, ready, loop), _Outcome())
-        try:
-            self._serve(conn)
+            while self._pending:
+                jobs = self._pending[:MAX_BATCH_OPS]
+                del self._pending[:MAX_BATCH_OPS]
+                await self._run_batch(jobs)
         finally:
-            conn.close()
+            self._flusher = None
 
     def _connect(self) -> sqlite3.Connection:
-        # isolation_level=None: the thread issues BEGIN/COMMIT itself.
-        conn = sqlite3.connect(self.path, isolation_level=None)
+        # isolation_level=None: the store issues BEGIN/COMMIT itself. check_same_thread is
+        # off because BEGIN and COMMIT run on the worker thread, the rest on the loop.
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -200,61 +212,35 @@ class SqliteStore:
             raise
         return conn
 
-    def _serve(self, conn: sqlite3.Connection) -> None:
-        stopping = False
-        while not stopping:
-            jobs, stopping = self._take_batch()
-            if not jobs:
-                continue
-            try:
-                self._run_batch(conn, jobs)
-            except Exception as e:  # a bug, not a database error: keep serving
-                log.exception("sqlite writer: unexpected error")
-                _fail_all(jobs, StoreUnavailable(f"sqlite store {self.path}: {e!r}"))
-
-    def _take_batch(self) -> tuple[list[_Job], bool]:
-        """Block for one operation, then take whatever else is already queued."""
-        first = self._queue.get()
-        if first is _STOP:
-            return [], True
-        assert isinstance(first, _Job)
-        jobs = [first]
-        while len(jobs) < MAX_BATCH_OPS:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                return jobs, True
-            assert isinstance(item, _Job)
-            jobs.append(item)
-        return jobs, False
-
-    def _run_batch(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
+    async def _run_batch(self, jobs: list[_Job]) -> None:
+        conn = self._conn
+        assert conn is not None
         self.stats.batches += 1
         self.stats.ops += len(jobs)
         if self.stats.batches % _PURGE_EVERY_BATCHES == 0:
             horizon = self._dedupe_horizon
-            jobs = [*jobs, _Job(lambda c: ops.purge_dedupe(c, horizon), None, None)]
+            jobs = [*jobs, _Job(lambda c: ops.purge_dedupe(c, horizon), None)]
         try:
-            outcomes = self._transaction(conn, jobs)
+            outcomes = await self._transaction(conn, jobs)
         except (sqlite3.Error, _BatchFailed) as e:
             self.stats.failed_batches += 1
             _rollback(conn)
             log.warning("sqlite store %s: batch of %d failed: %s", self.path, len(jobs), e)
-            _fail_all(jobs, StoreUnavailable(f"sqlite store {self.path}: {e}"))
-            return
-        self.stats.commits += 1
-        _resolve_batch(jobs, outcomes)
+            error = StoreUnavailable(f"sqlite store {self.path}: {e}")
+            outcomes = [_Outcome(error=error)] * len(jobs)
+        else:
+            self.stats.commits += 1
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            _resolve(job, outcome)
 
-    def _transaction(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome]:
+    async def _transaction(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome]:
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            await self._blocking(lambda: conn.execute("BEGIN IMMEDIATE"))
         except sqlite3.Error as e:
             raise _BatchFailed(f"cannot start a transaction: {e}") from e
         outcomes = [_run_in_savepoint(conn, job) for job in jobs]
         try:
-            conn.execute("COMMIT")
+            await self._blocking(lambda: conn.execute("COMMIT"))
         except sqlite3.Error as e:
             raise _BatchFailed(f"commit failed, nothing of this batch was stored: {e}") from e
         return outcomes
@@ -293,42 +279,14 @@ def _rollback(conn: sqlite3.Connection) -> None:
             log.exception("sqlite rollback failed")
 
 
-def _fail_all(jobs: list[_Job], error: StoreUnavailable) -> None:
-    _resolve_batch(jobs, [_Outcome(error=error)] * len(jobs))
-
-
-def _resolve_batch(jobs: list[_Job], outcomes: list[_Outcome]) -> None:
-    """Hand a batch's outcomes to their event loops, one wake-up per loop, not per job."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], _Outcome]]] = {}
-    for job, outcome in zip(jobs, outcomes, strict=True):
-        if job.future is None or job.loop is None:
-            _resolve(job, outcome)  # housekeeping: only logged
-        else:
-            by_loop.setdefault(job.loop, []).append((job.future, outcome))
-    for loop, results in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody waits
-            loop.call_soon_threadsafe(_set_outcomes, results)
-
-
-def _set_outcomes(results: list[tuple[asyncio.Future[Any], _Outcome]]) -> None:
-    for future, outcome in results:
-        _set_outcome(future, outcome)
-
-
 def _resolve(job: _Job, outcome: _Outcome) -> None:
-    """Hand an outcome to the job's event loop (from the writer thread)."""
-    if job.future is None or job.loop is None:
+    if job.future is None:
         if outcome.error is not None:
             log.warning("sqlite housekeeping failed: %s", outcome.error)
         return
-    with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody waits
-        job.loop.call_soon_threadsafe(_set_outcome, job.future, outcome)
-
-
-def _set_outcome(future: asyncio.Future[Any], outcome: _Outcome) -> None:
-    if future.done():  # cancelled while queued: the operation ran anyway
+    if job.future.done():  # the caller gave up waiting; the operation ran anyway
         return
     if outcome.error is not None:
-        future.set_exception(outcome.error)
+        job.future.set_exception(outcome.error)
     else:
-        future.set_result(outcome.result)
+        job.future.set_result(outcome.result)
