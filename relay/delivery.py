@@ -110,9 +110,16 @@ class Lane:
         return min(max(next_due - now, 0.05), IDLE_POLL_S)
 
     async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
+        """Sleep until woken or `seconds` pass.
+
+        The flag is cleared after waking, not before sleeping: a wake that came while the
+        lane was busy (new deliveries, or stop) must cut the next sleep short, not be lost.
+        """
+        if self._worker.stopping:
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        self._wake.clear()
 
     async def _deliver(self, delivery: Delivery) -> None:
         worker = self._worker

@@ -7,6 +7,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 
@@ -35,7 +36,8 @@ class Event:
     timestamp: float
     payload: Mapping[str, Any] = field(repr=False)
 
-    @property
+    # cached_property: rules read these several times per event, on the ingest path.
+    @cached_property
     def kind(self) -> str:
         """The normalised event type, for matching and formatting."""
         return normalize_event_type(self.event_type)
@@ -49,19 +51,19 @@ class Event:
             return str(value)
         return None
 
-    @property
+    @cached_property
     def session(self) -> str | None:
         return self.data_str("session_id")
 
-    @property
+    @cached_property
     def message(self) -> str | None:
         return self.data_str("message")
 
-    @property
+    @cached_property
     def role(self) -> str | None:
         return self.data_str("role")
 
-    @property
+    @cached_property
     def room(self) -> str | None:
         return self.data_str("room_name")
 

@@ -93,8 +93,16 @@ def _message_checks(condition: MessageCondition) -> list[TextCheck]:
 
 def lookup(event: Event, path: str) -> Any:
     """Return the value at a dotted path into the event (`data.session_id`), or _MISSING."""
-    value: Any = event.context()
-    for part in path.split("."):
+    first, _, rest = path.partition(".")
+    if first == "timestamp":  # filled in with the receive time when the payload has none
+        value: Any = event.timestamp
+    elif first == "event_id":
+        value = event.event_id
+    elif first in event.payload:
+        value = event.payload[first]
+    else:
+        return _MISSING
+    for part in rest.split(".") if rest else ():
         if isinstance(value, dict) and part in value:
             value = value[part]
         elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
@@ -144,12 +152,35 @@ def compile_condition(condition: Condition) -> Predicate:
         return lambda event: (m := event.message) is not None and all(c(m) for c in checks)
     if isinstance(condition, FieldCondition):
         return lambda event: _field_holds(condition, lookup(event, condition.path))
-    if isinstance(condition, AllCondition | AnyCondition):
-        parts = [compile_condition(c) for c in condition.conditions]
-        combine = all if isinstance(condition, AllCondition) else any
-        return lambda event: combine(part(event) for part in parts)
+    if isinstance(condition, AllCondition):
+        return _all_of([compile_condition(c) for c in condition.conditions])
+    if isinstance(condition, AnyCondition):
+        return _any_of([compile_condition(c) for c in condition.conditions])
     inner = compile_condition(condition.condition)
     return lambda event: not inner(event)
+
+
+def _all_of(parts: list[Predicate]) -> Predicate:
+    if len(parts) == 1:
+        return parts[0]
+
+    def every(event: Event) -> bool:
+        for part in parts:  # noqa: SIM110 (a loop: a generator costs more than the checks)
+            if not part(event):
+                return False
+        return True
+
+    return every
+
+
+def _any_of(parts: list[Predicate]) -> Predicate:
+    def some(event: Event) -> bool:
+        for part in parts:  # noqa: SIM110 (as above)
+            if part(event):
+                return True
+        return False
+
+    return some
 
 
 class Router:

@@ -23,7 +23,8 @@ SCHEMA_VERSION = 1
 
 # events.id, not events.event_id, is the key: the same event id may be accepted again once
 # its dedupe window has passed, and each acceptance is its own event row.
-# deliveries.id is the accepted order (AUTOINCREMENT: never reused, so replay ids stay stable).
+# deliveries.id is the accepted order. Deliveries are never deleted, so an id is never
+# reused and replay ids stay stable (no AUTOINCREMENT: its bookkeeping costs a write).
 # The partial indexes cover only unfinished deliveries, so they stay small however much
 # history piles up, and the WHERE of every query below repeats UNFINISHED verbatim so the
 # planner can prove the partial index applies.
@@ -34,9 +35,8 @@ CREATE TABLE events (
     body BLOB NOT NULL,
     received_at REAL NOT NULL
 );
-CREATE INDEX events_event_id ON events (event_id);
 CREATE TABLE deliveries (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     event_ref INTEGER NOT NULL REFERENCES events (id),
     destination TEXT NOT NULL,
     rule TEXT NOT NULL,
@@ -136,11 +136,15 @@ def accept(
     dedupe_window_s: float,
 ) -> AcceptResult:
     """Store the event, its deliveries and its dedupe key, unless it is a duplicate."""
-    seen = conn.execute(
-        "SELECT 1 FROM dedupe WHERE event_id = ? AND expires_at > ?",
-        (event.event_id, event.received_at),
-    ).fetchone()
-    if seen is not None:
+    # One statement both checks and claims the key: it inserts a new key or renews an
+    # expired one, and changes nothing (rowcount 0) while the key is still live.
+    claimed = conn.execute(
+        "INSERT INTO dedupe (event_id, expires_at) VALUES (?, ?)"
+        " ON CONFLICT (event_id) DO UPDATE SET expires_at = excluded.expires_at"
+        " WHERE dedupe.expires_at <= ?",
+        (event.event_id, event.received_at + dedupe_window_s, event.received_at),
+    ).rowcount
+    if claimed == 0:
         return AcceptResult(duplicate=True, event_id=event.event_id, deliveries=0)
     cur = conn.execute(
         "INSERT INTO events (event_id, body, received_at) VALUES (?, ?, ?)",
@@ -162,11 +166,6 @@ def accept(
             )
             for d in deliveries
         ],
-    )
-    conn.execute(
-        "INSERT INTO dedupe (event_id, expires_at) VALUES (?, ?)"
-        " ON CONFLICT (event_id) DO UPDATE SET expires_at = excluded.expires_at",
-        (event.event_id, event.received_at + dedupe_window_s),
     )
     return AcceptResult(duplicate=False, event_id=event.event_id, deliveries=len(deliveries))
 
