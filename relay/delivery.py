@@ -7,8 +7,9 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import jinja2
 
@@ -65,12 +66,19 @@ class Lane:
         self._worker = worker
         self._wake = asyncio.Event()
         self._paused_until = 0.0
+        self._writes: list[asyncio.Task[None]] = []
         self.task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            await self._finish_writes()
+
+    async def _run(self) -> None:
         worker = self._worker
         while not worker.stopping:
             now = worker.clock()
@@ -93,6 +101,27 @@ class Lane:
                 if worker.stopping or self._paused_until > worker.clock():
                     break
                 await self._deliver(delivery)
+            # The next due() must see this batch's outcomes (a session's next delivery is
+            # held back until its head is recorded sent).
+            await self._finish_writes()
+
+    def _record(self, write: Coroutine[Any, Any, None], delivery: Delivery) -> None:
+        """Record an outcome without waiting for its commit: the batch's records then share
+        one commit instead of costing one each."""
+        self._writes.append(asyncio.create_task(self._write(write, delivery)))
+
+    async def _write(self, write: Coroutine[Any, Any, None], delivery: Delivery) -> None:
+        try:
+            await write
+        except StoreUnavailable as exc:
+            # At-least-once: unrecorded, the delivery is tried again once the store is back.
+            extra = {"event_id": delivery.event_id, "destination": delivery.destination}
+            log.error("could not record delivery %s: %s", delivery.id, exc, extra=extra)
+
+    async def _finish_writes(self) -> None:
+        writes, self._writes = self._writes, []
+        if writes:
+            await asyncio.gather(*writes)
 
     async def _wait_for_sender(self) -> None:
         """Wait while the destination's pacing or rate limit says so."""
@@ -127,11 +156,11 @@ class Lane:
         try:
             note = await self._send(delivery)
         except DeliveryError as error:
-            await self._record_failure(delivery, error)
+            self._record_failure(delivery, error)
             return
         except Exception as exc:  # a bug in a sender must not stop the lane
             log.exception("unexpected error sending delivery %s", delivery.id, extra=extra)
-            await self._record_failure(
+            self._record_failure(
                 delivery, DeliveryError(f"internal error: {type(exc).__name__}", retryable=True)
             )
             return
@@ -143,11 +172,7 @@ class Lane:
         log.debug("delivered %s (attempt %d)", delivery.id, delivery.attempts + 1, extra=extra)
         if note:
             log.warning("delivered %s only in part: %s", delivery.id, note, extra=extra)
-        try:
-            await worker.store.record_sent(delivery.id, now, note)
-        except StoreUnavailable as exc:
-            # At-least-once: unrecorded, it will be sent again once the store is back.
-            log.error("delivered %s but could not record it: %s", delivery.id, exc, extra=extra)
+        self._record(worker.store.record_sent(delivery.id, now, note), delivery)
 
     async def _send(self, delivery: Delivery) -> str | None:
         worker = self._worker
@@ -170,7 +195,7 @@ class Lane:
         except TimeoutError:
             raise DeliveryError(f"timed out after {timeout_s:g}s", retryable=True) from None
 
-    async def _record_failure(self, delivery: Delivery, error: DeliveryError) -> None:
+    def _record_failure(self, delivery: Delivery, error: DeliveryError) -> None:
         worker = self._worker
         now = worker.clock()
         attempts = delivery.attempts + 1
@@ -198,8 +223,8 @@ class Lane:
                 error,
                 extra=extra,
             )
-        with contextlib.suppress(StoreUnavailable):
-            await worker.store.record_failure(delivery.id, str(error), retry_at=retry_at, now=now)
+        write = worker.store.record_failure(delivery.id, str(error), retry_at=retry_at, now=now)
+        self._record(write, delivery)
 
 
 class DeliveryWorker:

@@ -7,7 +7,6 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 
@@ -36,11 +35,24 @@ class Event:
     timestamp: float
     payload: Mapping[str, Any] = field(repr=False)
 
-    # cached_property: rules read these several times per event, on the ingest path.
-    @cached_property
-    def kind(self) -> str:
-        """The normalised event type, for matching and formatting."""
-        return normalize_event_type(self.event_type)
+    # Read several times per event by the rules, so worked out once, up front (a
+    # cached_property would take a lock on every first read).
+    kind: str = field(init=False, repr=False)
+    session: str | None = field(init=False, repr=False)
+    message: str | None = field(init=False, repr=False)
+    role: str | None = field(init=False, repr=False)
+    room: str | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        derived = {
+            "kind": normalize_event_type(self.event_type),
+            "session": self.data_str("session_id"),
+            "message": self.data_str("message"),
+            "role": self.data_str("role"),
+            "room": self.data_str("room_name"),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)  # the dataclass is frozen
 
     def data_str(self, key: str) -> str | None:
         """Return `data[key]` when it is a string (or a number), else None."""
@@ -50,22 +62,6 @@ class Event:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
         return None
-
-    @cached_property
-    def session(self) -> str | None:
-        return self.data_str("session_id")
-
-    @cached_property
-    def message(self) -> str | None:
-        return self.data_str("message")
-
-    @cached_property
-    def role(self) -> str | None:
-        return self.data_str("role")
-
-    @cached_property
-    def room(self) -> str | None:
-        return self.data_str("room_name")
 
     def context(self) -> dict[str, Any]:
         """Return the event as template and field-path context: the payload, completed."""

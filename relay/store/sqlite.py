@@ -15,6 +15,7 @@ next batch. The connection is used by one side at a time, never both.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -56,6 +57,9 @@ class StoreStats:
 class _Job:
     op: _Op
     future: asyncio.Future[Any] | None  # None for the store's own housekeeping
+    # Set for accept(): the batch takes all accepts together (ops.accept_many), and falls
+    # back to `op`, one by one, only if that fails.
+    accept: tuple[ops.AcceptRequest, float] | None = None
 
 
 @dataclass
@@ -126,13 +130,12 @@ class SqliteStore:
     ) -> AcceptResult:
         """Store an event, its deliveries and its dedupe key once the commit is durable."""
         deliveries = tuple(deliveries)
+        self._dedupe_horizon = max(self._dedupe_horizon, event.received_at)
 
         def op(conn: sqlite3.Connection) -> AcceptResult:
-            result = ops.accept(conn, event, deliveries, dedupe_window_s)
-            self._dedupe_horizon = max(self._dedupe_horizon, event.received_at)
-            return result
+            return ops.accept(conn, event, deliveries, dedupe_window_s)
 
-        return await self._submit(op)
+        return await self._submit(op, accept=((event, deliveries), dedupe_window_s))
 
     async def due(self, destination: str, now: float, limit: int) -> list[Delivery]:
         """Return the destination's deliveries that may be sent now, oldest first."""
@@ -171,11 +174,15 @@ class SqliteStore:
         ids = None if ids is None else tuple(ids)
         return await self._submit(lambda conn: ops.replay(conn, ids, now))
 
-    async def _submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
+    async def _submit(
+        self,
+        op: Callable[[sqlite3.Connection], T],
+        accept: tuple[ops.AcceptRequest, float] | None = None,
+    ) -> T:
         if self._closed:
             raise StoreUnavailable(f"sqlite store {self.path} is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Job(op, future))
+        self._pending.append(_Job(op, future, accept))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush(), name="relay-sqlite-flush")
         return await future
@@ -200,17 +207,41 @@ class SqliteStore:
         # off because BEGIN and COMMIT run on the worker thread, the rest on the loop.
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")  # for migrate
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
                 raise StoreUnavailable(f"cannot switch {self.path} to WAL (got {mode})")
             # FULL: a 202 promises the event survives a power cut, so every commit fsyncs.
             conn.execute("PRAGMA synchronous = FULL")
+            # 32 MB of page cache: dedupe keys are random, so inserts touch pages all over.
+            conn.execute("PRAGMA cache_size = -32000")
             ops.migrate(conn)
+            # From now on BEGIN is the only statement that can wait for a lock; _begin
+            # sets a timeout just for it, off the event loop.
+            conn.execute("PRAGMA busy_timeout = 0")
         except BaseException:
             conn.close()
             raise
         return conn
+
+    async def _begin(self, conn: sqlite3.Connection) -> None:
+        """Start a write transaction: at once on the loop, or, when another process holds
+        the lock (`relay replay`), on the thread, waiting up to busy_timeout for it."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # the connection's busy_timeout is 0: no wait
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e):
+                raise
+
+        def begin_waiting() -> None:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            finally:
+                conn.execute("PRAGMA busy_timeout = 0")
+
+        await self._blocking(begin_waiting)
 
     async def _run_batch(self, jobs: list[_Job]) -> None:
         conn = self._conn
@@ -235,15 +266,37 @@ class SqliteStore:
 
     async def _transaction(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome]:
         try:
-            await self._blocking(lambda: conn.execute("BEGIN IMMEDIATE"))
+            await self._begin(conn)
         except sqlite3.Error as e:
             raise _BatchFailed(f"cannot start a transaction: {e}") from e
-        outcomes = [_run_in_savepoint(conn, job) for job in jobs]
+        accepts = [job for job in jobs if job.accept is not None]
+        outcomes = _accept_together(conn, accepts)
+        outcomes |= {job: _run_in_savepoint(conn, job) for job in jobs if job.accept is None}
         try:
             await self._blocking(lambda: conn.execute("COMMIT"))
         except sqlite3.Error as e:
             raise _BatchFailed(f"commit failed, nothing of this batch was stored: {e}") from e
-        return outcomes
+        return [outcomes[job] for job in jobs]
+
+
+def _accept_together(conn: sqlite3.Connection, jobs: list[_Job]) -> dict[_Job, _Outcome]:
+    """Run the batch's accepts with a few multi-row statements, one window at a time."""
+    outcomes: dict[_Job, _Outcome] = {}
+    by_window: dict[float, list[_Job]] = {}
+    for job in jobs:
+        assert job.accept is not None
+        by_window.setdefault(job.accept[1], []).append(job)
+    for window_s, group in by_window.items():
+        requests = [job.accept[0] for job in group if job.accept is not None]
+        bulk = _Job(
+            functools.partial(ops.accept_many, requests=requests, dedupe_window_s=window_s), None
+        )
+        outcome = _run_in_savepoint(conn, bulk)
+        if outcome.error is None:
+            outcomes.update(zip(group, (_Outcome(result=r) for r in outcome.result), strict=True))
+        else:  # find and fail only the bad one: one by one, each in its own savepoint
+            outcomes.update((job, _run_in_savepoint(conn, job)) for job in group)
+    return outcomes
 
 
 def _run_in_savepoint(conn: sqlite3.Connection, job: _Job) -> _Outcome:

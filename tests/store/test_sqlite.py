@@ -271,3 +271,28 @@ async def test_queue_queries_use_their_indexes(
     for index in indexes:
         assert f"USING INDEX {index}" in plan or f"USING COVERING INDEX {index}" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
+
+
+async def test_a_batch_of_accepts_matches_accepting_one_by_one(
+    store: SqliteStore, db_path: str
+) -> None:
+    await store.accept(event("old", 1000.0), [delivery()], dedupe_window_s=10)
+    await store.accept(event("live", 1000.0), [delivery()], dedupe_window_s=10)
+    # One batch: a renewed expired key, a live key, a new key twice, and another window.
+    results = await asyncio.gather(
+        store.accept(event("old", 1011.0), [delivery(), delivery("d2")], dedupe_window_s=10),
+        store.accept(event("live", 1005.0), [delivery()], dedupe_window_s=10),
+        store.accept(event("new", 1005.0), [delivery()], dedupe_window_s=10),
+        store.accept(event("new", 1005.0), [delivery()], dedupe_window_s=10),
+        store.accept(event("other", 1005.0), [], dedupe_window_s=99),
+    )
+    assert [(r.event_id, r.duplicate, r.deliveries) for r in results] == [
+        ("old", False, 2),
+        ("live", True, 0),
+        ("new", False, 1),
+        ("new", True, 0),
+        ("other", False, 0),
+    ]
+    assert store.stats.batches == 3  # the five shared one batch
+    assert count_rows(db_path, "events") == 5
+    assert count_rows(db_path, "deliveries") == 5
