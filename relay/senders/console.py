@@ -12,6 +12,8 @@ from relay.senders.base import SenderContext
 
 def printable(text: str) -> str:
     """Drop control characters (terminal escapes) from untrusted text, keeping newlines."""
+    if text.isprintable():  # the usual case, checked in C
+        return text
     return "".join(
         ch if ch in "\n\t" or unicodedata.category(ch)[0] != "C" else "\N{REPLACEMENT CHARACTER}"
         for ch in text
