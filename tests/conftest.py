@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -10,7 +11,11 @@ from aiohttp.test_utils import TestClient
 
 from relay.app import create_app
 from relay.delivery import Clock
-from tests.support.relay import Output, make_config
+from relay.logs import TextFormatter
+from tests.support.fake_slack import BOT_TOKEN, WEBHOOK_SECRET
+from tests.support.relay import SECRET, Output, make_config
+from tests.support.secrets import LOG_FILES, WATCHED, leaks, watch
+from tests.support.smtp import PASSWORD as SMTP_PASSWORD
 
 RelayClientFactory = Callable[..., Awaitable[TestClient]]  # type: ignore[type-arg]
 
@@ -33,3 +38,42 @@ def relay_client(
         return await aiohttp_client(create_app(config, stdout=output, clock=clock))
 
     return start
+
+
+# Secrets never reach a log: watched for across the whole session ------------------------
+
+watch(SECRET, BOT_TOKEN, WEBHOOK_SECRET, SMTP_PASSWORD, "discordTokenSecret42")
+
+
+class _Everything(logging.Handler):
+    """Keeps every log record of the session, formatted as relay formats them."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.setFormatter(TextFormatter())
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+_SESSION_LOG = _Everything()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    root = logging.getLogger()
+    root.addHandler(_SESSION_LOG)
+    root.setLevel(logging.DEBUG)  # debug lines too: a secret must not hide there either
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    found = {"test process logs": leaks("\n".join(_SESSION_LOG.lines))}
+    for path in LOG_FILES:
+        if path.exists():
+            found[str(path)] = leaks(path.read_text(errors="replace"))
+    leaked = {where: names for where, names in found.items() if names}
+    records, files = len(_SESSION_LOG.lines), len(LOG_FILES)
+    print(f"\nsecrets check: {len(WATCHED)} secrets, {records} log records, {files} relay logs")
+    if leaked:
+        print(f"SECRETS LEAKED INTO LOGS: {leaked}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -16,6 +16,7 @@ from aiohttp import web
 from tests.support.fake_discord import FakeDiscord, unknown_webhook, wait_until
 from tests.support.processes import RelayProcess, RelayProcesses
 from tests.support.relay import SECRET, event_body, signed_headers
+from tests.support.secrets import watch
 
 
 @pytest.fixture
@@ -260,6 +261,7 @@ SECRETS = {
     "slack bot token": "xoxb-do-not-log-5",
     "smtp password": "smtp-do-not-log-6",
 }
+watch(*SECRETS.values())
 
 
 async def test_no_secret_reaches_the_log(

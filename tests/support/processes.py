@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.support.fake_discord import wait_until
+from tests.support.secrets import LOG_FILES
 
 LISTENING = re.compile(r"listening on (https?)://127\.0\.0\.1:(\d+)(/\S*)")
 START_TIMEOUT_S = 20.0
@@ -83,6 +84,7 @@ class RelayProcesses:
             )
         process = RelayProcess(popen, log_path)
         self.started.append(process)
+        LOG_FILES.append(log_path)  # searched for secrets at the end of the session
         deadline = time.monotonic() + timeout_s
         await self._wait_listening(process, timeout_s)
         await self._wait_ready(process, max(deadline - time.monotonic(), 0.1))
