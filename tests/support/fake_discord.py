@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import json
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +40,53 @@ class Hang:
 HANG = Hang()
 
 Answer = int | Reply | Hang
+
+# Fault names understood by both fakes (FakeSlack adds none of its own).
+FAULT_ERROR = "500"  # answer 500
+FAULT_RATE_LIMIT = "429"  # answer the service's 429
+FAULT_TIMEOUT = "timeout"  # hold the request past the client's timeout, then answer 503
+
+
+class Faults:
+    """Deterministic, recorded fault injection for a fake service.
+
+    Each request's fate is drawn from a hash of its path, its body and how many times that
+    same request came before, so a rerun injects the same faults into the same sends,
+    whatever the timing; `injected` counts what was injected, by fault name.
+    """
+
+    def __init__(
+        self, rates: Mapping[str, float], *, seed: str = "relay", hold_s: float = 1.5
+    ) -> None:
+        if sum(rates.values()) > 1.0 or any(rate < 0 for rate in rates.values()):
+            raise ValueError(f"fault rates must be >= 0 and sum to at most 1: {dict(rates)}")
+        self.rates = dict(rates)
+        self.hold_s = hold_s  # for FAULT_TIMEOUT: longer than the client waits
+        self.injected: Counter[str] = Counter()
+        self._seed = seed.encode()
+        self._seen: Counter[bytes] = Counter()
+
+    def decide(self, path: str, raw: bytes) -> str | None:
+        """Return the fault to inject into this request, or None to answer normally."""
+        key = hashlib.sha256(path.encode() + b"\0" + raw).digest()
+        attempt = self._seen[key]
+        self._seen[key] += 1
+        digest = hashlib.sha256(self._seed + key + attempt.to_bytes(4, "big")).digest()
+        draw = int.from_bytes(digest[:8], "big") / 2.0**64
+        for name, rate in self.rates.items():
+            if draw < rate:
+                self.injected[name] += 1
+                return name
+            draw -= rate
+        return None
+
+    async def hold(self) -> None:
+        """Keep a request waiting past the client's timeout.
+
+        aiohttp does not cancel a handler whose client went away, so whatever is answered
+        after this must not be a success: a late 2xx would count as a delivery.
+        """
+        await asyncio.sleep(self.hold_s)
 
 
 def rate_limited(retry_after_s: float = 0.2, header_s: str | None = None) -> Reply:
@@ -96,12 +144,18 @@ class FakeDiscord:
     the request body, else from the shared script, else from the mode: "up" answers
     200 with a message, "down" 503, "hang" never answers until released.
     POST /control/{up,down,hang} switches the mode from another process.
+    With `faults`, a request the mode "up" would answer 200 may get a fault instead:
+    FAULT_RATE_LIMIT answers a 429 whose body says `retry_after: rate_limit_retry_after_s`.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, faults: Faults | None = None, rate_limit_retry_after_s: float = 0.05
+    ) -> None:
         self.requests: list[Received] = []  # every request, in arrival order
         self.delivered: list[Received] = []  # those answered 2xx, in answer order
         self.mode: Mode = "up"
+        self.faults = faults
+        self.rate_limit_retry_after_s = rate_limit_retry_after_s
         self._script: deque[Answer] = deque()
         self._marked: list[tuple[str, deque[Answer]]] = []
         self._release = asyncio.Event()
@@ -203,7 +257,9 @@ class FakeDiscord:
         )
         index = len(self.requests)
         self.requests.append(received)
-        reply = await self._answer(self._next_answer(raw), webhook_id, body)
+        answer = self._next_answer(raw)
+        fault = await self._fault(request.path, raw) if answer is None else None
+        reply = fault or await self._answer(answer, webhook_id, body)
         received = dataclasses.replace(received, status=reply.status)
         self.requests[index] = received
         if 200 <= reply.status < 300:
@@ -222,6 +278,22 @@ class FakeDiscord:
                 await asyncio.wait_for(self._release.wait(), HANG_S)
             return _reply(503)
         return _reply(answer)
+
+    async def _fault(self, path: str, raw: bytes) -> Reply | None:
+        """Return an injected fault's answer, only where mode "up" would answer 200."""
+        if self.faults is None or self.mode != "up":
+            return None
+        fault = self.faults.decide(path, raw)
+        if fault == FAULT_RATE_LIMIT:
+            return rate_limited(self.rate_limit_retry_after_s)
+        if fault == FAULT_TIMEOUT:
+            await self.faults.hold()
+            return _reply(503)
+        if fault == FAULT_ERROR:
+            return _reply(500)
+        if fault is not None:
+            raise ValueError(f"FakeDiscord cannot inject fault {fault!r}")
+        return None
 
     async def _control(self, request: web.Request) -> web.Response:
         mode = _MODES.get(request.match_info["mode"])

@@ -10,7 +10,13 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from tests.support.fake_discord import wait_until
+from tests.support.fake_discord import (
+    FAULT_ERROR,
+    FAULT_RATE_LIMIT,
+    FAULT_TIMEOUT,
+    Faults,
+    wait_until,
+)
 
 BOT_TOKEN = "xoxb-1111-2222-botsecret"
 WEBHOOK_SECRET = "hooksecretXYZ"
@@ -82,10 +88,21 @@ class FakeSlack:
     Scripted answers are used in order for either endpoint; with the script empty, a
     webhook answers 200 `ok` and the Web API checks the bearer token and the channel
     (answering `invalid_auth` or `channel_not_found`) and otherwise `{"ok": true}`.
+    With `faults`, a request the empty script would answer may get a fault instead:
+    FAULT_ERROR a 500, FAULT_RATE_LIMIT a 429 with `Retry-After: rate_limit_retry_after`,
+    FAULT_TIMEOUT a 503 after holding the request for `faults.hold_s`.
     """
 
-    def __init__(self, token: str = BOT_TOKEN) -> None:
+    def __init__(
+        self,
+        token: str = BOT_TOKEN,
+        *,
+        faults: Faults | None = None,
+        rate_limit_retry_after: str = "1",
+    ) -> None:
         self.token = token
+        self.faults = faults
+        self.rate_limit_retry_after = rate_limit_retry_after
         self.requests: list[Received] = []
         self.delivered: list[Received] = []
         self._script: deque[Answer] = deque()
@@ -135,7 +152,8 @@ class FakeSlack:
         )
         return list(self.delivered)
 
-    async def _record(self, request: web.Request, kind: Kind) -> Received:
+    async def _record(self, request: web.Request, kind: Kind) -> tuple[int, Received]:
+        """Record a request; return its index in `requests` and what was recorded."""
         raw = await request.read()
         try:
             body: Any = json.loads(raw)
@@ -150,36 +168,56 @@ class FakeSlack:
             at=time.monotonic(),
         )
         self.requests.append(received)
-        return received
+        # The index, not requests.index(received): that is a scan, too slow under load.
+        return len(self.requests) - 1, received
 
-    def _answered(self, received: Received, status: int, ok: bool) -> None:
-        index = self.requests.index(received)
-        self.requests[index] = received = replace(received, status=status, ok=ok)
+    def _answered(self, index: int, status: int, ok: bool) -> None:
+        self.requests[index] = received = replace(self.requests[index], status=status, ok=ok)
         if ok:
             self.delivered.append(received)
 
+    async def _fault(self, received: Received) -> Reply | None:
+        """Return an injected fault's answer (after holding the request, for a timeout)."""
+        if self.faults is None:
+            return None
+        fault = self.faults.decide(received.path, received.raw)
+        if fault == FAULT_ERROR:
+            return Reply(500)
+        if fault == FAULT_RATE_LIMIT:
+            return rate_limited(self.rate_limit_retry_after)
+        if fault == FAULT_TIMEOUT:
+            await self.faults.hold()
+            return Reply(503, None if received.kind == "webhook" else {"ok": False, "error": "service_unavailable"})
+        if fault is not None:
+            raise ValueError(f"FakeSlack cannot inject fault {fault!r}")
+        return None
+
     async def _webhook(self, request: web.Request) -> web.Response:
-        received = await self._record(request, "webhook")
-        reply = self._script.popleft() if self._script else Reply(200)
+        index, received = await self._record(request, "webhook")
+        if self._script:
+            reply: Answer = self._script.popleft()
+        else:
+            reply = await self._fault(received) or Reply(200)
         if isinstance(reply, int):
             reply = Reply(reply)
         if reply.status == 200 and not isinstance(received.body, dict):
             reply = Reply(400)
         text = reply.body if isinstance(reply.body, str) else None
         text = text or WEBHOOK_BODIES.get(reply.status, f"scripted {reply.status}")
-        self._answered(received, reply.status, reply.status == 200)
+        self._answered(index, reply.status, reply.status == 200)
         return web.Response(status=reply.status, text=text, headers=reply.headers)
 
     async def _post_message(self, request: web.Request) -> web.Response:
-        received = await self._record(request, "api")
-        reply = self._api_reply(request, received)
+        index, received = await self._record(request, "api")
+        fault = None if self._script else await self._fault(received)
+        reply = fault or self._api_reply(request, received)
         body = reply.body if isinstance(reply.body, dict) else None
         if body is None and reply.status == 200:
             body = {"ok": True, "channel": "C0123456", "ts": f"{time.time():.6f}"}
         elif body is None:
             error = API_ERRORS.get(reply.status, "internal_error")
             body = {"ok": False, "error": error}
-        self._answered(received, reply.status, reply.status == 200 and body.get("ok") is True)
+        self._answered(index, reply.status, reply.status == 200 and body.get("ok") is True)
         return web.json_response(body, status=reply.status, headers=reply.headers)
 
     def _api_reply(self, request: web.Request, received: Received) -> Reply:
