@@ -11,8 +11,6 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import jinja2
-
 from relay.config.model import Config, DeliveryConfig
 from relay.events import EventError, parse_event
 from relay.metrics import Metrics
@@ -191,8 +189,11 @@ class Lane:
             )
             template = worker.config.templates.get(delivery.template) if delivery.template else None
             notification = build_notification(event, delivery.rule, template)
-        except (EventError, jinja2.TemplateError) as exc:
-            raise DeliveryError(f"cannot render notification: {exc}", retryable=False) from exc
+        except EventError as exc:
+            raise DeliveryError(f"cannot read the stored event: {exc}", retryable=False) from exc
+        if notification.template_error:
+            extra = {"event_id": delivery.event_id, "destination": delivery.destination}
+            log.warning("%s; sending the default layout", notification.template_error, extra=extra)
         timeout_s = worker.config.delivery.timeout_s
         try:
             return await asyncio.wait_for(sender.send(notification), timeout=timeout_s)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jinja2
+
 from relay.config.model import Template
 from relay.events import Event
 from relay.templates import render
@@ -21,13 +23,24 @@ class Notification:
     rule: str
     title: str | None = None
     text: str | None = None
+    template_error: str | None = None  # the template failed: the default layout is used
 
 
 def build_notification(event: Event, rule: str, template: Template | None) -> Notification:
-    """Render a rule's template (if any) into a notification for one event."""
+    """Render a rule's template (if any) into a notification for one event.
+
+    A template that compiled at load can still fail on one event: under strict undefined,
+    `{{ data.message }}` fails for an event without a message. The notification then goes
+    out in the destination's default layout, with the error kept for the log, rather than
+    not at all.
+    """
     if template is None:
         return Notification(event=event, rule=rule)
     context = event.context()
-    title = render(template.title, context) if template.title is not None else None
-    text = render(template.text, context) if template.text is not None else None
+    try:
+        title = render(template.title, context) if template.title is not None else None
+        text = render(template.text, context) if template.text is not None else None
+    except jinja2.TemplateError as exc:
+        error = f"template {template.name} failed: {exc}"
+        return Notification(event=event, rule=rule, template_error=error)
     return Notification(event=event, rule=rule, title=title, text=text)

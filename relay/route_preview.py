@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from typing import TextIO
 
-import jinja2
-
 from relay.config.model import Config
 from relay.events import EventError, body_event_id, parse_event
 from relay.notification import build_notification
@@ -44,11 +42,9 @@ def explain_route(config: Config, body: bytes, *, source: str, out: TextIO) -> i
         header = f"\n--- {dispatch.destination} (rule {dispatch.rule}"
         header += f", template {dispatch.template})" if dispatch.template else ")"
         out.write(header + " ---\n")
-        try:
-            notification = build_notification(event, dispatch.rule, template)
-        except jinja2.TemplateError as exc:
-            out.write(f"template error: {exc}\n")
+        notification = build_notification(event, dispatch.rule, template)
+        if notification.template_error:
+            out.write(f"warning: {notification.template_error}; the default layout is used\n")
             status = 1
-            continue
         out.write(senders[dispatch.destination].preview(notification))
     return status
