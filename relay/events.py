@@ -83,7 +83,7 @@ def parse_event(body: bytes, *, event_id: str, received_at: float) -> Event:
     except UnicodeDecodeError as exc:
         raise EventError(f"body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        payload = json.loads(text)
+        payload = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
         raise EventError("body is not valid JSON: nested too deeply") from None
     except json.JSONDecodeError as exc:
@@ -93,6 +93,12 @@ def parse_event(body: bytes, *, event_id: str, received_at: float) -> Event:
     except ValueError as exc:  # e.g. integers too long to convert
         raise EventError(f"body is not valid JSON: {exc}") from None
     return event_from_payload(payload, event_id=event_id, received_at=received_at)
+
+
+def _reject_constant(name: str) -> float:
+    # Python's json accepts NaN and Infinity; JSON (RFC 8259) does not, and passing them on
+    # would make the payloads relay sends to Slack or Discord invalid JSON.
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def event_from_payload(payload: object, *, event_id: str, received_at: float) -> Event:
@@ -109,7 +115,7 @@ def event_from_payload(payload: object, *, event_id: str, received_at: float) ->
         timestamp = received_at
     elif isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
         raise EventError(f"field 'timestamp' must be a number, got {_json_type(timestamp)}")
-    elif not math.isfinite(float(timestamp)):
+    elif not _finite(timestamp):
         raise EventError("field 'timestamp' must be a finite number")
     return Event(
         event_id=event_id,
@@ -119,6 +125,13 @@ def event_from_payload(payload: object, *, event_id: str, received_at: float) ->
         timestamp=float(timestamp),
         payload=payload,
     )
+
+
+def _finite(number: float) -> bool:
+    try:
+        return math.isfinite(float(number))
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def _required(payload: Mapping[str, Any], name: str, kind: type, described: str) -> Any:

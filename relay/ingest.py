@@ -45,7 +45,8 @@ def _check_client(request: web.Request, config: Config) -> None:
     allow = config.verify.allow_ips
     if allow is None:
         return
-    forwarded = request.headers.get("X-Forwarded-For")
+    # Every X-Forwarded-For line, in order: a proxy may add its own line after the client's.
+    forwarded = ",".join(request.headers.getall("X-Forwarded-For", [])) or None
     address = client_address(request.remote, forwarded, config.verify.trusted_proxies)
     if address is None or not in_networks(address, allow):
         _reject(403, f"client address {address} is not allowed", "ip_not_allowed")
@@ -66,8 +67,12 @@ async def _read_body(request: web.Request, limit: int, timeout_s: float) -> byte
         _reject(413, f"body is larger than {limit} bytes", "body_too_large")
     if request.content_length is not None and request.content.is_eof():
         # The usual case: the whole (small) body came with the headers. No wait, so no
-        # timer to set up on the hot path.
-        return await request.read()
+        # timer to set up on the hot path. The length is checked again after reading:
+        # a compressed body (Content-Encoding) is larger than its Content-Length.
+        whole = await request.read()
+        if len(whole) > limit:
+            _reject(413, f"body is larger than {limit} bytes", "body_too_large")
+        return whole
     body = bytearray()
     try:
         async with asyncio.timeout(timeout_s):
