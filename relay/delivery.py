@@ -67,19 +67,12 @@ class Lane:
         self._worker = worker
         self._wake = asyncio.Event()
         self._paused_until = 0.0
-        self._writes: list[asyncio.Task[None]] = []
         self.task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self) -> None:
-        try:
-            await self._run()
-        finally:
-            await self._finish_writes()
-
-    async def _run(self) -> None:
         worker = self._worker
         while not worker.stopping:
             now = worker.clock()
@@ -103,27 +96,21 @@ class Lane:
                 if worker.stopping or self._paused_until > worker.clock():
                     break
                 await self._deliver(delivery)
-            # The next due() must see this batch's outcomes (a session's next delivery is
-            # held back until its head is recorded sent).
-            await self._finish_writes()
 
-    def _record(self, write: Coroutine[Any, Any, None], delivery: Delivery) -> None:
-        """Record an outcome without waiting for its commit: the batch's records then share
-        one commit instead of costing one each."""
-        self._writes.append(asyncio.create_task(self._write(write, delivery)))
+    async def _record(self, write: Coroutine[Any, Any, None], delivery: Delivery) -> None:
+        """Wait until a send's outcome is committed, before the lane's next send.
 
-    async def _write(self, write: Coroutine[Any, Any, None], delivery: Delivery) -> None:
+        So a crash can repeat at most the one send in flight: every earlier one is on disk.
+        (Recording a batch's outcomes in one commit was faster, and a kill then repeated
+        every send of the batch not yet recorded.) The commit is still shared with other
+        lanes and with incoming events.
+        """
         try:
             await write
         except StoreUnavailable as exc:
             # At-least-once: unrecorded, the delivery is tried again once the store is back.
             extra = {"event_id": delivery.event_id, "destination": delivery.destination}
             log.error("could not record delivery %s: %s", delivery.id, exc, extra=extra)
-
-    async def _finish_writes(self) -> None:
-        writes, self._writes = self._writes, []
-        if writes:
-            await asyncio.gather(*writes)
 
     async def _wait_for_sender(self) -> None:
         """Wait while the destination's pacing or rate limit says so."""
@@ -158,11 +145,11 @@ class Lane:
         try:
             note = await self._send(delivery)
         except DeliveryError as error:
-            self._record_failure(delivery, error)
+            await self._record_failure(delivery, error)
             return
         except Exception as exc:  # a bug in a sender must not stop the lane
             log.exception("unexpected error sending delivery %s", delivery.id, extra=extra)
-            self._record_failure(
+            await self._record_failure(
                 delivery, DeliveryError(f"internal error: {type(exc).__name__}", retryable=True)
             )
             return
@@ -174,7 +161,7 @@ class Lane:
         log.debug("delivered %s (attempt %d)", delivery.id, delivery.attempts + 1, extra=extra)
         if note:
             log.warning("delivered %s only in part: %s", delivery.id, note, extra=extra)
-        self._record(worker.store.record_sent(delivery.id, now, note), delivery)
+        await self._record(worker.store.record_sent(delivery.id, now, note), delivery)
 
     async def _send(self, delivery: Delivery) -> str | None:
         worker = self._worker
@@ -200,7 +187,7 @@ class Lane:
         except TimeoutError:
             raise DeliveryError(f"timed out after {timeout_s:g}s", retryable=True) from None
 
-    def _record_failure(self, delivery: Delivery, error: DeliveryError) -> None:
+    async def _record_failure(self, delivery: Delivery, error: DeliveryError) -> None:
         worker = self._worker
         now = worker.clock()
         attempts = delivery.attempts + 1
@@ -229,7 +216,7 @@ class Lane:
                 extra=extra,
             )
         write = worker.store.record_failure(delivery.id, str(error), retry_at=retry_at, now=now)
-        self._record(write, delivery)
+        await self._record(write, delivery)
 
 
 class DeliveryWorker:

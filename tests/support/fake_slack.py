@@ -187,7 +187,8 @@ class FakeSlack:
             return rate_limited(self.rate_limit_retry_after)
         if fault == FAULT_TIMEOUT:
             await self.faults.hold()
-            return Reply(503, None if received.kind == "webhook" else {"ok": False, "error": "service_unavailable"})
+            unavailable = {"ok": False, "error": "service_unavailable"}
+            return Reply(503, None if received.kind == "webhook" else unavailable)
         if fault is not None:
             raise ValueError(f"FakeSlack cannot inject fault {fault!r}")
         return None
