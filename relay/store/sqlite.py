@@ -40,6 +40,9 @@ T = TypeVar("T")
 _Op = Callable[[sqlite3.Connection], Any]
 
 MAX_BATCH_OPS = 256
+# A batch of webhooks writes some tens of pages; this keeps the WAL near SQLite's default
+# checkpoint size of 1,000 pages.
+CHECKPOINT_EVERY_COMMITS = 50
 _PURGE_EVERY_BATCHES = 64
 
 
@@ -81,6 +84,7 @@ class SqliteStore:
         self._busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="relay-sqlite")
+        self._checkpointer = Checkpointer(path)
         self._pending: list[_Job] = []
         self._flusher: asyncio.Task[None] | None = None
         self._closed = True
@@ -93,6 +97,7 @@ class SqliteStore:
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._conn = await self._blocking(self._connect)
+            await self._checkpointer.open()
         except (OSError, sqlite3.Error) as e:
             raise StoreUnavailable(f"cannot open sqlite store {self.path}: {e}") from e
         self._closed = False
@@ -104,6 +109,7 @@ class SqliteStore:
         self._closed = True
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
+        await self._checkpointer.close()
         if self._conn is not None:
             await self._blocking(self._conn.close)
             self._conn = None
@@ -215,6 +221,9 @@ class SqliteStore:
             conn.execute("PRAGMA synchronous = FULL")
             # 32 MB of page cache: dedupe keys are random, so inserts touch pages all over.
             conn.execute("PRAGMA cache_size = -32000")
+            # Checkpoints run beside the commits, on a connection of their own (Checkpointer):
+            # inside a COMMIT, one would hold up every webhook of the next batch.
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
             ops.migrate(conn)
             # From now on BEGIN is the only statement that can wait for a lock; _begin
             # sets a timeout just for it, off the event loop.
@@ -261,6 +270,8 @@ class SqliteStore:
             outcomes = [_Outcome(error=error)] * len(jobs)
         else:
             self.stats.commits += 1
+            if self.stats.commits % CHECKPOINT_EVERY_COMMITS == 0:
+                self._checkpointer.start()
         for job, outcome in zip(jobs, outcomes, strict=True):
             _resolve(job, outcome)
 
@@ -297,6 +308,60 @@ def _accept_together(conn: sqlite3.Connection, jobs: list[_Job]) -> dict[_Job, _
         else:  # find and fail only the bad one: one by one, each in its own savepoint
             outcomes.update((job, _run_in_savepoint(conn, job)) for job in group)
     return outcomes
+
+
+class Checkpointer:
+    """Copies the WAL back into the database on a thread and a connection of its own.
+
+    A PASSIVE checkpoint never blocks the writer and is never blocked by it, so the
+    commits that 202s wait for no longer include one.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="relay-sqlite-checkpoint")
+        self._conn: sqlite3.Connection | None = None
+        self._running: asyncio.Future[None] | None = None
+
+    async def open(self) -> None:
+        def connect() -> sqlite3.Connection:
+            return sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+
+        self._conn = await asyncio.get_running_loop().run_in_executor(self._thread, connect)
+
+    def start(self) -> None:
+        """Start a checkpoint unless one is running."""
+        if self._conn is None or (self._running is not None and not self._running.done()):
+            return
+        loop = asyncio.get_running_loop()
+        self._running = loop.run_in_executor(self._thread, self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        assert self._conn is not None
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as e:  # the next one will catch up; writes are unaffected
+            log.warning("sqlite store %s: checkpoint failed: %s", self._path, e)
+
+    async def close(self) -> None:
+        """Finish the running checkpoint, take a last one, and close."""
+        if self._conn is None:
+            return
+        if self._running is not None:
+            await self._running
+        conn, self._conn = self._conn, None
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, lambda: _last_checkpoint(conn))
+        self._thread.shutdown(wait=False)
+
+
+def _last_checkpoint(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    except sqlite3.Error as e:
+        log.warning("sqlite: last checkpoint failed: %s", e)
+    finally:
+        conn.close()
 
 
 def _run_in_savepoint(conn: sqlite3.Connection, job: _Job) -> _Outcome:

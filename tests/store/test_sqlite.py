@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import resource
 import sqlite3
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -296,3 +297,20 @@ async def test_a_batch_of_accepts_matches_accepting_one_by_one(
     assert store.stats.batches == 3  # the five shared one batch
     assert count_rows(db_path, "events") == 5
     assert count_rows(db_path, "deliveries") == 5
+
+
+async def test_checkpoints_keep_the_wal_small_and_move_data_into_the_database(
+    db_path: str,
+) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    body = b"x" * 2000  # big rows: a thousand of them would make a 2 MB+ WAL
+    for i in range(commits := 3 * 50):
+        await store.accept(event(f"e{i}", 1000.0 + i, body), [], dedupe_window_s=WINDOW_S)
+    assert store.stats.commits >= commits
+    await store.close()
+    wal = Path(db_path + "-wal")
+    database = Path(db_path)
+    # Everything reached the database file itself; the WAL is reused, not grown forever.
+    assert database.stat().st_size > len(body) * commits
+    assert not wal.exists() or wal.stat().st_size < 2 * 1024 * 1024
