@@ -88,7 +88,7 @@ def create_app(
             finally:
                 state.draining = True
                 if state.worker is not None:
-                    await state.worker.stop(config.server.shutdown_timeout_s)
+                    await state.worker.stop(state.config.server.shutdown_timeout_s)
         await state.store.close()
 
     app.cleanup_ctx.append(lifecycle)

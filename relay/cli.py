@@ -30,12 +30,21 @@ def _load_or_exit(path: str) -> Config:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import ssl
+
     from relay.serve import serve
+    from relay.store import StoreUnavailable
 
     setup_logging(args.log_format, args.log_level)
     path = _config_path(args)
     config = _load_or_exit(path)
-    asyncio.run(serve(path, config))
+    try:
+        asyncio.run(serve(path, config))
+    except (StoreUnavailable, OSError, ssl.SSLError) as exc:
+        # The store cannot be opened, the port is taken, the certificate does not load:
+        # say which, in one line, rather than with a traceback.
+        print(f"relay serve: cannot start: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

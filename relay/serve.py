@@ -71,8 +71,12 @@ async def serve(path: str, config: Config) -> None:
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     server = config.server
-    site = web.TCPSite(runner, server.host, server.port, ssl_context=_ssl_context(config))
-    await site.start()
+    try:
+        site = web.TCPSite(runner, server.host, server.port, ssl_context=_ssl_context(config))
+        await site.start()
+    except BaseException:
+        await runner.cleanup()  # the store and worker started with the app: stop them
+        raise
     scheme = "https" if server.tls else "http"
     for address in runner.addresses:
         host, port = address[:2]

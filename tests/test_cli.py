@@ -143,3 +143,24 @@ async def test_send_test_unreachable_exits_1() -> None:
     status, out = await send_test("--url", "http://127.0.0.1:9/webhook", "--secret", "s")
     assert status == 1
     assert out.startswith("relay send-test: cannot reach http://127.0.0.1:9/webhook")
+
+
+async def test_serve_that_cannot_start_says_why_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "relay.yaml"
+    config.write_text('server: { port: 0 }\nstore: { url: "sqlite:/proc/no/such/dir/relay.db" }\n')
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "relay.cli",
+        "serve",
+        "-c",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 1
+    assert err.decode().splitlines()[-1] == (
+        "relay serve: cannot start: cannot open sqlite store /proc/no/such/dir/relay.db: "
+        "[Errno 2] No such file or directory: '/proc/no'"
+    )
