@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
 from relay.app import create_app
 from relay.delivery import Clock
 from relay.logs import TextFormatter
-from tests.support.fake_slack import BOT_TOKEN, WEBHOOK_SECRET
+from tests.support.fake_discord import FakeDiscord
+from tests.support.fake_slack import BOT_TOKEN, WEBHOOK_SECRET, FakeSlack
+from tests.support.processes import RelayProcesses
 from tests.support.relay import SECRET, Output, make_config
 from tests.support.secrets import LOG_FILES, WATCHED, leaks, watch
 from tests.support.smtp import PASSWORD as SMTP_PASSWORD
@@ -23,6 +26,54 @@ RelayClientFactory = Callable[..., Awaitable[TestClient]]  # type: ignore[type-a
 @pytest.fixture
 def output() -> Output:
     return Output()
+
+
+@pytest.fixture
+async def discord() -> AsyncIterator[FakeDiscord]:
+    """A fake Discord webhook on 127.0.0.1, answering 200 until told otherwise."""
+    fake = await FakeDiscord().start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def other_discord() -> AsyncIterator[FakeDiscord]:
+    """A second fake Discord, for tests about one destination not holding up another."""
+    fake = await FakeDiscord().start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    """A fake Slack (incoming webhooks and the Web API) on 127.0.0.1."""
+    fake = await FakeSlack().start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def other_slack() -> AsyncIterator[FakeSlack]:
+    fake = await FakeSlack().start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """The one HTTP session senders share, as in the app."""
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[RelayProcesses]:
+    """Start `relay serve` subprocesses; whatever still runs is killed at teardown."""
+    started = RelayProcesses(tmp_path)
+    try:
+        yield started
+    finally:
+        started.kill_all()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -60,20 +59,6 @@ destinations:
   - name: everything
     send_to: [{", ".join(names)}]
 """
-
-
-@pytest.fixture
-async def discord() -> AsyncIterator[FakeDiscord]:
-    fake = await FakeDiscord().start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
-async def other_discord() -> AsyncIterator[FakeDiscord]:
-    fake = await FakeDiscord().start()
-    yield fake
-    await fake.close()
 
 
 async def post_event(client: Client, message: str = "hello", session: str = "s1") -> str:

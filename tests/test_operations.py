@@ -6,7 +6,6 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -17,20 +16,6 @@ from tests.support.fake_discord import FakeDiscord, unknown_webhook, wait_until
 from tests.support.processes import RelayProcess, RelayProcesses
 from tests.support.relay import SECRET, event_body, signed_headers
 from tests.support.secrets import watch
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[RelayProcesses]:
-    runner = RelayProcesses(tmp_path)
-    yield runner
-    runner.kill_all()
-
-
-@pytest.fixture
-async def discord() -> AsyncIterator[FakeDiscord]:
-    fake = await FakeDiscord().start()
-    yield fake
-    await fake.close()
 
 
 def write_config(path: Path, discord_url: str, *, when: str = "{}", extra: str = "") -> Path:

@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from relay.store.sqlite import SqliteStore
 from tests.support.fake_discord import FakeDiscord, assert_valid_payloads, wait_until
@@ -49,20 +47,6 @@ rules:
         encoding="utf-8",
     )
     return path
-
-
-@pytest.fixture
-async def discord() -> AsyncIterator[FakeDiscord]:
-    fake = await FakeDiscord().start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[RelayProcesses]:
-    started = RelayProcesses(tmp_path)
-    yield started
-    started.kill_all()
 
 
 def messages(count: int) -> list[str]:

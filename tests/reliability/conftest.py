@@ -5,29 +5,18 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from relay.store.sqlite import SqliteStore
-from tests.support.processes import RelayProcesses
 
 REPORT_ENV = "RELAY_RELIABILITY_REPORT"
 
 Report = Callable[[str, dict[str, Any]], None]
 StoreStatuses = Callable[[], Awaitable[Counter[str]]]
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[RelayProcesses]:
-    """Start relay subprocesses; whatever still runs is killed at teardown."""
-    started = RelayProcesses(tmp_path)
-    try:
-        yield started
-    finally:
-        started.kill_all()
 
 
 @pytest.fixture

@@ -18,12 +18,11 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-import pytest
 from aiohttp.test_utils import TestClient
 
 from relay.app import create_app
@@ -121,13 +120,6 @@ rules:
         encoding="utf-8",
     )
     return path
-
-
-@pytest.fixture
-async def discord() -> AsyncIterator[FakeDiscord]:
-    fake = await FakeDiscord().start()
-    yield fake
-    await fake.close()
 
 
 def body_for(text: str) -> bytes:

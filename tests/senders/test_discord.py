@@ -61,13 +61,6 @@ def embed_total(embed: dict[str, Any]) -> int:
 
 
 @pytest.fixture
-async def discord() -> AsyncIterator[FakeDiscord]:
-    fake = await FakeDiscord().start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
 async def sender(discord: FakeDiscord, tmp_path: Path) -> AsyncIterator[Sender]:
     config = make_config(
         f'destinations:\n  community: {{ type: discord, webhook_url: "{discord.url()}" }}\n',

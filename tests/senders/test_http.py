@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -66,26 +65,6 @@ HTTP_DATE_TS = 1445412480.0
 )
 def test_parse_retry_after(value: str | None, now: float | None, expected: float | None) -> None:
     assert parse_retry_after(value, now=now) == expected
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = await FakeSlack().start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
-async def discord() -> AsyncIterator[FakeDiscord]:
-    fake = await FakeDiscord().start()
-    yield fake
-    await fake.close()
 
 
 def chat(message: str = "hello") -> Notification:

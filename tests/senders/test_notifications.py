@@ -52,12 +52,6 @@ async def fakes() -> AsyncIterator[Fakes]:
     await slack.close()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def config_for(slack_port: int, discord_port: int, smtp_port: int, tmp_path: Path) -> Config:
     """Every kind of destination, one rule with a template and one without."""
     return make_config(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -62,20 +61,6 @@ def test_token_bucket_rate_is_respected() -> None:
 def test_two_users_of_one_bucket_cannot_both_take_the_last_token() -> None:
     bucket = TokenBucket(1.0, 1, clock=FakeClock())
     assert [bucket.reserve(), bucket.reserve()] == [0.0, pytest.approx(1.0)]
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = await FakeSlack().start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
-async def other_slack() -> AsyncIterator[FakeSlack]:
-    fake = await FakeSlack().start()
-    yield fake
-    await fake.close()
 
 
 def chat(message: str) -> Notification:

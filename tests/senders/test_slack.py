@@ -30,13 +30,6 @@ INJECTION = "<!channel> <!here> <@U123> <https://x|y> & done"
 RAW_CONTROLS = ["<!channel>", "<!here>", "<@U123>", "<https://x|y>"]
 
 
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = await FakeSlack().start()
-    yield fake
-    await fake.close()
-
-
 class Session:
     """A real ClientSession that notes every URL it requests (to prove it is the one used)."""
 
