@@ -44,6 +44,8 @@ class SenderContext:
         bucket = self.pacers.get(key)
         if bucket is None:
             bucket = self.pacers[key] = TokenBucket(rate_per_s, burst)
+        else:
+            bucket.retune(rate_per_s, burst)  # a reload may have changed max_per_second
         return bucket
 
 

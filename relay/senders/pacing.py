@@ -23,6 +23,13 @@ class TokenBucket:
         self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate_per_s)
         self._updated = now
 
+    def retune(self, rate_per_s: float, burst: int) -> None:
+        """Change the rate and burst (a reload), keeping the tokens already spent."""
+        self._refill()
+        self._rate_per_s = rate_per_s
+        self._burst = float(burst)
+        self._tokens = min(self._tokens, self._burst)
+
     def reserve(self) -> float:
         """Take a token and return 0, or return how long until one is free.
 

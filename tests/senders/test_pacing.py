@@ -155,3 +155,12 @@ async def test_a_429_pauses_only_the_destination_that_answered_it(
     assert all(r.at - paused_at >= 0.9 for r in a)
     assert all(r.at < a[0].at for r in b)  # B did not wait for A's pause
     assert sorted(r.body["text"] for r in a) == sorted(r.body["text"] for r in b)
+
+
+def test_a_reload_keeps_the_tokens_spent_but_takes_the_new_rate() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(1.0, 1, clock=clock)
+    assert bucket.reserve() == 0.0
+    assert bucket.reserve() == pytest.approx(1.0)
+    bucket.retune(4.0, 1)
+    assert bucket.reserve() == pytest.approx(0.25)
