@@ -152,6 +152,31 @@ async def test_sigterm_drains_finishes_in_flight_sends_and_exits_0(
         await gated.runner.cleanup()
 
 
+async def test_sighup_while_a_send_is_in_flight_loses_nothing_and_sends_nothing_twice(
+    tmp_path: Path, processes: RelayProcesses
+) -> None:
+    gated = GatedDiscord()
+    url = await gated.start()
+    try:
+        config = write_config(tmp_path / "relay.yaml", url)
+        relay = await processes.start(config)
+        assert (await post(relay, event_body(message="in flight", session="a")))[0] == 202
+        assert (await post(relay, event_body(message="queued", session="b")))[0] == 202
+        await wait_until("the first send to be in flight", lambda: len(gated.arrived) == 1, 10)
+
+        write_config(config, url, when="{ role: user }")  # a valid change: reloaded whole
+        await reload(relay, "reloaded")
+        gated.gate.set()
+        await wait_until("both events to be delivered", lambda: gated.answered >= 2, 10)
+        await asyncio.sleep(0.5)  # a repeat would come within this
+        sent = [json.loads(body)["embeds"][0]["description"] for body in gated.arrived]
+        assert sorted(sent) == ["in flight", "queued"]
+        assert relay.popen.poll() is None
+    finally:
+        gated.gate.set()
+        await gated.runner.cleanup()
+
+
 async def test_sigterm_deadline_then_the_next_start_sends_what_was_left(
     tmp_path: Path, processes: RelayProcesses, discord: FakeDiscord
 ) -> None:
