@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import ssl
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from tests.support.fake_discord import FakeDiscord, unknown_webhook, wait_until
 from tests.support.processes import RelayProcess, RelayProcesses
 from tests.support.relay import SECRET, event_body, signed_headers
 from tests.support.secrets import watch
+from tests.support.smtp import self_signed_cert
 
 
 def write_config(path: Path, discord_url: str, *, when: str = "{}", extra: str = "") -> Path:
@@ -331,3 +333,29 @@ rules:
     assert "Discord answered 503" in log and "cannot connect to Slack" in log
     leaked = [name for name, secret in SECRETS.items() if secret in log]
     assert leaked == [], log
+
+
+async def test_relay_serves_https_itself_when_server_tls_is_set(
+    tmp_path: Path, processes: RelayProcesses, discord: FakeDiscord
+) -> None:
+    pair = self_signed_cert(tmp_path)
+    assert pair is not None, "openssl is needed to make a test certificate"
+    cert, key = pair
+    config = write_config(tmp_path / "relay.yaml", discord.url())
+    text = config.read_text().replace(
+        "server: { port: 0,",
+        f'server: {{ tls: {{ cert_file: "{cert}", key_file: "{key}" }}, port: 0,',
+    )
+    config.write_text(text)
+    relay = await processes.start(config)
+    assert relay.webhook_url.startswith("https://127.0.0.1:")
+    trust = ssl.create_default_context(cafile=str(cert))
+    url = relay.webhook_url
+    body = event_body(message="over tls")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, data=body, headers=signed_headers(body), ssl=trust) as response,
+    ):
+        assert response.status == 202
+    delivered = await discord.wait_for_delivered(1)
+    assert "over tls" in delivered[0].description()

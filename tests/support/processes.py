@@ -30,10 +30,11 @@ class RelayProcess:
     log_path: Path
     port: int = 0
     path: str = "/webhook"
+    scheme: str = "http"  # https when relay serves TLS itself
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def webhook_url(self) -> str:
@@ -99,7 +100,8 @@ class RelayProcesses:
             match = LISTENING.search(process.log())
             if match is None:
                 return False
-            process.port, process.path = int(match.group(2)), match.group(3)
+            process.scheme, process.port = match.group(1), int(match.group(2))
+            process.path = match.group(3)
             return True
 
         await wait_until(
@@ -111,7 +113,9 @@ class RelayProcesses:
 
             async def ready() -> bool:
                 try:
-                    async with http.get(process.base_url + "/readyz") as response:
+                    # Readiness only: a test's own certificate is checked by the test.
+                    url = process.base_url + "/readyz"
+                    async with http.get(url, ssl=False) as response:
                         return response.status == 200
                 except (aiohttp.ClientError, TimeoutError):
                     return False
