@@ -34,7 +34,7 @@ server:
 verify:
   secrets: ["{SECRET}"]
 store:
-  url: "sqlite:{tmp_path / 'relay.db'}"
+  url: "sqlite:{tmp_path / "relay.db"}"
 delivery:
   max_attempts: 10000   # never dead-letter while Discord is down
   backoff: {{ first: 50ms, max: 200ms }}
@@ -93,8 +93,10 @@ async def wait_for_a_failed_attempt(tmp_path: Path, discord: FakeDiscord) -> Non
         return statuses["failed"] >= 1
 
     await wait_until(
-        lambda: f"a failed attempt in the store (statuses {dict(statuses)},"
-        f" {len(discord.requests)} request(s) to Discord)",
+        lambda: (
+            f"a failed attempt in the store (statuses {dict(statuses)},"
+            f" {len(discord.requests)} request(s) to Discord)"
+        ),
         failed_recorded,
         10.0,
         poll_s=0.05,
