@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import AsyncIterator
 from typing import TextIO
@@ -17,8 +16,6 @@ from relay.metrics import CONTENT_TYPE_LATEST
 from relay.senders import build_senders
 from relay.state import RelayState
 from relay.store import Store, StoreUnavailable, open_store
-
-log = logging.getLogger("relay.app")
 
 STATE = web.AppKey("relay_state", RelayState)
 

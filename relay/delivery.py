@@ -25,7 +25,7 @@ Clock = Callable[[], float]
 IDLE_POLL_S = 5.0  # a safety net: lanes are woken on every accept, so this rarely fires
 BATCH_SIZE = 32
 # After an idle lane is woken, wait this long before asking for due deliveries, so that a
-# burst of events goes out of one query and is recorded in one commit, not one each.
+# burst of events is fetched by one query, not one each.
 GATHER_S = 0.02
 
 

@@ -170,22 +170,6 @@ def accept(
     return AcceptResult(duplicate=False, event_id=event.event_id, deliveries=len(deliveries))
 
 
-AcceptRequest = tuple[NewEvent, Sequence[NewDelivery]]
-
-
-def accept_many(
-    conn: sqlite3.Connection, requests: Sequence[AcceptRequest], dedupe_window_s: float
-) -> list[AcceptResult]:
-    """Accept a batch's events one after another, with no savepoint of their own.
-
-    Savepoints are what isolate a failing operation; accepts do not fail one by one (only
-    the disk can fail them, and then it fails them all), so the batch shares one. Tried
-    and measured: multi-row INSERTs are slower here, since each batch size is a new
-    statement for SQLite to prepare.
-    """
-    return [accept(conn, event, deliveries, dedupe_window_s) for event, deliveries in requests]
-
-
 def purge_dedupe(conn: sqlite3.Connection, before: float) -> int:
     """Delete a bounded number of dedupe keys that expired at or before `before`."""
     cur = conn.execute(
