@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from tests.support.fake_discord import FakeDiscord, unknown_webhook, wait_until
+from tests.support.local_server import serve_locally
 from tests.support.processes import RelayProcess, RelayProcesses
 from tests.support.relay import SECRET, event_body, signed_headers
 from tests.support.secrets import watch
@@ -111,9 +112,9 @@ class GatedDiscord:
         self.gate = asyncio.Event()
         self.arrived: list[bytes] = []
         self.answered = 0
-        app = web.Application()
-        app.router.add_post("/api/webhooks/{id}/{token}", self._handle)
-        self.runner = web.AppRunner(app)
+        self.app = web.Application()
+        self.app.router.add_post("/api/webhooks/{id}/{token}", self._handle)
+        self.runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.arrived.append(await request.read())
@@ -122,11 +123,13 @@ class GatedDiscord:
         return web.json_response({"id": "1"})
 
     async def start(self) -> str:
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = self.runner.addresses[0][1]
+        self.runner, port = await serve_locally(self.app)
         return f"http://127.0.0.1:{port}/api/webhooks/1/tok"
+
+    async def close(self) -> None:
+        self.gate.set()
+        if self.runner is not None:
+            await self.runner.cleanup()
 
 
 async def test_sigterm_drains_finishes_in_flight_sends_and_exits_0(
@@ -150,8 +153,7 @@ async def test_sigterm_drains_finishes_in_flight_sends_and_exits_0(
         assert gated.answered == 1
         assert "too late" not in b"".join(gated.arrived).decode()
     finally:
-        gated.gate.set()
-        await gated.runner.cleanup()
+        await gated.close()
 
 
 async def test_sighup_while_a_send_is_in_flight_loses_nothing_and_sends_nothing_twice(
@@ -175,8 +177,7 @@ async def test_sighup_while_a_send_is_in_flight_loses_nothing_and_sends_nothing_
         assert sorted(sent) == ["in flight", "queued"]
         assert relay.popen.poll() is None
     finally:
-        gated.gate.set()
-        await gated.runner.cleanup()
+        await gated.close()
 
 
 async def test_sigterm_deadline_then_the_next_start_sends_what_was_left(

@@ -15,38 +15,12 @@ import aiohttp
 
 from relay.store.sqlite import SqliteStore
 from tests.support.fake_discord import FakeDiscord, assert_valid_payloads, wait_until
-from tests.support.processes import RelayProcess, RelayProcesses
-from tests.support.relay import SECRET, event_body, signed_headers
+from tests.support.processes import RelayProcess, RelayProcesses, write_discord_config
+from tests.support.relay import event_body, signed_headers
 
 SESSIONS = 10
 GRACE_S = 0.5  # backoff is capped at 200 ms: a duplicate would arrive within this
 DELIVER_TIMEOUT_S = 30.0
-
-
-def write_config(tmp_path: Path, fake: FakeDiscord) -> Path:
-    path = tmp_path / "relay.yaml"
-    path.write_text(
-        f"""\
-server:
-  host: 127.0.0.1
-  port: 0
-  shutdown_timeout: 2s
-verify:
-  secrets: ["{SECRET}"]
-store:
-  url: "sqlite:{tmp_path / "relay.db"}"
-delivery:
-  max_attempts: 10000   # never dead-letter while Discord is down
-  backoff: {{ first: 50ms, max: 200ms }}
-destinations:
-  community: {{ type: discord, webhook_url: "{fake.url()}" }}
-rules:
-  - name: everything
-    send_to: [community]
-""",
-        encoding="utf-8",
-    )
-    return path
 
 
 def messages(count: int) -> list[str]:
@@ -124,7 +98,7 @@ async def assert_each_delivered_once(discord: FakeDiscord, texts: list[str]) -> 
 async def test_sigkill_while_discord_fails_loses_and_duplicates_nothing(
     tmp_path: Path, discord: FakeDiscord, processes: RelayProcesses
 ) -> None:
-    config = write_config(tmp_path, discord)
+    config = write_discord_config(tmp_path, discord)
     texts = messages(50)
     discord.down()
     first = await processes.start(config)
@@ -147,7 +121,7 @@ async def test_sigkill_while_discord_fails_loses_and_duplicates_nothing(
 async def test_sigterm_exits_0_and_the_next_start_sends_what_was_pending(
     tmp_path: Path, discord: FakeDiscord, processes: RelayProcesses
 ) -> None:
-    config = write_config(tmp_path, discord)
+    config = write_discord_config(tmp_path, discord)
     texts = messages(10)
     discord.down()
     first = await processes.start(config)
@@ -174,7 +148,7 @@ async def test_sigterm_exits_0_and_the_next_start_sends_what_was_pending(
 async def test_sigterm_during_a_hanging_send_drains_then_exits_0_and_loses_nothing(
     tmp_path: Path, discord: FakeDiscord, processes: RelayProcesses
 ) -> None:
-    config = write_config(tmp_path, discord)  # shutdown_timeout: 2s
+    config = write_discord_config(tmp_path, discord)  # shutdown_timeout: 2s
     texts = messages(3)
     discord.set_mode("hang")
     first = await processes.start(config)

@@ -28,7 +28,7 @@ from aiohttp.test_utils import TestClient
 from relay.app import create_app
 from relay.store.sqlite import SqliteStore
 from tests.support.fake_discord import FakeDiscord, wait_until
-from tests.support.processes import LISTENING
+from tests.support.processes import LISTENING, write_discord_config
 from tests.support.relay import SECRET, Output, event_body, make_config, signed_headers
 
 UNAVAILABLE = {"error": "store unavailable, retry later"}
@@ -96,32 +96,6 @@ def piped_relay(config_path: Path) -> Iterator[PipedRelay]:
         drainer.join(timeout=5)
 
 
-def write_config(tmp_path: Path, discord: FakeDiscord) -> Path:
-    path = tmp_path / "relay.yaml"
-    path.write_text(
-        f"""\
-server:
-  host: 127.0.0.1
-  port: 0
-  shutdown_timeout: 2s
-verify:
-  secrets: ["{SECRET}"]
-store:
-  url: "sqlite:{tmp_path / "relay.db"}"
-delivery:
-  max_attempts: 10000
-  backoff: {{ first: 50ms, max: 200ms }}
-destinations:
-  community: {{ type: discord, webhook_url: "{discord.url()}" }}
-rules:
-  - name: everything
-    send_to: [community]
-""",
-        encoding="utf-8",
-    )
-    return path
-
-
 def body_for(text: str) -> bytes:
     return event_body(data={"role": "user", "message": text, "session_id": f"s-{text}"})
 
@@ -162,7 +136,7 @@ async def test_file_size_limit_gives_503_then_relay_recovers_without_restart(
     before = ["before1", "before2", "before3"]
     during = [f"during{i}" for i in range(6)]
     after = ["after1", "after2"]
-    with piped_relay(write_config(tmp_path, discord)) as relay:
+    with piped_relay(write_discord_config(tmp_path, discord)) as relay:
         await wait_until(lambda: f"relay to listen; log:\n{relay.log()}", relay.listening, 20.0)
         url = relay.base_url + relay.path
         pid = relay.popen.pid

@@ -18,6 +18,8 @@ from typing import Any, Literal
 from aiohttp import web
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
+from tests.support.local_server import serve_locally
+
 HANG_S = 60.0  # longer than relay's 30 s client timeout
 
 Mode = Literal["up", "down", "hang"]
@@ -166,11 +168,7 @@ class FakeDiscord:
         app = web.Application()
         app.router.add_post("/api/webhooks/{webhook_id}/{token}", self._execute)
         app.router.add_post("/control/{mode}", self._control)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await serve_locally(app)
         return self
 
     async def close(self) -> None:

@@ -17,6 +17,7 @@ from tests.support.fake_discord import (
     Faults,
     wait_until,
 )
+from tests.support.local_server import serve_locally
 
 BOT_TOKEN = "xoxb-1111-2222-botsecret"
 WEBHOOK_SECRET = "hooksecretXYZ"
@@ -113,11 +114,7 @@ class FakeSlack:
         app = web.Application()
         app.router.add_post("/services/{team}/{bot}/{secret}", self._webhook)
         app.router.add_post("/api/chat.postMessage", self._post_message)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await serve_locally(app)
         return self
 
     async def close(self) -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.support.fake_discord import wait_until
+from tests.support.fake_discord import FakeDiscord, wait_until
+from tests.support.relay import SECRET
 from tests.support.secrets import LOG_FILES
 
 LISTENING = re.compile(r"listening on (https?)://127\.0\.0\.1:(\d+)(/\S*)")
@@ -132,3 +133,30 @@ class RelayProcesses:
             process.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):  # SIGKILL cannot be refused
                 process.popen.wait(timeout=10)
+
+
+def write_discord_config(tmp_path: Path, fake: FakeDiscord) -> Path:
+    """Write a relay.yaml for `relay serve`: everything to one fake Discord, quick retries."""
+    path = tmp_path / "relay.yaml"
+    path.write_text(
+        f"""\
+server:
+  host: 127.0.0.1
+  port: 0
+  shutdown_timeout: 2s
+verify:
+  secrets: ["{SECRET}"]
+store:
+  url: "sqlite:{tmp_path / "relay.db"}"
+delivery:
+  max_attempts: 10000   # never dead-letter while Discord is down
+  backoff: {{ first: 50ms, max: 200ms }}
+destinations:
+  community: {{ type: discord, webhook_url: "{fake.url()}" }}
+rules:
+  - name: everything
+    send_to: [community]
+""",
+        encoding="utf-8",
+    )
+    return path
