@@ -109,24 +109,36 @@ _DEDUPE_PURGE_ROWS = 1000
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Create the schema in a new database; refuse one written by a newer relay."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if _schema_version(conn) == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Read again under the write lock: another relay process (a second `relay serve`,
+        # `relay replay`) may have created the schema while this one waited for the lock.
+        if _schema_version(conn) < SCHEMA_VERSION:
+            create_schema(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the current schema, inside the caller's transaction."""
+    for statement in _SCHEMA_V1.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if version > SCHEMA_VERSION:
         raise StoreUnavailable(
             f"database schema version {version} is newer than this relay supports "
             f"({SCHEMA_VERSION})"
         )
-    if version == SCHEMA_VERSION:
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for statement in _SCHEMA_V1.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+    return version
 
 
 def accept(

@@ -257,6 +257,31 @@ async def test_schema_from_a_newer_relay_is_refused(db_path: str) -> None:
         await SqliteStore(db_path).open()
 
 
+async def test_a_schema_created_by_another_process_meanwhile_is_used_as_is(
+    db_path: str,
+) -> None:
+    # Two relay processes start on a new file: the second reads version 0, then waits for
+    # the write lock while the first creates the schema. It must not create it again.
+    Path(db_path).parent.mkdir(parents=True)
+    first = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    first.execute("PRAGMA journal_mode = WAL")
+    first.execute("BEGIN IMMEDIATE")
+    loop = asyncio.get_running_loop()
+    second_open = loop.create_task(SqliteStore(db_path).open())
+    await asyncio.sleep(0.3)  # the second store has read version 0 and waits for the lock
+    assert not second_open.done()
+    sqlite_ops.create_schema(first)
+    first.execute("COMMIT")
+    first.close()
+    await second_open  # before the fix: "table events already exists"
+    store = SqliteStore(db_path)
+    await store.open()
+    result = await store.accept(event("e1"), [delivery()], dedupe_window_s=WINDOW_S)
+    await store.close()
+    assert not result.duplicate
+    assert count_rows(db_path, "events") == 1
+
+
 @pytest.mark.parametrize(
     ("sql", "params", "indexes"),
     [
