@@ -82,8 +82,10 @@ def parse_event(body: bytes, *, event_id: str, received_at: float) -> Event:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise EventError(f"body is not valid UTF-8 (byte {exc.start})") from None
+    if text.startswith("\ufeff"):  # json.loads says so too; the bare decoder would not
+        raise EventError("body is not valid JSON: it starts with a byte order mark")
     try:
-        payload = json.loads(text, parse_constant=_reject_constant)
+        payload = _DECODER.decode(text)
     except RecursionError:
         raise EventError("body is not valid JSON: nested too deeply") from None
     except json.JSONDecodeError as exc:
@@ -99,6 +101,11 @@ def _reject_constant(name: str) -> float:
     # Python's json accepts NaN and Infinity; JSON (RFC 8259) does not, and passing them on
     # would make the payloads relay sends to Slack or Discord invalid JSON.
     raise ValueError(f"{name} is not a JSON value")
+
+
+# One decoder for every request: json.loads with an argument builds a new one each call.
+# JSONDecoder keeps no state between calls.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def event_from_payload(payload: object, *, event_id: str, received_at: float) -> Event:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import NoReturn
 
@@ -19,6 +20,7 @@ log = logging.getLogger("relay.ingest")
 
 EVENT_ID_HEADERS = ("X-bitHuman-Event-Id", "webhook-id")
 MAX_EVENT_ID_LENGTH = 256
+_JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 
 
 class Rejected(Exception):
@@ -30,6 +32,12 @@ class Rejected(Exception):
         self.message = message
         self.reason = reason  # the relay_rejected_requests_total label
         self.event = event  # when the body parsed before the rejection
+
+
+def _answer(document: dict[str, object], status: int) -> web.Response:
+    """Answer with a JSON document: what web.json_response does, at half its cost."""
+    body = json.dumps(document).encode("utf-8")
+    return web.Response(body=body, status=status, headers=_JSON_HEADERS)
 
 
 def _reject(status: int, message: str, reason: str, event: Event | None = None) -> NoReturn:
@@ -146,16 +154,15 @@ async def _accept(
     if result.duplicate:
         state.metrics.events.labels(event_type_label(event), "duplicate").inc()
         log.debug("duplicate %s ignored", event.event_type, extra=extra)
-        return web.json_response({"status": "duplicate", "event_id": event.event_id}, status=200)
+        return _answer({"status": "duplicate", "event_id": event.event_id}, 200)
     state.metrics.events.labels(event_type_label(event), "accepted").inc()
     # Per-event success lines are debug: at hundreds of events a second they would cost
     # more than the rest of the request. Metrics count them; --log-level debug shows them.
     log.debug("accepted %s for %d destination(s)", event.event_type, len(deliveries), extra=extra)
     if state.worker is not None:
         state.worker.wake(d.destination for d in deliveries)
-    return web.json_response(
-        {"status": "accepted", "event_id": event.event_id, "deliveries": len(deliveries)},
-        status=202,
+    return _answer(
+        {"status": "accepted", "event_id": event.event_id, "deliveries": len(deliveries)}, 202
     )
 
 
@@ -184,4 +191,4 @@ async def handle_webhook(request: web.Request, state: RelayState) -> web.Respons
             rejected.message,
             extra=extra,
         )
-        return web.json_response({"error": rejected.message}, status=rejected.status)
+        return _answer({"error": rejected.message}, rejected.status)

@@ -208,6 +208,8 @@ async def test_allow_ips_and_trusted_proxies(
         (b"[1, 2]", "body must be a JSON object, got an array"),
         (b'"text"', "body must be a JSON object, got a string"),
         (b"\xff\xfe{}", "body is not valid UTF-8 (byte 0)"),
+        (b"\xef\xbb\xbf{}", "body is not valid JSON: it starts with a byte order mark"),
+        (b'{"a": NaN}', "body is not valid JSON: NaN is not a JSON value"),
         (event_body(agent_id=None), "missing required field 'agent_id'"),
         (event_body(event_type=None), "missing required field 'event_type'"),
         (event_body(data=None), "missing required field 'data'"),

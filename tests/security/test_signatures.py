@@ -35,7 +35,7 @@ class CountingHmac:
 
     def __init__(self) -> None:
         self.compared: list[tuple[bytes, bytes]] = []
-        self.new = hmac.new
+        self.digest = hmac.digest
 
     def compare_digest(self, a: bytes, b: bytes) -> bool:
         assert isinstance(a, bytes) and isinstance(b, bytes)
@@ -49,7 +49,7 @@ def counting(monkeypatch: pytest.MonkeyPatch) -> CountingHmac:
     monkeypatch.setattr(
         relay.verify,
         "hmac",
-        types.SimpleNamespace(new=counter.new, compare_digest=counter.compare_digest),
+        types.SimpleNamespace(digest=counter.digest, compare_digest=counter.compare_digest),
     )
     return counter
 
