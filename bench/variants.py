@@ -13,6 +13,9 @@ needs (metrics across processes, reload, restarts). bench/README.md has their fi
 --no-store        the store's accept answers at once and keeps nothing (everything else
                   runs: verify, parse, route, the answer); bench/run.py's store check then
                   reports INVALID, as it should.
+--no-store-delay-ms MS
+                  the same, but each accept waits MS milliseconds first (0: it only
+                  yields to the event loop once), as it would for a commit.
 --processes N     N processes serve the port (SO_REUSEPORT: the kernel spreads the
                   connections). Each has its own connection to the one SQLite file and
                   commits its own batches; only the first runs the delivery worker.
@@ -52,7 +55,7 @@ from relay.store.sqlite import SqliteStore
 _FRAME = struct.Struct("!I")
 
 
-def _stub_the_store() -> None:
+def _stub_the_store(delay_s: float | None) -> None:
     async def accept(
         self: SqliteStore,
         event: NewEvent,
@@ -60,6 +63,8 @@ def _stub_the_store() -> None:
         *,
         dedupe_window_s: float,
     ) -> AcceptResult:
+        if delay_s is not None:
+            await asyncio.sleep(delay_s)
         return AcceptResult(duplicate=False, event_id=event.event_id, deliveries=len(deliveries))
 
     SqliteStore.accept = accept  # type: ignore[method-assign]
@@ -216,13 +221,15 @@ def _serve(config: Config, processes: int, store_process: bool) -> None:
 def main(argv: Sequence[str]) -> int:
     variant = argparse.ArgumentParser(add_help=False)
     variant.add_argument("--no-store", action="store_true")
+    variant.add_argument("--no-store-delay-ms", type=float)
     variant.add_argument("--processes", type=int, default=1)
     variant.add_argument("--store-process", action="store_true")
     args, relay_argv = variant.parse_known_args(argv)
     if not relay_argv or relay_argv[0] != "serve":
         return relay_main(relay_argv)
-    if args.no_store:
-        _stub_the_store()
+    if args.no_store or args.no_store_delay_ms is not None:
+        delay_ms = args.no_store_delay_ms
+        _stub_the_store(None if delay_ms is None else delay_ms / 1000)
     if args.processes == 1 and not args.store_process:
         return relay_main(relay_argv)
     serve_args = argparse.ArgumentParser(add_help=False)
