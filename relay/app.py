@@ -59,7 +59,9 @@ def create_app(
     run_worker: bool = True,
 ) -> web.Application:
     """Build the relay application for a config; the store opens when the app starts."""
-    state = RelayState(config=config, store=store or open_store(config.store.url))
+    if store is None:
+        store = open_store(config.store.url, retention_s=config.store.retention_s)
+    state = RelayState(config=config, store=store)
     if clock is not None:
         state.clock = clock
     state.sender_context.stdout = stdout or sys.stdout

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +28,7 @@ from tests.support.fake_discord import (
     unknown_webhook,
     wait_until,
 )
-from tests.support.relay import event_body, signed_headers
+from tests.support.relay import Output, event_body, signed_headers
 
 Client = TestClient[web.Request, web.Application]
 
@@ -317,3 +320,45 @@ def test_retry_at_prefers_retry_after_and_stops_at_max_attempts_or_permanent_err
     assert policy.retry_at(transient, 3, 100.0, rng) is None
     assert policy.retry_at(limited, 3, 100.0, rng) is None
     assert policy.retry_at(permanent, 1, 100.0, rng) is None
+
+
+async def test_history_past_store_retention_is_purged_while_relay_runs(
+    relay_client: RelayClientFactory, tmp_path: Path, output: Output
+) -> None:
+    db_path = tmp_path / "relay.db"
+    config = f"""
+verify:
+  secrets: ["${{SECRET}}"]
+store:
+  url: sqlite:{db_path}
+  retention: 1h
+destinations:
+  stdout: {{ type: console }}
+rules:
+  - name: everything
+    send_to: [stdout]
+"""
+    now = [1705312285.0]
+    client = await relay_client(config, clock=lambda: now[0])
+
+    async def post(body: bytes) -> None:
+        response = await client.post("/webhook", data=body, headers=signed_headers(body))
+        assert response.status == 202
+
+    def stored() -> list[tuple[str, str]]:
+        with sqlite3.connect(db_path) as conn:
+            rows = conn.execute(
+                "SELECT e.body, d.status FROM events AS e"
+                " LEFT JOIN deliveries AS d ON d.event_ref = e.id ORDER BY e.id"
+            ).fetchall()
+        return [(json.loads(body)["data"]["message"], str(status)) for body, status in rows]
+
+    await post(event_body(message="two hours ago", session="old"))
+    await wait_until("the first event sent", lambda: stored() == [("two hours ago", "sent")], 5)
+    now[0] += 7200
+    for n in range(30):  # each its own batch: the purge runs every few batches
+        await post(event_body(message=f"now {n}", session=f"s{n}"))
+    await wait_until("31 notifications", lambda: len(output.blocks()) == 31, 5)
+    messages = [message for message, _ in stored()]
+    assert "two hours ago" not in messages
+    assert messages == [f"now {n}" for n in range(30)]

@@ -45,6 +45,8 @@ class VerifyConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     url: str = "sqlite:relay-data/relay.db"
+    # How long finished deliveries and their events are kept (0: for ever).
+    retention_s: float = 7 * 86400.0
 
 
 @dataclass(frozen=True)

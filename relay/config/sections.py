@@ -106,8 +106,12 @@ def network(ctx: Context, node: yaml.Node, path: str) -> IPNetwork:
 
 def read_store(ctx: Context, node: yaml.Node, path: str) -> StoreConfig:
     """Read `store`."""
-    section = Section(ctx, node, path, ("url",))
-    return StoreConfig(url=section.get("url", _store_url, StoreConfig().url))
+    section = Section(ctx, node, path, ("url", "retention"))
+    defaults = StoreConfig()
+    return StoreConfig(
+        url=section.get("url", _store_url, defaults.url),
+        retention_s=section.get("retention", duration, defaults.retention_s),
+    )
 
 
 def _store_url(ctx: Context, node: yaml.Node, path: str) -> str:

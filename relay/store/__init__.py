@@ -13,12 +13,16 @@ from relay.store.base import (
 )
 
 
-def open_store(url: str) -> Store:
-    """Return the store a `store.url` names (not yet opened)."""
+def open_store(url: str, *, retention_s: float = 0.0) -> Store:
+    """Return the store a `store.url` names (not yet opened).
+
+    retention_s > 0 makes it purge finished deliveries and their events once they are
+    that old; `relay serve` passes store.retention, the one-shot commands do not purge.
+    """
     if url.startswith("sqlite:"):
         from relay.store.sqlite import SqliteStore
 
-        return SqliteStore(url.removeprefix("sqlite:"))
+        return SqliteStore(url.removeprefix("sqlite:"), retention_s=retention_s)
     raise ValueError(f'unsupported store url "{url}": expected sqlite:PATH')
 
 

@@ -42,7 +42,11 @@ MAX_BATCH_OPS = 256
 # A batch of webhooks writes some tens of pages; this keeps the WAL near SQLite's default
 # checkpoint size of 1,000 pages.
 CHECKPOINT_EVERY_COMMITS = 50
-_PURGE_EVERY_BATCHES = 64
+_PURGE_DEDUPE_EVERY_BATCHES = 64
+# History (store.retention) goes in small steps, often: each step is a few milliseconds of
+# statements on the event loop, and at steady load it removes what 8 batches added.
+_PURGE_HISTORY_EVERY_BATCHES = 8
+_PURGE_HISTORY_ROWS = 500
 
 
 @dataclass
@@ -53,6 +57,8 @@ class StoreStats:
     commits: int = 0
     ops: int = 0
     failed_batches: int = 0
+    purged_deliveries: int = 0
+    purged_events: int = 0
 
 
 @dataclass(eq=False)
@@ -77,7 +83,7 @@ class _BatchFailed(Exception):
 class SqliteStore:
     """A Store on one SQLite file (WAL, synchronous=FULL)."""
 
-    def __init__(self, path: str, *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(self, path: str, *, retention_s: float = 0.0, busy_timeout_ms: int = 5000) -> None:
         self.path = path
         self.stats = StoreStats()
         self._busy_timeout_ms = busy_timeout_ms
@@ -87,7 +93,9 @@ class SqliteStore:
         self._pending: list[_Job] = []
         self._flusher: asyncio.Task[None] | None = None
         self._closed = True
-        self._dedupe_horizon = float("-inf")  # latest received_at accepted
+        self._retention_s = retention_s  # 0: keep history for ever
+        # The store's clock for housekeeping: the latest received_at accepted.
+        self._latest_received_at = float("-inf")
 
     async def open(self) -> None:
         """Create or migrate the schema; the store then takes operations."""
@@ -135,7 +143,7 @@ class SqliteStore:
     ) -> AcceptResult:
         """Store an event, its deliveries and its dedupe key once the commit is durable."""
         deliveries = tuple(deliveries)
-        self._dedupe_horizon = max(self._dedupe_horizon, event.received_at)
+        self._latest_received_at = max(self._latest_received_at, event.received_at)
 
         def op(conn: sqlite3.Connection) -> AcceptResult:
             return ops.accept(conn, event, deliveries, dedupe_window_s)
@@ -256,9 +264,7 @@ class SqliteStore:
         assert conn is not None
         self.stats.batches += 1
         self.stats.ops += len(jobs)
-        if self.stats.batches % _PURGE_EVERY_BATCHES == 0:
-            horizon = self._dedupe_horizon
-            jobs = [*jobs, _Job(lambda c: ops.purge_dedupe(c, horizon), None)]
+        jobs = [*jobs, *self._housekeeping()]
         try:
             outcomes = await self._transaction(conn, jobs)
         except (sqlite3.Error, _BatchFailed) as e:
@@ -273,6 +279,24 @@ class SqliteStore:
                 self._checkpointer.start()
         for job, outcome in zip(jobs, outcomes, strict=True):
             _resolve(job, outcome)
+
+    def _housekeeping(self) -> list[_Job]:
+        """The store's own operations that ride along with some batches."""
+        batches, latest = self.stats.batches, self._latest_received_at
+        jobs = []
+        if batches % _PURGE_DEDUPE_EVERY_BATCHES == 0:
+            jobs.append(_Job(lambda conn: ops.purge_dedupe(conn, latest), None))
+        if self._retention_s > 0 and batches % _PURGE_HISTORY_EVERY_BATCHES == 0:
+            before = latest - self._retention_s
+            jobs.append(_Job(lambda conn: self._purge_history(conn, before), None))
+        return jobs
+
+    def _purge_history(self, conn: sqlite3.Connection, before: float) -> None:
+        deliveries, events = ops.purge_history(conn, before, _PURGE_HISTORY_ROWS)
+        self.stats.purged_deliveries += deliveries
+        self.stats.purged_events += events
+        if deliveries or events:
+            log.debug("purged %d deliveries and %d events past retention", deliveries, events)
 
     async def _transaction(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome]:
         try:

@@ -192,6 +192,62 @@ def purge_dedupe(conn: sqlite3.Connection, before: float) -> int:
     return cur.rowcount
 
 
+# Above any rowid: "no delivery left holds events back".
+_NO_HORIZON = 2**63 - 1
+
+
+def purge_history(conn: sqlite3.Connection, before: float, limit: int) -> tuple[int, int]:
+    """Delete finished deliveries and events received before `before`, oldest first.
+
+    Only a prefix goes: the walk stops at the first delivery that is unfinished or whose
+    event is younger, so each call reads at most `limit` rows of each table, from the
+    start, and never rescans what it kept. An unfinished delivery thus holds back what was
+    accepted after it until it is sent or dead-lettered (within the retry schedule).
+    Deliveries are inserted with their event, so their event_ref grows with their id:
+    every event before the first kept delivery's event has no delivery left.
+    Returns how many deliveries and events were deleted.
+    """
+    last_delivery = _last_of_prefix(
+        conn.execute(
+            "SELECT d.id, d.status IN ('sent', 'dead') AND e.received_at < ?"
+            " FROM deliveries AS d JOIN events AS e ON e.id = d.event_ref ORDER BY d.id LIMIT ?",
+            (before, limit),
+        )
+    )
+    deliveries = 0
+    if last_delivery is not None:
+        deliveries = conn.execute("DELETE FROM deliveries WHERE id <= ?", (last_delivery,)).rowcount
+    first_kept = conn.execute("SELECT event_ref FROM deliveries ORDER BY id LIMIT 1").fetchone()
+    horizon = _NO_HORIZON if first_kept is None else first_kept[0]
+    last_event = _last_of_prefix(
+        conn.execute(
+            "SELECT id, received_at < ? FROM events WHERE id < ? ORDER BY id LIMIT ?",
+            (before, horizon, limit),
+        )
+    )
+    events = 0
+    if last_event is not None:
+        events = conn.execute("DELETE FROM events WHERE id <= ?", (last_event,)).rowcount
+    return deliveries, events
+
+
+def _last_of_prefix(rows: sqlite3.Cursor) -> int | None:
+    """Return the id of the last row of the leading run of (id, may go) rows that may go.
+
+    Rows are read one by one and the walk stops at the first that stays: when nothing is
+    old enough, which is the usual case, SQLite reads one row, not `limit`.
+    """
+    last = None
+    try:
+        for row_id, may_go in rows:
+            if not may_go:
+                break
+            last = int(row_id)
+    finally:
+        rows.close()
+    return last
+
+
 def due(conn: sqlite3.Connection, destination: str, now: float, limit: int) -> list[Delivery]:
     """Return the destination's sendable deliveries, oldest first."""
     return _deliveries(conn.execute(DUE_SQL, (destination, now, limit)).fetchall())

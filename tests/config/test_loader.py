@@ -100,6 +100,7 @@ ERROR_CASES = {
     "bad-duration": (
         ":2: verify.max_age: expected a duration like 500ms, 30s, 5m or 24h, got '5 minutes'"
     ),
+    "bad-retention": ":2: store.retention: a duration cannot be negative, got -1",
     "bad-cidr": (
         ":4: verify.allow_ips[1]: expected an IP address or CIDR like 10.0.0.0/8,"
         ' got "10.0.0.300/24"'
@@ -270,6 +271,7 @@ def test_empty_file_is_all_defaults() -> None:
     config = load_text("# nothing yet\n", "relay.yaml", {})
     assert config.server == ServerConfig()
     assert config.store == StoreConfig()
+    assert config.store.retention_s == 7 * 86400.0
     assert config.rules == ()
     assert dict(config.destinations) == {}
 
@@ -317,7 +319,7 @@ def test_full_config(monkeypatch: pytest.MonkeyPatch) -> None:
         ipaddress.ip_network("::1"),
     )
     assert verify.max_age_s == 300.0
-    assert config.store == StoreConfig("sqlite:/var/lib/relay/relay.db")
+    assert config.store == StoreConfig("sqlite:/var/lib/relay/relay.db", retention_s=30 * 86400.0)
     assert config.delivery == DeliveryConfig(3, BackoffConfig(2.0, 3600.0), 43200.0)
     assert dict(config.destinations) == {
         "ops-slack": SlackDestination(

@@ -282,6 +282,107 @@ async def test_a_schema_created_by_another_process_meanwhile_is_used_as_is(
     assert count_rows(db_path, "events") == 1
 
 
+# --- retention ----------------------------------------------------------------------------
+
+
+def history(db_path: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Return the stored event ids, and each delivery's (event id, status), in order."""
+    with sqlite3.connect(db_path) as conn:
+        events = [row[0] for row in conn.execute("SELECT event_id FROM events ORDER BY id")]
+        deliveries = conn.execute(
+            "SELECT e.event_id, d.status FROM deliveries AS d"
+            " JOIN events AS e ON e.id = d.event_ref ORDER BY d.id"
+        ).fetchall()
+    return events, [(str(e), str(s)) for e, s in deliveries]
+
+
+def purge(db_path: str, before: float, limit: int = 500) -> tuple[int, int]:
+    with sqlite3.connect(db_path, isolation_level=None) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        purged = sqlite_ops.purge_history(conn, before, limit)
+        conn.execute("COMMIT")
+    return purged
+
+
+async def accept_finished(
+    store: SqliteStore, event_id: str, received_at: float, status: str | None
+) -> None:
+    """Accept an event with one delivery, then send it (sent), kill it (dead), or leave it
+    pending (None); status "none" accepts it with no delivery at all."""
+    deliveries = [] if status == "none" else [delivery(session=event_id)]
+    await store.accept(event(event_id, received_at), deliveries, dedupe_window_s=WINDOW_S)
+    if status in ("sent", "dead"):
+        (due,) = [d for d in await store.due("slack", 1e12, 100) if d.event_id == event_id]
+        if status == "sent":
+            await store.record_sent(due.id, received_at + 1)
+        else:
+            await store.record_failure(due.id, "404", retry_at=None, now=received_at + 1)
+
+
+async def test_history_past_retention_goes_oldest_first_up_to_the_first_unfinished(
+    store: SqliteStore, db_path: str
+) -> None:
+    for event_id, received_at, status in [
+        ("old-sent", 1000.0, "sent"),
+        ("old-dead", 1001.0, "dead"),
+        ("old-unrouted", 1002.0, "none"),
+        ("old-pending", 1003.0, None),
+        ("old-sent-after-pending", 1004.0, "sent"),
+        ("young-sent", 9000.0, "sent"),
+    ]:
+        await accept_finished(store, event_id, received_at, status)
+
+    assert purge(db_path, before=5000.0) == (2, 3)
+    events, deliveries = history(db_path)
+    # The pending delivery holds back itself, its event and everything accepted after it.
+    assert events == ["old-pending", "old-sent-after-pending", "young-sent"]
+    assert deliveries == [
+        ("old-pending", "pending"),
+        ("old-sent-after-pending", "sent"),
+        ("young-sent", "sent"),
+    ]
+
+    (pending,) = await store.due("slack", 1e12, 100)
+    await store.record_sent(pending.id, 6000.0)
+    assert purge(db_path, before=5000.0) == (2, 2)
+    assert history(db_path) == (["young-sent"], [("young-sent", "sent")])
+    assert purge(db_path, before=5000.0) == (0, 0)
+
+
+async def test_history_purge_reads_at_most_limit_rows_each_time(
+    store: SqliteStore, db_path: str
+) -> None:
+    for n in range(5):
+        await accept_finished(store, f"e{n}", 1000.0 + n, "sent")
+    assert purge(db_path, before=5000.0, limit=2) == (2, 2)
+    assert history(db_path)[0] == ["e2", "e3", "e4"]
+
+
+async def test_the_store_purges_history_past_retention_as_it_runs(db_path: str) -> None:
+    store = SqliteStore(db_path, retention_s=3600.0)
+    await store.open()
+    await accept_finished(store, "old", 1000.0, "sent")
+    await accept_finished(store, "old-pending", 1001.0, None)
+    for n in range(20):  # one batch each; the purge rides along with some of them
+        await store.accept(event(f"new{n}", 9000.0), [], dedupe_window_s=WINDOW_S)
+    await store.close()
+    events, deliveries = history(db_path)
+    assert "old" not in events
+    assert events[:2] == ["old-pending", "new0"]
+    assert deliveries == [("old-pending", "pending")]
+    assert (store.stats.purged_deliveries, store.stats.purged_events) == (1, 1)
+
+
+async def test_no_retention_keeps_history(db_path: str) -> None:
+    store = SqliteStore(db_path)  # retention_s=0, as the one-shot commands open it
+    await store.open()
+    await accept_finished(store, "old", 1000.0, "sent")
+    for n in range(20):
+        await store.accept(event(f"new{n}", 9e9), [], dedupe_window_s=WINDOW_S)
+    await store.close()
+    assert history(db_path)[1] == [("old", "sent")]
+
+
 @pytest.mark.parametrize(
     ("sql", "params", "indexes"),
     [
