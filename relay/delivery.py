@@ -241,11 +241,34 @@ class DeliveryWorker:
         self.senders: Mapping[str, Sender] = senders
         self.policy = RetryPolicy.from_config(config.delivery)
         self._lanes: dict[str, Lane] = {}
+        self._unconfigured: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Start a lane for every configured destination."""
+        """Start a lane for every configured destination, and, once, for every destination
+        the store still has deliveries queued for."""
         for name in self.senders:
             self._lane(name)
+        if self._unconfigured is None:
+            self._unconfigured = asyncio.create_task(
+                self._start_unconfigured_lanes(), name="relay-unconfigured-lanes"
+            )
+
+    async def _start_unconfigured_lanes(self) -> None:
+        """Give deliveries queued for a destination that is gone from the config a lane.
+
+        It dead-letters them with the reason, as it does after a reload that removes a
+        destination: they show in `relay deliveries --status dead`, can be replayed once
+        the destination is back, and no longer sit in the queue (and in the way of the
+        retention purge) for ever.
+        """
+        try:
+            queued = await self.store.queue_depths()
+        except StoreUnavailable as exc:
+            log.warning("cannot look for deliveries to removed destinations: %s", exc)
+            return
+        for name in queued:
+            if name not in self.senders and not self.stopping:
+                self._lane(name)
 
     def _lane(self, destination: str) -> Lane:
         lane = self._lanes.get(destination)
@@ -269,6 +292,8 @@ class DeliveryWorker:
     async def stop(self, timeout_s: float) -> None:
         """Let in-flight sends finish (up to timeout_s), then stop every lane."""
         self.stopping = True
+        if self._unconfigured is not None:
+            await asyncio.gather(self._unconfigured, return_exceptions=True)
         for lane in self._lanes.values():
             lane.wake()
         tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]

@@ -16,7 +16,8 @@ from aiohttp.test_utils import TestClient
 from relay.app import STATE
 from relay.delivery import RetryPolicy
 from relay.senders.base import DeliveryError
-from relay.store import Delivery, DeliveryStatus
+from relay.store import Delivery, DeliveryStatus, NewDelivery, NewEvent
+from relay.store.sqlite import SqliteStore
 from tests.conftest import RelayClientFactory
 from tests.support.fake_discord import (
     HANG,
@@ -362,3 +363,34 @@ rules:
     messages = [message for message, _ in stored()]
     assert "two hours ago" not in messages
     assert messages == [f"now {n}" for n in range(30)]
+
+
+async def test_deliveries_queued_for_a_destination_gone_from_the_config_are_dead_lettered(
+    relay_client: RelayClientFactory, tmp_path: Path, output: Output
+) -> None:
+    # Queued by an earlier run whose config had a "pager" destination; this run has not.
+    db_path = tmp_path / "relay.db"
+    store = SqliteStore(str(db_path))
+    await store.open()
+    queued = NewDelivery("pager", "everything", None, "s1")
+    await store.accept(NewEvent("e1", event_body(), 1000.0), [queued], dedupe_window_s=60.0)
+    await store.close()
+
+    config = """
+destinations:
+  stdout: { type: console }
+rules:
+  - name: everything
+    send_to: [stdout]
+"""
+    client = await relay_client(config)
+    store = client.app[STATE].store
+
+    async def dead_lettered() -> bool:
+        return bool(await store.list_deliveries("dead"))
+
+    await wait_until("the pager delivery dead-lettered", dead_lettered, 5)
+    (delivery,) = await store.list_deliveries("dead")
+    assert (delivery.destination, delivery.attempts) == ("pager", 1)
+    assert delivery.last_error == 'destination "pager" is no longer configured'
+    assert output.blocks() == []

@@ -43,10 +43,13 @@ MAX_BATCH_OPS = 256
 # checkpoint size of 1,000 pages.
 CHECKPOINT_EVERY_COMMITS = 50
 _PURGE_DEDUPE_EVERY_BATCHES = 64
-# History (store.retention) goes in small steps, often: each step is a few milliseconds of
-# statements on the event loop, and at steady load it removes what 8 batches added.
+# History (store.retention) goes in small steps, often: at steady load a step removes
+# what 8 batches added, and it stays short on the event loop (500 small events take a few
+# milliseconds; the byte cap bounds a step of large bodies, which SQLite's secure_delete
+# overwrites).
 _PURGE_HISTORY_EVERY_BATCHES = 8
 _PURGE_HISTORY_ROWS = 500
+_PURGE_HISTORY_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -292,7 +295,9 @@ class SqliteStore:
         return jobs
 
     def _purge_history(self, conn: sqlite3.Connection, before: float) -> None:
-        deliveries, events = ops.purge_history(conn, before, _PURGE_HISTORY_ROWS)
+        deliveries, events = ops.purge_history(
+            conn, before, _PURGE_HISTORY_ROWS, _PURGE_HISTORY_BYTES
+        )
         self.stats.purged_deliveries += deliveries
         self.stats.purged_events += events
         if deliveries or events:

@@ -23,8 +23,9 @@ SCHEMA_VERSION = 1
 
 # events.id, not events.event_id, is the key: the same event id may be accepted again once
 # its dedupe window has passed, and each acceptance is its own event row.
-# deliveries.id is the accepted order. Deliveries are never deleted, so an id is never
-# reused and replay ids stay stable (no AUTOINCREMENT: its bookkeeping costs a write).
+# deliveries.id is the accepted order. An id is never reused, so replay ids stay stable:
+# the retention purge never deletes the newest row (no AUTOINCREMENT: its bookkeeping
+# costs a write on every insert).
 # The partial indexes cover only unfinished deliveries, so they stay small however much
 # history piles up, and the WHERE of every query below repeats UNFINISHED verbatim so the
 # planner can prove the partial index applies.
@@ -192,38 +193,40 @@ def purge_dedupe(conn: sqlite3.Connection, before: float) -> int:
     return cur.rowcount
 
 
-# Above any rowid: "no delivery left holds events back".
-_NO_HORIZON = 2**63 - 1
+def purge_history(
+    conn: sqlite3.Connection, before: float, limit: int, max_body_bytes: int
+) -> tuple[int, int]:
+    """Delete deliveries finished before `before`, then events received before it that
+    have no delivery left; oldest first. Return how many of each were deleted.
 
+    Only a prefix goes: each walk stops at the first row that stays (a delivery still
+    being retried, or one that finished later), so it reads at most `limit` rows (and
+    event bodies up to about `max_body_bytes`) from the start, and never rescans what it
+    kept. Deliveries are inserted with their event, so event_ref grows with id: no event
+    before the first kept delivery's event has a delivery left.
 
-def purge_history(conn: sqlite3.Connection, before: float, limit: int) -> tuple[int, int]:
-    """Delete finished deliveries and events received before `before`, oldest first.
-
-    Only a prefix goes: the walk stops at the first delivery that is unfinished or whose
-    event is younger, so each call reads at most `limit` rows of each table, from the
-    start, and never rescans what it kept. An unfinished delivery thus holds back what was
-    accepted after it until it is sent or dead-lettered (within the retry schedule).
-    Deliveries are inserted with their event, so their event_ref grows with their id:
-    every event before the first kept delivery's event has no delivery left.
-    Returns how many deliveries and events were deleted.
+    The newest row of each table always stays. Without AUTOINCREMENT a new row gets the
+    largest id + 1, so ids (which `relay replay` takes) are never handed out twice.
     """
     last_delivery = _last_of_prefix(
         conn.execute(
-            "SELECT d.id, d.status IN ('sent', 'dead') AND e.received_at < ?"
-            " FROM deliveries AS d JOIN events AS e ON e.id = d.event_ref ORDER BY d.id LIMIT ?",
+            "SELECT id, status IN ('sent', 'dead') AND finished_at < ?, 0 FROM deliveries"
+            " WHERE id < (SELECT max(id) FROM deliveries) ORDER BY id LIMIT ?",
             (before, limit),
-        )
+        ),
+        max_bytes=None,
     )
     deliveries = 0
     if last_delivery is not None:
         deliveries = conn.execute("DELETE FROM deliveries WHERE id <= ?", (last_delivery,)).rowcount
     first_kept = conn.execute("SELECT event_ref FROM deliveries ORDER BY id LIMIT 1").fetchone()
-    horizon = _NO_HORIZON if first_kept is None else first_kept[0]
     last_event = _last_of_prefix(
         conn.execute(
-            "SELECT id, received_at < ? FROM events WHERE id < ? ORDER BY id LIMIT ?",
-            (before, horizon, limit),
-        )
+            "SELECT id, received_at < ?, length(body) FROM events"
+            " WHERE id < ? AND id < (SELECT max(id) FROM events) ORDER BY id LIMIT ?",
+            (before, _NO_ROWID if first_kept is None else first_kept[0], limit),
+        ),
+        max_bytes=max_body_bytes,
     )
     events = 0
     if last_event is not None:
@@ -231,18 +234,22 @@ def purge_history(conn: sqlite3.Connection, before: float, limit: int) -> tuple[
     return deliveries, events
 
 
-def _last_of_prefix(rows: sqlite3.Cursor) -> int | None:
-    """Return the id of the last row of the leading run of (id, may go) rows that may go.
+_NO_ROWID = 2**63 - 1  # above every rowid: no delivery holds events back
+
+
+def _last_of_prefix(rows: sqlite3.Cursor, max_bytes: int | None) -> int | None:
+    """Return the id of the last row of the leading run of (id, may go, size) rows that
+    may go, ending the run once their sizes reach `max_bytes` (at least one row goes).
 
     Rows are read one by one and the walk stops at the first that stays: when nothing is
     old enough, which is the usual case, SQLite reads one row, not `limit`.
     """
-    last = None
+    last, size = None, 0
     try:
-        for row_id, may_go in rows:
-            if not may_go:
+        for row_id, may_go, row_size in rows:
+            if not may_go or (max_bytes is not None and last is not None and size >= max_bytes):
                 break
-            last = int(row_id)
+            last, size = int(row_id), size + int(row_size)
     finally:
         rows.close()
     return last

@@ -296,27 +296,32 @@ def history(db_path: str) -> tuple[list[str], list[tuple[str, str]]]:
     return events, [(str(e), str(s)) for e, s in deliveries]
 
 
-def purge(db_path: str, before: float, limit: int = 500) -> tuple[int, int]:
+def purge(
+    db_path: str, before: float, limit: int = 500, max_body_bytes: int = 2**30
+) -> tuple[int, int]:
     with sqlite3.connect(db_path, isolation_level=None) as conn:
         conn.execute("BEGIN IMMEDIATE")
-        purged = sqlite_ops.purge_history(conn, before, limit)
+        purged = sqlite_ops.purge_history(conn, before, limit, max_body_bytes)
         conn.execute("COMMIT")
     return purged
 
 
 async def accept_finished(
-    store: SqliteStore, event_id: str, received_at: float, status: str | None
+    store: SqliteStore, event_id: str, received_at: float, status: str | None, body: bytes = b"{}"
 ) -> None:
-    """Accept an event with one delivery, then send it (sent), kill it (dead), or leave it
-    pending (None); status "none" accepts it with no delivery at all."""
+    """Accept an event with one delivery, then, a second later, send it (sent), kill it
+    (dead), fail it for a retry (failed), or leave it pending (None); status "none"
+    accepts it with no delivery at all."""
     deliveries = [] if status == "none" else [delivery(session=event_id)]
-    await store.accept(event(event_id, received_at), deliveries, dedupe_window_s=WINDOW_S)
-    if status in ("sent", "dead"):
+    await store.accept(event(event_id, received_at, body), deliveries, dedupe_window_s=WINDOW_S)
+    if status in ("sent", "dead", "failed"):
         (due,) = [d for d in await store.due("slack", 1e12, 100) if d.event_id == event_id]
+        finished = received_at + 1
         if status == "sent":
-            await store.record_sent(due.id, received_at + 1)
+            await store.record_sent(due.id, finished)
         else:
-            await store.record_failure(due.id, "404", retry_at=None, now=received_at + 1)
+            retry_at = None if status == "dead" else 1e12
+            await store.record_failure(due.id, "503", retry_at=retry_at, now=finished)
 
 
 async def test_history_past_retention_goes_oldest_first_up_to_the_first_unfinished(
@@ -343,13 +348,72 @@ async def test_history_past_retention_goes_oldest_first_up_to_the_first_unfinish
     ]
 
     (pending,) = await store.due("slack", 1e12, 100)
-    await store.record_sent(pending.id, 6000.0)
+    await store.record_sent(pending.id, 4000.0)
     assert purge(db_path, before=5000.0) == (2, 2)
     assert history(db_path) == (["young-sent"], [("young-sent", "sent")])
     assert purge(db_path, before=5000.0) == (0, 0)
 
 
-async def test_history_purge_reads_at_most_limit_rows_each_time(
+@pytest.mark.parametrize("status", ["failed", "finished late", "replayed"])
+async def test_a_delivery_not_finished_before_the_cutoff_holds_back_the_purge(
+    store: SqliteStore, db_path: str, status: str
+) -> None:
+    await accept_finished(store, "old-sent", 1000.0, "sent")
+    if status == "failed":
+        await accept_finished(store, "old-held", 1001.0, "failed")
+    elif status == "finished late":  # retried for hours: kept for the retention after that
+        await accept_finished(store, "old-held", 1001.0, None)
+        (due,) = await store.due("slack", 1e12, 100)
+        await store.record_sent(due.id, 6000.0)
+    else:  # dead-lettered, then put back in the queue by `relay replay`
+        await accept_finished(store, "old-held", 1001.0, "dead")
+        assert await store.replay(None, now=1100.0) == 1
+    await accept_finished(store, "old-after", 1002.0, "sent")
+    await accept_finished(store, "newest", 1003.0, "sent")
+
+    assert purge(db_path, before=5000.0) == (1, 1)
+    assert history(db_path)[0] == ["old-held", "old-after", "newest"]
+
+
+async def test_the_newest_rows_stay_so_ids_are_never_reused(
+    store: SqliteStore, db_path: str
+) -> None:
+    for n in range(3):
+        await accept_finished(store, f"e{n}", 1000.0 + n, "sent")
+    highest = max(d.id for d in await store.list_deliveries())
+    assert purge(db_path, before=9e9) == (2, 2)
+    assert history(db_path) == (["e2"], [("e2", "sent")])
+    await accept_finished(store, "later", 2000.0, "sent")
+    assert min(d.id for d in await store.list_deliveries()) == highest
+    assert max(d.id for d in await store.list_deliveries()) == highest + 1
+
+
+async def test_one_purge_step_takes_event_bodies_up_to_about_max_bytes(
+    store: SqliteStore, db_path: str
+) -> None:
+    for n in range(6):
+        await accept_finished(store, f"e{n}", 1000.0 + n, "sent", body=b"x" * 1000)
+    # Two bodies reach 1,500 bytes: the step ends there; deliveries carry no body.
+    assert purge(db_path, before=9e9, max_body_bytes=1500) == (5, 2)
+    assert purge(db_path, before=9e9, max_body_bytes=1500) == (0, 2)
+    assert history(db_path)[0] == ["e4", "e5"]
+
+
+async def test_an_event_whose_deliveries_a_step_splits_waits_for_the_last_of_them(
+    store: SqliteStore, db_path: str
+) -> None:
+    three = [delivery(destination) for destination in ("slack", "discord", "mail")]
+    await store.accept(event("split", 1000.0), three, dedupe_window_s=WINDOW_S)
+    for destination in ("slack", "discord", "mail"):
+        (due,) = await store.due(destination, 1e12, 10)
+        await store.record_sent(due.id, 1001.0)
+    await accept_finished(store, "newest", 2000.0, "sent")
+    assert purge(db_path, before=5000.0, limit=2) == (2, 0)
+    assert purge(db_path, before=5000.0, limit=2) == (1, 1)
+    assert history(db_path)[0] == ["newest"]
+
+
+async def test_one_purge_step_deletes_at_most_limit_rows_of_each_table(
     store: SqliteStore, db_path: str
 ) -> None:
     for n in range(5):
