@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -106,8 +107,12 @@ class SqliteStore:
             return
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._conn = await self._blocking(self._connect)
+            conn = self._conn = await self._blocking(self._connect)
             await self._checkpointer.open()
+            # Housekeeping after a restart goes on from the last event stored, not from
+            # the first one to arrive.
+            latest = await self._blocking(lambda: ops.latest_received_at(conn))
+            self._latest_received_at = max(self._latest_received_at, latest)
         except (OSError, sqlite3.Error) as e:
             raise StoreUnavailable(f"cannot open sqlite store {self.path}: {e}") from e
         self._closed = False
@@ -285,7 +290,9 @@ class SqliteStore:
 
     def _housekeeping(self) -> list[_Job]:
         """The store's own operations that ride along with some batches."""
-        batches, latest = self.stats.batches, self._latest_received_at
+        # The latest event's receive time, but never ahead of the clock: after a clock that
+        # jumped forward comes back, keys and history are not purged early for good.
+        batches, latest = self.stats.batches, min(self._latest_received_at, time.time())
         jobs = []
         if batches % _PURGE_DEDUPE_EVERY_BATCHES == 0:
             jobs.append(_Job(lambda conn: ops.purge_dedupe(conn, latest), None))

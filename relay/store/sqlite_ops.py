@@ -183,6 +183,12 @@ def accept(
     return AcceptResult(duplicate=False, event_id=event.event_id, deliveries=len(deliveries))
 
 
+def latest_received_at(conn: sqlite3.Connection) -> float:
+    """Return when the newest stored event was received (-inf when there is none)."""
+    row = conn.execute("SELECT received_at FROM events ORDER BY id DESC LIMIT 1").fetchone()
+    return float("-inf") if row is None else float(row[0])
+
+
 def purge_dedupe(conn: sqlite3.Connection, before: float) -> int:
     """Delete a bounded number of dedupe keys that expired at or before `before`."""
     cur = conn.execute(

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import resource
 import sqlite3
+import time
 from pathlib import Path
 from typing import cast
 
@@ -435,6 +436,37 @@ async def test_the_store_purges_history_past_retention_as_it_runs(db_path: str) 
     assert events[:2] == ["old-pending", "new0"]
     assert deliveries == [("old-pending", "pending")]
     assert (store.stats.purged_deliveries, store.stats.purged_events) == (1, 1)
+
+
+async def test_an_event_stamped_by_a_clock_ahead_does_not_purge_recent_history(
+    db_path: str,
+) -> None:
+    now = time.time()
+    store = SqliteStore(db_path, retention_s=3600.0)
+    await store.open()
+    await accept_finished(store, "half an hour ago", now - 1800, "sent")
+    await accept_finished(store, "a minute ago", now - 60, "sent")
+    # Received while the clock was a year ahead; it has been set right since.
+    await store.accept(event("from the future", now + 365 * 86400), [], dedupe_window_s=60)
+    for n in range(20):
+        await store.accept(event(f"now{n}", now), [], dedupe_window_s=WINDOW_S)
+    await store.close()
+    assert history(db_path)[1] == [("half an hour ago", "sent"), ("a minute ago", "sent")]
+
+
+async def test_after_a_restart_the_purge_goes_on_before_any_new_event(db_path: str) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    await accept_finished(store, "old", 1000.0, "sent")
+    await accept_finished(store, "newer", 9000.0, "sent")
+    await store.close()
+
+    store = SqliteStore(db_path, retention_s=3600.0)
+    await store.open()
+    for _ in range(20):  # the delivery worker's queries: batches, but no new event
+        await store.due("slack", 1e12, 10)
+    await store.close()
+    assert history(db_path)[0] == ["newer"]
 
 
 async def test_no_retention_keeps_history(db_path: str) -> None:
