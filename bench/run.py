@@ -383,8 +383,18 @@ def cpu_seconds(pid: int) -> float:
     children (the multi-process variants of bench/variants.py)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return own + sum(cpu_seconds(int(child)) for child in children)
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except (FileNotFoundError, ProcessLookupError):  # it exited meanwhile
+        return own
+    return own + sum(_child_cpu_seconds(int(child)) for child in children)
+
+
+def _child_cpu_seconds(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except (FileNotFoundError, ProcessLookupError):  # a child that exited meanwhile
+        return 0.0
 
 
 def measure(

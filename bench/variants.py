@@ -213,7 +213,9 @@ def _serve(config: Config, processes: int, store_process: bool) -> None:
     signal.signal(signal.SIGTERM, stop_children)
     signal.signal(signal.SIGINT, stop_children)
     if store_process:
+        # Its event loop takes SIGTERM over from stop_children: pass it on once it is done.
         asyncio.run(_run(config, http=False, run_worker=True, serve_calls_from=store_ends))
+        stop_children(signal.SIGTERM, None)
     for pid in children:
         os.waitpid(pid, 0)
 
