@@ -11,6 +11,7 @@ import pytest
 
 from relay.cli import main
 from tests.conftest import RelayClientFactory
+from tests.support.processes import run_cli
 from tests.support.relay import CHAT_PUSH, SECRET
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,18 +109,7 @@ rules:
 
 
 async def send_test(*args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "relay.cli",
-        "send-test",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode is not None
-    return process.returncode, out.decode()
+    return await run_cli("send-test", *args)
 
 
 async def test_send_test_twice_is_accepted_twice(relay_client: RelayClientFactory) -> None:

@@ -29,7 +29,7 @@ from tests.support.fake_discord import (
     unknown_webhook,
     wait_until,
 )
-from tests.support.relay import Output, event_body, signed_headers
+from tests.support.relay import BASIC, Output, event_body, signed_headers
 
 Client = TestClient[web.Request, web.Application]
 
@@ -376,14 +376,7 @@ async def test_deliveries_queued_for_a_destination_gone_from_the_config_are_dead
     await store.accept(NewEvent("e1", event_body(), 1000.0), [queued], dedupe_window_s=60.0)
     await store.close()
 
-    config = """
-destinations:
-  stdout: { type: console }
-rules:
-  - name: everything
-    send_to: [stdout]
-"""
-    client = await relay_client(config)
+    client = await relay_client(BASIC)
     store = client.app[STATE].store
 
     async def dead_lettered() -> bool:

@@ -12,17 +12,15 @@ import pytest
 from relay.app import STATE
 from relay.verify import sign
 from tests.conftest import RelayClientFactory
-from tests.support.relay import CHAT_PUSH, ROOM_JOIN, SECRET, Output, event_body, signed_headers
-
-BASIC = """
-verify:
-  secrets: ["${SECRET}"]
-destinations:
-  stdout: { type: console }
-rules:
-  - name: everything
-    send_to: [stdout]
-"""
+from tests.support.relay import (
+    BASIC,
+    CHAT_PUSH,
+    ROOM_JOIN,
+    SECRET,
+    Output,
+    event_body,
+    signed_headers,
+)
 
 
 async def wait_for_blocks(output: Output, count: int, timeout_s: float = 5.0) -> list[str]:

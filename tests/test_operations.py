@@ -6,7 +6,6 @@ import asyncio
 import json
 import signal
 import ssl
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -15,7 +14,7 @@ from aiohttp import web
 
 from tests.support.fake_discord import FakeDiscord, unknown_webhook, wait_until
 from tests.support.local_server import serve_locally
-from tests.support.processes import RelayProcess, RelayProcesses
+from tests.support.processes import RelayProcess, RelayProcesses, run_cli
 from tests.support.relay import SECRET, event_body, signed_headers
 from tests.support.secrets import watch
 from tests.support.smtp import self_signed_cert
@@ -215,20 +214,6 @@ async def test_json_logs_carry_event_id_and_destination(
     assert delivered[0]["event_id"] == _id(body)
     assert delivered[0]["destination"] == "team"
     assert {"time", "level", "logger", "message"} <= set(lines[0])
-
-
-async def run_cli(*args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "relay.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode is not None
-    return process.returncode, out.decode()
 
 
 async def test_dead_letters_are_listed_with_their_reason_and_replayed(

@@ -16,17 +16,8 @@ import relay.verify
 from relay.secrets import Secret
 from relay.verify import sign, signature_matches
 from tests.conftest import RelayClientFactory
-from tests.support.relay import SECRET, event_body, signed_headers
+from tests.support.relay import BASIC, SECRET, event_body, signed_headers
 
-BASIC = """
-verify:
-  secrets: ["${SECRET}"]
-destinations:
-  stdout: { type: console }
-rules:
-  - name: everything
-    send_to: [stdout]
-"""
 OTHER_SECRETS = ["rotated-secret-1", "rotated-secret-2"]
 
 

@@ -12,7 +12,6 @@ import aiohttp
 import pytest
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
-from relay.events import event_from_payload
 from relay.formatting import TRUNCATION_MARKER
 from relay.notification import Notification
 from relay.senders import DeliveryError, Sender, SenderContext, build_senders
@@ -24,6 +23,7 @@ from tests.support.fake_discord import (
     rate_limited,
     unknown_webhook,
 )
+from tests.support.notifications import chat, notification
 from tests.support.relay import make_config
 
 INJECTION = "<!channel> @everyone <@U123> [x](http://evil) **bold**"
@@ -68,15 +68,6 @@ async def sender(discord: FakeDiscord, tmp_path: Path) -> AsyncIterator[Sender]:
     )
     async with aiohttp.ClientSession() as http:
         yield build_senders(config.destinations, SenderContext(http=http))["community"]
-
-
-def notification(kind: str = "chat.push", **data: Any) -> Notification:
-    payload = {"agent_id": "agent_abc123", "event_type": kind, "data": data, "timestamp": 1.7e9}
-    return Notification(event=event_from_payload(payload, event_id="e1", received_at=0.0), rule="r")
-
-
-def chat(message: str) -> Notification:
-    return notification(role="user", message=message, session_id="s1")
 
 
 @pytest.mark.parametrize(

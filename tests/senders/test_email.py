@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from relay.events import event_from_payload
 from relay.notification import Notification
 from relay.senders import DeliveryError, Sender, SenderContext, build_senders
+from tests.support.notifications import chat, notification
 from tests.support.relay import make_config
 from tests.support.smtp import (
     PASSWORD,
@@ -52,15 +51,6 @@ def email_sender(tmp_path: Path, port: int, smtp_extra: str = "tls: none") -> Se
         {"SMTP_PASSWORD": PASSWORD},
     )
     return build_senders(config.destinations, SenderContext())["mail"]
-
-
-def notification(kind: str = "chat.push", **data: Any) -> Notification:
-    payload = {"agent_id": "agent_abc123", "event_type": kind, "data": data, "timestamp": 1.7e9}
-    return Notification(event=event_from_payload(payload, event_id="e1", received_at=0.0), rule="r")
-
-
-def chat(message: str) -> Notification:
-    return notification(role="user", message=message, session_id="s1")
 
 
 def parts(mail: Mail) -> tuple[str, str]:

@@ -7,12 +7,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from relay.events import event_from_payload
-from relay.notification import Notification
 from relay.senders import DeliveryError, Sender, SenderContext, build_senders
 from relay.senders.http import is_retryable_status, parse_retry_after
 from tests.support.fake_discord import FakeDiscord
 from tests.support.fake_slack import BOT_TOKEN, WEBHOOK_SECRET, FakeSlack
+from tests.support.notifications import chat
 from tests.support.relay import make_config
 from tests.support.smtp import free_port
 
@@ -65,16 +64,6 @@ HTTP_DATE_TS = 1445412480.0
 )
 def test_parse_retry_after(value: str | None, now: float | None, expected: float | None) -> None:
     assert parse_retry_after(value, now=now) == expected
-
-
-def chat(message: str = "hello") -> Notification:
-    payload = {
-        "agent_id": "agent_abc123",
-        "event_type": "chat.push",
-        "data": {"role": "user", "message": message, "session_id": "s1"},
-        "timestamp": 1705312285.0,
-    }
-    return Notification(event=event_from_payload(payload, event_id="e1", received_at=0.0), rule="r")
 
 
 def destination_yaml(kind: str, slack_port: int, discord_port: int) -> str:

@@ -10,12 +10,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from relay.events import event_from_payload
-from relay.notification import Notification
 from relay.senders import SenderContext, build_senders
 from relay.senders.pacing import TokenBucket
 from tests.conftest import RelayClientFactory
 from tests.support.fake_slack import FakeSlack, rate_limited
+from tests.support.notifications import chat
 from tests.support.relay import event_body, make_config, signed_headers
 
 Client = TestClient[web.Request, web.Application]
@@ -61,16 +60,6 @@ def test_token_bucket_rate_is_respected() -> None:
 def test_two_users_of_one_bucket_cannot_both_take_the_last_token() -> None:
     bucket = TokenBucket(1.0, 1, clock=FakeClock())
     assert [bucket.reserve(), bucket.reserve()] == [0.0, pytest.approx(1.0)]
-
-
-def chat(message: str) -> Notification:
-    payload = {
-        "agent_id": "agent_abc123",
-        "event_type": "chat.push",
-        "data": {"role": "user", "message": message, "session_id": "s1"},
-        "timestamp": 1.7e9,
-    }
-    return Notification(event=event_from_payload(payload, event_id="e1", received_at=0.0), rule="r")
 
 
 async def test_destinations_with_one_webhook_url_share_one_pace(

@@ -12,7 +12,6 @@ import aiohttp
 import pytest
 from slack_sdk.models.blocks import Block
 
-from relay.events import event_from_payload
 from relay.formatting import TRUNCATION_MARKER
 from relay.notification import Notification
 from relay.senders import DeliveryError, Sender, SenderContext, build_senders
@@ -24,6 +23,7 @@ from tests.support.fake_slack import (
     api_error,
     rate_limited,
 )
+from tests.support.notifications import chat, notification
 from tests.support.relay import make_config
 
 INJECTION = "<!channel> <!here> <@U123> <https://x|y> & done"
@@ -50,19 +50,6 @@ async def traced() -> AsyncIterator[Session]:
     traced = Session()
     async with traced.session:
         yield traced
-
-
-def notification(kind: str = "chat.push", rule: str = "r", **data: Any) -> Notification:
-    if not data:
-        data = {"role": "user", "message": "hello", "session_id": "s1"}
-    payload = {"agent_id": "agent_abc123", "event_type": kind, "data": data, "timestamp": 1.7e9}
-    return Notification(
-        event=event_from_payload(payload, event_id="e1", received_at=0.0), rule=rule
-    )
-
-
-def chat(message: str) -> Notification:
-    return notification(role="user", message=message, session_id="s1")
 
 
 def senders(slack: FakeSlack, http: aiohttp.ClientSession, tmp_path: Path) -> dict[str, Sender]:

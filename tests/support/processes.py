@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -133,6 +134,21 @@ class RelayProcesses:
             process.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):  # SIGKILL cannot be refused
                 process.popen.wait(timeout=10)
+
+
+async def run_cli(*args: str) -> tuple[int, str]:
+    """Run `relay ARGS…` as a subprocess; return its exit status and its output."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "relay.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
 
 
 def write_discord_config(tmp_path: Path, fake: FakeDiscord) -> Path:

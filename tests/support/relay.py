@@ -29,6 +29,18 @@ CHAT_PUSH = (
 )
 
 
+# Every event, verified with SECRET, to one console destination.
+BASIC = """
+verify:
+  secrets: ["${SECRET}"]
+destinations:
+  stdout: { type: console }
+rules:
+  - name: everything
+    send_to: [stdout]
+"""
+
+
 def make_config(yaml_text: str, tmp_path: Path, env: Mapping[str, str] | None = None) -> Config:
     """Load a test config; its store is a fresh SQLite file under tmp_path."""
     text = textwrap.dedent(yaml_text)
