@@ -114,7 +114,8 @@ class SlackWebhookSender:
             raise connection_error("Slack", exc) from None
         if response.status_code == 200:
             return
-        retry_after_s = parse_retry_after(_header(response.headers, "Retry-After"))
+        # slack-sdk hands over aiohttp's case-insensitive headers as they came.
+        retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
         raise status_error("Slack", response.status_code, response.body[:200], retry_after_s)
 
 
@@ -160,19 +161,12 @@ class SlackApiSender:
             raise connection_error("Slack", exc) from None
 
 
-def _header(headers: Any, name: str) -> str | None:
-    for key, value in dict(headers or {}).items():
-        if key.lower() == name.lower():
-            return str(value[0] if isinstance(value, list) else value)
-    return None
-
-
 def _api_error(exc: SlackApiError) -> DeliveryError:
     response = exc.response
     status = response.status_code
     data = response.data if isinstance(response.data, dict) else {}
     code = str(data.get("error", "unknown_error"))
-    retry_after_s = parse_retry_after(_header(response.headers, "Retry-After"))
+    retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
     if status == 200:  # Slack answers 200 with ok: false for most errors
         retryable = code in RETRYABLE_API_ERRORS
         return DeliveryError(
