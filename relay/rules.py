@@ -25,7 +25,9 @@ from relay.config.model import (
 from relay.events import Event
 
 Predicate = Callable[[Event], bool]
-TextCheck = tuple[str, Callable[[str], bool]]
+# (description, check): a check gets the message and the message folded for comparison
+# (casefolded, unless the condition is case-sensitive), folded once for all the checks.
+TextCheck = tuple[str, Callable[[str, str], bool]]
 
 
 @dataclass(frozen=True)
@@ -67,27 +69,31 @@ def _glob_regex(patterns: Sequence[str]) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
 
 
+def _fold(condition: MessageCondition) -> Callable[[str], str]:
+    return (lambda s: s) if condition.case_sensitive else str.casefold
+
+
 def _message_checks(condition: MessageCondition) -> list[TextCheck]:
-    """Return each test of a `message` condition as (description, check on the message)."""
-    fold: Callable[[str], str] = (lambda s: s) if condition.case_sensitive else str.casefold
+    """Return each test of a `message` condition as (description, check)."""
+    fold = _fold(condition)
     checks: list[TextCheck] = []
     if condition.contains is not None:
         word = fold(condition.contains)
-        checks.append((f"contains {condition.contains!r}", lambda m: word in fold(m)))
+        checks.append((f"contains {condition.contains!r}", lambda _, f: word in f))
     if condition.contains_any is not None:
         words = [fold(w) for w in condition.contains_any]
         shown = list(condition.contains_any)
-        checks.append((f"contains any of {shown!r}", lambda m: any(w in fold(m) for w in words)))
+        checks.append((f"contains any of {shown!r}", lambda _, f: any(w in f for w in words)))
     if condition.contains_all is not None:
         every = [fold(w) for w in condition.contains_all]
         shown = list(condition.contains_all)
-        checks.append((f"contains all of {shown!r}", lambda m: all(w in fold(m) for w in every)))
+        checks.append((f"contains all of {shown!r}", lambda _, f: all(w in f for w in every)))
     if condition.regex is not None:
         pattern = condition.regex
-        checks.append((f"matches /{pattern.pattern}/", lambda m: pattern.search(m) is not None))
+        checks.append((f"matches /{pattern.pattern}/", lambda m, _: pattern.search(m) is not None))
     if condition.equals is not None:
         equal = fold(condition.equals)
-        checks.append((f"equals {condition.equals!r}", lambda m: fold(m) == equal))
+        checks.append((f"equals {condition.equals!r}", lambda _, f: f == equal))
     return checks
 
 
@@ -148,8 +154,16 @@ def compile_condition(condition: Condition) -> Predicate:
         regex, value_of = _glob_regex(condition.patterns), _GLOB_VALUES[condition.key]
         return lambda event: (value := value_of(event)) is not None and bool(regex.match(value))
     if isinstance(condition, MessageCondition):
-        checks = [check for _, check in _message_checks(condition)]
-        return lambda event: (m := event.message) is not None and all(c(m) for c in checks)
+        fold, checks = _fold(condition), [check for _, check in _message_checks(condition)]
+
+        def message_holds(event: Event) -> bool:
+            message = event.message
+            if message is None:
+                return False
+            folded = fold(message)
+            return all(check(message, folded) for check in checks)
+
+        return message_holds
     if isinstance(condition, FieldCondition):
         return lambda event: _field_holds(condition, lookup(event, condition.path))
     if isinstance(condition, AllCondition):
@@ -226,8 +240,8 @@ def _explain_message(condition: MessageCondition, event: Event) -> Outcome:
     message = event.message
     if message is None:
         return Outcome(False, "message: event has no data.message")
-    checks = _message_checks(condition)
-    failed = [reason for reason, check in checks if not check(message)]
+    checks, folded = _message_checks(condition), _fold(condition)(message)
+    failed = [reason for reason, check in checks if not check(message, folded)]
     if failed:
         return Outcome(False, "message does not " + ", ".join(failed))
     return Outcome(True, "message " + ", ".join(reason for reason, _ in checks))
