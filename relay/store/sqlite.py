@@ -366,14 +366,19 @@ class Checkpointer:
         if self._conn is None or (self._running is not None and not self._running.done()):
             return
         loop = asyncio.get_running_loop()
-        self._running = loop.run_in_executor(self._thread, self._checkpoint)
+        self._running = loop.run_in_executor(self._thread, self._checkpoint, self._conn)
 
-    def _checkpoint(self) -> None:
-        assert self._conn is not None
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
         try:
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error as e:  # the next one will catch up; writes are unaffected
             log.warning("sqlite store %s: checkpoint failed: %s", self._path, e)
+
+    def _last_checkpoint(self, conn: sqlite3.Connection) -> None:
+        try:
+            self._checkpoint(conn)
+        finally:
+            conn.close()
 
     async def close(self) -> None:
         """Finish the running checkpoint, take a last one, and close."""
@@ -383,17 +388,8 @@ class Checkpointer:
             await self._running
         conn, self._conn = self._conn, None
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._thread, lambda: _last_checkpoint(conn))
+        await loop.run_in_executor(self._thread, self._last_checkpoint, conn)
         self._thread.shutdown(wait=False)
-
-
-def _last_checkpoint(conn: sqlite3.Connection) -> None:
-    try:
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-    except sqlite3.Error as e:
-        log.warning("sqlite: last checkpoint failed: %s", e)
-    finally:
-        conn.close()
 
 
 def _run_in_savepoint(conn: sqlite3.Connection, job: _Job) -> _Outcome:
