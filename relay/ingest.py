@@ -66,28 +66,31 @@ def _check_content_type(request: web.Request) -> None:
         _reject(415, f"Content-Type must be application/json, got {shown}", "content_type")
 
 
+def _check_size(size: int, limit: int) -> None:
+    if size > limit:
+        _reject(413, f"body is larger than {limit} bytes", "body_too_large")
+
+
 async def _read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
     """Read the body, refusing it past `limit` bytes or `timeout_s` seconds.
 
     A sender that trickles its body must not hold a connection forever.
     """
-    if request.content_length is not None and request.content_length > limit:
-        _reject(413, f"body is larger than {limit} bytes", "body_too_large")
-    if request.content_length is not None and request.content.is_eof():
-        # The usual case: the whole (small) body came with the headers. No wait, so no
-        # timer to set up on the hot path. The length is checked again after reading:
-        # a compressed body (Content-Encoding) is larger than its Content-Length.
-        whole = await request.read()
-        if len(whole) > limit:
-            _reject(413, f"body is larger than {limit} bytes", "body_too_large")
-        return whole
+    if request.content_length is not None:
+        _check_size(request.content_length, limit)
+        if request.content.is_eof():
+            # The usual case: the whole (small) body came with the headers. No wait, so no
+            # timer to set up on the hot path. The length is checked again after reading:
+            # a compressed body (Content-Encoding) is larger than its Content-Length.
+            whole = await request.read()
+            _check_size(len(whole), limit)
+            return whole
     body = bytearray()
     try:
         async with asyncio.timeout(timeout_s):
             async for chunk in request.content.iter_chunked(64 * 1024):
                 body += chunk
-                if len(body) > limit:
-                    _reject(413, f"body is larger than {limit} bytes", "body_too_large")
+                _check_size(len(body), limit)
     except TimeoutError:
         _reject(408, f"body not received within {timeout_s:g}s", "body_timeout")
     return bytes(body)
