@@ -139,7 +139,7 @@ def _slack(section: Section, name: str) -> Destination:
         token=token,
         channel=channel,
         api_url=api_url,
-        max_per_second=float(max_per_second),
+        max_per_second=max_per_second,
     )
 
 
