@@ -12,6 +12,7 @@ from relay import __version__
 from relay.config import ConfigError, load
 from relay.config.model import Config
 from relay.logs import setup_logging
+from relay.send_test import DEFAULT_AGENT, EVENTS
 
 DEFAULT_CONFIG = "relay.yaml"
 
@@ -49,9 +50,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from relay.serve import UNAUTHENTICATED_WARNING
+
     config = _load_or_exit(_config_path(args))
-    if not config.verify.secrets:
-        print("warning: verify.secrets is empty: signatures will not be checked", file=sys.stderr)
+    if not config.verify.authenticates_sessions:
+        print(f"warning: {UNAUTHENTICATED_WARNING}", file=sys.stderr)
     print(f"OK: {len(config.rules)} rules, {len(config.destinations)} destinations")
     return 0
 
@@ -70,7 +73,7 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    from relay.verify import sign
+    from relay.verify import sign, sign_account
 
     secret = args.secret or os.environ.get("RELAY_SECRET")
     if not secret:
@@ -81,7 +84,13 @@ def cmd_sign(args: argparse.Namespace) -> int:
             body = file.read()
     else:
         body = sys.stdin.buffer.read()
-    print(sign(body, secret))
+    if args.timestamp is None:
+        print(sign(body, secret))
+        return 0
+    if not (args.timestamp.isascii() and args.timestamp.isdigit()):
+        print("relay sign: --timestamp takes Unix seconds, e.g. 1780417371", file=sys.stderr)
+        return 2
+    print(sign_account(body, secret, args.timestamp))
     return 0
 
 
@@ -150,16 +159,34 @@ def _parser() -> argparse.ArgumentParser:
     sign = command("sign", "print the sha256= signature of a body", with_config=False)
     sign.add_argument("file", nargs="?", help="body file (default: stdin)")
     sign.add_argument("--secret", help="the webhook secret (or $RELAY_SECRET)")
+    sign.add_argument(
+        "--timestamp",
+        metavar="T",
+        help="an account webhook's X-BitHuman-Timestamp: sign T + '.' + the body",
+    )
     sign.set_defaults(func=cmd_sign)
 
-    test = command("send-test", "send a signed sample event, like the dashboard's Test button")
+    test = command(
+        "send-test",
+        "send a sample event authenticated as the config says, like the dashboard's Test button",
+    )
     test.add_argument(
         "--url", help="webhook URL (default: from the config, else http://127.0.0.1:8080/webhook)"
     )
-    test.add_argument("--secret", help="webhook secret (default: the config's first)")
-    test.add_argument("--event", choices=("room.join", "chat.push"), default="room.join")
+    test.add_argument(
+        "--secret",
+        help="signing secret (default: the config's first verify.secrets, or for account "
+        "events its first verify.account.secrets)",
+    )
+    test.add_argument(
+        "--event",
+        choices=EVENTS,
+        default="room.join",
+        metavar="EVENT",
+        help=f"one of {', '.join(EVENTS)} (default room.join)",
+    )
     test.add_argument("--message", default="Hello from relay send-test", help="chat.push message")
-    test.add_argument("--agent", default="agent_relay_test", help="agent_id of the sample event")
+    test.add_argument("--agent", default=DEFAULT_AGENT, help="the sample event's agent code")
     test.set_defaults(func=cmd_send_test)
 
     deliveries = command("deliveries", "the delivery log, newest first")

@@ -1,4 +1,4 @@
-"""The one place that knows the shape of a bitHuman event."""
+"""The one place that knows the shape of a bitHuman event: both families (SPEC 1.1, 1.2)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,12 @@ def body_event_id(body: bytes) -> str:
 
 @dataclass(frozen=True)
 class Event:
-    """One verified bitHuman event, as received."""
+    """One verified bitHuman event, as received: a session event or an account webhook.
+
+    Both families are read into the same fields: an account webhook's `event` is its
+    `event_type`, its `created` its `timestamp`, and its `data.agent_id` (else
+    `data.code`) its `agent_id`.
+    """
 
     event_id: str
     agent_id: str
@@ -34,6 +39,7 @@ class Event:
     data: Mapping[str, Any]
     timestamp: float
     payload: Mapping[str, Any] = field(repr=False)
+    account: bool = False  # an account webhook (SPEC 1.2) rather than a session event
 
     # Read several times per event by the rules, so worked out once, up front (a
     # cached_property would take a lock on every first read).
@@ -76,8 +82,8 @@ class Event:
         return context
 
 
-def parse_event(body: bytes, *, event_id: str, received_at: float) -> Event:
-    """Parse and check a raw body; raise EventError naming the first bad field."""
+def decode_body(body: bytes) -> object:
+    """Decode a raw body as JSON; raise EventError saying what is wrong with it."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -85,7 +91,7 @@ def parse_event(body: bytes, *, event_id: str, received_at: float) -> Event:
     if text.startswith("\ufeff"):  # json.loads says so too; the bare decoder would not
         raise EventError("body is not valid JSON: it starts with a byte order mark")
     try:
-        payload = _DECODER.decode(text)
+        return _DECODER.decode(text)
     except RecursionError:
         raise EventError("body is not valid JSON: nested too deeply") from None
     except json.JSONDecodeError as exc:
@@ -94,7 +100,37 @@ def parse_event(body: bytes, *, event_id: str, received_at: float) -> Event:
         ) from None
     except ValueError as exc:  # e.g. integers too long to convert
         raise EventError(f"body is not valid JSON: {exc}") from None
-    return event_from_payload(payload, event_id=event_id, received_at=received_at)
+
+
+def parse_event(body: bytes, *, event_id: str | None, received_at: float) -> Event:
+    """Parse a raw body of either family, told apart by its shape; raise EventError.
+
+    This reads stored bodies and `relay route` files, which come without their headers.
+    The ingest path knows the family from the headers and calls the family's own parser;
+    it accepts no account webhook whose body would read here as a session event. Without
+    an `event_id`, a session event's is the SHA-256 of its body, an account webhook's its
+    `id`.
+    """
+    payload = decode_body(body)
+    if looks_like_account_event(payload):
+        return account_event(payload, event_id=event_id)
+    event_id = event_id or body_event_id(body)
+    return session_event(payload, event_id=event_id, received_at=received_at)
+
+
+def parse_session_event(body: bytes, *, event_id: str, received_at: float) -> Event:
+    """Parse a session event (SPEC 1.1); raise EventError naming the first bad field."""
+    return session_event(decode_body(body), event_id=event_id, received_at=received_at)
+
+
+def parse_account_event(body: bytes, *, event_id: str | None) -> Event:
+    """Parse an account webhook (SPEC 1.2); its id is `event_id` when given, else `id`."""
+    return account_event(decode_body(body), event_id=event_id)
+
+
+def looks_like_account_event(payload: object) -> bool:
+    """Return whether a decoded body has an account webhook's shape rather than a session's."""
+    return isinstance(payload, dict) and "event" in payload and "event_type" not in payload
 
 
 def _reject_constant(name: str) -> float:
@@ -109,29 +145,77 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def event_from_payload(payload: object, *, event_id: str, received_at: float) -> Event:
-    """Check a decoded payload and build an Event; raise EventError naming the field."""
-    if not isinstance(payload, dict):
-        raise EventError(f"body must be a JSON object, got {_json_type(payload)}")
-    agent_id = _required(payload, "agent_id", str, "a string")
-    event_type = _required(payload, "event_type", str, "a string")
+    """Check a decoded payload of either family and build an Event; raise EventError."""
+    if looks_like_account_event(payload):
+        return account_event(payload, event_id=event_id)
+    return session_event(payload, event_id=event_id, received_at=received_at)
+
+
+_ACCOUNT_HINT = (
+    " (this body looks like an account webhook: those carry an X-BitHuman-Timestamp header)"
+)
+_SESSION_HINT = " (this body looks like a session event, sent without X-BitHuman-Timestamp)"
+
+
+def session_event(payload: object, *, event_id: str, received_at: float) -> Event:
+    """Check a decoded session event and build an Event; raise EventError naming the field.
+
+    The dashboard's Test button sends no `data` and no `timestamp`: missing `data` is
+    `{}`, a missing timestamp is the receive time.
+    """
+    payload = _object(payload)
+    hint = _ACCOUNT_HINT if looks_like_account_event(payload) else ""
+    agent_id = _required(payload, "agent_id", str, "a string", hint)
+    event_type = _required(payload, "event_type", str, "a string", hint)
     if not event_type.strip():
         raise EventError("field 'event_type' must not be empty")
-    data = _required(payload, "data", dict, "an object")
-    timestamp = payload.get("timestamp")
-    if timestamp is None:
-        timestamp = received_at
-    elif isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
-        raise EventError(f"field 'timestamp' must be a number, got {_json_type(timestamp)}")
-    elif not _finite(timestamp):
-        raise EventError("field 'timestamp' must be a finite number")
+    data = _optional(payload, "data", dict, "an object")
+    timestamp = _optional(payload, "timestamp", int | float, "a number")
     return Event(
         event_id=event_id,
         agent_id=agent_id,
         event_type=event_type,
-        data=data,
-        timestamp=float(timestamp),
+        data={} if data is None else data,
+        timestamp=received_at if timestamp is None else float(timestamp),
         payload=payload,
     )
+
+
+def account_event(payload: object, *, event_id: str | None) -> Event:
+    """Check a decoded account webhook and build an Event; raise EventError naming the field."""
+    payload = _object(payload)
+    if "event_type" in payload:
+        # Stored bodies are read back by shape (parse_event): this one would read as a
+        # session event, so it is refused here rather than misread later.
+        raise EventError(
+            "field 'event_type' does not belong in an account webhook"
+            " (its fields are id, event, created and data)"
+        )
+    hint = "" if looks_like_account_event(payload) else _SESSION_HINT
+    body_id = _required(payload, "id", str, "a string", hint)
+    event_type = _required(payload, "event", str, "a string", hint)
+    if not event_type.strip():
+        raise EventError("field 'event' must not be empty")
+    created = _required(payload, "created", int | float, "a number", hint)
+    data = _required(payload, "data", dict, "an object", hint)
+    agent = data.get("agent_id")
+    if not isinstance(agent, str) or not agent:
+        agent = data.get("code")
+    return Event(
+        event_id=event_id or body_id,
+        agent_id=agent if isinstance(agent, str) else "",
+        event_type=event_type,
+        data=data,
+        timestamp=float(created),
+        payload=payload,
+        account=True,
+    )
+
+
+def _object(payload: object) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise EventError(f"body must be a JSON object, got {_json_type(payload)}")
+    return payload
 
 
 def _finite(number: float) -> bool:
@@ -141,12 +225,26 @@ def _finite(number: float) -> bool:
         return False
 
 
-def _required(payload: Mapping[str, Any], name: str, kind: type, described: str) -> Any:
+def _required(
+    payload: Mapping[str, Any], name: str, kind: Any, described: str, hint: str = ""
+) -> Any:
     if name not in payload:
-        raise EventError(f"missing required field '{name}'")
-    value = payload[name]
-    if not isinstance(value, kind):
+        raise EventError(f"missing required field '{name}'{hint}")
+    if payload[name] is None:
+        raise EventError(f"field '{name}' must be {described}, got null")
+    return _optional(payload, name, kind, described)
+
+
+def _optional(payload: Mapping[str, Any], name: str, kind: Any, described: str) -> Any:
+    """Return the field, None when absent or null; raise EventError on the wrong type."""
+    value = payload.get(name)
+    if value is None:
+        return None
+    # bool is an int to Python, never a number to JSON.
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise EventError(f"field '{name}' must be {described}, got {_json_type(value)}")
+    if isinstance(value, float | int) and not _finite(value):
+        raise EventError(f"field '{name}' must be a finite number")
     return value
 
 

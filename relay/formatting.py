@@ -1,12 +1,23 @@
-"""What a notification says, before any destination's markup: title, text and fields."""
+"""What a notification says, before any destination's markup: title, text, fields, link."""
 
 from __future__ import annotations
 
 import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from relay.events import Event
 from relay.notification import Notification
+
+
+@dataclass(frozen=True)
+class Link:
+    """A link a notification offers (a finished video): always http or https."""
+
+    label: str
+    url: str
 
 
 @dataclass(frozen=True)
@@ -17,48 +28,134 @@ class Summary:
     text: str
     fields: tuple[tuple[str, str], ...]
     footer: str
+    link: Link | None = None
 
 
-def _default_title(event: Event) -> str:
-    if event.kind == "room.join":
-        room = event.room or "a room"
-        return f"A user joined {room}"
-    if event.kind == "chat.push":
-        role = event.role or "someone"
-        return f"New chat message from {role}"
-    return f"bitHuman event {event.event_type}"
+@dataclass(frozen=True)
+class _Layout:
+    """An event type's default title and text, and what it adds to the fields."""
+
+    title: str
+    text: str
+    fields: tuple[tuple[str, str], ...] = ()
+    link: Link | None = None
 
 
-def _default_text(event: Event) -> str:
-    if event.kind == "chat.push":
-        return event.message or ""
+MAX_FIELDS = 10
+MAX_URL_LENGTH = 2000
+TEST_TEXT = "This is a test from bitHuman: it reached relay, and relay's rules sent it here"
+
+
+def safe_link(label: str, value: object) -> Link | None:
+    """Return a Link for an http(s) URL with a host; None for anything else.
+
+    Event content decides the URL: no `javascript:`, and no spaces or control characters,
+    which could end a link early in Slack's or Markdown's syntax.
+    """
+    if not isinstance(value, str) or len(value) > MAX_URL_LENGTH:
+        return None
+    if not value.isprintable() or any(ch.isspace() for ch in value):
+        return None
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return Link(label, value)
+
+
+def _text_of(value: object) -> str | None:
+    """Return a string or a number as text; None for anything else."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _failure_reason(data: Mapping[str, Any]) -> str:
+    """Return why an agent or a video failed: `data.error`, a string or `{message: …}`."""
+    error = data.get("error")
+    if isinstance(error, Mapping):
+        error = error.get("message")
+    return _text_of(error) or "bitHuman gave no reason"
+
+
+def _data_fields(data: Mapping[str, Any], labels: Sequence[tuple[str, str]]) -> tuple[Any, ...]:
+    """Return (label, text) for each labelled data key that holds a string or a number."""
+    values = ((label, _text_of(data.get(key))) for key, label in labels)
+    return tuple((label, value) for label, value in values if value is not None)
+
+
+def _session_layout(event: Event) -> _Layout | None:
     if event.kind == "room.join":
         count = event.data_str("participant_count")
-        return f"{count} participant(s) in the room" if count is not None else ""
-    return ""
+        text = f"{count} participant(s) in the room" if count is not None else ""
+        return _Layout(f"A user joined {event.room or 'a room'}", text)
+    if event.kind == "chat.push":
+        return _Layout(f"New chat message from {event.role or 'someone'}", event.message or "")
+    if event.kind == "test":
+        return _Layout("Test event from bitHuman", f"{TEST_TEXT} (the dashboard's Test button).")
+    return None
 
 
-def _fields(event: Event) -> tuple[tuple[str, str], ...]:
-    fields = [("Agent", event.agent_id)]
+def _video_completed(event: Event, agent: str) -> _Layout:
+    data = event.data
+    seconds = _text_of(data.get("duration_seconds"))
+    text = f"A {seconds} s video is ready." if seconds else "The video is ready."
+    link = safe_link("Watch the video", data.get("video_url"))
+    if link is None and "video_url" in data:
+        text += " Its link is not an http(s) URL, so it is not shown."
+    labels = (("job_id", "Job"), ("model", "Model"), ("credits_charged", "Credits"))
+    return _Layout(f"Video completed for agent {agent}", text, _data_fields(data, labels), link)
+
+
+def _account_layout(event: Event) -> _Layout | None:
+    agent, data = event.agent_id or "(unknown)", event.data
+    if event.kind == "ping":
+        return _Layout("Test ping from bitHuman", f"{TEST_TEXT} (an account webhook ping).")
+    if event.kind == "agent.ready":
+        return _Layout(f"Agent {agent} is ready", "The agent finished generating.")
+    if event.kind == "agent.failed":
+        return _Layout(f"Agent {agent} failed", f"Reason: {_failure_reason(data)}")
+    if event.kind == "video.completed":
+        return _video_completed(event, agent)
+    if event.kind == "video.failed":
+        reason = f"Reason: {_failure_reason(data)}"
+        job = _data_fields(data, (("job_id", "Job"),))
+        return _Layout(f"Video failed for agent {agent}", reason, job)
+    return None
+
+
+def _other_layout(event: Event) -> _Layout:
+    """Any other event type: the values of its data, as many as fit."""
+    shown = ("room_name", "session_id", "agent_id", "code")
+    fields = tuple((key, str(raw)) for key, raw in event.data.items() if key not in shown)
+    return _Layout(f"bitHuman event {event.event_type}", "", fields)
+
+
+def _fields(event: Event, extra: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    fields = [("Agent", event.agent_id)] if event.agent_id else []
     for label, value in (("Room", event.room), ("Session", event.session)):
         if value is not None:
             fields.append((label, value))
-    if event.kind not in ("room.join", "chat.push"):
-        for key, raw in event.data.items():
-            if key not in ("room_name", "session_id") and len(fields) < 10:
-                fields.append((key, str(raw)))
-    return tuple(fields)
+    fields.extend(extra)
+    return tuple(fields[:MAX_FIELDS])
 
 
 def summarize(notification: Notification) -> Summary:
-    """Return the title, text and fields of a notification, template or default."""
+    """Return the title, text, fields and link of a notification, template or default."""
     event = notification.event
+    layout = (_account_layout(event) if event.account else _session_layout(event)) or (
+        _other_layout(event)
+    )
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(event.timestamp))
     return Summary(
-        title=notification.title if notification.title is not None else _default_title(event),
-        text=notification.text if notification.text is not None else _default_text(event),
-        fields=_fields(event),
+        title=notification.title if notification.title is not None else layout.title,
+        text=notification.text if notification.text is not None else layout.text,
+        fields=_fields(event, layout.fields),
         footer=f"{event.event_type} · rule {notification.rule} · {when}",
+        link=layout.link,
     )
 
 

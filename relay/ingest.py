@@ -10,15 +10,31 @@ from typing import NoReturn
 from aiohttp import web
 
 from relay.config.model import Config
-from relay.events import Event, EventError, body_event_id, parse_event
+from relay.events import (
+    Event,
+    EventError,
+    body_event_id,
+    parse_account_event,
+    parse_session_event,
+)
 from relay.rules import Router
 from relay.state import RelayState
 from relay.store import NewDelivery, NewEvent, StoreUnavailable
-from relay.verify import client_address, header_problem, in_networks, signature_matches
+from relay.verify import (
+    ACCOUNT_DELIVERY_HEADER,
+    ACCOUNT_SIGNATURE_HEADER,
+    ACCOUNT_TIMESTAMP_HEADER,
+    account_signed_content,
+    client_address,
+    header_problem,
+    in_networks,
+    signature_matches,
+)
 
 log = logging.getLogger("relay.ingest")
 
 EVENT_ID_HEADERS = ("X-bitHuman-Event-Id", "webhook-id")
+MAX_TIMESTAMP_DIGITS = 12
 MAX_EVENT_ID_LENGTH = 256
 _JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 
@@ -96,7 +112,7 @@ async def _read_body(request: web.Request, limit: int, timeout_s: float) -> byte
     return bytes(body)
 
 
-def _check_authentication(request: web.Request, body: bytes, config: Config) -> None:
+def _check_session_authentication(request: web.Request, body: bytes, config: Config) -> None:
     problem = header_problem(request.headers, config.verify.headers)
     if problem is not None:
         _reject(401, problem, "header")
@@ -110,8 +126,9 @@ def _check_authentication(request: web.Request, body: bytes, config: Config) -> 
         _reject(401, "invalid signature", "signature")
 
 
-def _event_id(request: web.Request, body: bytes) -> str:
-    for name in EVENT_ID_HEADERS:
+def _header_id(request: web.Request, names: tuple[str, ...]) -> str | None:
+    """Return the first of the named headers that is present, checked, or None."""
+    for name in names:
         value = request.headers.get(name)
         if value is not None:
             value = value.strip()
@@ -122,20 +139,54 @@ def _event_id(request: web.Request, body: bytes) -> str:
                     "invalid_event_id",
                 )
             return value
-    return body_event_id(body)
+    return None
 
 
-def _parse(request: web.Request, body: bytes, config: Config, now: float) -> Event:
-    event_id = _event_id(request, body)
+def _check_age(
+    timestamp: float, now: float, max_age_s: float, what: str, event: Event | None
+) -> None:
+    if max_age_s and abs(now - timestamp) > max_age_s:
+        shown = f"{what} {timestamp:.0f} is more than {max_age_s:g}s from now ({now:.0f})"
+        _reject(400, shown, "too_old_or_new", event)
+
+
+def _parse_session(request: web.Request, body: bytes, config: Config, now: float) -> Event:
+    _check_session_authentication(request, body, config)
+    event_id = _header_id(request, EVENT_ID_HEADERS) or body_event_id(body)
     try:
-        event = parse_event(body, event_id=event_id, received_at=now)
+        event = parse_session_event(body, event_id=event_id, received_at=now)
     except EventError as exc:
         _reject(400, str(exc), "invalid_event")
-    max_age_s = config.verify.max_age_s
-    if max_age_s and abs(now - event.timestamp) > max_age_s:
-        shown = f"timestamp {event.timestamp:.0f} is more than {max_age_s:g}s from now ({now:.0f})"
-        _reject(400, shown, "too_old_or_new", event)
+    _check_age(event.timestamp, now, config.verify.max_age_s, "timestamp", event)
     return event
+
+
+def _parse_account(request: web.Request, body: bytes, config: Config, now: float) -> Event:
+    """Verify and parse an account webhook: SPEC 1.2, `verify.account` only."""
+    account = config.verify.account
+    if not account.secrets:
+        _reject(
+            401,
+            "account webhooks need verify.account.secrets (the whsec_ secret bitHuman "
+            "returned when the webhook was registered)",
+            "account_not_configured",
+        )
+    stamp = request.headers[ACCOUNT_TIMESTAMP_HEADER].strip()
+    if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > MAX_TIMESTAMP_DIGITS:
+        _reject(400, f"header {ACCOUNT_TIMESTAMP_HEADER} must be Unix seconds", "invalid_event")
+    presented = request.headers.get(ACCOUNT_SIGNATURE_HEADER)
+    if presented is None:
+        _reject(401, f"missing {ACCOUNT_SIGNATURE_HEADER} header", "signature")
+    if not signature_matches(account_signed_content(stamp, body), presented, account.secrets):
+        _reject(401, "invalid signature", "signature")
+    # The signature covers the timestamp, so it is checked first: a forged timestamp is a
+    # bad signature, a genuine old one a replay.
+    _check_age(int(stamp), now, account.max_age_s, ACCOUNT_TIMESTAMP_HEADER, None)
+    event_id = _header_id(request, (ACCOUNT_DELIVERY_HEADER,))
+    try:
+        return parse_account_event(body, event_id=event_id)
+    except EventError as exc:
+        _reject(400, str(exc), "invalid_event")
 
 
 async def _accept(
@@ -164,8 +215,9 @@ async def _accept(
     log.debug("accepted %s for %d destination(s)", event.event_type, len(deliveries), extra=extra)
     if state.worker is not None:
         state.worker.wake(d.destination for d in deliveries)
+    # 200, not 202: bitHuman counts any other answer as a failed delivery.
     return _answer(
-        {"status": "accepted", "event_id": event.event_id, "deliveries": len(deliveries)}, 202
+        {"status": "accepted", "event_id": event.event_id, "deliveries": len(deliveries)}, 200
     )
 
 
@@ -179,9 +231,12 @@ async def handle_webhook(request: web.Request, state: RelayState) -> web.Respons
         _check_content_type(request)
         server = config.server
         body = await _read_body(request, server.max_body_bytes, server.read_timeout_s)
-        _check_authentication(request, body, config)
         now = state.clock()
-        event = _parse(request, body, config, now)
+        # An account webhook is told apart by its timestamp header (SPEC 1.2).
+        if ACCOUNT_TIMESTAMP_HEADER in request.headers:
+            event = _parse_account(request, body, config, now)
+        else:
+            event = _parse_session(request, body, config, now)
         return await _accept(state, config, router, event, body, now)
     except Rejected as rejected:
         state.metrics.rejected.labels(rejected.reason).inc()

@@ -6,7 +6,7 @@ import time
 from typing import TextIO
 
 from relay.config.model import Config
-from relay.events import EventError, body_event_id, parse_event
+from relay.events import EventError, parse_event
 from relay.notification import build_notification
 from relay.rules import explain, route
 from relay.senders import SenderContext, build_senders
@@ -15,11 +15,13 @@ from relay.senders import SenderContext, build_senders
 def explain_route(config: Config, body: bytes, *, source: str, out: TextIO) -> int:
     """Print the dry run for one event body; return the exit status. Sends nothing."""
     try:
-        event = parse_event(body, event_id=body_event_id(body), received_at=time.time())
+        event = parse_event(body, event_id=None, received_at=time.time())
     except EventError as exc:
         out.write(f"{source}: {exc}\n")
         return 1
-    out.write(f"event {event.event_type} from {event.agent_id} (event_id {event.event_id})\n\n")
+    family = "account webhook" if event.account else "session event"
+    agent = event.agent_id or "no agent"
+    out.write(f"{family} {event.event_type} from {agent} (event_id {event.event_id})\n\n")
     for verdict in explain(config.rules, event):
         name = verdict.rule.name
         if verdict.skipped:

@@ -104,6 +104,8 @@ def lookup(event: Event, path: str) -> Any:
         value: Any = event.timestamp
     elif first == "event_id":
         value = event.event_id
+    elif first in ("agent_id", "event_type"):  # an account webhook's body has neither
+        value = event.agent_id if first == "agent_id" else event.event_type
     elif first in event.payload:
         value = event.payload[first]
     else:

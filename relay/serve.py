@@ -26,13 +26,17 @@ def _ssl_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
+UNAUTHENTICATED_WARNING = (
+    "verify.headers and verify.secrets are both empty: session events are NOT "
+    "authenticated and anyone who can reach relay can post them. Set verify.headers to the "
+    "header the bitHuman dashboard sends (Developer > Webhooks), or verify.secrets."
+)
+
+
 def warn_about(config: Config) -> None:
     """Log what a careful operator would want to hear about at start."""
-    if not config.verify.secrets:
-        log.warning(
-            "verify.secrets is empty: signatures are NOT checked and anyone who can reach "
-            "relay can post events. Set verify.secrets for production."
-        )
+    if not config.verify.authenticates_sessions:
+        log.warning(UNAUTHENTICATED_WARNING)
 
 
 def _reload(app: web.Application, path: str) -> None:

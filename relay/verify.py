@@ -12,6 +12,11 @@ from relay.secrets import Secret
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 SIGNATURE_PREFIX = "sha256="
+# Account webhooks (SPEC 1.2) carry these; the signature header's name is the session
+# events' default one in another spelling (header names are case-insensitive).
+ACCOUNT_TIMESTAMP_HEADER = "X-BitHuman-Timestamp"
+ACCOUNT_SIGNATURE_HEADER = "X-BitHuman-Signature"
+ACCOUNT_DELIVERY_HEADER = "X-BitHuman-Delivery"
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -19,6 +24,16 @@ def sign(body: bytes, secret: str) -> str:
     # hmac.digest is OpenSSL's one-shot HMAC: the same bytes as hmac.new(...).hexdigest(),
     # without building an HMAC object on every request.
     return SIGNATURE_PREFIX + hmac.digest(secret.encode("utf-8"), body, "sha256").hex()
+
+
+def account_signed_content(timestamp: str, body: bytes) -> bytes:
+    """Return what an account webhook's signature covers: `<timestamp>.` + the raw body."""
+    return timestamp.encode("ascii") + b"." + body
+
+
+def sign_account(body: bytes, secret: str, timestamp: str) -> str:
+    """Return the `sha256=<hex>` signature of an account webhook sent at `timestamp`."""
+    return sign(account_signed_content(timestamp, body), secret)
 
 
 def signature_matches(body: bytes, presented: str, secrets: Sequence[Secret]) -> bool:

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from relay.app import create_app
 from relay.delivery import Clock
 from relay.logs import TextFormatter
+from tests.support.bithuman import ACCOUNT_SECRET, DASHBOARD_HEADER_VALUE
 from tests.support.fake_discord import FakeDiscord
 from tests.support.fake_slack import BOT_TOKEN, WEBHOOK_SECRET, FakeSlack
 from tests.support.processes import RelayProcesses
@@ -93,7 +94,15 @@ def relay_client(
 
 # Secrets never reach a log: watched for across the whole session ------------------------
 
-watch(SECRET, BOT_TOKEN, WEBHOOK_SECRET, SMTP_PASSWORD, "discordTokenSecret42")
+watch(
+    SECRET,
+    BOT_TOKEN,
+    WEBHOOK_SECRET,
+    SMTP_PASSWORD,
+    "discordTokenSecret42",
+    DASHBOARD_HEADER_VALUE,
+    ACCOUNT_SECRET,
+)
 
 
 class _Everything(logging.Handler):

@@ -70,7 +70,7 @@ async def test_sighup_swaps_in_a_valid_config(
     relay = await processes.start(config)
     first = event_body("chat.push", message="before reload")
     assert await post(relay, first) == (
-        202,
+        200,
         {"status": "accepted", "event_id": _id(first), "deliveries": 0},
     )
 
@@ -78,7 +78,7 @@ async def test_sighup_swaps_in_a_valid_config(
     await reload(relay, "reloaded")
     second = event_body("chat.push", message="after reload")
     status, answer = await post(relay, second)
-    assert (status, answer["deliveries"]) == (202, 1)
+    assert (status, answer["deliveries"]) == (200, 1)
     delivered = await discord.wait_for_delivered(1)
     assert "after reload" in delivered[0].description()
     # Dedupe state survives the reload.
@@ -100,7 +100,7 @@ async def test_sighup_keeps_the_running_config_when_the_new_one_is_invalid(
     assert 'server: unknown key "prot" (did you mean "port"?)' in log
     body = event_body(message="still routed")
     status, answer = await post(relay, body)
-    assert (status, answer["deliveries"]) == (202, 1)
+    assert (status, answer["deliveries"]) == (200, 1)
     await discord.wait_for_delivered(1)
 
 
@@ -138,7 +138,7 @@ async def test_sigterm_drains_finishes_in_flight_sends_and_exits_0(
     url = await gated.start()
     try:
         relay = await processes.start(write_config(tmp_path / "relay.yaml", url))
-        assert (await post(relay, event_body(message="in flight")))[0] == 202
+        assert (await post(relay, event_body(message="in flight")))[0] == 200
         await wait_until("the send to be in flight", lambda: len(gated.arrived) == 1, 10)
 
         relay.popen.send_signal(signal.SIGTERM)
@@ -163,8 +163,8 @@ async def test_sighup_while_a_send_is_in_flight_loses_nothing_and_sends_nothing_
     try:
         config = write_config(tmp_path / "relay.yaml", url)
         relay = await processes.start(config)
-        assert (await post(relay, event_body(message="in flight", session="a")))[0] == 202
-        assert (await post(relay, event_body(message="queued", session="b")))[0] == 202
+        assert (await post(relay, event_body(message="in flight", session="a")))[0] == 200
+        assert (await post(relay, event_body(message="queued", session="b")))[0] == 200
         await wait_until("the first send to be in flight", lambda: len(gated.arrived) == 1, 10)
 
         write_config(config, url, when="{ role: user }")  # a valid change: reloaded whole
@@ -185,7 +185,7 @@ async def test_sigterm_deadline_then_the_next_start_sends_what_was_left(
     discord.set_mode("hang")
     config = write_config(tmp_path / "relay.yaml", discord.url())
     relay = await processes.start(config)
-    assert (await post(relay, event_body(message="left over")))[0] == 202
+    assert (await post(relay, event_body(message="left over")))[0] == 200
     await discord.wait_for_requests(1)
     assert await relay.terminate() == 0  # after shutdown_timeout (2s), not the 60s hang
     assert discord.delivered == []
@@ -204,7 +204,7 @@ async def test_json_logs_carry_event_id_and_destination(
     relay = await processes.start(write_config(tmp_path / "relay.yaml", discord.url()))
     relay.path = "/webhook"  # the port parser reads text logs; in JSON the path ends in `"}`
     body = event_body(message="logged")
-    assert (await post(relay, body))[0] == 202
+    assert (await post(relay, body))[0] == 200
     await discord.wait_for_delivered(1)
     await wait_until("the delivery log line", lambda: "delivered" in relay.log(), 10)
     lines = [json.loads(line) for line in relay.log().splitlines() if line.strip()]
@@ -222,7 +222,7 @@ async def test_dead_letters_are_listed_with_their_reason_and_replayed(
     config = write_config(tmp_path / "relay.yaml", discord.url())
     relay = await processes.start(config)
     discord.script(unknown_webhook())
-    assert (await post(relay, event_body(message="first")))[0] == 202
+    assert (await post(relay, event_body(message="first")))[0] == 200
     await wait_until("the dead letter", lambda: "dead-lettered" in relay.log(), 10)
 
     status, out = await run_cli("deliveries", "-c", str(config), "--status", "dead")
@@ -300,7 +300,7 @@ rules:
     async with aiohttp.ClientSession() as http:
         good = {**headers, "Authorization": f"Bearer {SECRETS['header value']}"}
         async with http.post(relay.webhook_url, data=body, headers=good) as response:
-            assert response.status == 202
+            assert response.status == 200
         for bad in (headers, {**good, "X-bitHuman-Signature": "sha256=00"}):
             async with http.post(relay.webhook_url, data=body + b" ", headers=bad) as response:
                 assert response.status == 401
@@ -342,6 +342,6 @@ async def test_relay_serves_https_itself_when_server_tls_is_set(
         aiohttp.ClientSession() as http,
         http.post(url, data=body, headers=signed_headers(body), ssl=trust) as response,
     ):
-        assert response.status == 202
+        assert response.status == 200
     delivered = await discord.wait_for_delivered(1)
     assert "over tls" in delivered[0].description()

@@ -36,7 +36,7 @@ def body_of(index: int, text: str) -> bytes:
     return event_body(data={"role": "user", "message": text, "session_id": session_of(index)})
 
 
-async def post_all(process: RelayProcess, texts: list[str], expect: int = 202) -> None:
+async def post_all(process: RelayProcess, texts: list[str], expect: int = 200) -> None:
     """Post one signed chat.push per text; every one must be answered `expect`."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
         for i, text in enumerate(texts):

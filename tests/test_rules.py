@@ -45,6 +45,17 @@ def join(**data: Any) -> Event:
     return event_from_payload(payload, event_id="e2", received_at=1705312200.0)
 
 
+def account(event: str, **data: Any) -> Event:
+    """An account webhook (SPEC 1.2) as the worker reads it back."""
+    payload = {"id": "evt_1", "event": event, "created": 1780417371, "data": data}
+    return event_from_payload(payload, event_id="evt_1", received_at=0.0)
+
+
+READY = account("agent.ready", agent_id="A80HVD8577", code="A80HVD8577")
+VIDEO = account("video.completed", agent_id="A80HVD8577", job_id="job_1", duration_seconds=12.5)
+CODE_ONLY = account("agent.failed", code="A80HVD8577", error="Face not detected")
+
+
 def matches(when: dict[str, Any], event: Event, tmp_path: Path) -> bool:
     # JSON is valid YAML, so a `when` written as a dict goes through the real loader.
     config = make_config(
@@ -155,6 +166,32 @@ CASES: list[tuple[str, dict[str, Any], Event, bool]] = [
     ("keys combine one fails", {"event": "chat.push", "role": "bot"}, chat("refund"), False),
     ("empty when", {}, chat(), True),
     ("unknown event type", {"event": "agent.speak"}, chat(event_type="agent_speak"), True),
+    ("account event", {"event": "agent.ready"}, READY, True),
+    ("account event other", {"event": "agent.failed"}, READY, False),
+    ("account event glob", {"event": "video.*"}, VIDEO, True),
+    ("account event glob other", {"event": "video.*"}, READY, False),
+    ("account event list", {"event": ["agent.ready", "video.completed"]}, VIDEO, True),
+    ("account agent", {"agent": "A80HVD8577"}, VIDEO, True),
+    ("account agent glob", {"agent": "A80HVD*"}, READY, True),
+    ("account agent from code", {"agent": "A80HVD8577"}, CODE_ONLY, True),
+    ("account agent other", {"agent": "B*"}, CODE_ONLY, False),
+    ("account no agent", {"agent": "A*"}, account("ping"), False),
+    ("account field", {"field": {"path": "data.duration_seconds", "gt": 10}}, VIDEO, True),
+    (
+        "account field agent_id",
+        {"field": {"path": "agent_id", "equals": "A80HVD8577"}},
+        CODE_ONLY,
+        True,
+    ),
+    (
+        "account field event_type",
+        {"field": {"path": "event_type", "equals": "ping"}},
+        account("ping"),
+        True,
+    ),
+    ("account field created", {"field": {"path": "created", "equals": 1780417371}}, READY, True),
+    ("account has no message", {"message": {"contains": "x"}}, CODE_ONLY, False),
+    ("test event", {"event": "test"}, chat(event_type="test"), True),
 ]
 
 

@@ -33,6 +33,14 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class AccountVerifyConfig:
+    """`verify.account`: account webhooks (SPEC 1.2), signed over timestamp and body."""
+
+    secrets: tuple[Secret, ...] = ()  # the whsec_… values; empty: account webhooks get 401
+    max_age_s: float = 300.0  # the replay window
+
+
+@dataclass(frozen=True)
 class VerifyConfig:
     secrets: tuple[Secret, ...] = ()
     signature_header: str = "X-bitHuman-Signature"
@@ -40,6 +48,12 @@ class VerifyConfig:
     allow_ips: tuple[IPNetwork, ...] | None = None
     trusted_proxies: tuple[IPNetwork, ...] = ()
     max_age_s: float = 0.0
+    account: AccountVerifyConfig = field(default_factory=AccountVerifyConfig)
+
+    @property
+    def authenticates_sessions(self) -> bool:
+        """Whether session events must prove anything: required headers or a signature."""
+        return bool(self.headers or self.secrets)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import ipaddress
 import yaml
 
 from relay.config.model import (
+    AccountVerifyConfig,
     BackoffConfig,
     DeliveryConfig,
     IPNetwork,
@@ -37,7 +38,15 @@ _SERVER_KEYS = (
     "shutdown_timeout",
     "read_timeout",
 )
-_VERIFY_KEYS = ("secrets", "signature_header", "headers", "allow_ips", "trusted_proxies", "max_age")
+_VERIFY_KEYS = (
+    "secrets",
+    "signature_header",
+    "headers",
+    "allow_ips",
+    "trusted_proxies",
+    "max_age",
+    "account",
+)
 
 
 def read_server(ctx: Context, node: yaml.Node, path: str) -> ServerConfig:
@@ -85,7 +94,24 @@ def read_verify(ctx: Context, node: yaml.Node, path: str) -> VerifyConfig:
         allow_ips=section.opt("allow_ips", list_of(network, nonempty=True)),
         trusted_proxies=section.get("trusted_proxies", list_of(network), defaults.trusted_proxies),
         max_age_s=section.get("max_age", duration, defaults.max_age_s),
+        account=section.get("account", _account, defaults.account),
     )
+
+
+def _account(ctx: Context, node: yaml.Node, path: str) -> AccountVerifyConfig:
+    section = Section(ctx, node, path, ("secrets", "max_age"))
+    defaults = AccountVerifyConfig()
+    account = AccountVerifyConfig(
+        secrets=section.get("secrets", list_of(secret), defaults.secrets),
+        max_age_s=section.get("max_age", duration, defaults.max_age_s),
+    )
+    section.done()
+    if account.max_age_s <= 0:
+        # Unlike verify.max_age, there is no "off": the timestamp is all that stops a
+        # captured account webhook from being replayed.
+        section.error("must be longer than 0 (it is the replay window; default 5m)", "max_age")
+        raise Invalid
+    return account
 
 
 def _headers(ctx: Context, node: yaml.Node, path: str) -> dict[str, Secret]:

@@ -33,6 +33,8 @@ class ConsoleSender:
         if summary.text:
             lines.append(summary.text)
         lines.extend(f"  {label}: {value}" for label, value in summary.fields)
+        if summary.link is not None:
+            lines.append(f"  {summary.link.label}: {summary.link.url}")
         lines.append(f"  ({summary.footer})")
         return printable("\n".join(lines)) + "\n"
 

@@ -60,6 +60,8 @@ def build_payload(summary: Summary, kind: str, timestamp: float) -> dict[str, An
     }
     if description:
         embed["description"] = description
+    if summary.link is not None:  # the title links to it
+        embed["url"] = summary.link.url
     return {"embeds": [embed], "allowed_mentions": {"parse": []}}
 
 

@@ -30,10 +30,17 @@ def _html(summary: Summary) -> str:
         for name, value in summary.fields
     )
     text = html.escape(summary.text).replace("\n", "<br>\n")
+    link = summary.link
+    anchor = (
+        f"<p><a href='{html.escape(link.url, quote=True)}'>{html.escape(link.label)}</a></p>"
+        if link
+        else ""
+    )
     return (
         "<!DOCTYPE html><html><body>"
         f"<h2>{html.escape(summary.title)}</h2>"
         f"<p>{text}</p>"
+        f"{anchor}"
         f"<table>{rows}</table>"
         f"<p style='color:#888'>{html.escape(summary.footer)}</p>"
         "</body></html>\n"
@@ -43,6 +50,8 @@ def _html(summary: Summary) -> str:
 def _text(summary: Summary) -> str:
     lines = [summary.title, "", summary.text, ""] if summary.text else [summary.title, ""]
     lines += [f"{name}: {value}" for name, value in summary.fields]
+    if summary.link is not None:
+        lines.append(f"{summary.link.label}: {summary.link.url}")
     lines += ["", summary.footer]
     return "\n".join(lines) + "\n"
 

@@ -21,7 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from relay.config.model import SlackDestination
-from relay.formatting import Summary, summarize, truncate
+from relay.formatting import Link, Summary, summarize, truncate
 from relay.notification import Notification
 from relay.secrets import mask_url
 from relay.senders.base import DeliveryError, SenderContext
@@ -55,6 +55,11 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def link_markup(link: Link) -> str:
+    """Return a Slack link; the URL is escaped too, and `|` would end it, so it is encoded."""
+    return f"<{escape(link.url).replace('|', '%7C')}|{escape(link.label)}>"
+
+
 def build_blocks(summary: Summary) -> list[Block]:
     """Return the Block Kit layout of a summary, within Slack's limits."""
     blocks: list[Block] = [
@@ -71,6 +76,8 @@ def build_blocks(summary: Summary) -> list[Block]:
     ]
     if fields:
         blocks.append(SectionBlock(fields=fields))
+    if summary.link is not None:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=link_markup(summary.link))))
     blocks.append(DividerBlock())
     footer = truncate(escape(summary.footer), SECTION_LIMIT)
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=footer, verbatim=True)]))

@@ -10,6 +10,7 @@ Every attempt's answer is recorded.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ class Attempt:
     status: int
     error: str | None
     at: float  # time.monotonic() when the answer (or the error) came
+    answer: str | None = None  # a 200's "status": accepted, or duplicate (already stored)
 
 
 @dataclass
@@ -45,8 +47,8 @@ class Sent:
 
     @property
     def stored(self) -> bool:
-        """Whether relay said it holds the event: 202 accepted, or 200 already had it."""
-        return self.final_status in (200, 202)
+        """Whether relay said it holds the event: 200, accepted or a duplicate of one it has."""
+        return self.final_status == 200
 
 
 class Load:
@@ -109,8 +111,9 @@ class Load:
     ) -> Attempt:
         try:
             async with http.post(self.url, data=body, headers=headers) as response:
-                await response.read()
-                return Attempt(response.status, None, time.monotonic())
+                text = await response.text()
+                answer = json.loads(text).get("status") if response.status == 200 else None
+                return Attempt(response.status, None, time.monotonic(), answer)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return Attempt(NO_ANSWER, f"{type(exc).__name__}: {exc}", time.monotonic())
 
@@ -123,6 +126,10 @@ class Load:
     def all_statuses(self) -> Counter[int]:
         """Count the status of every attempt of every body."""
         return Counter(a.status for s in self.sent for a in s.attempts)
+
+    def all_answers(self) -> Counter[str | None]:
+        """Count the `status` of every 200 answer: accepted, or duplicate."""
+        return Counter(a.answer for s in self.sent for a in s.attempts if a.status == 200)
 
     def errors(self, limit: int = 5) -> list[str]:
         """Return a few of the connection errors seen, for failure messages."""
