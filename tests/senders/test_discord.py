@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import functools
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from relay.formatting import TRUNCATION_MARKER
 from relay.notification import Notification
 from relay.senders import DeliveryError, Sender, SenderContext, build_senders
 from tests.support.fake_discord import (
-    SCHEMA_PATH,
     FakeDiscord,
     Received,
     Reply,
+    discord_validator,
     rate_limited,
     unknown_webhook,
 )
@@ -29,16 +26,16 @@ from tests.support.relay import make_config
 INJECTION = "<!channel> @everyone <@U123> [x](http://evil) **bold**"
 
 
-@functools.cache
-def validator() -> Draft202012Validator:
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+def test_the_schema_check_catches_a_bad_url_and_timestamp() -> None:
+    """The formats are checked: without them a broken embed link would pass."""
+    bad = {"embeds": [{"url": "not a url", "timestamp": "yesterday"}]}
+    errors = sorted(e.message for e in discord_validator().iter_errors(bad))
+    assert errors == ["'not a url' is not a 'uri'", "'yesterday' is not a 'date-time'"]
 
 
 def assert_valid(received: Received) -> dict[str, Any]:
     """Check one request against Discord's schema and limits; return its only embed."""
-    errors = [e.message for e in validator().iter_errors(received.body)]
+    errors = [e.message for e in discord_validator().iter_errors(received.body)]
     assert not errors, errors
     assert received.query == {"wait": "true"}
     assert received.body["allowed_mentions"] == {"parse": []}

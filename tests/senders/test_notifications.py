@@ -5,8 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,37 +18,18 @@ from relay.formatting import TRUNCATION_MARKER
 from relay.notification import Notification, build_notification
 from relay.route_preview import explain_route
 from relay.senders import DeliveryError, Sender, SenderContext, build_senders
+from tests.senders.conftest import Fakes
 from tests.senders.test_discord import assert_valid
 from tests.senders.test_email import parts
 from tests.senders.test_slack import RAW_CONTROLS, assert_valid_blocks, blocks_of, texts
 from tests.support.fake_discord import FakeDiscord
 from tests.support.fake_slack import BOT_TOKEN, WEBHOOK_SECRET, FakeSlack
 from tests.support.relay import event_body, make_config
-from tests.support.smtp import PASSWORD, Handler, SmtpServer, free_port
+from tests.support.smtp import PASSWORD, Handler, free_port
 
 DISCORD_TOKEN = "discordTokenSecret42"
 SECRETS = (WEBHOOK_SECRET, BOT_TOKEN, DISCORD_TOKEN, PASSWORD)
 ENV = {"HOOK": WEBHOOK_SECRET, "BOT": BOT_TOKEN, "DISCORD": DISCORD_TOKEN, "PASS": PASSWORD}
-
-
-@dataclass
-class Fakes:
-    slack: FakeSlack
-    discord: FakeDiscord
-    smtp: SmtpServer
-    handler: Handler
-
-
-@pytest.fixture
-async def fakes() -> AsyncIterator[Fakes]:
-    slack = await FakeSlack().start()
-    discord = await FakeDiscord().start()
-    handler = Handler()
-    smtp = SmtpServer(handler).start()
-    yield Fakes(slack, discord, smtp, handler)
-    smtp.stop()
-    await discord.close()
-    await slack.close()
 
 
 def config_for(slack_port: int, discord_port: int, smtp_port: int, tmp_path: Path) -> Config:
