@@ -7,10 +7,10 @@ bench/bare_server.py on free 127.0.0.1 ports, pre-generates unique signed bodies
 both with wrk (bench/post.lua: every request a different body, so relay's dedupe cannot
 short-cut the work), prints requests per second, p50 / p99 and non-2xx counts of both,
 their ratio, and whether the targets hold (relay >= 50% of bare, relay p99 <= 20 ms).
-Afterwards it checks that relay's store holds one event per 202 wrk counted.
+Afterwards it checks that relay's store holds one event per `accepted` answer wrk counted.
 
 Exit status: 0 when the run is valid (targets met or not; --strict makes a miss exit 2),
-1 when relay answered anything but 202, bodies were reused, or the store does not match.
+1 when relay answered anything but 200 accepted, bodies were reused, or the store does not match.
 See bench/README.md.
 """
 
@@ -317,25 +317,24 @@ def validity_problems(relay_runs: Sequence[WrkResult], db: Path, connections: in
         if r.non_2xx:
             problems.append(f"relay {r.label}: {r.non_2xx} non-2xx answers or socket errors")
         if r["status_other_2xx"]:
-            problems.append(
-                f"relay {r.label}: {int(r['status_other_2xx'])} 2xx other than 202 (duplicates?)"
-            )
+            other = int(r["status_other_2xx"])
+            problems.append(f"relay {r.label}: {other} 2xx other than accepted (duplicates?)")
         if r["reused"]:
             problems.append(
                 f"relay {r.label}: {int(r['reused'])} requests reused a body (raise --max-rate)"
             )
     events, deliveries = stored_events(db)
-    counted = int(sum(r["status_202"] for r in relay_runs))
+    counted = int(sum(r["accepted"] for r in relay_runs))
     # wrk stops with up to `connections` requests in flight per run: relay stores them,
     # wrk never counts their answers.
     slack = connections * len(relay_runs)
     verdict = "ok" if 0 <= events - counted <= slack else "MISMATCH"
     print(
-        f"store: {events} events, {deliveries} deliveries; wrk counted {counted} answers 202"
+        f"store: {events} events, {deliveries} deliveries; wrk counted {counted} answers accepted"
         f" (+{events - counted} in flight at wrk's stop, at most {slack} allowed): {verdict}"
     )
     if verdict != "ok":
-        problems.append(f"store holds {events} events but wrk counted {counted} answers 202")
+        problems.append(f"store holds {events} events but wrk counted {counted} answers accepted")
     return problems
 
 

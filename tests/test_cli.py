@@ -3,23 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from relay.cli import main
+from relay.send_test import EVENTS
 from tests.conftest import RelayClientFactory
-from tests.support.processes import run_cli
-from tests.support.relay import CHAT_PUSH, SECRET
+from tests.support.bithuman import (
+    ACCOUNT_DATA,
+    ACCOUNT_SECRET,
+    DASHBOARD_HEADER_VALUE,
+    TEST_BUTTON,
+    account_body,
+    bithuman_signature,
+    bithuman_verify,
+)
+from tests.support.fake_discord import wait_until
+from tests.support.processes import RelayProcesses, run_cli
+from tests.support.relay import CHAT_PUSH, SECRET, Output
+
+READY = account_body("agent.ready", ACCOUNT_DATA["agent.ready"], created=1780417371)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_check_example_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "-c", str(ROOT / "relay.yaml.example")]) == 0
-    assert capsys.readouterr().out == "OK: 3 rules, 1 destinations\n"
+    captured = capsys.readouterr()
+    assert captured.out == "OK: 5 rules, 1 destinations\n"
+    assert captured.err == ""  # session events are authenticated: no warning
 
 
 def test_check_prints_every_error(
@@ -52,6 +70,28 @@ def test_sign_reproduces_githubs_test_vector(
     assert main(["sign", str(body), "--secret", "It's a Secret to Everybody"]) == 0
     assert capsys.readouterr().out == (
         "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17\n"
+    )
+
+
+def test_sign_with_a_timestamp_gives_the_account_signature(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = tmp_path / "ready.json"
+    body.write_bytes(READY)
+    assert main(["sign", str(body), "--secret", ACCOUNT_SECRET, "--timestamp", "1780417371"]) == 0
+    signature = capsys.readouterr().out.strip()
+    assert signature == bithuman_signature(ACCOUNT_SECRET, "1780417371", READY)
+    assert bithuman_verify(ACCOUNT_SECRET, "1780417371", READY, signature)
+
+
+def test_sign_refuses_a_timestamp_that_is_not_unix_seconds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = tmp_path / "ready.json"
+    body.write_bytes(READY)
+    assert main(["sign", str(body), "--secret", "s", "--timestamp", "2026-06-02"]) == 2
+    assert capsys.readouterr().err == (
+        "relay sign: --timestamp takes Unix seconds, e.g. 1780417371\n"
     )
 
 
@@ -95,6 +135,132 @@ def test_route_reports_a_bad_event(tmp_path: Path, capsys: pytest.CaptureFixture
     event.write_text(json.dumps({"agent_id": "a", "data": {}}))
     assert main(["route", str(event), "-c", str(ROOT / "relay.yaml.example")]) == 1
     assert capsys.readouterr().out == f"{event}: missing required field 'event_type'\n"
+
+
+def test_route_explains_the_test_buttons_data_less_event(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event = tmp_path / "test.json"
+    event.write_bytes(TEST_BUTTON)
+    assert main(["route", str(event), "-c", str(ROOT / "relay.yaml.example")]) == 0
+    out = capsys.readouterr().out
+    event_id = hashlib.sha256(TEST_BUTTON).hexdigest()
+    assert out.startswith(f"session event test from test_agent_123 (event_id {event_id})\n\n")
+    assert "rule tests: MATCHED -> stdout\n    event 'test' matches 'test'\n" in out
+    assert "rule refunds: no match\n    event 'test' does not match chat.push\n" in out
+    assert "--- stdout (rule tests) ---\n== Test event from bitHuman ==\nThis is a test" in out
+
+
+def test_route_reads_an_account_webhook_body_as_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event = tmp_path / "video.json"
+    event.write_bytes(
+        account_body("video.completed", ACCOUNT_DATA["video.completed"], created=1780417371)
+    )
+    assert main(["route", str(event), "-c", str(ROOT / "relay.yaml.example")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("account webhook video.completed from A80HVD8577 (event_id evt_a1b2c3)")
+    assert "rule agents: MATCHED -> stdout\n    event 'video.completed' matches 'video.*'\n" in out
+    assert "rule joins: no match\n" in out
+    assert "== Video completed for agent A80HVD8577 ==\nA 12.5 s video is ready.\n" in out
+    assert "  Watch the video: https://videos.example.com/job_7d2f0c1a9b.mp4" in out
+
+
+def test_route_names_the_missing_field_of_an_account_body(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event = tmp_path / "ready.json"
+    event.write_text(json.dumps({"id": "evt_1", "event": "agent.ready", "data": {}}))
+    assert main(["route", str(event), "-c", str(ROOT / "relay.yaml.example")]) == 1
+    assert capsys.readouterr().out == f"{event}: missing required field 'created'\n"
+
+
+async def test_send_test_gets_200_for_every_event_against_the_example_config(
+    processes: RelayProcesses, tmp_path: Path
+) -> None:
+    env = {"RELAY_PORT": "0", "RELAY_DATA": str(tmp_path / "data")}
+    example = str(ROOT / "relay.yaml.example")
+    relay = await processes.start(Path(example), env=env)
+    for event in EVENTS:
+        args = ("--url", relay.webhook_url, "--event", event, "--message", "I want a refund")
+        status, out = await run_cli("send-test", "-c", example, *args, env=env)
+        assert status == 0, (event, out)
+        assert out.startswith("200 OK\n"), (event, out)
+        assert '"status": "accepted"' in out and '"deliveries": 1' in out, (event, out)
+    await wait_until(
+        "every send-test event delivered",
+        lambda: run_cli_sync_sent(example, env) == len(EVENTS),
+        10.0,
+    )
+    assert await relay.terminate() == 0
+
+
+def run_cli_sync_sent(config: str, env: dict[str, str]) -> int:
+    """Count the `sent` lines of `relay deliveries`."""
+    result = subprocess.run(
+        [sys.executable, "-m", "relay.cli", "deliveries", "-c", config, "--status", "sent"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=30,
+        check=True,
+    )
+    return sum(" sent " in line for line in result.stdout.splitlines())
+
+
+DASHBOARD_CONFIG = """
+verify:
+  headers: { X-Webhook-Secret: "${DASHBOARD}" }
+destinations:
+  stdout: { type: console }
+rules:
+  - name: tests
+    when: { event: test }
+    send_to: [stdout]
+"""
+
+
+async def test_send_test_event_test_authenticates_with_the_configs_headers(
+    relay_client: RelayClientFactory, tmp_path: Path, output: Output
+) -> None:
+    client = await relay_client(DASHBOARD_CONFIG, DASHBOARD=DASHBOARD_HEADER_VALUE)
+    config = tmp_path / "relay.yaml"
+    config.write_text(DASHBOARD_CONFIG.replace("${DASHBOARD}", DASHBOARD_HEADER_VALUE))
+    url = str(client.make_url("/webhook"))
+    for _ in range(2):  # each run is a new event, not a duplicate of the last
+        status, out = await send_test("-c", str(config), "--url", url, "--event", "test")
+        assert status == 0, out
+        assert '"status": "accepted"' in out and '"deliveries": 1' in out
+    await wait_until("two test notifications", lambda: len(output.blocks()) == 2, 5.0)
+    assert output.blocks()[0].startswith("== Test event from bitHuman ==")
+
+
+async def test_send_test_account_event_without_an_account_secret_says_how(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "relay.yaml"
+    config.write_text("destinations: { stdout: { type: console } }\n")
+    status, out = await send_test("-c", str(config), "--event", "agent.ready")
+    assert status == 1
+    assert out == (
+        "relay send-test: agent.ready is an account webhook, signed with the account secret: "
+        "set verify.account.secrets in the config, or give --secret\n"
+    )
+
+
+async def test_send_test_account_event_with_a_wrong_secret_is_refused(
+    relay_client: RelayClientFactory,
+) -> None:
+    client = await relay_client(
+        CONFIG.replace("verify:\n", "verify:\n  account: { secrets: [whsec_a] }\n")
+    )
+    url = str(client.make_url("/webhook"))
+    status, out = await send_test("--url", url, "--secret", "whsec_b", "--event", "video.failed")
+    assert status == 1
+    assert out == '401 Unauthorized\n{"error": "invalid signature"}\n'
+    status, out = await send_test("--url", url, "--secret", "whsec_a", "--event", "video.failed")
+    assert status == 0, out
 
 
 CONFIG = """

@@ -73,7 +73,12 @@ class RelayProcesses:
     workdir: Path
     started: list[RelayProcess] = field(default_factory=list)
 
-    async def start(self, config_path: Path, timeout_s: float = START_TIMEOUT_S) -> RelayProcess:
+    async def start(
+        self,
+        config_path: Path,
+        timeout_s: float = START_TIMEOUT_S,
+        env: dict[str, str] | None = None,
+    ) -> RelayProcess:
         """Run `relay serve -c config_path`; return once it listens and /readyz says 200."""
         log_path = self.workdir / f"relay-{len(self.started)}.log"
         with log_path.open("wb") as log_file:
@@ -83,7 +88,7 @@ class RelayProcesses:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             )
         process = RelayProcess(popen, log_path)
         self.started.append(process)
@@ -136,7 +141,7 @@ class RelayProcesses:
                 process.popen.wait(timeout=10)
 
 
-async def run_cli(*args: str) -> tuple[int, str]:
+async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     """Run `relay ARGS…` as a subprocess; return its exit status and its output."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -145,6 +150,7 @@ async def run_cli(*args: str) -> tuple[int, str]:
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
     )
     out, _ = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode is not None
