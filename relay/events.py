@@ -191,7 +191,8 @@ def account_event(payload: object, *, event_id: str | None) -> Event:
             "field 'event_type' does not belong in an account webhook"
             " (its fields are id, event, created and data)"
         )
-    hint = "" if looks_like_account_event(payload) else _SESSION_HINT
+    looks_like_session = "agent_id" in payload and "event" not in payload
+    hint = _SESSION_HINT if looks_like_session else ""
     body_id = _required(payload, "id", str, "a string", hint)
     event_type = _required(payload, "event", str, "a string", hint)
     if not event_type.strip():

@@ -231,6 +231,7 @@ async def test_verify_account_max_age_sets_the_window(relay_client: RelayClientF
             "missing required field 'id' (this body looks like a session event,"
             " sent without X-BitHuman-Timestamp)",
         ),
+        (b'{"id":"evt_1","created":1,"data":{}}', "missing required field 'event'"),
         (b"[1]", "body must be a JSON object, got an array"),
     ],
     ids=[
@@ -242,6 +243,7 @@ async def test_verify_account_max_age_sets_the_window(relay_client: RelayClientF
         "empty event",
         "a session body",
         "neither shape",
+        "no event",
         "an array",
     ],
 )
