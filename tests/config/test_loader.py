@@ -10,6 +10,7 @@ import pytest
 
 from relay.config import ConfigError, ConfigIssue, load, load_text
 from relay.config.model import (
+    AccountVerifyConfig,
     AllCondition,
     AnyCondition,
     BackoffConfig,
@@ -41,6 +42,7 @@ FULL_ENV = {
     "SLACK_BOT_TOKEN": "xoxb-s3cret-bot",
     "DISCORD_WEBHOOK_URL": "https://discord.com/api/webhooks/1/s3cret-discord",
     "SMTP_PASSWORD": "s3cret-smtp",
+    "BITHUMAN_ACCOUNT_WEBHOOK_SECRET": "whsec_s3cret-account",
 }
 
 
@@ -73,6 +75,10 @@ ERROR_CASES = {
     "unknown-key-server": ':3: server: unknown key "prot" (did you mean "port"?)',
     "unknown-key-tls": ':4: server.tls: unknown key "key_fiel" (did you mean "key_file"?)',
     "unknown-key-verify": ':2: verify: unknown key "secret" (did you mean "secrets"?)',
+    "unknown-key-account": (':4: verify.account: unknown key "max_ag" (did you mean "max_age"?)'),
+    "account-max-age-zero": (
+        ":5: verify.account.max_age: must be longer than 0 (it is the replay window; default 5m)"
+    ),
     "unknown-key-backoff": ':2: delivery.backoff: unknown key "mx" (did you mean "max"?)',
     "unknown-key-destination": (
         ':4: destinations.ops-slack: unknown key "webhook" (did you mean "webhook_url"?)'
@@ -319,6 +325,9 @@ def test_full_config(monkeypatch: pytest.MonkeyPatch) -> None:
         ipaddress.ip_network("::1"),
     )
     assert verify.max_age_s == 300.0
+    assert verify.account == AccountVerifyConfig(
+        secrets=(Secret("whsec_s3cret-account"),), max_age_s=600.0
+    )
     assert config.store == StoreConfig("sqlite:/var/lib/relay/relay.db", retention_s=30 * 86400.0)
     assert config.delivery == DeliveryConfig(3, BackoffConfig(2.0, 3600.0), 43200.0)
     assert dict(config.destinations) == {
