@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import os
 import random
+import socket
 import time
+import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +26,9 @@ log = logging.getLogger("relay.delivery")
 
 Clock = Callable[[], float]
 
-IDLE_POLL_S = 5.0  # a safety net: lanes are woken on every accept, so this rarely fires
-BATCH_SIZE = 32
+# A safety net, and how a lane notices what another process did: lanes are woken on every
+# accept and every finished send of their own process.
+IDLE_POLL_S = 5.0
 # After an idle lane is woken, wait this long before asking for due deliveries, so that a
 # burst of events is fetched by one query, not one each.
 GATHER_S = 0.02
@@ -60,13 +65,20 @@ class RetryPolicy:
 
 
 class Lane:
-    """Sends one destination's deliveries, one at a time, in accepted order per session."""
+    """Sends one destination's deliveries: up to `delivery.concurrency` at once, each of a
+    different session, and each session's in accepted order.
+
+    The lane claims what it sends with a lease (the store's claim), so several relay
+    processes on one store never send the same delivery; a finished send frees a slot and
+    the lane claims again, which is how a session's next delivery follows its last.
+    """
 
     def __init__(self, worker: DeliveryWorker, destination: str) -> None:
         self.destination = destination
         self._worker = worker
         self._wake = asyncio.Event()
         self._paused_until = 0.0
+        self.sending: dict[int, asyncio.Task[None]] = {}
         self.task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
@@ -74,55 +86,92 @@ class Lane:
 
     async def run(self) -> None:
         worker = self._worker
-        while not worker.stopping:
-            now = worker.clock()
-            if self._paused_until > now:
-                await self._sleep(self._paused_until - now)
-                continue
-            try:
-                batch = await worker.store.due(self.destination, now, BATCH_SIZE)
-                if not batch:
-                    await self._sleep(await self._idle_time(now))
-                    await asyncio.sleep(GATHER_S)
-                    continue
-            except StoreUnavailable as exc:
-                log.warning(
-                    "store unavailable, retrying: %s", exc, extra={"destination": self.destination}
-                )
-                await self._sleep(1.0)
-                continue
-            for delivery in batch:
-                await self._wait_for_sender()
-                if worker.stopping or self._paused_until > worker.clock():
-                    break
-                await self._deliver(delivery)
-
-    async def _record(self, write: Coroutine[Any, Any, None], delivery: Delivery) -> None:
-        """Wait until a send's outcome is committed, before the lane's next send.
-
-        So a crash can repeat at most the one send in flight: every earlier one is on disk.
-        (Recording a batch's outcomes in one commit was faster, and a kill then repeated
-        every send of the batch not yet recorded.) The commit is still shared with other
-        lanes and with incoming events.
-        """
         try:
-            await write
-        except StoreUnavailable as exc:
-            # At-least-once: unrecorded, the delivery is tried again once the store is back.
-            extra = {"event_id": delivery.event_id, "destination": delivery.destination}
-            log.error("could not record delivery %s: %s", delivery.id, exc, extra=extra)
+            while not worker.stopping:
+                await self._claim_and_send()
+        finally:
+            # In-flight sends finish (worker.stop bounds how long); those still waiting
+            # for their turn see `stopping` and leave their claim to be released.
+            await asyncio.gather(*self.sending.values(), return_exceptions=True)
 
-    async def _wait_for_sender(self) -> None:
-        """Wait while the destination's pacing or rate limit says so."""
-        sender = self._worker.senders.get(self.destination)
-        while sender is not None and not self._worker.stopping:
-            wait_s = sender.wait_s()
-            if wait_s <= 0:
+    async def _claim_and_send(self) -> None:
+        worker = self._worker
+        now = worker.clock()
+        if self._paused_until > now:
+            await self._sleep(self._paused_until - now)
+            return
+        free = worker.config.delivery.concurrency - len(self.sending)
+        if free <= 0:
+            await self._sleep(IDLE_POLL_S)  # a finished send wakes the lane
+            return
+        try:
+            batch = await worker.store.claim(
+                self.destination, now, free, owner=worker.owner, lease_s=worker.lease_s
+            )
+            if not batch:
+                idle = not self.sending
+                await self._sleep(await self._idle_time(now) if idle else IDLE_POLL_S)
+                if idle:
+                    await asyncio.sleep(GATHER_S)
                 return
-            await self._sleep(wait_s)
+        except StoreUnavailable as exc:
+            log.warning(
+                "store unavailable, retrying: %s", exc, extra={"destination": self.destination}
+            )
+            await self._sleep(1.0)
+            return
+        for delivery in batch:
+            task = asyncio.create_task(self._deliver_in_turn(delivery))
+            self.sending[delivery.id] = task
+            task.add_done_callback(functools.partial(self._sent, delivery.id))
+
+    def _sent(self, delivery_id: int, _: asyncio.Task[None]) -> None:
+        self.sending.pop(delivery_id, None)
+        self.wake()
+
+    async def _deliver_in_turn(self, delivery: Delivery) -> None:
+        """Wait for the destination's pace and pauses, then send, unless relay stops."""
+        if await self._wait_for_turn():
+            await self._deliver(delivery)
+
+    async def _record(self, write: Coroutine[Any, Any, bool], delivery: Delivery) -> None:
+        """Wait until a send's outcome is committed, before the session's next send.
+
+        So a crash can repeat at most the sends in flight: every earlier one is on disk.
+        The commit is shared with other sends and with incoming events.
+        """
+        extra = {"event_id": delivery.event_id, "destination": delivery.destination}
+        try:
+            held = await write
+        except StoreUnavailable as exc:
+            # At-least-once: unrecorded, the delivery is claimed and tried again once its
+            # lease runs out.
+            log.error("could not record delivery %s: %s", delivery.id, exc, extra=extra)
+            return
+        if not held:
+            log.warning(
+                "delivery %s was claimed by another process after this one's lease ran out;"
+                " its outcome is the other process's to record",
+                delivery.id,
+                extra=extra,
+            )
+
+    async def _wait_for_turn(self) -> bool:
+        """Wait while the destination is paused or its pacing says so; False if stopping."""
+        worker = self._worker
+        while not worker.stopping:
+            sender = worker.senders.get(self.destination)
+            wait_s = max(self._paused_until - worker.clock(), 0.0)
+            if wait_s <= 0 and sender is not None:
+                wait_s = sender.wait_s()  # takes a pacing token when it answers 0
+            if wait_s <= 0:
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.stopped.wait(), timeout=wait_s)
+        return False
 
     async def _idle_time(self, now: float) -> float:
-        next_due = await self._worker.store.next_due_at(self.destination)
+        next_due = await self._worker.store.next_due_at(self.destination, now)
         if next_due is None:
             return IDLE_POLL_S
         return min(max(next_due - now, 0.05), IDLE_POLL_S)
@@ -131,7 +180,8 @@ class Lane:
         """Sleep until woken or `seconds` pass.
 
         The flag is cleared after waking, not before sleeping: a wake that came while the
-        lane was busy (new deliveries, or stop) must cut the next sleep short, not be lost.
+        lane was busy (new deliveries, a finished send, or stop) must cut the next sleep
+        short, not be lost.
         """
         if self._worker.stopping:
             return
@@ -161,7 +211,8 @@ class Lane:
         log.debug("delivered %s (attempt %d)", delivery.id, delivery.attempts + 1, extra=extra)
         if note:
             log.warning("delivered %s only in part: %s", delivery.id, note, extra=extra)
-        await self._record(worker.store.record_sent(delivery.id, now, note), delivery)
+        write = worker.store.record_sent(delivery.id, now, note, owner=worker.owner)
+        await self._record(write, delivery)
 
     async def _send(self, delivery: Delivery) -> str | None:
         worker = self._worker
@@ -215,7 +266,9 @@ class Lane:
                 error,
                 extra=extra,
             )
-        write = worker.store.record_failure(delivery.id, str(error), retry_at=retry_at, now=now)
+        write = worker.store.record_failure(
+            delivery.id, str(error), retry_at=retry_at, now=now, owner=worker.owner
+        )
         await self._record(write, delivery)
 
 
@@ -237,21 +290,52 @@ class DeliveryWorker:
         self.clock = clock
         self.rng = rng or random.Random()
         self.stopping = False
+        self.stopped = asyncio.Event()  # set with `stopping`, for waits that must end then
         self.config = config
         self.senders: Mapping[str, Sender] = senders
         self.policy = RetryPolicy.from_config(config.delivery)
+        # Who holds this process's claims in a store shared with other processes.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lanes: dict[str, Lane] = {}
         self._unconfigured: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
+
+    @property
+    def lease_s(self) -> float:
+        return self.config.delivery.lease_s
 
     def start(self) -> None:
         """Start a lane for every configured destination, and, once, for every destination
         the store still has deliveries queued for."""
         for name in self.senders:
             self._lane(name)
+        if self._renewer is None:
+            self._renewer = asyncio.create_task(self._renew_leases(), name="relay-leases")
         if self._unconfigured is None:
             self._unconfigured = asyncio.create_task(
                 self._start_unconfigured_lanes(), name="relay-unconfigured-lanes"
             )
+
+    async def _renew_leases(self) -> None:
+        """Renew the leases of every delivery being sent, three times a lease.
+
+        A send may take as long as it takes (delivery.timeout bounds it, pacing may hold it
+        back); only a process that stops renewing, because it died, loses its claims.
+        """
+        while not self.stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopped.wait(), timeout=self.lease_s / 3)
+            ids = [i for lane in self._lanes.values() for i in lane.sending]
+            if not ids or self.stopping:
+                continue
+            try:
+                held = await self.store.renew(self.owner, ids, self.clock() + self.lease_s)
+            except StoreUnavailable as exc:
+                log.warning("cannot renew the leases of %d send(s): %s", len(ids), exc)
+                continue
+            if len(held) < len(ids):
+                lost = sorted(set(ids) - held)
+                log.warning("lost the claim on deliveries %s (finished or claimed elsewhere)", lost)
 
     async def _start_unconfigured_lanes(self) -> None:
         """Give deliveries queued for a destination that is gone from the config a lane.
@@ -290,16 +374,27 @@ class DeliveryWorker:
             self._lane(name).wake()
 
     async def stop(self, timeout_s: float) -> None:
-        """Let in-flight sends finish (up to timeout_s), then stop every lane."""
+        """Let in-flight sends finish (up to timeout_s), stop every lane, and release the
+        claims left, so another process sends them at once rather than after their lease."""
         self.stopping = True
+        self.stopped.set()
         if self._unconfigured is not None:
             await asyncio.gather(self._unconfigured, return_exceptions=True)
         for lane in self._lanes.values():
             lane.wake()
         tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
-        if not tasks:
+        if self._renewer is not None:
+            tasks.append(self._renewer)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            sends = [t for lane in self._lanes.values() for t in lane.sending.values()]
+            for task in [*pending, *sends]:
+                task.cancel()
+            await asyncio.gather(*pending, *sends, return_exceptions=True)
+        try:
+            released = await self.store.release(self.owner)
+        except StoreUnavailable as exc:
+            log.warning("could not release claims (their leases will run out): %s", exc)
             return
-        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        if released:
+            log.info("released %d claimed deliveries for the next process", released)

@@ -42,6 +42,7 @@ def discord_config(
     first: str = "10ms",
     max_: str = "50ms",
     timeout: str = "30s",
+    concurrency: int = 4,
 ) -> str:
     """Return a config sending every event to one Discord destination per fake (d0, d1, ...)."""
     names = [f"d{i}" for i in range(len(fakes))]
@@ -58,6 +59,7 @@ delivery:
   max_attempts: {max_attempts}
   backoff: {{ first: {first}, max: {max_} }}
   timeout: {timeout}
+  concurrency: {concurrency}
 destinations:
 {destinations}rules:
   - name: everything
@@ -135,6 +137,7 @@ async def test_an_empty_rate_limit_bucket_holds_the_next_send_until_it_resets(
     discord.script(Reply(200, {"id": "1"}, bucket))
     client = await relay_client(discord_config(discord))
     await post_event(client, message="first", session="s1")
+    await discord.wait_for_delivered(1)  # answered: the bucket is empty
     await post_event(client, message="second", session="s2")
 
     first, second = await discord.wait_for_delivered(2)
@@ -222,7 +225,9 @@ async def test_one_destination_in_trouble_never_delays_another(
     trouble: Any,
 ) -> None:
     trouble(discord)
-    client = await relay_client(discord_config(discord, other_discord))
+    # One send at a time, so the troubled destination's first send holds all it has;
+    # tests/test_concurrency.py covers several sessions at once.
+    client = await relay_client(discord_config(discord, other_discord, concurrency=1))
     for i in range(3):
         await post_event(client, message=f"msg{i}", session=f"s{i}")
 

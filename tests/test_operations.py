@@ -165,7 +165,7 @@ async def test_sighup_while_a_send_is_in_flight_loses_nothing_and_sends_nothing_
         relay = await processes.start(config)
         assert (await post(relay, event_body(message="in flight", session="a")))[0] == 200
         assert (await post(relay, event_body(message="queued", session="b")))[0] == 200
-        await wait_until("the first send to be in flight", lambda: len(gated.arrived) == 1, 10)
+        await wait_until("a send to be in flight", lambda: len(gated.arrived) >= 1, 10)
 
         write_config(config, url, when="{ role: user }")  # a valid change: reloaded whole
         await reload(relay, "reloaded")

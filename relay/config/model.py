@@ -75,6 +75,10 @@ class DeliveryConfig:
     backoff: BackoffConfig = field(default_factory=BackoffConfig)
     dedupe_window_s: float = 86400.0
     timeout_s: float = 30.0
+    concurrency: int = 4  # sends in flight per destination, each of a different session
+    # How long a claim on a delivery lasts unless renewed: when a relay process dies, the
+    # others send what it held once this has passed.
+    lease_s: float = 10.0
 
 
 # Destinations -----------------------------------------------------------------------------

@@ -156,14 +156,23 @@ def _store_url(ctx: Context, node: yaml.Node, path: str) -> str:
 
 def read_delivery(ctx: Context, node: yaml.Node, path: str) -> DeliveryConfig:
     """Read `delivery`."""
-    section = Section(ctx, node, path, ("max_attempts", "backoff", "dedupe_window", "timeout"))
+    keys = ("max_attempts", "backoff", "dedupe_window", "timeout", "concurrency", "lease")
+    section = Section(ctx, node, path, keys)
     defaults = DeliveryConfig()
-    return DeliveryConfig(
+    delivery = DeliveryConfig(
         max_attempts=section.get("max_attempts", int_range(1), defaults.max_attempts),
         backoff=section.get("backoff", _backoff, defaults.backoff),
         dedupe_window_s=section.get("dedupe_window", duration, defaults.dedupe_window_s),
         timeout_s=section.get("timeout", duration, defaults.timeout_s),
+        concurrency=section.get("concurrency", int_range(1, 256), defaults.concurrency),
+        lease_s=section.get("lease", duration, defaults.lease_s),
     )
+    section.done()
+    if delivery.lease_s < 1.0:
+        # Renewed three times a lease: shorter would spend the store's time on renewals.
+        section.error("must be at least 1s", "lease")
+        raise Invalid
+    return delivery
 
 
 def _backoff(ctx: Context, node: yaml.Node, path: str) -> BackoffConfig:

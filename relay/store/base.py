@@ -1,4 +1,9 @@
-"""What relay needs from a store; SQLite implements it now, Redis later."""
+"""What relay needs from a store; SQLite implements it now, Redis later.
+
+Several relay processes may share one store. Each claims the deliveries it sends with a
+lease, renews the lease while it sends, and records an outcome only while it holds the
+claim; a process that dies leaves leases that run out, and another process takes over.
+"""
 
 from __future__ import annotations
 
@@ -82,23 +87,37 @@ class Store(Protocol):
         the dedupe window. Return only after the transaction is durable.
         """
 
-    async def due(self, destination: str, now: float, limit: int) -> list[Delivery]:
-        """Return deliveries of one destination that may be sent now, oldest first.
+    async def claim(
+        self, destination: str, now: float, limit: int, *, owner: str, lease_s: float
+    ) -> list[Delivery]:
+        """Claim up to `limit` deliveries of one destination that may be sent now, oldest
+        first, for `owner` until `now + lease_s`.
 
-        A delivery is held back while an earlier one of the same session to the same
-        destination is still unfinished, so sessions stay in order.
+        A delivery may be sent now when it is due, no live lease holds it, and no earlier
+        delivery of the same session to the same destination is unfinished: so a session's
+        deliveries go out in accepted order, one at a time, whichever process sends them.
         """
 
-    async def next_due_at(self, destination: str) -> float | None:
-        """Return when the destination's next unfinished delivery is due, if any."""
+    async def renew(self, owner: str, ids: Sequence[int], until: float) -> set[int]:
+        """Extend the owner's leases on these deliveries; return the ids it still holds."""
 
-    async def record_sent(self, delivery_id: int, now: float, note: str | None = None) -> None:
-        """Mark a delivery sent; a note (a partial failure) shows in the delivery log."""
+    async def release(self, owner: str) -> int:
+        """Give up every claim the owner holds on unfinished deliveries; return how many."""
+
+    async def next_due_at(self, destination: str, now: float) -> float | None:
+        """Return when the destination's next delivery can be claimed, if any."""
+
+    async def record_sent(
+        self, delivery_id: int, now: float, note: str | None = None, *, owner: str
+    ) -> bool:
+        """Mark a delivery the owner holds sent (a note, a partial failure, shows in the
+        delivery log) and release it; False, changing nothing, when it no longer holds it."""
 
     async def record_failure(
-        self, delivery_id: int, error: str, *, retry_at: float | None, now: float
-    ) -> None:
-        """Record a failed attempt: retry at `retry_at`, or dead-letter when it is None."""
+        self, delivery_id: int, error: str, *, retry_at: float | None, now: float, owner: str
+    ) -> bool:
+        """Record a failed attempt of a delivery the owner holds and release it: retry at
+        `retry_at`, or dead-letter when it is None. False when it no longer holds it."""
 
     async def queue_depths(self) -> dict[str, int]:
         """Return how many deliveries wait (pending or failed), per destination."""

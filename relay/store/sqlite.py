@@ -158,23 +158,41 @@ class SqliteStore:
 
         return await self._submit(op, accept=True)
 
-    async def due(self, destination: str, now: float, limit: int) -> list[Delivery]:
-        """Return the destination's deliveries that may be sent now, oldest first."""
-        return await self._submit(lambda conn: ops.due(conn, destination, now, limit))
+    async def claim(
+        self, destination: str, now: float, limit: int, *, owner: str, lease_s: float
+    ) -> list[Delivery]:
+        """Claim up to `limit` sendable deliveries for `owner`, oldest first."""
+        until = now + lease_s
+        return await self._submit(
+            lambda conn: ops.claim(conn, destination, now, limit, owner, until)
+        )
 
-    async def next_due_at(self, destination: str) -> float | None:
-        """Return when the destination's next sendable delivery is due, if any."""
-        return await self._submit(lambda conn: ops.next_due_at(conn, destination))
+    async def renew(self, owner: str, ids: Sequence[int], until: float) -> set[int]:
+        """Extend the owner's leases on these deliveries; return the ids it still holds."""
+        ids = tuple(ids)
+        return await self._submit(lambda conn: ops.renew(conn, owner, ids, until))
 
-    async def record_sent(self, delivery_id: int, now: float, note: str | None = None) -> None:
-        """Mark a delivery sent, with an optional note (an unknown id is ignored)."""
-        await self._submit(lambda conn: ops.record_sent(conn, delivery_id, now, note))
+    async def release(self, owner: str) -> int:
+        """Give up every claim the owner holds; return how many."""
+        return await self._submit(lambda conn: ops.release(conn, owner))
+
+    async def next_due_at(self, destination: str, now: float) -> float | None:
+        """Return when the destination's next delivery can be claimed, if any."""
+        return await self._submit(lambda conn: ops.next_due_at(conn, destination, now))
+
+    async def record_sent(
+        self, delivery_id: int, now: float, note: str | None = None, *, owner: str
+    ) -> bool:
+        """Mark a delivery the owner holds sent; False when it no longer holds it."""
+        return await self._submit(lambda conn: ops.record_sent(conn, delivery_id, owner, now, note))
 
     async def record_failure(
-        self, delivery_id: int, error: str, *, retry_at: float | None, now: float
-    ) -> None:
-        """Record a failed attempt: retry at `retry_at`, or dead-letter when it is None."""
-        await self._submit(lambda conn: ops.record_failure(conn, delivery_id, error, retry_at, now))
+        self, delivery_id: int, error: str, *, retry_at: float | None, now: float, owner: str
+    ) -> bool:
+        """Record a failed attempt of a delivery the owner holds; False when it does not."""
+        return await self._submit(
+            lambda conn: ops.record_failure(conn, delivery_id, owner, error, retry_at, now)
+        )
 
     async def queue_depths(self) -> dict[str, int]:
         """Return how many deliveries wait (pending or failed), per destination."""

@@ -6,6 +6,7 @@ none of them commits. Keeping them free of threading makes them easy to read and
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Any, cast
@@ -19,7 +20,7 @@ from relay.store.base import (
     StoreUnavailable,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # events.id, not events.event_id, is the key: the same event id may be accepted again once
 # its dedupe window has passed, and each acceptance is its own event row.
@@ -64,6 +65,19 @@ CREATE TABLE dedupe (
 CREATE INDEX dedupe_expires ON dedupe (expires_at);
 """
 
+# Version 2: claims with leases, so several relay processes can share one file. A delivery
+# is claimed by one process (claimed_by) until lease_until; 0 means nobody holds it. The
+# index covers only live and expired claims of unfinished deliveries, a handful of rows.
+_SCHEMA_V2 = """
+ALTER TABLE deliveries ADD COLUMN claimed_by TEXT;
+ALTER TABLE deliveries ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
+CREATE INDEX deliveries_leases ON deliveries (destination, lease_until)
+    WHERE status IN ('pending', 'failed') AND lease_until > 0;
+"""
+
+# Each step takes a database from the version before it to its own.
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+
 UNFINISHED = "status IN ('pending', 'failed')"
 
 _DELIVERY_COLUMNS = """
@@ -80,15 +94,27 @@ _IS_HEAD = f"""
     )
 """
 
-# Walk the destination's unfinished deliveries in accepted order and stop after `limit`
-# sendable ones: with a backlog this reads about `limit` rows, not the whole backlog.
-DUE_SQL = f"""
+# Claim: walk the destination's unfinished deliveries in accepted order and take up to
+# `limit` sendable ones (due, session heads, held by no live lease): with a backlog this
+# reads about `limit` rows, not the whole backlog. A held head is unfinished, so its
+# session's later deliveries are not heads: one session is sent by one process at a time.
+CLAIM_SQL = f"""
+UPDATE deliveries SET claimed_by = :owner, lease_until = :until
+WHERE id IN (
+    SELECT d.id FROM deliveries AS d INDEXED BY deliveries_queue
+    WHERE d.destination = :destination AND d.{UNFINISHED} AND d.next_attempt_at <= :now
+      AND d.lease_until <= :now AND {_IS_HEAD}
+    ORDER BY d.id
+    LIMIT :limit
+)
+RETURNING id
+"""
+
+_CLAIMED_SQL = f"""
 SELECT {_DELIVERY_COLUMNS}
-FROM deliveries AS d INDEXED BY deliveries_queue
-JOIN events AS e ON e.id = d.event_ref
-WHERE d.destination = ? AND d.{UNFINISHED} AND d.next_attempt_at <= ? AND {_IS_HEAD}
+FROM deliveries AS d JOIN events AS e ON e.id = d.event_ref
+WHERE d.id IN (SELECT value FROM json_each(?))
 ORDER BY d.id
-LIMIT ?
 """
 
 # Only session heads count. The minimum over all unfinished deliveries would be wrong: a
@@ -99,9 +125,16 @@ LIMIT ?
 NEXT_DUE_SQL = f"""
 SELECT d.next_attempt_at
 FROM deliveries AS d INDEXED BY deliveries_next
-WHERE d.destination = ? AND d.{UNFINISHED} AND {_IS_HEAD}
+WHERE d.destination = ? AND d.{UNFINISHED} AND d.lease_until <= ? AND {_IS_HEAD}
 ORDER BY d.next_attempt_at
 LIMIT 1
+"""
+
+# A head held by a live lease is sent by its holder, which then claims what follows it;
+# if the holder dies, its lease ends and the head is due then.
+LEASE_ENDS_SQL = f"""
+SELECT min(d.lease_until) FROM deliveries AS d INDEXED BY deliveries_leases
+WHERE d.destination = ? AND d.{UNFINISHED} AND d.lease_until > 0 AND d.lease_until > ?
 """
 
 _REPLAY_CHUNK = 500
@@ -116,19 +149,20 @@ def migrate(conn: sqlite3.Connection) -> None:
     try:
         # Read again under the write lock: another relay process (a second `relay serve`,
         # `relay replay`) may have created the schema while this one waited for the lock.
-        if _schema_version(conn) < SCHEMA_VERSION:
-            create_schema(conn)
+        upgrade_schema(conn, _schema_version(conn))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
 
 
-def create_schema(conn: sqlite3.Connection) -> None:
-    """Create the current schema, inside the caller's transaction."""
-    for statement in _SCHEMA_V1.split(";"):
-        if statement.strip():
-            conn.execute(statement)
+def upgrade_schema(conn: sqlite3.Connection, version: int) -> None:
+    """Bring the schema from `version` (0: none) to the current one, in the caller's
+    transaction: a new database runs every step, an old one the steps it lacks."""
+    for step in range(version + 1, SCHEMA_VERSION + 1):
+        for statement in _MIGRATIONS[step].split(";"):
+            if statement.strip():
+                conn.execute(statement)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
@@ -261,44 +295,90 @@ def _last_of_prefix(rows: sqlite3.Cursor, max_bytes: int | None) -> int | None:
     return last
 
 
-def due(conn: sqlite3.Connection, destination: str, now: float, limit: int) -> list[Delivery]:
-    """Return the destination's sendable deliveries, oldest first."""
-    return _deliveries(conn.execute(DUE_SQL, (destination, now, limit)).fetchall())
+def claim(
+    conn: sqlite3.Connection, destination: str, now: float, limit: int, owner: str, until: float
+) -> list[Delivery]:
+    """Claim up to `limit` sendable deliveries of a destination for `owner` until `until`."""
+    params = {"owner": owner, "until": until, "destination": destination, "now": now}
+    ids = [row[0] for row in conn.execute(CLAIM_SQL, {**params, "limit": limit}).fetchall()]
+    if not ids:
+        return []
+    return _deliveries(conn.execute(_CLAIMED_SQL, (json.dumps(ids),)).fetchall())
 
 
-def next_due_at(conn: sqlite3.Connection, destination: str) -> float | None:
-    """Return the earliest next_attempt_at among the destination's session heads."""
-    row = conn.execute(NEXT_DUE_SQL, (destination,)).fetchone()
-    return None if row is None else float(row[0])
+def renew(conn: sqlite3.Connection, owner: str, ids: Sequence[int], until: float) -> set[int]:
+    """Extend the owner's leases on these deliveries; return the ids it still holds."""
+    held: set[int] = set()
+    for start in range(0, len(ids), _REPLAY_CHUNK):
+        chunk = list(ids[start : start + _REPLAY_CHUNK])
+        rows = conn.execute(
+            f"UPDATE deliveries SET lease_until = ? WHERE claimed_by = ? AND {UNFINISHED}"
+            " AND id IN (SELECT value FROM json_each(?)) RETURNING id",
+            (until, owner, json.dumps(chunk)),
+        ).fetchall()
+        held.update(row[0] for row in rows)
+    return held
+
+
+def release(conn: sqlite3.Connection, owner: str) -> int:
+    """Give up every claim the owner holds on unfinished deliveries; return how many."""
+    return conn.execute(
+        f"UPDATE deliveries SET claimed_by = NULL, lease_until = 0"
+        f" WHERE claimed_by = ? AND {UNFINISHED}",
+        (owner,),
+    ).rowcount
+
+
+def next_due_at(conn: sqlite3.Connection, destination: str, now: float) -> float | None:
+    """Return when the destination's next head can be claimed: the earliest next_attempt_at
+    of the heads no live lease holds, or the end of the earliest live lease."""
+    due = conn.execute(NEXT_DUE_SQL, (destination, now)).fetchone()
+    lease_ends = conn.execute(LEASE_ENDS_SQL, (destination, now)).fetchone()[0]
+    times = [float(t) for t in (due[0] if due else None, lease_ends) if t is not None]
+    return min(times) if times else None
+
+
+# A delivery's outcome is recorded only by the process that holds its claim: after its
+# lease ran out and another process claimed it, the other process's send decides.
+_HELD = f"id = ? AND claimed_by = ? AND {UNFINISHED}"
+_UNCLAIM = "claimed_by = NULL, lease_until = 0"
 
 
 def record_sent(
-    conn: sqlite3.Connection, delivery_id: int, now: float, note: str | None = None
-) -> None:
-    """Mark a delivery sent; `note` (e.g. refused recipients) replaces the last error."""
-    conn.execute(
-        "UPDATE deliveries SET status = 'sent', attempts = attempts + 1, last_error = ?,"
-        " finished_at = ? WHERE id = ?",
-        (note, now, delivery_id),
+    conn: sqlite3.Connection, delivery_id: int, owner: str, now: float, note: str | None
+) -> bool:
+    """Mark a held delivery sent; `note` (e.g. refused recipients) replaces the last error."""
+    return (
+        conn.execute(
+            f"UPDATE deliveries SET status = 'sent', attempts = attempts + 1, last_error = ?,"
+            f" finished_at = ?, {_UNCLAIM} WHERE {_HELD}",
+            (note, now, delivery_id, owner),
+        ).rowcount
+        == 1
     )
 
 
 def record_failure(
-    conn: sqlite3.Connection, delivery_id: int, error: str, retry_at: float | None, now: float
-) -> None:
-    """Record a failed attempt: failed until `retry_at`, or dead when it is None."""
+    conn: sqlite3.Connection,
+    delivery_id: int,
+    owner: str,
+    error: str,
+    retry_at: float | None,
+    now: float,
+) -> bool:
+    """Record a failed attempt of a held delivery: failed until `retry_at`, or dead."""
     if retry_at is None:
-        conn.execute(
-            "UPDATE deliveries SET status = 'dead', attempts = attempts + 1, last_error = ?,"
-            " finished_at = ? WHERE id = ?",
-            (error, now, delivery_id),
+        sql = (
+            f"UPDATE deliveries SET status = 'dead', attempts = attempts + 1, last_error = ?,"
+            f" finished_at = ?, {_UNCLAIM} WHERE {_HELD}"
         )
-        return
-    conn.execute(
-        "UPDATE deliveries SET status = 'failed', attempts = attempts + 1, last_error = ?,"
-        " next_attempt_at = ? WHERE id = ?",
-        (error, retry_at, delivery_id),
-    )
+    else:
+        sql = (
+            f"UPDATE deliveries SET status = 'failed', attempts = attempts + 1, last_error = ?,"
+            f" next_attempt_at = ?, {_UNCLAIM} WHERE {_HELD}"
+        )
+    moment = now if retry_at is None else retry_at
+    return conn.execute(sql, (error, moment, delivery_id, owner)).rowcount == 1
 
 
 def queue_depths(conn: sqlite3.Connection) -> dict[str, int]:
@@ -325,7 +405,7 @@ def list_deliveries(
 # attempt overwrites it (record_sent clears it).
 _REPLAY_SET = (
     "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?,"
-    " finished_at = NULL WHERE status = 'dead'"
+    " finished_at = NULL, claimed_by = NULL, lease_until = 0 WHERE status = 'dead'"
 )
 
 

@@ -29,13 +29,14 @@ pytestmark = pytest.mark.slow
 EVENTS = 2_000
 CLIENTS = 32
 KILL_AT = (0.25, 0.50, 0.75)  # shares of the events answered when each SIGKILL lands
-# relay/delivery.py: one Lane per destination sends one delivery at a time (Lane._run
-# awaits each _deliver before the next), so at the instant of a kill at most one send per
-# destination is in flight. Only that send can go out again after the restart.
-# Known relay bug (this test fails on it): Lane._record writes a send's outcome in a
-# background task and the lane starts the next send before that commit, so a kill can
-# also catch one or more sends that were answered but not yet recorded.
-MAX_DUPLICATES_PER_KILL = 1  # per destination
+# relay/delivery.py: one Lane per destination has at most delivery.concurrency sends in
+# flight, and each send's outcome is committed before its session's next send, so at the
+# instant of a kill at most CONCURRENCY sends per destination are unrecorded. Only those
+# can go out again after the restart.
+CONCURRENCY = 4
+MAX_DUPLICATES_PER_KILL = CONCURRENCY  # per destination
+# The restarted process sends what the killed one held once its leases have run out.
+LEASE = "2s"
 LOAD_TIMEOUT_S = 120.0
 CLIENT_GIVE_UP_S = 60.0  # a client resends a body this long at most (restarts take ~1-2 s)
 DELIVER_TIMEOUT_S = 90.0
@@ -64,6 +65,8 @@ delivery:
   max_attempts: 1000
   backoff: {{ first: 50ms, max: 200ms }}
   timeout: 5s
+  concurrency: {CONCURRENCY}
+  lease: {LEASE}
 destinations:
   slack: {{ type: slack, webhook_url: "{slack.webhook_url()}", max_per_second: 1000 }}
   discord: {{ type: discord, webhook_url: "{discord.url()}" }}

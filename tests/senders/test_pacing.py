@@ -133,6 +133,7 @@ async def test_a_429_pauses_only_the_destination_that_answered_it(
     slack.script(rate_limited("1"))
     client = await relay_client(two_slacks_config(slack.webhook_url(), other_slack.webhook_url()))
     await post_event(client, "one", "s1")
+    await slack.wait_for_requests(1)  # answered 429: the pause starts
     await post_event(client, "two", "s2")
 
     a = await slack.wait_for_delivered(2)

@@ -10,7 +10,7 @@ from typing import cast
 import pytest
 
 from relay.store import sqlite_ops
-from relay.store.base import NewDelivery, NewEvent, StoreUnavailable
+from relay.store.base import Delivery, NewDelivery, NewEvent, StoreUnavailable
 from relay.store.sqlite import SqliteStore
 
 WINDOW_S = 3600.0
@@ -22,6 +22,15 @@ def event(event_id: str, received_at: float = 1000.0, body: bytes = b'{"x":1}') 
 
 def delivery(destination: str = "slack", session: str = "s1", rule: str = "r") -> NewDelivery:
     return NewDelivery(destination=destination, rule=rule, template=None, session_key=session)
+
+
+OWNER = "test-process"
+
+
+async def due(store: SqliteStore, destination: str, now: float, limit: int) -> list[Delivery]:
+    """Claim what may be sent now with a lease that ends at once: what a reader of the
+    queue at `now` would see, and each delivery's outcome may then be recorded."""
+    return await store.claim(destination, now, limit, owner=OWNER, lease_s=0.0)
 
 
 def count_rows(db_path: str, table: str) -> int:
@@ -37,13 +46,13 @@ async def test_accept_then_due_returns_the_delivery_with_its_body(store: SqliteS
     )
     assert (result.duplicate, result.event_id, result.deliveries) == (False, "e1", 2)
 
-    assert await store.due("slack", now=999.0, limit=10) == []
-    [d] = await store.due("slack", now=1000.0, limit=10)
+    assert await due(store, "slack", now=999.0, limit=10) == []
+    [d] = await due(store, "slack", now=1000.0, limit=10)
     assert (d.event_id, d.destination, d.rule, d.template) == ("e1", "slack", "r", None)
     assert (d.status, d.attempts, d.last_error, d.body) == ("pending", 0, None, b"raw")
     assert d.created_at == d.next_attempt_at == 1000.0
-    assert await store.next_due_at("slack") == 1000.0
-    assert await store.next_due_at("email") is None
+    assert await store.next_due_at("slack", 999.0) == 1000.0
+    assert await store.next_due_at("email", 999.0) is None
 
 
 async def test_duplicate_within_window_stores_nothing(store: SqliteStore, db_path: str) -> None:
@@ -90,8 +99,8 @@ async def test_concurrent_accepts_share_commits_and_survive_reopen(db_path: str)
     reopened = SqliteStore(db_path)
     await reopened.open()
     try:
-        due = await reopened.due("slack", now=5000.0, limit=500)
-        assert [d.event_id for d in due] == [f"e{i}" for i in range(200)]
+        found = await due(reopened, "slack", now=5000.0, limit=500)
+        assert [d.event_id for d in found] == [f"e{i}" for i in range(200)]
     finally:
         await reopened.close()
 
@@ -121,21 +130,21 @@ async def test_failed_delivery_holds_back_its_session_only(store: SqliteStore) -
         await store.accept(
             event(f"e{i}", 1000.0 + i), [delivery(dest, session)], dedupe_window_s=WINDOW_S
         )
-    first = await store.due("slack", now=2000.0, limit=10)
+    first = await due(store, "slack", now=2000.0, limit=10)
     assert [d.event_id for d in first] == ["e0", "e2"]  # e1 waits for e0
 
-    await store.record_failure(first[0].id, "503", retry_at=3000.0, now=2000.0)
-    assert [d.event_id for d in await store.due("slack", now=2001.0, limit=10)] == ["e2"]
-    assert [d.event_id for d in await store.due("discord", now=2001.0, limit=10)] == ["e3"]
+    await store.record_failure(first[0].id, "503", retry_at=3000.0, now=2000.0, owner=OWNER)
+    assert [d.event_id for d in await due(store, "slack", now=2001.0, limit=10)] == ["e2"]
+    assert [d.event_id for d in await due(store, "discord", now=2001.0, limit=10)] == ["e3"]
     # e1's own next_attempt_at (1001) is past, but it cannot go before e0's retry
-    await store.record_sent(first[1].id, now=2001.0)
-    assert await store.next_due_at("slack") == 3000.0
+    await store.record_sent(first[1].id, now=2001.0, owner=OWNER)
+    assert await store.next_due_at("slack", 2001.0) == 3000.0
 
-    [retried] = await store.due("slack", now=3000.0, limit=10)
+    [retried] = await due(store, "slack", now=3000.0, limit=10)
     assert (retried.event_id, retried.status, retried.attempts) == ("e0", "failed", 1)
     assert retried.last_error == "503"
-    await store.record_sent(retried.id, now=3000.0)
-    assert [d.event_id for d in await store.due("slack", now=3000.0, limit=10)] == ["e1"]
+    await store.record_sent(retried.id, now=3000.0, owner=OWNER)
+    assert [d.event_id for d in await due(store, "slack", now=3000.0, limit=10)] == ["e1"]
 
 
 async def test_due_respects_limit_in_accepted_order(store: SqliteStore) -> None:
@@ -143,8 +152,8 @@ async def test_due_respects_limit_in_accepted_order(store: SqliteStore) -> None:
         await store.accept(
             event(f"e{i}", 1000.0 + i), [delivery(session=f"s{i}")], dedupe_window_s=WINDOW_S
         )
-    due = await store.due("slack", now=2000.0, limit=3)
-    assert [d.event_id for d in due] == ["e0", "e1", "e2"]
+    found = await due(store, "slack", now=2000.0, limit=3)
+    assert [d.event_id for d in found] == ["e0", "e1", "e2"]
 
 
 async def test_dead_letter_list_and_replay(store: SqliteStore) -> None:
@@ -152,10 +161,10 @@ async def test_dead_letter_list_and_replay(store: SqliteStore) -> None:
         await store.accept(
             event(f"e{i}", 1000.0 + i), [delivery(session=f"s{i}")], dedupe_window_s=WINDOW_S
         )
-    d0, d1, d2 = await store.due("slack", now=2000.0, limit=10)
-    await store.record_failure(d0.id, "404 not found", retry_at=None, now=2000.0)
-    await store.record_failure(d1.id, "invalid_auth", retry_at=None, now=2000.0)
-    await store.record_sent(d2.id, now=2000.0)
+    d0, d1, d2 = await due(store, "slack", now=2000.0, limit=10)
+    await store.record_failure(d0.id, "404 not found", retry_at=None, now=2000.0, owner=OWNER)
+    await store.record_failure(d1.id, "invalid_auth", retry_at=None, now=2000.0, owner=OWNER)
+    await store.record_sent(d2.id, now=2000.0, owner=OWNER)
 
     dead = await store.list_deliveries("dead")
     assert [(d.event_id, d.last_error, d.attempts) for d in dead] == [
@@ -164,10 +173,10 @@ async def test_dead_letter_list_and_replay(store: SqliteStore) -> None:
     ]
     assert [d.event_id for d in await store.list_deliveries("sent")] == ["e2"]
     assert [d.event_id for d in await store.list_deliveries(limit=2)] == ["e2", "e1"]
-    assert await store.due("slack", now=9999.0, limit=10) == []
+    assert await due(store, "slack", now=9999.0, limit=10) == []
 
     assert await store.replay([d0.id, d2.id], now=3000.0) == 1  # d2 is sent: left alone
-    [replayed] = await store.due("slack", now=3000.0, limit=10)
+    [replayed] = await due(store, "slack", now=3000.0, limit=10)
     assert (replayed.id, replayed.status, replayed.attempts) == (d0.id, "pending", 0)
     assert replayed.next_attempt_at == 3000.0
     assert replayed.last_error == "404 not found"  # kept for history
@@ -175,7 +184,7 @@ async def test_dead_letter_list_and_replay(store: SqliteStore) -> None:
 
     assert await store.replay(None, now=3000.0) == 1  # all dead: d1
     assert await store.list_deliveries("dead") == []
-    assert len(await store.due("slack", now=3000.0, limit=10)) == 2
+    assert len(await due(store, "slack", now=3000.0, limit=10)) == 2
 
 
 async def test_restart_keeps_unfinished_deliveries(db_path: str) -> None:
@@ -183,8 +192,8 @@ async def test_restart_keeps_unfinished_deliveries(db_path: str) -> None:
     await store.open()
     await store.accept(event("e1"), [delivery()], dedupe_window_s=WINDOW_S)
     await store.accept(event("e2"), [delivery(session="s2")], dedupe_window_s=WINDOW_S)
-    [d1, _] = await store.due("slack", now=2000.0, limit=10)
-    await store.record_failure(d1.id, "timeout", retry_at=2500.0, now=2000.0)
+    [d1, _] = await due(store, "slack", now=2000.0, limit=10)
+    await store.record_failure(d1.id, "timeout", retry_at=2500.0, now=2000.0, owner=OWNER)
     await store.close()
     with pytest.raises(StoreUnavailable, match="closed"):
         await store.ping()
@@ -192,8 +201,8 @@ async def test_restart_keeps_unfinished_deliveries(db_path: str) -> None:
     store = SqliteStore(db_path)
     await store.open()
     try:
-        assert [d.event_id for d in await store.due("slack", now=2000.0, limit=10)] == ["e2"]
-        assert [d.event_id for d in await store.due("slack", now=2500.0, limit=10)] == ["e1", "e2"]
+        assert [d.event_id for d in await due(store, "slack", now=2000.0, limit=10)] == ["e2"]
+        assert [d.event_id for d in await due(store, "slack", now=2500.0, limit=10)] == ["e1", "e2"]
         dup = await store.accept(event("e1"), [delivery()], dedupe_window_s=WINDOW_S)
         assert dup.duplicate  # dedupe keys survive a restart too
     finally:
@@ -271,7 +280,7 @@ async def test_a_schema_created_by_another_process_meanwhile_is_used_as_is(
     second_open = loop.create_task(SqliteStore(db_path).open())
     await asyncio.sleep(0.3)  # the second store has read version 0 and waits for the lock
     assert not second_open.done()
-    sqlite_ops.create_schema(first)
+    sqlite_ops.upgrade_schema(first, 0)
     first.execute("COMMIT")
     first.close()
     await second_open  # before the fix: "table events already exists"
@@ -316,13 +325,15 @@ async def accept_finished(
     deliveries = [] if status == "none" else [delivery(session=event_id)]
     await store.accept(event(event_id, received_at, body), deliveries, dedupe_window_s=WINDOW_S)
     if status in ("sent", "dead", "failed"):
-        (due,) = [d for d in await store.due("slack", 1e12, 100) if d.event_id == event_id]
+        (found,) = [d for d in await due(store, "slack", 1e12, 100) if d.event_id == event_id]
         finished = received_at + 1
         if status == "sent":
-            await store.record_sent(due.id, finished)
+            await store.record_sent(found.id, finished, owner=OWNER)
         else:
             retry_at = None if status == "dead" else 1e12
-            await store.record_failure(due.id, "503", retry_at=retry_at, now=finished)
+            await store.record_failure(
+                found.id, "503", retry_at=retry_at, now=finished, owner=OWNER
+            )
 
 
 async def test_history_past_retention_goes_oldest_first_up_to_the_first_unfinished(
@@ -348,8 +359,8 @@ async def test_history_past_retention_goes_oldest_first_up_to_the_first_unfinish
         ("young-sent", "sent"),
     ]
 
-    (pending,) = await store.due("slack", 1e12, 100)
-    await store.record_sent(pending.id, 4000.0)
+    (pending,) = await due(store, "slack", 1e12, 100)
+    await store.record_sent(pending.id, 4000.0, owner=OWNER)
     assert purge(db_path, before=5000.0) == (2, 2)
     assert history(db_path) == (["young-sent"], [("young-sent", "sent")])
     assert purge(db_path, before=5000.0) == (0, 0)
@@ -364,8 +375,8 @@ async def test_a_delivery_not_finished_before_the_cutoff_holds_back_the_purge(
         await accept_finished(store, "old-held", 1001.0, "failed")
     elif status == "finished late":  # retried for hours: kept for the retention after that
         await accept_finished(store, "old-held", 1001.0, None)
-        (due,) = await store.due("slack", 1e12, 100)
-        await store.record_sent(due.id, 6000.0)
+        (found,) = await due(store, "slack", 1e12, 100)
+        await store.record_sent(found.id, 6000.0, owner=OWNER)
     else:  # dead-lettered, then put back in the queue by `relay replay`
         await accept_finished(store, "old-held", 1001.0, "dead")
         assert await store.replay(None, now=1100.0) == 1
@@ -406,8 +417,8 @@ async def test_an_event_whose_deliveries_a_step_splits_waits_for_the_last_of_the
     three = [delivery(destination) for destination in ("slack", "discord", "mail")]
     await store.accept(event("split", 1000.0), three, dedupe_window_s=WINDOW_S)
     for destination in ("slack", "discord", "mail"):
-        (due,) = await store.due(destination, 1e12, 10)
-        await store.record_sent(due.id, 1001.0)
+        (found,) = await due(store, destination, 1e12, 10)
+        await store.record_sent(found.id, 1001.0, owner=OWNER)
     await accept_finished(store, "newest", 2000.0, "sent")
     assert purge(db_path, before=5000.0, limit=2) == (2, 0)
     assert purge(db_path, before=5000.0, limit=2) == (1, 1)
@@ -464,7 +475,7 @@ async def test_after_a_restart_the_purge_goes_on_before_any_new_event(db_path: s
     store = SqliteStore(db_path, retention_s=3600.0)
     await store.open()
     for _ in range(20):  # the delivery worker's queries: batches, but no new event
-        await store.due("slack", 1e12, 10)
+        await due(store, "slack", 1e12, 10)
     await store.close()
     assert history(db_path)[0] == ["newer"]
 
@@ -482,12 +493,21 @@ async def test_no_retention_keeps_history(db_path: str) -> None:
 @pytest.mark.parametrize(
     ("sql", "params", "indexes"),
     [
-        (sqlite_ops.DUE_SQL, ("slack", 1e12, 10), ["deliveries_queue", "deliveries_session"]),
-        (sqlite_ops.NEXT_DUE_SQL, ("slack",), ["deliveries_next", "deliveries_session"]),
+        (
+            sqlite_ops.CLAIM_SQL,
+            {"owner": "o", "until": 1.0, "destination": "slack", "now": 1e12, "limit": 10},
+            ["deliveries_queue", "deliveries_session"],
+        ),
+        (sqlite_ops.NEXT_DUE_SQL, ("slack", 1e12), ["deliveries_next", "deliveries_session"]),
+        (sqlite_ops.LEASE_ENDS_SQL, ("slack", 1e12), ["deliveries_leases"]),
     ],
 )
 async def test_queue_queries_use_their_indexes(
-    store: SqliteStore, db_path: str, sql: str, params: tuple[object, ...], indexes: list[str]
+    store: SqliteStore,
+    db_path: str,
+    sql: str,
+    params: tuple[object, ...] | dict[str, object],
+    indexes: list[str],
 ) -> None:
     with sqlite3.connect(db_path) as conn:
         plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
@@ -536,3 +556,24 @@ async def test_checkpoints_keep_the_wal_small_and_move_data_into_the_database(
     # Everything reached the database file itself; the WAL is reused, not grown forever.
     assert database.stat().st_size > len(body) * commits
     assert not wal.exists() or wal.stat().st_size < 2 * 1024 * 1024
+
+
+async def test_a_version_1_database_is_upgraded_in_place(db_path: str) -> None:
+    """A file written before claims existed keeps its queue and gains claims."""
+    Path(db_path).parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as conn:
+        conn.executescript(sqlite_ops._MIGRATIONS[1])
+        conn.execute("INSERT INTO events VALUES (1, 'e1', x'7b7d', 1000.0)")
+        conn.execute(
+            "INSERT INTO deliveries (id, event_ref, destination, rule, session_key, status,"
+            " created_at, next_attempt_at) VALUES (1, 1, 'slack', 'r', 's1', 'pending', 1000, 1000)"
+        )
+        conn.execute("PRAGMA user_version = 1")
+    store = SqliteStore(db_path)
+    await store.open()
+    [found] = await store.claim("slack", 1000.0, 10, owner=OWNER, lease_s=10.0)
+    assert (found.event_id, found.body) == ("e1", b"{}")
+    assert await store.record_sent(found.id, 1001.0, owner=OWNER)
+    await store.close()
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_ops.SCHEMA_VERSION

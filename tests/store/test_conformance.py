@@ -1,0 +1,158 @@
+"""The Store contract (relay/store/base.py), one suite for every store.
+
+Each test gets a `contract_store` opened on a fresh backend and a second handle on the same
+data (`other`), as a second relay process would have. Every store must pass all of it; the
+worker and ingest rely on nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from relay.store.base import NewDelivery, NewEvent, Store
+from relay.store.sqlite import SqliteStore
+
+WINDOW_S = 3600.0
+A, B = "process-a", "process-b"
+LEASE_S = 10.0
+
+
+@dataclass
+class Stores:
+    one: Store  # one relay process
+    other: Store  # another, on the same data
+
+
+@pytest.fixture(params=["sqlite"])
+async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
+    path = str(tmp_path / "relay.db")
+    one, other = SqliteStore(path), SqliteStore(path)
+    await one.open()
+    await other.open()
+    yield Stores(one, other)
+    await other.close()
+    await one.close()
+
+
+async def accept(
+    store: Store,
+    event_id: str,
+    sessions: Sequence[str] = ("s1",),
+    at: float = 1000.0,
+    destination: str = "slack",
+) -> None:
+    deliveries = [NewDelivery(destination, "r", None, session) for session in sessions]
+    result = await store.accept(
+        NewEvent(event_id, f'{{"id": "{event_id}"}}'.encode(), at),
+        deliveries,
+        dedupe_window_s=WINDOW_S,
+    )
+    assert not result.duplicate
+
+
+async def claim(store: Store, owner: str, now: float = 1000.0, limit: int = 10) -> list[str]:
+    """Claim for `owner`; return the claimed deliveries' event ids."""
+    claimed = await store.claim("slack", now, limit, owner=owner, lease_s=LEASE_S)
+    return [d.event_id for d in claimed]
+
+
+async def test_accept_is_deduplicated_across_processes(stores: Stores) -> None:
+    await accept(stores.one, "e1")
+    again = await stores.other.accept(
+        NewEvent("e1", b"{}", 1001.0), [NewDelivery("slack", "r", None, "s1")], dedupe_window_s=60
+    )
+    assert again.duplicate
+    assert len(await stores.other.list_deliveries()) == 1
+
+
+async def test_a_claimed_delivery_is_claimed_by_no_one_else(stores: Stores) -> None:
+    await accept(stores.one, "e1", ["s1"])
+    await accept(stores.one, "e2", ["s2"])
+    assert await claim(stores.one, A, limit=1) == ["e1"]
+    assert await claim(stores.other, B) == ["e2"]
+    assert await claim(stores.one, A) == []
+    assert await claim(stores.other, B) == []
+
+
+async def test_one_session_is_claimed_one_delivery_at_a_time_in_order(stores: Stores) -> None:
+    for n in range(3):
+        await accept(stores.one, f"e{n}", ["s1"])
+    [first] = await stores.one.claim("slack", 1000.0, 10, owner=A, lease_s=LEASE_S)
+    assert first.event_id == "e0"
+    assert await claim(stores.other, B) == []  # e1 waits for e0, whoever holds it
+    assert await stores.one.record_sent(first.id, 1001.0, owner=A)
+    assert await claim(stores.other, B, now=1001.0) == ["e1"]
+
+
+async def test_a_retry_holds_back_its_session_but_not_others(stores: Stores) -> None:
+    await accept(stores.one, "e1", ["s1"])
+    await accept(stores.one, "e2", ["s1"])
+    await accept(stores.one, "e3", ["s2"])
+    held = await stores.one.claim("slack", 1000.0, 10, owner=A, lease_s=LEASE_S)
+    assert [d.event_id for d in held] == ["e1", "e3"]  # one per session: e2 follows e1
+    assert await stores.one.record_failure(held[0].id, "503", retry_at=2000.0, now=1000.0, owner=A)
+    assert await stores.one.record_sent(held[1].id, 1000.0, owner=A)
+    assert await claim(stores.other, B, now=1500.0) == []
+    assert await stores.other.next_due_at("slack", 1500.0) == 2000.0
+    assert await claim(stores.other, B, now=2000.0) == ["e1"]
+
+
+async def test_limit_caps_how_many_sessions_are_claimed(stores: Stores) -> None:
+    for n in range(6):
+        await accept(stores.one, f"e{n}", [f"s{n}"])
+    assert await claim(stores.one, A, limit=4) == ["e0", "e1", "e2", "e3"]
+    assert await claim(stores.one, A, limit=4) == ["e4", "e5"]
+
+
+async def test_a_lease_that_runs_out_lets_another_process_take_over(stores: Stores) -> None:
+    await accept(stores.one, "e1")
+    [held] = await stores.one.claim("slack", 1000.0, 10, owner=A, lease_s=LEASE_S)
+    assert await claim(stores.other, B, now=1000.0 + LEASE_S - 0.1) == []
+    assert await stores.other.next_due_at("slack", 1001.0) == 1000.0 + LEASE_S
+    [taken] = await stores.other.claim("slack", 1000.0 + LEASE_S, 10, owner=B, lease_s=LEASE_S)
+    assert taken.id == held.id
+    # The first process comes back: its outcome is no longer its to record.
+    assert not await stores.one.record_sent(held.id, 1011.0, owner=A)
+    assert await stores.other.record_sent(taken.id, 1011.0, owner=B)
+    [row] = await stores.one.list_deliveries()
+    assert (row.status, row.attempts) == ("sent", 1)
+
+
+async def test_renewing_keeps_a_claim(stores: Stores) -> None:
+    await accept(stores.one, "e1")
+    [held] = await stores.one.claim("slack", 1000.0, 10, owner=A, lease_s=LEASE_S)
+    assert await stores.one.renew(A, [held.id], 1000.0 + 3 * LEASE_S) == {held.id}
+    assert await stores.other.renew(B, [held.id], 9999.0) == set()  # not B's to renew
+    assert await claim(stores.other, B, now=1000.0 + 2 * LEASE_S) == []
+    assert await stores.one.record_failure(held.id, "x", retry_at=None, now=1020.0, owner=A)
+    assert await stores.one.renew(A, [held.id], 9999.0) == set()  # finished: nothing held
+
+
+async def test_released_claims_go_to_another_process_at_once(stores: Stores) -> None:
+    await accept(stores.one, "e1", ["s1"])
+    await accept(stores.one, "e2", ["s2"])
+    assert await claim(stores.one, A) == ["e1", "e2"]
+    assert await stores.one.release(A) == 2
+    assert await claim(stores.other, B) == ["e1", "e2"]
+    assert await stores.one.release(A) == 0
+
+
+async def test_an_outcome_is_recorded_only_by_the_holder(stores: Stores) -> None:
+    await accept(stores.one, "e1")
+    [held] = await stores.one.claim("slack", 1000.0, 10, owner=A, lease_s=LEASE_S)
+    assert not await stores.other.record_sent(held.id, 1001.0, owner=B)
+    assert not await stores.other.record_failure(held.id, "x", retry_at=None, now=1001.0, owner=B)
+    [row] = await stores.one.list_deliveries()
+    assert (row.status, row.attempts) == ("pending", 0)
+
+
+async def test_dead_letters_are_replayed_unclaimed(stores: Stores) -> None:
+    await accept(stores.one, "e1")
+    [held] = await stores.one.claim("slack", 1000.0, 10, owner=A, lease_s=LEASE_S)
+    assert await stores.one.record_failure(held.id, "404", retry_at=None, now=1000.0, owner=A)
+    assert await stores.other.replay(None, 1001.0) == 1
+    assert await claim(stores.other, B, now=1001.0) == ["e1"]
