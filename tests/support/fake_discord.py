@@ -130,6 +130,7 @@ class Received:
     raw: bytes
     at: float  # time.monotonic() on arrival
     status: int = 0  # what the fake answered; 0 while it hangs
+    answered_at: float = 0.0  # time.monotonic() when answered; 0 while it hangs
 
     def description(self) -> str:
         """Return the first embed's description (the chat message for chat.push)."""
@@ -158,6 +159,9 @@ class FakeDiscord:
         self.mode: Mode = "up"
         self.faults = faults
         self.rate_limit_retry_after_s = rate_limit_retry_after_s
+        self.delay_s = 0.0  # how long each answer of mode "up" takes, like a slow service
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most requests it was answering at once
         self._script: deque[Answer] = deque()
         self._marked: list[tuple[str, deque[Answer]]] = []
         self._release = asyncio.Event()
@@ -255,10 +259,15 @@ class FakeDiscord:
         )
         index = len(self.requests)
         self.requests.append(received)
-        answer = self._next_answer(raw)
-        fault = await self._fault(request.path, raw) if answer is None else None
-        reply = fault or await self._answer(answer, webhook_id, body)
-        received = dataclasses.replace(received, status=reply.status)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            answer = self._next_answer(raw)
+            fault = await self._fault(request.path, raw) if answer is None else None
+            reply = fault or await self._answer(answer, webhook_id, body)
+        finally:
+            self.in_flight -= 1
+        received = dataclasses.replace(received, status=reply.status, answered_at=time.monotonic())
         self.requests[index] = received
         if 200 <= reply.status < 300:
             self.delivered.append(received)
@@ -267,6 +276,7 @@ class FakeDiscord:
     async def _answer(self, answer: Answer | None, webhook_id: str, body: Any) -> Reply:
         if answer is None:
             if self.mode == "up":
+                await asyncio.sleep(self.delay_s)
                 return _message(webhook_id, body)
             if self.mode == "down":
                 return _reply(503)

@@ -1,0 +1,134 @@
+"""Several `relay serve` processes on one store (SPEC 5): each delivery is sent once, each
+conversation in order, and when a process dies the others take over its claims.
+
+Real processes, a real SQLite file they share, a fake Discord on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+
+from tests.support.fake_discord import FakeDiscord
+from tests.support.processes import RelayProcess, RelayProcesses
+from tests.support.relay import SECRET, event_body, signed_headers
+
+SESSIONS = 50
+PER_SESSION = 20  # 1,000 events in all
+LEASE_S = 2.0
+IDLE_MARGIN_S = 2.0  # the survivor notices an ended lease when its lane next looks
+
+
+def write_config(tmp_path: Path, discord: FakeDiscord, store_url: str) -> Path:
+    path = tmp_path / "relay.yaml"
+    path.write_text(
+        f"""\
+server:
+  host: 127.0.0.1
+  port: 0
+  shutdown_timeout: 5s
+verify:
+  secrets: ["{SECRET}"]
+store:
+  url: "{store_url}"
+delivery:
+  max_attempts: 10000
+  backoff: {{ first: 50ms, max: 200ms }}
+  concurrency: 4
+  lease: {LEASE_S:g}s
+destinations:
+  community: {{ type: discord, webhook_url: "{discord.url()}" }}
+rules:
+  - name: everything
+    send_to: [community]
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def message(session: int, index: int) -> str:
+    return f"s{session:02d}m{index:02d}"
+
+
+async def post(http: aiohttp.ClientSession, relay: RelayProcess, text: str, session: str) -> str:
+    """Post one chat message; return the answer's status (accepted or duplicate)."""
+    body = event_body(message=text, session=session)
+    async with http.post(relay.webhook_url, data=body, headers=signed_headers(body)) as answer:
+        document = json.loads(await answer.text())
+        assert answer.status == 200, document
+        return str(document["status"])
+
+
+async def post_conversations(relays: list[RelayProcess]) -> Counter[str]:
+    """Post SESSIONS conversations at once, each message by message, round-robin over the
+    processes: a conversation's messages are accepted in the order they were posted."""
+    async with aiohttp.ClientSession() as http:
+
+        async def conversation(session: int) -> list[str]:
+            return [
+                await post(
+                    http, relays[(session + i) % len(relays)], message(session, i), f"c{session}"
+                )
+                for i in range(PER_SESSION)
+            ]
+
+        answers = await asyncio.gather(*(conversation(s) for s in range(SESSIONS)))
+    return Counter(a for per_session in answers for a in per_session)
+
+
+def assert_each_once_in_order(discord: FakeDiscord) -> None:
+    texts = discord.delivered_texts()
+    counts = Counter(texts)
+    assert [t for t, n in counts.items() if n > 1] == [], "sent more than once"
+    assert len(counts) == SESSIONS * PER_SESSION
+    for session in range(SESSIONS):
+        mine = [t for t in texts if t.startswith(f"s{session:02d}m")]
+        assert mine == [message(session, i) for i in range(PER_SESSION)], f"session {session}"
+
+
+async def test_two_processes_on_one_sqlite_file_send_each_event_once_in_order(
+    tmp_path: Path, processes: RelayProcesses, discord: FakeDiscord
+) -> None:
+    config = write_config(tmp_path, discord, f"sqlite:{tmp_path / 'shared.db'}")
+    relays = [await processes.start(config), await processes.start(config)]
+
+    answers = await post_conversations(relays)
+
+    assert answers == {"accepted": SESSIONS * PER_SESSION}
+    await discord.wait_for_delivered(SESSIONS * PER_SESSION, timeout_s=60.0)
+    await asyncio.sleep(0.5)  # a second send would come within this
+    assert_each_once_in_order(discord)
+    for relay in relays:
+        assert await relay.terminate() == 0
+
+
+async def test_when_a_process_is_killed_another_sends_what_it_held(
+    tmp_path: Path, processes: RelayProcesses, discord: FakeDiscord
+) -> None:
+    config = write_config(tmp_path, discord, f"sqlite:{tmp_path / 'shared.db'}")
+    doomed = await processes.start(config)
+    survivor = await processes.start(config)
+    discord.set_mode("hang")  # every send stays in flight, held by whoever claimed it
+    async with aiohttp.ClientSession() as http:
+        for n in range(8):
+            relay = (doomed, survivor)[n % 2]
+            assert await post(http, relay, f"held{n}", f"k{n}") == "accepted"
+    await discord.wait_for_requests(8)  # each process holds 4 sends (its concurrency)
+
+    doomed.kill()
+    killed_at = time.monotonic()
+    discord.up()  # the hanging requests answer 503: the survivor retries its own at once
+    await discord.wait_for_delivered(8, timeout_s=LEASE_S + 10.0)
+    taken_over_s = time.monotonic() - killed_at
+
+    assert sorted(set(discord.delivered_texts())) == [f"held{n}" for n in range(8)]
+    assert len(discord.delivered) == 8, "a delivery was sent twice"
+    print(f"\nsurvivor sent the killed process's deliveries {taken_over_s:.2f} s after the kill")
+    assert taken_over_s <= LEASE_S + IDLE_MARGIN_S
+    assert await survivor.terminate() == 0
