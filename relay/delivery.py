@@ -369,7 +369,12 @@ class DeliveryWorker:
         self.start()
 
     def wake(self, destinations: Iterable[str]) -> None:
-        """Tell the lanes of these destinations that new deliveries are waiting."""
+        """Tell the lanes of these destinations that new deliveries are waiting.
+
+        While stopping, nothing is: events accepted then stay for the next process.
+        """
+        if self.stopping:
+            return
         for name in destinations:
             self._lane(name).wake()
 

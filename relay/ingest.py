@@ -225,8 +225,6 @@ async def handle_webhook(request: web.Request, state: RelayState) -> web.Respons
     """Answer one webhook POST as SPEC section 2 says."""
     config, router = state.config, state.router  # once: a reload must not mix two configs
     try:
-        if state.draining:
-            _reject(503, "relay is shutting down, retry later", "shutting_down")
         _check_client(request, config)
         _check_content_type(request)
         server = config.server

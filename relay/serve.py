@@ -95,10 +95,13 @@ async def serve(path: str, config: Config) -> None:
     loop.add_signal_handler(signal.SIGHUP, _reload, app, path)
     await stop.wait()
 
-    log.info("shutting down: new events get 503, in-flight sends finish")
+    # bitHuman sends a session event once: until the listener closes, events are still
+    # accepted and stored (for the next process, or another replica, to send). Only
+    # /readyz changes at once, so a load balancer sends new events elsewhere.
+    log.info("shutting down: /readyz answers 503, events are still accepted and stored")
     state = app[STATE]
     state.draining = True
     if state.worker is not None:
         await state.worker.stop(state.config.server.shutdown_timeout_s)
-    await runner.cleanup()
+    await runner.cleanup()  # closes the listener once the requests in progress are answered
     log.info("stopped")

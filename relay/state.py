@@ -29,7 +29,7 @@ class RelayState:
     sender_context: SenderContext = field(default_factory=SenderContext)
     worker: DeliveryWorker | None = None
     metrics: Metrics = field(default_factory=Metrics)
-    draining: bool = False
+    draining: bool = False  # after SIGTERM: /readyz says 503; events are still taken
     clock: Clock = time.time
 
     def __post_init__(self) -> None:

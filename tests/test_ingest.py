@@ -290,13 +290,19 @@ async def test_store_unavailable_is_503_and_nothing_is_claimed(
     assert await response.json() == {"error": "store unavailable, retry later"}
 
 
-async def test_shutting_down_is_503(relay_client: RelayClientFactory) -> None:
+async def test_while_draining_readyz_is_503_and_events_are_still_accepted(
+    relay_client: RelayClientFactory,
+) -> None:
     client = await relay_client(BASIC)
     client.app[STATE].draining = True
-    response = await client.post("/webhook", data=ROOM_JOIN, headers=signed_headers(ROOM_JOIN))
-    assert response.status == 503
     ready = await client.get("/readyz")
     assert ready.status == 503
+    assert await ready.json() == {"status": "shutting down"}
+    response = await client.post("/webhook", data=ROOM_JOIN, headers=signed_headers(ROOM_JOIN))
+    assert response.status == 200
+    assert (await response.json())["status"] == "accepted"
+    [stored] = await client.app[STATE].store.list_deliveries()
+    assert stored.status == "pending"
 
 
 async def test_no_matching_rule_is_accepted_with_zero_deliveries(

@@ -144,13 +144,18 @@ async def test_sigterm_drains_finishes_in_flight_sends_and_exits_0(
         relay.popen.send_signal(signal.SIGTERM)
         await wait_until("shutdown to start", lambda: "shutting down" in relay.log(), 10)
         assert await status_of(relay.base_url + "/readyz") == 503
-        status, answer = await post(relay, event_body(message="too late"))
-        assert (status, answer) == (503, {"error": "relay is shutting down, retry later"})
+        # bitHuman would not send it again: it is taken and kept, not refused.
+        status, answer = await post(relay, event_body(message="while draining", session="d"))
+        assert (status, answer["status"]) == (200, "accepted")
 
         gated.gate.set()
         assert await relay.wait_exit() == 0
         assert gated.answered == 1
-        assert "too late" not in b"".join(gated.arrived).decode()
+        assert "while draining" not in b"".join(gated.arrived).decode()
+
+        await processes.start(write_config(tmp_path / "relay.yaml", url))  # the next process
+        await wait_until("the next process to send it", lambda: gated.answered == 2, 10)
+        assert "while draining" in gated.arrived[-1].decode()
     finally:
         await gated.close()
 
