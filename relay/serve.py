@@ -13,6 +13,7 @@ from aiohttp import web
 from relay.app import STATE, create_app, reload
 from relay.config import ConfigError, load
 from relay.config.model import Config
+from relay.listener import Listener
 
 log = logging.getLogger("relay.serve")
 
@@ -72,17 +73,28 @@ def _tune_gc() -> None:
 async def serve(path: str, config: Config) -> None:
     """Serve until SIGTERM or SIGINT; then drain, finish in-flight sends, and return."""
     app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
     server = config.server
+    # A connection idle for read_timeout, its request headers unfinished, is closed: the
+    # keep-alive timer starts when the connection opens and after each answer.
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, keepalive_timeout=server.read_timeout_s
+    )
+    await runner.setup()
+    listener = Listener(
+        runner,
+        server.host,
+        server.port,
+        max_connections=server.max_connections,
+        handshake_timeout_s=server.read_timeout_s,
+        ssl_context=_ssl_context(config),
+    )
     try:
-        site = web.TCPSite(runner, server.host, server.port, ssl_context=_ssl_context(config))
-        await site.start()
+        addresses = await listener.start()
     except BaseException:
         await runner.cleanup()  # the store and worker started with the app: stop them
         raise
     scheme = "https" if server.tls else "http"
-    for address in runner.addresses:
+    for address in addresses:
         host, port = address[:2]
         log.info("listening on %s://%s:%d%s", scheme, host, port, server.path)
     warn_about(config)
@@ -103,5 +115,6 @@ async def serve(path: str, config: Config) -> None:
     state.draining = True
     if state.worker is not None:
         await state.worker.stop(state.config.server.shutdown_timeout_s)
-    await runner.cleanup()  # closes the listener once the requests in progress are answered
+    await listener.close()
+    await runner.cleanup()  # answers the requests in progress, then closes their connections
     log.info("stopped")

@@ -29,7 +29,8 @@ class ServerConfig:
     max_body_bytes: int = 1024 * 1024
     tls: TlsConfig | None = None
     shutdown_timeout_s: float = 10.0
-    read_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0  # for a request's headers, and again for its body
+    max_connections: int = 1000  # open connections; more are answered 503 at once
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ _SERVER_KEYS = (
     "tls",
     "shutdown_timeout",
     "read_timeout",
+    "max_connections",
 )
 _VERIFY_KEYS = (
     "secrets",
@@ -53,7 +54,7 @@ def read_server(ctx: Context, node: yaml.Node, path: str) -> ServerConfig:
     """Read `server`."""
     section = Section(ctx, node, path, _SERVER_KEYS)
     defaults = ServerConfig()
-    return ServerConfig(
+    server = ServerConfig(
         host=section.get("host", nonempty_string, defaults.host),
         # 0 asks the OS for any free port, which tests rely on.
         port=section.get("port", int_range(0, 65535), defaults.port),
@@ -62,7 +63,16 @@ def read_server(ctx: Context, node: yaml.Node, path: str) -> ServerConfig:
         tls=section.opt("tls", _tls),
         shutdown_timeout_s=section.get("shutdown_timeout", duration, defaults.shutdown_timeout_s),
         read_timeout_s=section.get("read_timeout", duration, defaults.read_timeout_s),
+        max_connections=section.get(
+            "max_connections", int_range(1, 1_000_000), defaults.max_connections
+        ),
     )
+    section.done()
+    if server.read_timeout_s <= 0:
+        # 0 would close every connection that is not already sending its headers.
+        section.error("must be longer than 0", "read_timeout")
+        raise Invalid
+    return server
 
 
 def _url_path(ctx: Context, node: yaml.Node, path: str) -> str:
