@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import urllib.parse
 from typing import Final
 
 _MASK: Final = "<secret>"
@@ -39,6 +40,18 @@ class Secret:
 # segments that identify the service (Slack: /services/T/B/<token>, Discord:
 # /api/webhooks/<id>/<token>); masking all but the host keeps a URL recognisable.
 _URL_PATH = re.compile(r"^(?P<origin>[a-z][a-z0-9+.-]*://[^/]+)(?P<path>/.*)?$", re.IGNORECASE)
+
+
+def without_password(url: str) -> str:
+    """Return a store URL as it may be shown: scheme, host, port and path, no credentials."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return _MASK
+    if not parts.netloc:
+        return url  # sqlite:PATH holds no credentials
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
 def mask_url(url: str) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import redis
 from aiohttp.test_utils import TestClient
 
 from relay.app import create_app
@@ -17,6 +18,7 @@ from tests.support.bithuman import ACCOUNT_SECRET, DASHBOARD_HEADER_VALUE
 from tests.support.fake_discord import FakeDiscord
 from tests.support.fake_slack import BOT_TOKEN, WEBHOOK_SECRET, FakeSlack
 from tests.support.processes import RelayProcesses
+from tests.support.redis_server import RedisServer
 from tests.support.relay import SECRET, Output, make_config
 from tests.support.secrets import LOG_FILES, WATCHED, leaks, watch
 from tests.support.smtp import PASSWORD as SMTP_PASSWORD
@@ -65,6 +67,30 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """The one HTTP session senders share, as in the app."""
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture(scope="session")
+def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session's tests that do not stop it."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(shared_redis: RedisServer) -> str:
+    """The shared redis-server, emptied for this test."""
+    with redis.Redis.from_url(shared_redis.url) as client:
+        client.flushall()
+    return shared_redis.url
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which it may kill and restart."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

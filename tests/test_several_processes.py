@@ -1,7 +1,8 @@
 """Several `relay serve` processes on one store (SPEC 5): each delivery is sent once, each
 conversation in order, and when a process dies the others take over its claims.
 
-Real processes, a real SQLite file they share, a fake Discord on 127.0.0.1.
+Real processes on a real store they share: two on one SQLite file, three on one
+redis-server; a fake Discord on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.support.fake_discord import FakeDiscord
 from tests.support.processes import RelayProcess, RelayProcesses
@@ -92,11 +94,20 @@ def assert_each_once_in_order(discord: FakeDiscord) -> None:
         assert mine == [message(session, i) for i in range(PER_SESSION)], f"session {session}"
 
 
-async def test_two_processes_on_one_sqlite_file_send_each_event_once_in_order(
-    tmp_path: Path, processes: RelayProcesses, discord: FakeDiscord
+@pytest.fixture(params=["sqlite", "redis"])
+def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, int]:
+    """The store the processes share, and how many processes share it."""
+    if request.param == "sqlite":
+        return f"sqlite:{tmp_path / 'shared.db'}", 2
+    return str(request.getfixturevalue("redis_url")), 3
+
+
+async def test_processes_on_one_store_send_each_event_once_in_order(
+    tmp_path: Path, processes: RelayProcesses, discord: FakeDiscord, shared_store: tuple[str, int]
 ) -> None:
-    config = write_config(tmp_path, discord, f"sqlite:{tmp_path / 'shared.db'}")
-    relays = [await processes.start(config), await processes.start(config)]
+    url, count = shared_store
+    config = write_config(tmp_path, discord, url)
+    relays = [await processes.start(config) for _ in range(count)]
 
     answers = await post_conversations(relays)
 
@@ -109,9 +120,9 @@ async def test_two_processes_on_one_sqlite_file_send_each_event_once_in_order(
 
 
 async def test_when_a_process_is_killed_another_sends_what_it_held(
-    tmp_path: Path, processes: RelayProcesses, discord: FakeDiscord
+    tmp_path: Path, processes: RelayProcesses, discord: FakeDiscord, shared_store: tuple[str, int]
 ) -> None:
-    config = write_config(tmp_path, discord, f"sqlite:{tmp_path / 'shared.db'}")
+    config = write_config(tmp_path, discord, shared_store[0])
     doomed = await processes.start(config)
     survivor = await processes.start(config)
     discord.set_mode("hang")  # every send stays in flight, held by whoever claimed it

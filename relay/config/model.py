@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import jinja2
 
-from relay.secrets import Secret
+from relay.secrets import Secret, without_password
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -59,9 +59,12 @@ class VerifyConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    url: str = "sqlite:relay-data/relay.db"
+    url: str = "sqlite:relay-data/relay.db"  # a Redis URL may hold a password: see __repr__
     # How long finished deliveries and their events are kept (0: for ever).
     retention_s: float = 7 * 86400.0
+
+    def __repr__(self) -> str:
+        return f"StoreConfig(url={without_password(self.url)!r}, retention_s={self.retention_s!r})"
 
 
 @dataclass(frozen=True)

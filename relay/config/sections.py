@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import urllib.parse
 
 import yaml
 
@@ -155,13 +156,31 @@ def _store_url(ctx: Context, node: yaml.Node, path: str) -> str:
     if value.startswith("sqlite:") and value.removeprefix("sqlite:").strip():
         return value
     if value.startswith(("redis://", "rediss://")):
-        # The URL is not echoed: a Redis URL often carries a password.
-        ctx.fail(node, path, "Redis support is not available yet: use sqlite:PATH")
+        _check_redis_url(ctx, node, path, value)
+        return value
     if value.startswith("sqlite:"):
         ctx.fail(node, path, 'sqlite url needs a path, e.g. "sqlite:relay-data/relay.db"')
-    # Only the scheme is echoed, for the same reason: `postgres://user:pass@host`.
+    # Only the scheme is echoed: the URL may carry a password (`postgres://user:pass@host`).
     shown = value.partition(":")[0] + ":…" if ":" in value else value
-    ctx.fail(node, path, f'unsupported store url "{shown}": expected sqlite:PATH')
+    ctx.fail(
+        node, path, f'unsupported store url "{shown}": expected sqlite:PATH, redis:// or rediss://'
+    )
+
+
+def _check_redis_url(ctx: Context, node: yaml.Node, path: str, value: str) -> None:
+    """Check a redis:// URL without ever echoing it: it often carries a password."""
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 (parsing it is the check)
+    except ValueError:
+        ctx.fail(
+            node, path, "the Redis URL does not parse (value not shown: it may hold a password)"
+        )
+    if not parts.hostname:
+        ctx.fail(node, path, "the Redis URL names no host, e.g. redis://redis:6379/0")
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        ctx.fail(node, path, f'the Redis database must be a number, got "{database}"')
 
 
 def read_delivery(ctx: Context, node: yaml.Node, path: str) -> DeliveryConfig:

@@ -23,7 +23,11 @@ def open_store(url: str, *, retention_s: float = 0.0) -> Store:
         from relay.store.sqlite import SqliteStore
 
         return SqliteStore(url.removeprefix("sqlite:"), retention_s=retention_s)
-    raise ValueError(f'unsupported store url "{url}": expected sqlite:PATH')
+    if url.startswith(("redis://", "rediss://")):
+        from relay.store.redis import RedisStore
+
+        return RedisStore(url, retention_s=retention_s)
+    raise ValueError("unsupported store url: expected sqlite:PATH, redis:// or rediss://")
 
 
 __all__ = [

@@ -129,3 +129,8 @@ class Store(Protocol):
 
     async def replay(self, ids: Sequence[int] | None, now: float) -> int:
         """Put dead deliveries (the given ones, or all when None) back in the queue."""
+
+    async def purge(self, before: float) -> tuple[int, int]:
+        """Delete one bounded step of history: deliveries that finished before `before`,
+        then, oldest first, events received before it with no delivery left. Return how
+        many deliveries and events went. A store with a retention runs this by itself."""

@@ -213,6 +213,12 @@ class SqliteStore:
         ids = None if ids is None else tuple(ids)
         return await self._submit(lambda conn: ops.replay(conn, ids, now))
 
+    async def purge(self, before: float) -> tuple[int, int]:
+        """Delete one bounded step of history from before `before` (store.retention)."""
+        return await self._submit(
+            lambda conn: ops.purge_history(conn, before, _PURGE_HISTORY_ROWS, _PURGE_HISTORY_BYTES)
+        )
+
     async def _submit(
         self,
         op: Callable[[sqlite3.Connection], T],

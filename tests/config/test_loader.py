@@ -119,7 +119,7 @@ ERROR_CASES = {
     "duplicate-key": ':4: server: duplicate key "port" (first on line 2)',
     "yaml-syntax": ":3: invalid YAML: expected <block end>, but found '<block mapping start>'",
     "env-unset": (":6: verify.secrets[0]: environment variable BITHUMAN_WEBHOOK_SECRET is not set"),
-    "store-redis": ":2: store.url: Redis support is not available yet: use sqlite:PATH",
+    "store-redis": ':2: store.url: the Redis database must be a number, got "zero"',
     "top-level-list": ":1: expected a mapping, got a list",
     "backoff-order": ":2: delivery.backoff: first must not be longer than max",
 }
@@ -134,7 +134,10 @@ def test_error_case(name: str) -> None:
 MULTI_ERROR_CASES = {
     "three-errors": [
         ":2: server.port: must be from 0 to 65535, got 70000",
-        ':4: store.url: unsupported store url "postgres:…": expected sqlite:PATH',
+        (
+            ':4: store.url: unsupported store url "postgres:…":'
+            " expected sqlite:PATH, redis:// or rediss://"
+        ),
         ':6: destinations.chat: missing required key "webhook_url"',
     ],
     "wrong-types": [

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from relay.store.base import NewDelivery, NewEvent, Store
+from relay.store.redis import RedisStore
 from relay.store.sqlite import SqliteStore
 
 WINDOW_S = 3600.0
@@ -27,10 +28,16 @@ class Stores:
     other: Store  # another, on the same data
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "redis"])
 async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
-    path = str(tmp_path / "relay.db")
-    one, other = SqliteStore(path), SqliteStore(path)
+    one: Store
+    other: Store
+    if request.param == "sqlite":
+        path = str(tmp_path / "relay.db")
+        one, other = SqliteStore(path), SqliteStore(path)
+    else:
+        url = request.getfixturevalue("redis_url")
+        one, other = RedisStore(url), RedisStore(url)
     await one.open()
     await other.open()
     yield Stores(one, other)
@@ -156,3 +163,46 @@ async def test_dead_letters_are_replayed_unclaimed(stores: Stores) -> None:
     assert await stores.one.record_failure(held.id, "404", retry_at=None, now=1000.0, owner=A)
     assert await stores.other.replay(None, 1001.0) == 1
     assert await claim(stores.other, B, now=1001.0) == ["e1"]
+
+
+async def test_a_dedupe_key_lasts_its_window_in_relays_time(stores: Stores) -> None:
+    new = NewEvent("e1", b"{}", 1000.0)
+    assert not (await stores.one.accept(new, [], dedupe_window_s=60)).duplicate
+    again = NewEvent("e1", b"{}", 1059.0)
+    assert (await stores.other.accept(again, [], dedupe_window_s=60)).duplicate
+    later = NewEvent("e1", b"{}", 1060.0)
+    assert not (await stores.other.accept(later, [], dedupe_window_s=60)).duplicate
+
+
+async def test_the_delivery_log_and_queue_depths(stores: Stores) -> None:
+    await accept(stores.one, "e1", ["s1"])
+    await accept(stores.one, "e2", ["s2"])
+    await accept(stores.one, "e3", ["s3"], destination="email")
+    [first, _] = await stores.one.claim("slack", 1000.0, 10, owner=A, lease_s=LEASE_S)
+    assert await stores.one.record_failure(first.id, "404", retry_at=None, now=1000.0, owner=A)
+    assert await stores.other.queue_depths() == {"slack": 1, "email": 1}
+    newest = await stores.other.list_deliveries()
+    assert [(d.event_id, d.status) for d in newest] == [
+        ("e3", "pending"),
+        ("e2", "pending"),
+        ("e1", "dead"),
+    ]
+    [dead] = await stores.other.list_deliveries("dead")
+    assert (dead.event_id, dead.attempts, dead.last_error) == ("e1", 1, "404")
+    assert dead.body == b'{"id": "e1"}'
+    assert [d.event_id for d in await stores.other.list_deliveries(limit=1)] == ["e3"]
+
+
+async def test_retention_purges_finished_history_and_keeps_the_rest(stores: Stores) -> None:
+    await accept(stores.one, "sent", ["s1"])
+    await accept(stores.one, "retrying", ["s2"])
+    await stores.one.accept(NewEvent("unrouted", b"{}", 1000.0), [], dedupe_window_s=WINDOW_S)
+    await accept(stores.one, "recent", ["s3"], at=5000.0)
+    sent, retrying = await stores.one.claim("slack", 1000.0, 10, owner=A, lease_s=LEASE_S)
+    assert await stores.one.record_sent(sent.id, 1001.0, owner=A)
+    assert await stores.one.record_failure(retrying.id, "503", retry_at=9000.0, now=1001.0, owner=A)
+
+    assert await stores.other.purge(2000.0) == (1, 1)  # the sent delivery, and its event
+
+    assert [d.event_id for d in await stores.one.list_deliveries()] == ["recent", "retrying"]
+    assert await stores.one.purge(2000.0) == (0, 0)  # the retried one holds back the rest

@@ -1,0 +1,48 @@
+--[[ finish: record the outcome of an attempt by the process that holds the claim.
+
+KEYS[1]  the store's key prefix (see accept.lua)
+ARGV     member, owner, outcome ('sent', 'dead' or 'failed'), now, text ('' for none: the
+         note of a send, the error of a failure), retry_at (for 'failed')
+Returns  1 when recorded, 0 (nothing changed) when the owner no longer holds the claim
+Atomic:  the outcome, the release of the claim and the session's next head go together:
+         once a delivery is finished, its session's next delivery becomes claimable.
+]]
+local P = KEYS[1]
+local member, owner, outcome, now, text = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local key = P .. 'd:' .. member
+local fields = redis.call('HMGET', key, 'claimed_by', 'status', 'destination', 'session_key')
+local status, destination, session = fields[2], fields[3], fields[4]
+if fields[1] ~= owner or (status ~= 'pending' and status ~= 'failed') then
+  return 0
+end
+local id = tonumber(member)
+local ready = P .. 'ready:' .. destination
+redis.call('HINCRBY', key, 'attempts', 1)
+redis.call('HSET', key, 'claimed_by', '', 'lease_until', 0, 'status', outcome)
+redis.call('SREM', P .. 'owner:' .. owner, member)
+redis.call('ZREM', P .. 'status:' .. status, member)
+redis.call('ZADD', P .. 'status:' .. outcome, id, member)
+if text == '' then
+  redis.call('HDEL', key, 'last_error')
+else
+  redis.call('HSET', key, 'last_error', text)
+end
+
+if outcome == 'failed' then
+  redis.call('HSET', key, 'next_attempt_at', ARGV[6])
+  redis.call('ZADD', ready, ARGV[6], member)  -- still its session's head
+  return 1
+end
+
+redis.call('HSET', key, 'finished_at', now)
+redis.call('ZADD', P .. 'finished', now, member)
+redis.call('ZREM', P .. 'queue:' .. destination, member)
+redis.call('ZREM', ready, member)
+local session_key = P .. 'session:' .. destination .. ':' .. session
+redis.call('ZREM', session_key, member)
+local next_head = redis.call('ZRANGE', session_key, 0, 0)[1]
+if next_head then
+  local due = redis.call('HMGET', P .. 'd:' .. next_head, 'next_attempt_at', 'lease_until')
+  redis.call('ZADD', ready, math.max(tonumber(due[1]), tonumber(due[2])), next_head)
+end
+return 1

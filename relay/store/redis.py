@@ -1,0 +1,310 @@
+"""A Store on Redis, for several relay replicas sharing one queue.
+
+Every change that must be atomic is a Lua script in `lua/`, each with a header saying
+its keys, arguments and guarantees. Every key starts with one prefix holding a hash tag,
+`relay:{relay}:`, so the whole store sits in one slot and could move to a Redis Cluster.
+
+Redis answers a write once it holds it in memory; whether it survives a crash depends on
+Redis's own settings, which `open()` checks (SPEC 5): AOF on, `appendfsync always`,
+`maxmemory-policy noeviction`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from importlib import resources
+from typing import Any, TypeVar, cast
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError, ResponseError
+
+from relay.secrets import without_password
+from relay.store.base import (
+    AcceptResult,
+    Delivery,
+    DeliveryStatus,
+    NewDelivery,
+    NewEvent,
+    StoreUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PREFIX = "relay:{relay}:"
+_SCRIPTS = ("accept", "claim", "renew", "release", "finish", "replay", "purge")
+# A step of the retention purge, and how often one runs.
+_PURGE_ROWS = 500
+_PURGE_EVERY_S = 5.0
+# Without these, a request to an unreachable Redis would wait on TCP's own timeouts: the
+# webhook's 503 must come within a second or two, never hang.
+_CONNECT_TIMEOUT_S = 1.0
+_SOCKET_TIMEOUT_S = 2.0
+
+
+def _time(value: float) -> str:
+    return repr(float(value))  # the shortest text that reads back as the same float
+
+
+def _member(delivery_id: int) -> str:
+    return f"{delivery_id:016d}"
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _fields(flat: Sequence[Any]) -> dict[str, Any]:
+    """Turn HGETALL's flat [field, value, …] into a dict of str fields."""
+    return {_text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _delivery(member: Any, fields: dict[str, Any], event_id: Any, body: Any) -> Delivery:
+    def optional(name: str) -> str | None:
+        value = fields.get(name)
+        return None if value is None else _text(value)
+
+    return Delivery(
+        id=int(_text(member)),
+        event_id=_text(event_id),
+        destination=_text(fields["destination"]),
+        rule=_text(fields["rule"]),
+        template=optional("template"),
+        status=cast(DeliveryStatus, _text(fields["status"])),
+        attempts=int(fields["attempts"]),
+        created_at=float(fields["created_at"]),
+        next_attempt_at=float(fields["next_attempt_at"]),
+        last_error=optional("last_error"),
+        body=bytes(body),
+    )
+
+
+class RedisStore:
+    """A Store on one Redis (redis:// or rediss://), shared by any number of processes."""
+
+    def __init__(self, url: str, *, retention_s: float = 0.0) -> None:
+        self.url = url
+        self.shown_url = without_password(url)
+        self._retention_s = retention_s
+        self._client: aioredis.Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+        self._purger: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.shown_url!r})"
+
+    async def open(self) -> None:
+        """Connect, load the scripts, and say what in Redis's settings could lose events."""
+        client = aioredis.from_url(
+            self.url,
+            socket_connect_timeout=_CONNECT_TIMEOUT_S,
+            socket_timeout=_SOCKET_TIMEOUT_S,
+            health_check_interval=10,
+        )
+        self._client = client
+        lua = resources.files("relay.store") / "lua"
+        for name in _SCRIPTS:
+            source = (lua / f"{name}.lua").read_text(encoding="utf-8")
+            self._scripts[name] = client.register_script(source)
+        await self.ping()
+        await self._check_durability()
+        if self._retention_s > 0:
+            self._purger = asyncio.create_task(self._purge_forever(), name="relay-redis-purge")
+
+    async def close(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
+            await asyncio.gather(self._purger, return_exceptions=True)
+            self._purger = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def ping(self) -> None:
+        await self._call(lambda client: client.ping())
+
+    async def accept(
+        self, event: NewEvent, deliveries: Sequence[NewDelivery], *, dedupe_window_s: float
+    ) -> AcceptResult:
+        args: list[Any] = [
+            event.event_id,
+            event.body,
+            _time(event.received_at),
+            _time(dedupe_window_s),
+            len(deliveries),
+        ]
+        for d in deliveries:
+            args += [d.destination, d.rule, d.template or "", d.session_key]
+        duplicate = await self._script("accept", args)
+        count = 0 if duplicate else len(deliveries)
+        return AcceptResult(duplicate=bool(duplicate), event_id=event.event_id, deliveries=count)
+
+    async def claim(
+        self, destination: str, now: float, limit: int, *, owner: str, lease_s: float
+    ) -> list[Delivery]:
+        args = [destination, _time(now), limit, owner, _time(now + lease_s)]
+        rows = await self._script("claim", args)
+        return [_delivery(m, _fields(f), event_id, body) for m, f, event_id, body in rows]
+
+    async def renew(self, owner: str, ids: Sequence[int], until: float) -> set[int]:
+        if not ids:
+            return set()
+        held = await self._script("renew", [owner, _time(until), *map(_member, ids)])
+        return {int(_text(member)) for member in held}
+
+    async def release(self, owner: str) -> int:
+        return int(await self._script("release", [owner]))
+
+    async def next_due_at(self, destination: str, now: float) -> float | None:
+        key = f"{PREFIX}ready:{destination}"
+        first = await self._call(lambda client: client.zrange(key, 0, 0, withscores=True))
+        return float(first[0][1]) if first else None
+
+    async def record_sent(
+        self, delivery_id: int, now: float, note: str | None = None, *, owner: str
+    ) -> bool:
+        args = [_member(delivery_id), owner, "sent", _time(now), note or ""]
+        return bool(await self._script("finish", args))
+
+    async def record_failure(
+        self, delivery_id: int, error: str, *, retry_at: float | None, now: float, owner: str
+    ) -> bool:
+        outcome = "dead" if retry_at is None else "failed"
+        args = [_member(delivery_id), owner, outcome, _time(now), error or "failed"]
+        if retry_at is not None:
+            args.append(_time(retry_at))
+        return bool(await self._script("finish", args))
+
+    async def queue_depths(self) -> dict[str, int]:
+        async def depths(client: aioredis.Redis) -> dict[str, int]:
+            names = sorted(_text(n) for n in await client.smembers(f"{PREFIX}destinations"))
+            async with client.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.zcard(f"{PREFIX}queue:{name}")
+                counts = await pipe.execute()
+            return {name: int(n) for name, n in zip(names, counts, strict=True) if n}
+
+        return await self._call(depths)
+
+    async def list_deliveries(
+        self, status: DeliveryStatus | None = None, limit: int = 50
+    ) -> list[Delivery]:
+        index = f"{PREFIX}status:{status}" if status else f"{PREFIX}all"
+
+        async def newest(client: aioredis.Redis) -> list[Delivery]:
+            members = await client.zrevrange(index, 0, limit - 1)
+            async with client.pipeline(transaction=False) as pipe:
+                for member in members:
+                    pipe.hgetall(f"{PREFIX}d:{_text(member)}")
+                rows = await pipe.execute()
+            found = [
+                (m, {_text(k): v for k, v in r.items()})
+                for m, r in zip(members, rows, strict=True)
+                if r
+            ]
+            async with client.pipeline(transaction=False) as pipe:
+                for _, fields in found:
+                    pipe.hmget(f"{PREFIX}e:{_text(fields['event_ref'])}", "event_id", "body")
+                events = await pipe.execute()
+            return [
+                _delivery(m, fields, event[0] or b"?", event[1] or b"")
+                for (m, fields), event in zip(found, events, strict=True)
+            ]
+
+        return await self._call(newest)
+
+    async def replay(self, ids: Sequence[int] | None, now: float) -> int:
+        if ids is not None:
+            total = 0
+            for start in range(0, len(ids), 500):
+                chunk = [_member(i) for i in ids[start : start + 500]]
+                total += int(await self._script("replay", [_time(now), *chunk]))
+            return total
+        total = 0
+        while True:  # every dead delivery, 500 a step
+            replayed = int(await self._script("replay", [_time(now)]))
+            total += replayed
+            if replayed == 0:
+                return total
+
+    async def purge(self, before: float) -> tuple[int, int]:
+        """Delete history finished or received before `before`; one bounded step."""
+        deliveries, events = await self._script("purge", [_time(before), _PURGE_ROWS])
+        return int(deliveries), int(events)
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    async def _purge_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_PURGE_EVERY_S)
+            try:
+                while (await self.purge(time.time() - self._retention_s))[0] == _PURGE_ROWS:
+                    pass  # a backlog: go on at once
+            except StoreUnavailable as exc:
+                log.warning("retention purge skipped: %s", exc)
+
+    async def _script(self, name: str, args: Sequence[Any]) -> Any:
+        script = self._scripts[name]
+        return await self._call(
+            lambda client: script(keys=[PREFIX], args=list(args), client=client)
+        )
+
+    async def _call(self, operation: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        """Run one operation; Redis being unreachable or failing is StoreUnavailable.
+
+        The message names the store by its URL without the password: redis-py's own
+        errors do not carry it, and neither does this one.
+        """
+        client = self._client
+        if client is None:
+            raise StoreUnavailable(f"redis store {self.shown_url} is closed")
+        try:
+            return await operation(client)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"redis store {self.shown_url}: {exc}") from None
+
+    async def _check_durability(self) -> None:
+        """Say loudly what, in Redis's settings, could lose an event relay answered 200."""
+        assert self._client is not None
+        try:
+            settings = {
+                _text(k): _text(v)
+                for name in ("appendonly", "appendfsync", "maxmemory-policy")
+                for k, v in (await self._client.config_get(name)).items()
+            }
+        except ResponseError as exc:  # CONFIG is often renamed or refused on managed Redis
+            log.warning(
+                "could not check Redis's durability settings (%s): make sure it runs with"
+                " appendonly yes, appendfsync always and maxmemory-policy noeviction",
+                exc,
+            )
+            return
+        for problem in durability_problems(settings):
+            log.warning("Redis at %s: %s", self.shown_url, problem)
+
+
+def durability_problems(settings: dict[str, str]) -> list[str]:
+    """Return what in these Redis settings could lose or evict an accepted event."""
+    problems = []
+    if settings.get("appendonly") != "yes":
+        problems.append(
+            "appendonly is not yes: without the AOF, a Redis restart loses every event"
+            " accepted since its last snapshot"
+        )
+    elif settings.get("appendfsync") != "always":
+        shown = settings.get("appendfsync", "unknown")
+        problems.append(
+            f"appendfsync is {shown}, not always: a Redis crash can lose up to a second"
+            " of accepted events"
+        )
+    if settings.get("maxmemory-policy", "noeviction") != "noeviction":
+        problems.append(
+            f"maxmemory-policy is {settings['maxmemory-policy']}, not noeviction: Redis may"
+            " evict queued events when it is full"
+        )
+    return problems
