@@ -223,6 +223,15 @@ async def _accept(
 
 async def handle_webhook(request: web.Request, state: RelayState) -> web.Response:
     """Answer one webhook POST as SPEC section 2 says."""
+    response = await _handle(request, state)
+    if state.draining:
+        # A load balancer must not send its next request on this connection: relay is
+        # about to close its listener.
+        response.force_close()
+    return response
+
+
+async def _handle(request: web.Request, state: RelayState) -> web.Response:
     config, router = state.config, state.router  # once: a reload must not mix two configs
     try:
         _check_client(request, config)

@@ -113,6 +113,8 @@ async def serve(path: str, config: Config) -> None:
     log.info("shutting down: /readyz answers 503, events are still accepted and stored")
     state = app[STATE]
     state.draining = True
+    # Behind a load balancer: until its health check sees the 503, it still sends here.
+    await asyncio.sleep(state.config.server.drain_grace_s)
     if state.worker is not None:
         await state.worker.stop(state.config.server.shutdown_timeout_s)
     await listener.close()

@@ -29,6 +29,9 @@ class ServerConfig:
     max_body_bytes: int = 1024 * 1024
     tls: TlsConfig | None = None
     shutdown_timeout_s: float = 10.0
+    # After SIGTERM, how long relay goes on as usual, /readyz answering 503, before it
+    # stops: long enough for a load balancer's health check to send events elsewhere.
+    drain_grace_s: float = 0.0
     read_timeout_s: float = 10.0  # for a request's headers, and again for its body
     max_connections: int = 1000  # open connections; more are answered 503 at once
 

@@ -37,6 +37,7 @@ _SERVER_KEYS = (
     "max_body_bytes",
     "tls",
     "shutdown_timeout",
+    "drain_grace",
     "read_timeout",
     "max_connections",
 )
@@ -63,6 +64,7 @@ def read_server(ctx: Context, node: yaml.Node, path: str) -> ServerConfig:
         max_body_bytes=section.get("max_body_bytes", int_range(1), defaults.max_body_bytes),
         tls=section.opt("tls", _tls),
         shutdown_timeout_s=section.get("shutdown_timeout", duration, defaults.shutdown_timeout_s),
+        drain_grace_s=section.get("drain_grace", duration, defaults.drain_grace_s),
         read_timeout_s=section.get("read_timeout", duration, defaults.read_timeout_s),
         max_connections=section.get(
             "max_connections", int_range(1, 1_000_000), defaults.max_connections
