@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support.fake_discord import FakeDiscord
+from tests.support.fake_discord import FakeDiscord, wait_until
 from tests.support.processes import RelayProcess, RelayProcesses
 from tests.support.relay import SECRET, event_body, signed_headers
 
@@ -143,3 +143,61 @@ async def test_when_a_process_is_killed_another_sends_what_it_held(
     print(f"\nsurvivor sent the killed process's deliveries {taken_over_s:.2f} s after the kill")
     assert taken_over_s <= LEASE_S + IDLE_MARGIN_S
     assert await survivor.terminate() == 0
+
+
+async def test_a_replica_killed_under_load_loses_nothing_and_repeats_only_its_sends(
+    tmp_path: Path, processes: RelayProcesses, discord: FakeDiscord, redis_url: str
+) -> None:
+    """kill -9 one of three replicas on one Redis while events pour in (SPEC 5)."""
+    discord.delay_s = 0.2  # each replica has sends in flight when the kill lands
+    config = write_config(tmp_path, discord, redis_url)
+    replicas = [await processes.start(config) for _ in range(3)]
+    doomed = replicas[0]
+    events, statuses = 600, Counter[str]()
+    answered: list[str] = []
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+
+        async def send(n: int) -> None:
+            text = f"load{n:04d}"
+            relay = replicas[n % 3]
+            try:
+                statuses[await post(http, relay, text, f"k{n % 40}")] += 1
+                answered.append(text)
+            except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError):
+                statuses["no answer"] += 1  # posted to the killed replica as it died
+
+        async def kill_midway() -> float:
+            await wait_until(
+                "a third of the events answered", lambda: len(answered) >= events // 3, 30
+            )
+            doomed.kill()
+            return time.monotonic()
+
+        killer = asyncio.create_task(kill_midway())
+        for start in range(0, events, 30):  # about 30 at a time, as a burst of traffic
+            await asyncio.gather(*(send(n) for n in range(start, min(start + 30, events))))
+        killed_at = await killer
+
+    in_flight_at_kill = [r for r in discord.requests if r.at <= killed_at < (r.answered_at or 1e18)]
+    await discord.wait_for_delivered(len(set(answered)), timeout_s=60.0)
+    await asyncio.sleep(LEASE_S + 1.0)  # a repeat would come within a lease
+    counts = Counter(discord.delivered_texts())
+    missing = set(answered) - set(counts)
+    duplicates = {text: n for text, n in counts.items() if n > 1}
+    last_repeat = max(
+        (r.at for r in discord.requests if r.description() in duplicates), default=killed_at
+    )
+    figures = {
+        "events": events,
+        "answered_200": len(answered),
+        "client_saw_no_answer": statuses["no answer"],
+        "sends_in_flight_at_kill": len(in_flight_at_kill),
+        "duplicates": len(duplicates),
+        "repeats_done_after_kill_s": round(last_repeat - killed_at, 2),
+        "lease_s": LEASE_S,
+    }
+    print(f"\nreplica killed under load: {figures}")
+    assert missing == set(), f"answered 200 but never delivered: {sorted(missing)[:5]}"
+    assert len(duplicates) <= 4, figures  # the killed replica's concurrency
+    assert last_repeat - killed_at <= LEASE_S + IDLE_MARGIN_S, figures

@@ -161,9 +161,15 @@ class RedisStore:
         return int(await self._script("release", [owner]))
 
     async def next_due_at(self, destination: str, now: float) -> float | None:
-        key = f"{PREFIX}ready:{destination}"
-        first = await self._call(lambda client: client.zrange(key, 0, 0, withscores=True))
-        return float(first[0][1]) if first else None
+        due, waiting = f"{PREFIX}due:{destination}", f"{PREFIX}waiting:{destination}"
+
+        async def earliest(client: aioredis.Redis) -> float | None:
+            if await client.zcard(due):
+                return now
+            first = await client.zrange(waiting, 0, 0, withscores=True)
+            return float(first[0][1]) if first else None
+
+        return await self._call(earliest)
 
     async def record_sent(
         self, delivery_id: int, now: float, note: str | None = None, *, owner: str

@@ -108,6 +108,16 @@ async def test_a_retry_holds_back_its_session_but_not_others(stores: Stores) -> 
     assert await claim(stores.other, B, now=2000.0) == ["e1"]
 
 
+async def test_the_oldest_of_what_is_due_is_claimed_first(stores: Stores) -> None:
+    await accept(stores.one, "e1", ["s1"])
+    [first] = await stores.one.claim("slack", 1000.0, 10, owner=A, lease_s=LEASE_S)
+    assert await stores.one.record_failure(first.id, "503", retry_at=1500.0, now=1000.0, owner=A)
+    await accept(stores.one, "e2", ["s2"], at=1200.0)
+    # e2 was due first (1200), but e1 is older: as on a queue, it goes first.
+    assert await claim(stores.other, B, now=2000.0, limit=1) == ["e1"]
+    assert await claim(stores.other, B, now=2000.0, limit=1) == ["e2"]
+
+
 async def test_limit_caps_how_many_sessions_are_claimed(stores: Stores) -> None:
     for n in range(6):
         await accept(stores.one, f"e{n}", [f"s{n}"])

@@ -46,7 +46,7 @@ for i = 0, count - 1 do
   redis.call('ZADD', session_key, id, member)
   if redis.call('ZCARD', session_key) == 1 then
     -- The session's only unfinished delivery is its head: claimable from now on.
-    redis.call('ZADD', P .. 'ready:' .. destination, now, member)
+    redis.call('ZADD', P .. 'waiting:' .. destination, now, member)
   end
 end
 return 0

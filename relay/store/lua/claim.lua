@@ -2,37 +2,45 @@
 
 KEYS[1]  the store's key prefix (see accept.lua)
 ARGV     destination, now, limit, owner, lease_until
-Returns  an array, oldest due first, of {member, delivery fields (HGETALL), event_id, body}
-Atomic:  a delivery is claimed by one owner at a time. `ready:<destination>` holds each
-         session's head (its oldest unfinished delivery) scored by when it may be sent:
-         its next attempt, or the end of the lease that holds it. So a head held by a live
-         lease, and every later delivery of its session, is not claimable.
+Returns  an array, oldest first, of {member, delivery fields (HGETALL), event_id, body}
+Atomic:  a delivery is claimed by one owner at a time. Only a session's head (its oldest
+         unfinished delivery) is ever queued, so a head held by a live lease holds back
+         its whole session. A head waits in `waiting:<destination>`, scored by when it may
+         be sent (its next attempt, or the end of the lease that holds it); once that time
+         has come it moves to `due:<destination>`, scored by id, and is claimed oldest
+         first, as the SQLite store does.
 ]]
 local P = KEYS[1]
 local destination, now, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local owner, lease_until = ARGV[4], ARGV[5]
-local ready = P .. 'ready:' .. destination
+local waiting, due = P .. 'waiting:' .. destination, P .. 'due:' .. destination
+
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0, 1000)) do
+  redis.call('ZADD', due, tonumber(member), member)
+  redis.call('ZREM', waiting, member)
+end
 
 local claimed = {}
-local members = redis.call('ZRANGEBYSCORE', ready, '-inf', now, 'LIMIT', 0, limit)
-for _, member in ipairs(members) do
+while #claimed < limit do
+  local member = redis.call('ZRANGE', due, 0, 0)[1]
+  if not member then
+    break
+  end
   local key = P .. 'd:' .. member
-  local status = redis.call('HGET', key, 'status')
-  local session = redis.call('HGET', key, 'session_key')
+  local fields = redis.call('HMGET', key, 'status', 'session_key')
   local head = false
-  if status == 'pending' or status == 'failed' then
-    local first = redis.call('ZRANGE', P .. 'session:' .. destination .. ':' .. session, 0, 0)
+  if fields[1] == 'pending' or fields[1] == 'failed' then
+    local first = redis.call('ZRANGE', P .. 'session:' .. destination .. ':' .. fields[2], 0, 0)
     head = first[1] == member
   end
+  redis.call('ZREM', due, member)  -- claimed now, or finished, or no longer a head
   if head then
     redis.call('HSET', key, 'claimed_by', owner, 'lease_until', lease_until)
-    redis.call('ZADD', ready, lease_until, member)
+    redis.call('ZADD', waiting, lease_until, member)
     redis.call('SADD', P .. 'owner:' .. owner, member)
     local ref = redis.call('HGET', key, 'event_ref')
     local event = redis.call('HMGET', P .. 'e:' .. ref, 'event_id', 'body')
     claimed[#claimed + 1] = {member, redis.call('HGETALL', key), event[1], event[2]}
-  else
-    redis.call('ZREM', ready, member)  -- finished, or no longer its session's head
   end
 end
 return claimed

@@ -16,7 +16,7 @@ if fields[1] ~= owner or (status ~= 'pending' and status ~= 'failed') then
   return 0
 end
 local id = tonumber(member)
-local ready = P .. 'ready:' .. destination
+local waiting = P .. 'waiting:' .. destination
 redis.call('HINCRBY', key, 'attempts', 1)
 redis.call('HSET', key, 'claimed_by', '', 'lease_until', 0, 'status', outcome)
 redis.call('SREM', P .. 'owner:' .. owner, member)
@@ -30,19 +30,20 @@ end
 
 if outcome == 'failed' then
   redis.call('HSET', key, 'next_attempt_at', ARGV[6])
-  redis.call('ZADD', ready, ARGV[6], member)  -- still its session's head
+  redis.call('ZADD', waiting, ARGV[6], member)  -- still its session's head
   return 1
 end
 
 redis.call('HSET', key, 'finished_at', now)
 redis.call('ZADD', P .. 'finished', now, member)
 redis.call('ZREM', P .. 'queue:' .. destination, member)
-redis.call('ZREM', ready, member)
+redis.call('ZREM', waiting, member)
+redis.call('ZREM', P .. 'due:' .. destination, member)
 local session_key = P .. 'session:' .. destination .. ':' .. session
 redis.call('ZREM', session_key, member)
 local next_head = redis.call('ZRANGE', session_key, 0, 0)[1]
 if next_head then
   local due = redis.call('HMGET', P .. 'd:' .. next_head, 'next_attempt_at', 'lease_until')
-  redis.call('ZADD', ready, math.max(tonumber(due[1]), tonumber(due[2])), next_head)
+  redis.call('ZADD', waiting, math.max(tonumber(due[1]), tonumber(due[2])), next_head)
 end
 return 1

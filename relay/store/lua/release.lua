@@ -14,7 +14,7 @@ for _, member in ipairs(redis.call('SMEMBERS', owned)) do
   local fields = redis.call('HMGET', key, 'claimed_by', 'status', 'destination', 'next_attempt_at')
   if fields[1] == owner and (fields[2] == 'pending' or fields[2] == 'failed') then
     redis.call('HSET', key, 'claimed_by', '', 'lease_until', 0)
-    redis.call('ZADD', P .. 'ready:' .. fields[3], fields[4], member)
+    redis.call('ZADD', P .. 'waiting:' .. fields[3], fields[4], member)
     released = released + 1
   end
 end

@@ -13,7 +13,7 @@ for i = 3, #ARGV do
   local fields = redis.call('HMGET', key, 'claimed_by', 'status', 'destination')
   if fields[1] == owner and (fields[2] == 'pending' or fields[2] == 'failed') then
     redis.call('HSET', key, 'lease_until', lease_until)
-    redis.call('ZADD', P .. 'ready:' .. fields[3], lease_until, member)
+    redis.call('ZADD', P .. 'waiting:' .. fields[3], lease_until, member)
     held[#held + 1] = member
   end
 end

@@ -29,10 +29,9 @@ for _, member in ipairs(members) do
     redis.call('ZREM', P .. 'finished', member)
     redis.call('ZADD', P .. 'queue:' .. destination, id, member)
     local session_key = P .. 'session:' .. destination .. ':' .. fields[3]
-    local ready = P .. 'ready:' .. destination
     redis.call('ZADD', session_key, id, member)
     if redis.call('ZRANGE', session_key, 0, 0)[1] == member then
-      redis.call('ZADD', ready, now, member)
+      redis.call('ZADD', P .. 'waiting:' .. destination, now, member)
     end
     replayed = replayed + 1
   end
