@@ -160,15 +160,39 @@ class Lane:
         """Wait while the destination is paused or its pacing says so; False if stopping."""
         worker = self._worker
         while not worker.stopping:
-            sender = worker.senders.get(self.destination)
-            wait_s = max(self._paused_until - worker.clock(), 0.0)
-            if wait_s <= 0 and sender is not None:
-                wait_s = sender.wait_s()  # takes a pacing token when it answers 0
+            wait_s = await self._wait_s()
             if wait_s <= 0:
                 return True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(worker.stopped.wait(), timeout=wait_s)
         return False
+
+    async def _wait_s(self) -> float:
+        """How long to wait before sending: this lane's own pause, then the target's shared
+        pause and pace (a token is taken when it answers 0), then the sender's own say."""
+        worker = self._worker
+        now = worker.clock()
+        if self._paused_until > now:
+            return self._paused_until - now
+        sender = worker.senders.get(self.destination)
+        if sender is None:
+            return 0.0  # gone from the config: dead-lettered at once by _send
+        limit = sender.limit
+        if limit is not None:
+            try:
+                wait_s = await worker.store.reserve(limit.key, now, limit.rate_per_s, limit.burst)
+            except StoreUnavailable:
+                return 1.0  # nothing could be recorded either: wait for the store
+            if wait_s > 0:
+                return wait_s
+        return sender.wait_s()
+
+    async def _pause(self, until: float) -> None:
+        self._paused_until = max(self._paused_until, until)
+        sender = self._worker.senders.get(self.destination)
+        if sender is not None and sender.limit is not None:
+            with contextlib.suppress(StoreUnavailable):  # the lane's own pause still holds
+                await self._worker.store.pause(sender.limit.key, until)
 
     async def _idle_time(self, now: float) -> float:
         next_due = await self._worker.store.next_due_at(self.destination, now)
@@ -244,8 +268,9 @@ class Lane:
         attempts = delivery.attempts + 1
         retry_at = worker.policy.retry_at(error, attempts, now, worker.rng)
         if error.retryable and error.retry_after_s is not None:
-            # The service asked for a pause: hold the whole destination, not just this one.
-            self._paused_until = max(self._paused_until, now + error.retry_after_s)
+            # The service asked for a pause: hold the whole destination, not just this
+            # delivery, and every process sending to the same target.
+            await self._pause(now + error.retry_after_s)
         extra = {"event_id": delivery.event_id, "destination": delivery.destination}
         outcome = "dead" if retry_at is None else "retried"
         worker.metrics.deliveries.labels(delivery.destination, outcome).inc()

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from tests.support.fake_discord import FakeDiscord, wait_until
+from tests.support.fake_slack import FakeSlack, rate_limited
 from tests.support.processes import RelayProcess, RelayProcesses
 from tests.support.relay import SECRET, event_body, signed_headers
 
@@ -201,3 +202,53 @@ async def test_a_replica_killed_under_load_loses_nothing_and_repeats_only_its_se
     assert missing == set(), f"answered 200 but never delivered: {sorted(missing)[:5]}"
     assert len(duplicates) <= 4, figures  # the killed replica's concurrency
     assert last_repeat - killed_at <= LEASE_S + IDLE_MARGIN_S, figures
+
+
+def write_slack_config(tmp_path: Path, slack: FakeSlack, store_url: str) -> Path:
+    path = tmp_path / "slack.yaml"
+    path.write_text(
+        f"""\
+server: {{ host: 127.0.0.1, port: 0 }}
+verify: {{ secrets: ["{SECRET}"] }}
+store: {{ url: "{store_url}" }}
+delivery: {{ backoff: {{ first: 50ms, max: 200ms }}, lease: {LEASE_S:g}s }}
+destinations:
+  ops: {{ type: slack, webhook_url: "{slack.webhook_url()}" }}   # 1 a second, bursts of 3
+rules: [ {{ name: all, send_to: [ops] }} ]
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+async def test_replicas_share_one_slack_webhooks_pace_and_its_429_pauses(
+    tmp_path: Path, processes: RelayProcesses, slack: FakeSlack, redis_url: str
+) -> None:
+    replicas = [
+        await processes.start(write_slack_config(tmp_path, slack, redis_url)) for _ in range(3)
+    ]
+    async with aiohttp.ClientSession() as http:
+        # A 429 from the webhook pauses every replica's sends to it.
+        slack.script(rate_limited("2"))
+        assert await post(http, replicas[0], "first", "p0") == "accepted"
+        [limited] = await slack.wait_for_requests(1)
+        for n in (1, 2):
+            assert await post(http, replicas[n], f"paused{n}", f"p{n}") == "accepted"
+        await slack.wait_for_delivered(3, timeout_s=10)
+        after = slack.requests[1:]
+        assert limited.status == 429
+        assert all(r.at - limited.at >= 1.9 for r in after), [r.at - limited.at for r in after]
+
+        await asyncio.sleep(3.5)  # the bucket refills: a burst of 3 again
+        start = len(slack.requests)
+        for n in range(7):
+            assert await post(http, replicas[n % 3], f"paced{n}", f"q{n}") == "accepted"
+        await slack.wait_for_delivered(10, timeout_s=20)
+
+    paced = slack.requests[start:]
+    span_s = paced[-1].at - paced[0].at
+    print(f"\n7 sends from 3 replicas to one webhook took {span_s:.2f} s (burst 3, then 1/s)")
+    # Each replica alone would send all 7 within a second (its own burst of 3 and more);
+    # shared, the 4 after the burst come about a second apart.
+    assert span_s >= 3.5, [round(r.at - paced[0].at, 2) for r in paced]
+    assert len(paced) == 7

@@ -6,6 +6,7 @@ import unicodedata
 
 from relay.config.model import ConsoleDestination
 from relay.formatting import summarize
+from relay.limits import Limit
 from relay.notification import Notification
 from relay.senders.base import SenderContext
 
@@ -25,6 +26,7 @@ class ConsoleSender:
 
     def __init__(self, config: ConsoleDestination, context: SenderContext) -> None:
         self.name = config.name
+        self.limit: Limit | None = None
         self._out = context.stdout
 
     def preview(self, notification: Notification) -> str:

@@ -11,6 +11,7 @@ import aiohttp
 
 from relay.config.model import DiscordDestination
 from relay.formatting import Summary, summarize, truncate
+from relay.limits import Limit
 from relay.notification import Notification
 from relay.secrets import mask_url
 from relay.senders.base import DeliveryError, SenderContext
@@ -86,6 +87,8 @@ class DiscordSender:
         self._url = config.webhook_url
         self._http = context.http
         self._ready_at = 0.0
+        # Discord's headers pace each process; a 429 pauses the webhook for all of them.
+        self.limit: Limit | None = Limit.of(f"discord:{config.webhook_url.reveal()}")
 
     def payload(self, notification: Notification) -> dict[str, Any]:
         event = notification.event

@@ -11,6 +11,7 @@ import aiosmtplib
 
 from relay.config.model import EmailDestination
 from relay.formatting import Summary, summarize, truncate
+from relay.limits import Limit
 from relay.notification import Notification
 from relay.senders.base import DeliveryError, SenderContext
 from relay.senders.console import printable
@@ -96,6 +97,7 @@ class EmailSender:
 
     def __init__(self, config: EmailDestination, context: SenderContext) -> None:
         self.name = config.name
+        self.limit: Limit | None = None
         self._config = config
 
     def preview(self, notification: Notification) -> str:

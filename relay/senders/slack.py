@@ -22,6 +22,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from relay.config.model import SlackDestination
 from relay.formatting import Link, Summary, summarize, truncate
+from relay.limits import Limit
 from relay.notification import Notification
 from relay.secrets import mask_url
 from relay.senders.base import DeliveryError, SenderContext
@@ -101,7 +102,9 @@ class SlackWebhookSender:
         assert config.webhook_url is not None
         self.name = config.name
         self._url = config.webhook_url.reveal()
-        self._pacer = context.pacer(f"slack-webhook:{self._url}", config.max_per_second, PACE_BURST)
+        self.limit: Limit | None = Limit.of(
+            f"slack-webhook:{self._url}", config.max_per_second, PACE_BURST
+        )
         self._client = AsyncWebhookClient(
             self._url, session=context.http, retry_handlers=[], logger=_SDK_LOG
         )
@@ -111,7 +114,7 @@ class SlackWebhookSender:
         return f"POST {mask_url(self._url)}\n{body}\n"
 
     def wait_s(self) -> float:
-        return self._pacer.reserve()
+        return 0.0  # paced by self.limit
 
     async def send(self, notification: Notification) -> None:
         message = build_message(notification)
@@ -135,7 +138,7 @@ class SlackApiSender:
         self._channel = config.channel
         self._api_url = config.api_url
         token = config.token.reveal()
-        self._pacer = context.pacer(
+        self.limit: Limit | None = Limit.of(
             f"slack-api:{config.api_url}:{token}:{config.channel}",
             config.max_per_second,
             PACE_BURST,
@@ -154,7 +157,7 @@ class SlackApiSender:
         return f"POST {self._api_url}chat.postMessage (bot token)\n{text}\n"
 
     def wait_s(self) -> float:
-        return self._pacer.reserve()
+        return 0.0  # paced by self.limit
 
     async def send(self, notification: Notification) -> None:
         message = build_message(notification)

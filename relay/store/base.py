@@ -119,6 +119,14 @@ class Store(Protocol):
         """Record a failed attempt of a delivery the owner holds and release it: retry at
         `retry_at`, or dead-letter when it is None. False when it no longer holds it."""
 
+    async def reserve(self, key: str, now: float, rate_per_s: float | None, burst: int) -> float:
+        """Take a turn at a rate-limited target (relay/limits.py), for every process that
+        shares the store: 0 to send now (a token was taken, when paced), else how many
+        seconds to wait (the target is paused, or its bucket is empty)."""
+
+    async def pause(self, key: str, until: float) -> None:
+        """Pause a target for every process until `until`: it answered 429."""
+
     async def queue_depths(self) -> dict[str, int]:
         """Return how many deliveries wait (pending or failed), per destination."""
 

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PREFIX = "relay:{relay}:"
-_SCRIPTS = ("accept", "claim", "renew", "release", "finish", "replay", "purge")
+_SCRIPTS = ("accept", "claim", "renew", "release", "finish", "replay", "purge", "limits")
 # A step of the retention purge, and how often one runs.
 _PURGE_ROWS = 500
 _PURGE_EVERY_S = 5.0
@@ -185,6 +185,13 @@ class RedisStore:
         if retry_at is not None:
             args.append(_time(retry_at))
         return bool(await self._script("finish", args))
+
+    async def reserve(self, key: str, now: float, rate_per_s: float | None, burst: int) -> float:
+        rate = "" if rate_per_s is None else _time(rate_per_s)
+        return float(_text(await self._script("limits", ["reserve", key, _time(now), rate, burst])))
+
+    async def pause(self, key: str, until: float) -> None:
+        await self._script("limits", ["pause", key, _time(until)])
 
     async def queue_depths(self) -> dict[str, int]:
         async def depths(client: aioredis.Redis) -> dict[str, int]:

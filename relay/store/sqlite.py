@@ -194,6 +194,14 @@ class SqliteStore:
             lambda conn: ops.record_failure(conn, delivery_id, owner, error, retry_at, now)
         )
 
+    async def reserve(self, key: str, now: float, rate_per_s: float | None, burst: int) -> float:
+        """Take a turn at a limited target: 0 to send now, else how long to wait."""
+        return await self._submit(lambda conn: ops.reserve(conn, key, now, rate_per_s, burst))
+
+    async def pause(self, key: str, until: float) -> None:
+        """Pause a limited target, for every process, until `until`."""
+        await self._submit(lambda conn: ops.pause(conn, key, until))
+
     async def queue_depths(self) -> dict[str, int]:
         """Return how many deliveries wait (pending or failed), per destination."""
         return await self._submit(ops.queue_depths)

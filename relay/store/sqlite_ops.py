@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, cast
 
+from relay.limits import take_token
 from relay.store.base import (
     AcceptResult,
     Delivery,
@@ -20,7 +21,7 @@ from relay.store.base import (
     StoreUnavailable,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # events.id, not events.event_id, is the key: the same event id may be accepted again once
 # its dedupe window has passed, and each acceptance is its own event row.
@@ -75,8 +76,18 @@ CREATE INDEX deliveries_leases ON deliveries (destination, lease_until)
     WHERE status IN ('pending', 'failed') AND lease_until > 0;
 """
 
+# Version 3: the shared pace and 429 pause of each rate-limited target (relay/limits.py).
+_SCHEMA_V3 = """
+CREATE TABLE limits (
+    key TEXT PRIMARY KEY,
+    tokens REAL,
+    updated REAL,
+    paused_until REAL NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+"""
+
 # Each step takes a database from the version before it to its own.
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 
 UNFINISHED = "status IN ('pending', 'failed')"
 
@@ -379,6 +390,36 @@ def record_failure(
         )
     moment = now if retry_at is None else retry_at
     return conn.execute(sql, (error, moment, delivery_id, owner)).rowcount == 1
+
+
+def reserve(
+    conn: sqlite3.Connection, key: str, now: float, rate_per_s: float | None, burst: int
+) -> float:
+    """Take a turn at a limited target: 0 to send now, else how long to wait."""
+    row = conn.execute(
+        "SELECT tokens, updated, paused_until FROM limits WHERE key = ?", (key,)
+    ).fetchone()
+    tokens, updated, paused_until = row if row is not None else (None, None, 0.0)
+    if paused_until > now:
+        return float(paused_until - now)
+    if rate_per_s is None:
+        return 0.0
+    wait_s, tokens = take_token(tokens, updated, now, rate_per_s, burst)
+    conn.execute(
+        "INSERT INTO limits (key, tokens, updated) VALUES (?, ?, ?) ON CONFLICT (key)"
+        " DO UPDATE SET tokens = excluded.tokens, updated = excluded.updated",
+        (key, tokens, now),
+    )
+    return wait_s
+
+
+def pause(conn: sqlite3.Connection, key: str, until: float) -> None:
+    """Pause a limited target until `until` (a later pause already set wins)."""
+    conn.execute(
+        "INSERT INTO limits (key, paused_until) VALUES (?, ?) ON CONFLICT (key)"
+        " DO UPDATE SET paused_until = max(paused_until, excluded.paused_until)",
+        (key, until),
+    )
 
 
 def queue_depths(conn: sqlite3.Connection) -> dict[str, int]:

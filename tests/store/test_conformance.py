@@ -216,3 +216,23 @@ async def test_retention_purges_finished_history_and_keeps_the_rest(stores: Stor
 
     assert [d.event_id for d in await stores.one.list_deliveries()] == ["recent", "retrying"]
     assert await stores.one.purge(2000.0) == (0, 0)  # the retried one holds back the rest
+
+
+async def test_a_paced_target_is_shared_by_every_process(stores: Stores) -> None:
+    key, rate, burst = "target-1", 1.0, 3
+    waits = [
+        await store.reserve(key, 1000.0, rate, burst) for store in (stores.one, stores.other) * 2
+    ]
+    assert waits[:3] == [0.0, 0.0, 0.0]  # the burst, taken from both
+    assert waits[3] == pytest.approx(1.0)  # nothing taken: no token was free
+    assert await stores.other.reserve(key, 1001.0, rate, burst) == 0.0
+    assert await stores.one.reserve("another", 1001.0, rate, burst) == 0.0
+
+
+async def test_a_pause_holds_every_process_until_it_ends(stores: Stores) -> None:
+    await stores.one.pause("target-1", 1030.0)
+    await stores.other.pause("target-1", 1010.0)  # an earlier end does not shorten it
+    assert await stores.other.reserve("target-1", 1000.0, None, 1) == pytest.approx(30.0)
+    assert await stores.one.reserve("target-1", 1000.0, 1.0, 3) == pytest.approx(30.0)
+    assert await stores.one.reserve("target-1", 1030.0, None, 1) == 0.0
+    assert await stores.other.reserve("target-2", 1000.0, None, 1) == 0.0
