@@ -2,12 +2,15 @@
 
     python bench/run.py [--duration 10] [--connections 64] [--threads 1]
 
-Starts `relay serve` (SQLite store, one console destination, realistic rules) and
-bench/bare_server.py on free 127.0.0.1 ports, pre-generates unique signed bodies, loads
-both with wrk (bench/post.lua: every request a different body, so relay's dedupe cannot
-short-cut the work), prints requests per second, p50 / p99 and non-2xx counts of both,
-their ratio, and whether the targets hold (relay >= 50% of bare, relay p99 <= 20 ms).
-Afterwards it checks that relay's store holds one event per `accepted` answer wrk counted.
+Starts bench/bare_server.py, `relay serve` on SQLite and `relay serve` on a redis-server
+of its own (AOF, appendfsync always; skipped with --no-redis or without redis-server),
+each with one console destination and realistic rules, on free 127.0.0.1 ports;
+pre-generates unique signed bodies, loads each with wrk in turn (bench/post.lua: every
+request a different body, so relay's dedupe cannot short-cut the work), prints requests
+per second, p50 / p99 and non-2xx counts, the ratios relay/bare and Redis/SQLite, and
+whether the targets hold (relay >= 50% of bare, relay p99 <= 20 ms, Redis >= 80% of
+SQLite). Afterwards it checks that each store holds one event per `accepted` answer wrk
+counted.
 
 Exit status: 0 when the run is valid (targets met or not; --strict makes a miss exit 2),
 1 when relay answered anything but 200 accepted, bodies were reused, or the store does not match.
@@ -47,6 +50,7 @@ PATH = "/webhook"
 SECRET = "bench-secret-0123456789abcdef"
 TARGET_RATIO = 0.50
 TARGET_P99_MS = 20.0
+TARGET_REDIS_RATIO = 0.80  # Redis ingest against SQLite ingest, same run
 MAX_DURATION_S = 300
 
 CONFIG_TEMPLATE = """\
@@ -63,7 +67,7 @@ verify:
   max_age: 1h                   # bodies are signed before the run starts
 
 store:
-  url: sqlite:{db}
+  url: "{store_url}"
 
 delivery:
   max_attempts: 8
@@ -291,7 +295,14 @@ def run_wrk(load: Load, label: str, seconds: int, first: int, count: int, log: P
 # ---------------------------------------------------------------------------- report
 
 
-def stored_events(db: Path) -> tuple[int, int]:
+def stored_events(store_url: str) -> tuple[int, int]:
+    """Count the events and deliveries a store holds."""
+    if store_url.startswith("redis"):
+        import redis
+
+        with redis.Redis.from_url(store_url) as client:
+            return int(client.zcard("relay:{relay}:events")), int(client.zcard("relay:{relay}:all"))
+    db = store_url.removeprefix("sqlite:")
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
         deliveries = conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
@@ -310,7 +321,9 @@ def print_table(results: Sequence[WrkResult]) -> None:
         )
 
 
-def validity_problems(relay_runs: Sequence[WrkResult], db: Path, connections: int) -> list[str]:
+def validity_problems(
+    relay_runs: Sequence[WrkResult], store_url: str, connections: int
+) -> list[str]:
     """Why relay's figure is not real work, if it is not."""
     problems = []
     for r in relay_runs:
@@ -323,14 +336,15 @@ def validity_problems(relay_runs: Sequence[WrkResult], db: Path, connections: in
             problems.append(
                 f"relay {r.label}: {int(r['reused'])} requests reused a body (raise --max-rate)"
             )
-    events, deliveries = stored_events(db)
+    events, deliveries = stored_events(store_url)
     counted = int(sum(r["accepted"] for r in relay_runs))
     # wrk stops with up to `connections` requests in flight per run: relay stores them,
     # wrk never counts their answers.
     slack = connections * len(relay_runs)
     verdict = "ok" if 0 <= events - counted <= slack else "MISMATCH"
     print(
-        f"store: {events} events, {deliveries} deliveries; wrk counted {counted} answers accepted"
+        f"{relay_runs[-1].label} store: {events} events, {deliveries} deliveries;"
+        f" wrk counted {counted} answers accepted"
         f" (+{events - counted} in flight at wrk's stop, at most {slack} allowed): {verdict}"
     )
     if verdict != "ok":
@@ -359,6 +373,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--relay-cmd",
         help="command that runs relay (default: the venv's `relay`); for A/B runs of variants",
     )
+    parser.add_argument("--no-redis", action="store_true", help="skip relay on Redis")
     parser.add_argument("--strict", action="store_true", help="exit 2 when a target is missed")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, store)")
     args = parser.parse_args(argv)
@@ -414,19 +429,48 @@ def measure(
     return runs
 
 
-def bench(args: argparse.Namespace, tmp: Path, procs: Processes) -> int:
-    db = tmp / "relay.db"
-    relay_port, bare_port = free_port(), free_port()
-    config = tmp / "relay-bench.yaml"
-    config.write_text(
-        CONFIG_TEMPLATE.format(host=HOST, port=relay_port, path=PATH, secret=SECRET, db=db)
-    )
-    subprocess.run(
-        [*relay_command(args.relay_cmd), "check", "-c", str(config)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+def start_redis(tmp: Path, procs: Processes) -> str | None:
+    """Start a durable redis-server (AOF, appendfsync always); return its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        print("redis-server not found (Debian: apt-get install redis-server): no Redis run")
+        return None
+    port = free_port()
+    data = tmp / "redis"
+    data.mkdir()
+    procs.start(
+        [binary, "--port", str(port), "--bind", HOST, "--dir", str(data), "--save", "",
+         "--appendonly", "yes", "--appendfsync", "always"],
+        tmp / "redis.log", tmp,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), 0.2) as sock:
+            sock.sendall(b"PING\r\n")
+            if b"PONG" in sock.recv(64):
+                return f"redis://{HOST}:{port}/0"
+        time.sleep(0.05)
+    raise SystemExit(f"redis-server did not start:\n{_tail(tmp / 'redis.log')}")
 
+
+def start_relay(
+    args: argparse.Namespace, tmp: Path, procs: Processes, label: str, store_url: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    config = tmp / f"{label}.yaml"
+    config.write_text(
+        CONFIG_TEMPLATE.format(host=HOST, port=port, path=PATH, secret=SECRET, store_url=store_url)
+    )
+    command = relay_command(args.relay_cmd)
+    subprocess.run([*command, "check", "-c", str(config)], check=True, stdout=subprocess.DEVNULL)
+    log = tmp / f"{label}.log"
+    relay = procs.start([*command, "serve", "-c", str(config)], log, tmp)
+    wait_ready(relay, f"http://{HOST}:{port}/readyz", "GET", log)
+    print(f"{label} pid {relay.pid} on :{port} ({store_url.partition(':')[0]} store)", flush=True)
+    return relay, port
+
+
+def bench(args: argparse.Namespace, tmp: Path, procs: Processes) -> int:
     plan = Plan(
         args.warmup,
         args.duration,
@@ -441,63 +485,79 @@ def bench(args: argparse.Namespace, tmp: Path, procs: Processes) -> int:
         f" {time.monotonic() - started:.1f} s",
         flush=True,
     )
-
-    relay = procs.start(
-        [*relay_command(args.relay_cmd), "serve", "-c", str(config)], tmp / "relay.log", tmp
-    )
-    bare = procs.start(
-        [sys.executable, str(BENCH_DIR / "bare_server.py"), "--host", HOST,
-         "--port", str(bare_port), "--path", PATH],
-        tmp / "bare.log", tmp,
-    )  # fmt: skip
-    wait_ready(relay, f"http://{HOST}:{relay_port}/readyz", "GET", tmp / "relay.log")
-    wait_ready(bare, f"http://{HOST}:{bare_port}{PATH}", "POST", tmp / "bare.log")
-    print(
-        f"relay pid {relay.pid} on :{relay_port}, bare pid {bare.pid} on :{bare_port}", flush=True
-    )
-
     wrk_log = tmp / "wrk.log"
 
     def load(port: int) -> Load:
         return Load(f"http://{HOST}:{port}{PATH}", bodies, args.threads, args.connections)
 
+    bare_port = free_port()
+    bare = procs.start(
+        [sys.executable, str(BENCH_DIR / "bare_server.py"), "--host", HOST,
+         "--port", str(bare_port), "--path", PATH],
+        tmp / "bare.log", tmp,
+    )  # fmt: skip
+    wait_ready(bare, f"http://{HOST}:{bare_port}{PATH}", "POST", tmp / "bare.log")
     bare_runs = measure(plan, load(bare_port), "bare", wrk_log, bare)
     procs.stop(bare)  # idle from here on, but out of relay's way all the same
-    relay_runs = measure(plan, load(relay_port), "relay", wrk_log, relay)
-    time.sleep(0.5)  # let requests in flight at wrk's stop reach the store
-    procs.stop(relay)
-    return report(args, bare_runs[-1], relay_runs, db)
+
+    # One target at a time, each alone with wrk on the machine. Every store starts empty,
+    # so the same bodies are new to each.
+    runs: dict[str, tuple[list[WrkResult], str]] = {}
+    stores = {"sqlite": f"sqlite:{tmp / 'relay.db'}"}
+    if not args.no_redis and (redis_url := start_redis(tmp, procs)) is not None:
+        stores["redis"] = redis_url
+    for name, store_url in stores.items():
+        label = f"relay-{name}"
+        relay, port = start_relay(args, tmp, procs, label, store_url)
+        relay_runs = measure(plan, load(port), label, wrk_log, relay)
+        time.sleep(0.5)  # let requests in flight at wrk's stop reach the store
+        procs.stop(relay)
+        runs[name] = (relay_runs, store_url)
+    return report(args, bare_runs[-1], runs)
 
 
 def report(
-    args: argparse.Namespace, bare: WrkResult, relay_runs: Sequence[WrkResult], db: Path
+    args: argparse.Namespace,
+    bare: WrkResult,
+    runs: dict[str, tuple[list[WrkResult], str]],
 ) -> int:
-    relay = relay_runs[-1]
+    finals = {name: relay_runs[-1] for name, (relay_runs, _) in runs.items()}
     print()
     print(
         f"wrk: {args.threads} thread(s), {args.connections} connections, {args.duration} s,"
         f" unique signed bodies; {os.cpu_count()} CPUs shared by wrk and the server"
     )
-    print_table([bare, relay])
-    ratio = relay.rps / bare.rps if bare.rps else 0.0
-    ratio_ok = ratio >= TARGET_RATIO
-    p99_ok = relay.p99_ms <= TARGET_P99_MS
-    print(
-        f"ratio relay/bare = {ratio:.2f}  (target >= {TARGET_RATIO:.2f}:"
-        f" {'met' if ratio_ok else 'NOT met'})"
-    )
-    print(
-        f"relay p99 = {relay.p99_ms:.2f} ms  (target <= {TARGET_P99_MS:g} ms:"
-        f" {'met' if p99_ok else 'NOT met'})"
-    )
+    print_table([bare, *finals.values()])
+    met = True
+    for name, relay in finals.items():
+        ratio = relay.rps / bare.rps if bare.rps else 0.0
+        ratio_ok, p99_ok = ratio >= TARGET_RATIO, relay.p99_ms <= TARGET_P99_MS
+        met = met and ratio_ok and p99_ok
+        print(
+            f"{name}: ratio relay/bare = {ratio:.2f} (target >= {TARGET_RATIO:.2f}:"
+            f" {'met' if ratio_ok else 'NOT met'}); p99 = {relay.p99_ms:.2f} ms"
+            f" (target <= {TARGET_P99_MS:g} ms: {'met' if p99_ok else 'NOT met'})"
+        )
+    if "redis" in finals:
+        versus = finals["redis"].rps / finals["sqlite"].rps if finals["sqlite"].rps else 0.0
+        versus_ok = versus >= TARGET_REDIS_RATIO
+        met = met and versus_ok
+        print(
+            f"ratio Redis/SQLite = {versus:.2f} (target >= {TARGET_REDIS_RATIO:.2f}:"
+            f" {'met' if versus_ok else 'NOT met'})"
+        )
     if bare["reused"]:
         print(f"note: bare reused {int(bare['reused'])} bodies (harmless: it does not dedupe)")
-    problems = validity_problems(relay_runs, db, args.connections)
+    problems = [
+        problem
+        for relay_runs, store_url in runs.values()
+        for problem in validity_problems(relay_runs, store_url, args.connections)
+    ]
     for problem in problems:
         print(f"INVALID: {problem}")
     if problems:
         return 1
-    return 2 if args.strict and not (ratio_ok and p99_ok) else 0
+    return 2 if args.strict and not met else 0
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
