@@ -30,6 +30,7 @@ class RedisServer:
     workdir: Path
     password: str | None = None
     appendfsync: str = "always"
+    extra_args: tuple[str, ...] = ()  # e.g. ("--rename-command", "CONFIG", "")
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -53,6 +54,7 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra_args
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         self._wait_ready()
         return self

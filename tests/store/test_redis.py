@@ -1,0 +1,107 @@
+"""What only the Redis store does: say at start what in Redis's settings could lose an
+event, and work for the command line's delivery log and replay. A real redis-server."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from relay.store.base import NewDelivery, NewEvent
+from relay.store.redis import RedisStore, durability_problems
+from tests.support.processes import run_cli
+from tests.support.redis_server import RedisServer
+
+
+@pytest.mark.parametrize(
+    ("settings", "problems"),
+    [
+        ({"appendonly": "yes", "appendfsync": "always", "maxmemory-policy": "noeviction"}, []),
+        (
+            {"appendonly": "no", "appendfsync": "always", "maxmemory-policy": "noeviction"},
+            ["appendonly is not yes: without the AOF, a Redis restart loses every event"
+             " accepted since its last snapshot"],
+        ),
+        (
+            {"appendonly": "yes", "appendfsync": "everysec", "maxmemory-policy": "noeviction"},
+            ["appendfsync is everysec, not always: a Redis crash can lose up to a second"
+             " of accepted events"],
+        ),
+        (
+            {"appendonly": "yes", "appendfsync": "always", "maxmemory-policy": "allkeys-lru"},
+            ["maxmemory-policy is allkeys-lru, not noeviction: Redis may evict queued events"
+             " when it is full"],
+        ),
+    ],
+    ids=["safe", "no aof", "everysec", "evicting"],
+)  # fmt: skip
+def test_durability_problems_name_each_unsafe_setting(
+    settings: dict[str, str], problems: list[str]
+) -> None:
+    assert durability_problems(settings) == problems
+
+
+async def test_open_warns_about_everysec_of_a_real_redis(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = RedisServer(tmp_path / "redis", appendfsync="everysec").start()
+    try:
+        caplog.set_level(logging.WARNING, logger="relay.store.redis")
+        store = RedisStore(server.url)
+        await store.open()
+        await store.close()
+    finally:
+        server.stop()
+    assert caplog.messages == [
+        f"Redis at redis://127.0.0.1:{server.port}/0: appendfsync is everysec, not always:"
+        " a Redis crash can lose up to a second of accepted events"
+    ]
+
+
+async def test_open_says_when_config_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = RedisServer(tmp_path / "redis", extra_args=("--rename-command", "CONFIG", "")).start()
+    try:
+        caplog.set_level(logging.WARNING, logger="relay.store.redis")
+        store = RedisStore(server.url)
+        await store.open()  # relay still starts: it could only not check
+        await store.close()
+    finally:
+        server.stop()
+    [message] = caplog.messages
+    assert message.startswith("could not check Redis's durability settings (")
+    assert message.endswith(
+        "): make sure it runs with appendonly yes, appendfsync always and"
+        " maxmemory-policy noeviction"
+    )
+
+
+async def test_relay_deliveries_and_replay_work_on_redis(tmp_path: Path, redis_url: str) -> None:
+    store = RedisStore(redis_url)
+    await store.open()
+    await store.accept(
+        NewEvent("e1", b"{}", 1000.0), [NewDelivery("ops", "r", None, "s1")], dedupe_window_s=60
+    )
+    [held] = await store.claim("ops", 1000.0, 1, owner="o", lease_s=10.0)
+    assert await store.record_failure(
+        held.id, "Slack answered 404", retry_at=None, now=1000.0, owner="o"
+    )
+    await store.close()
+    config = tmp_path / "relay.yaml"
+    config.write_text(
+        f'store: {{ url: "{redis_url}" }}\ndestinations: {{ ops: {{ type: console }} }}\n'
+    )
+
+    status, out = await run_cli("deliveries", "-c", str(config), "--status", "dead")
+    assert status == 0
+    [header, row] = out.splitlines()
+    assert header.split() == ["ID", "DESTINATION", "STATUS", "ATTEMPTS", "AGE", "LAST", "ERROR"]
+    assert row.split()[:4] == [str(held.id), "ops", "dead", "1"]
+    assert row.endswith("Slack answered 404")
+
+    status, out = await run_cli("replay", "-c", str(config), "--dead")
+    assert (status, out) == (0, "requeued 1 dead delivery\n")
+    status, out = await run_cli("deliveries", "-c", str(config), "--status", "pending")
+    assert out.splitlines()[1].split()[:3] == [str(held.id), "ops", "pending"]
