@@ -19,8 +19,8 @@ import pytest
 
 from tests.support.fake_discord import FakeDiscord
 from tests.support.haproxy import HAProxy
-from tests.support.processes import RelayProcesses
-from tests.support.relay import SECRET, event_body, signed_headers
+from tests.support.processes import RelayProcesses, write_discord_config
+from tests.support.relay import event_body, signed_headers
 from tests.support.smtp import free_port
 
 RATE_PER_S = 30
@@ -28,29 +28,16 @@ RISE_S = 1.5  # HAProxy takes a replica back after two good checks 500 ms apart
 
 
 def write_config(path: Path, port: int, store_url: str, discord: FakeDiscord) -> Path:
-    path.write_text(
-        f"""\
-server:
-  host: 127.0.0.1
-  port: {port}
-  drain_grace: 1s        # HAProxy checks /readyz every 500 ms
-  shutdown_timeout: 5s
-verify:
-  secrets: ["{SECRET}"]
-store:
-  url: "{store_url}"
-delivery:
-  backoff: {{ first: 50ms, max: 200ms }}
-  lease: 2s
-destinations:
-  community: {{ type: discord, webhook_url: "{discord.url()}" }}
-rules:
-  - name: everything
-    send_to: [community]
-""",
-        encoding="utf-8",
+    return write_discord_config(
+        path.parent,
+        discord,
+        store_url=store_url,
+        path=path,
+        port=port,
+        shutdown_timeout="5s",
+        lease="2s",
+        drain_grace="1s",  # HAProxy checks /readyz every 500 ms
     )
-    return path
 
 
 @pytest.fixture(params=["sqlite", "redis"])

@@ -18,7 +18,7 @@ import pytest
 
 from tests.support.fake_discord import FakeDiscord, wait_until
 from tests.support.fake_slack import FakeSlack, rate_limited
-from tests.support.processes import RelayProcess, RelayProcesses
+from tests.support.processes import RelayProcess, RelayProcesses, write_discord_config
 from tests.support.relay import SECRET, event_body, signed_headers
 
 SESSIONS = 50
@@ -28,31 +28,9 @@ IDLE_MARGIN_S = 2.0  # the survivor notices an ended lease when its lane next lo
 
 
 def write_config(tmp_path: Path, discord: FakeDiscord, store_url: str) -> Path:
-    path = tmp_path / "relay.yaml"
-    path.write_text(
-        f"""\
-server:
-  host: 127.0.0.1
-  port: 0
-  shutdown_timeout: 5s
-verify:
-  secrets: ["{SECRET}"]
-store:
-  url: "{store_url}"
-delivery:
-  max_attempts: 10000
-  backoff: {{ first: 50ms, max: 200ms }}
-  concurrency: 4
-  lease: {LEASE_S:g}s
-destinations:
-  community: {{ type: discord, webhook_url: "{discord.url()}" }}
-rules:
-  - name: everything
-    send_to: [community]
-""",
-        encoding="utf-8",
+    return write_discord_config(
+        tmp_path, discord, store_url=store_url, shutdown_timeout="5s", lease=f"{LEASE_S:g}s"
     )
-    return path
 
 
 def message(session: int, index: int) -> str:

@@ -157,22 +157,36 @@ async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, s
     return process.returncode, out.decode()
 
 
-def write_discord_config(tmp_path: Path, fake: FakeDiscord) -> Path:
-    """Write a relay.yaml for `relay serve`: everything to one fake Discord, quick retries."""
-    path = tmp_path / "relay.yaml"
+def write_discord_config(
+    tmp_path: Path,
+    fake: FakeDiscord,
+    *,
+    store_url: str | None = None,
+    path: Path | None = None,
+    port: int = 0,
+    shutdown_timeout: str = "2s",
+    lease: str = "10s",
+    drain_grace: str = "0s",
+) -> Path:
+    """Write a relay.yaml for `relay serve`: everything to one fake Discord, quick retries
+    that never dead-letter; the store a SQLite file in tmp_path unless `store_url` says."""
+    path = path or tmp_path / "relay.yaml"
+    store_url = store_url or f"sqlite:{tmp_path / 'relay.db'}"
     path.write_text(
         f"""\
 server:
   host: 127.0.0.1
-  port: 0
-  shutdown_timeout: 2s
+  port: {port}
+  shutdown_timeout: {shutdown_timeout}
+  drain_grace: {drain_grace}
 verify:
   secrets: ["{SECRET}"]
 store:
-  url: "sqlite:{tmp_path / "relay.db"}"
+  url: "{store_url}"
 delivery:
   max_attempts: 10000   # never dead-letter while Discord is down
   backoff: {{ first: 50ms, max: 200ms }}
+  lease: {lease}
 destinations:
   community: {{ type: discord, webhook_url: "{fake.url()}" }}
 rules:
