@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
+import hashlib
 import logging
 import os
 import random
@@ -15,10 +17,10 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from relay.config.model import Config, DeliveryConfig
+from relay.config.model import Config, DeliveryConfig, Rule
 from relay.events import EventError, parse_event
 from relay.metrics import Metrics
-from relay.notification import build_notification
+from relay.notification import Notification, build_notification
 from relay.senders.base import DeliveryError, Sender
 from relay.store import Delivery, Store, StoreUnavailable
 
@@ -62,6 +64,11 @@ class RetryPolicy:
         if error.retry_after_s is not None:
             return now + error.retry_after_s
         return now + self.delay_s(attempts, rng)
+
+
+def conversation_key(conversation: str) -> str:
+    """Return the store's key of a conversation: a session id may be 10 KB of anything."""
+    return hashlib.sha256(conversation.encode("utf-8", "replace")).hexdigest()
 
 
 class Lane:
@@ -256,11 +263,33 @@ class Lane:
         if notification.template_error:
             extra = {"event_id": delivery.event_id, "destination": delivery.destination}
             log.warning("%s; sending the default layout", notification.template_error, extra=extra)
+        notification = await self._in_thread(notification, delivery)
         timeout_s = worker.config.delivery.timeout_s
         try:
-            return await asyncio.wait_for(sender.send(notification), timeout=timeout_s)
+            note = await asyncio.wait_for(sender.send(notification), timeout=timeout_s)
         except TimeoutError:
             raise DeliveryError(f"timed out after {timeout_s:g}s", retryable=True) from None
+        if notification.conversation is not None and notification.thread is None:
+            started = sender.thread_started(notification)
+            if started is not None:
+                with contextlib.suppress(StoreUnavailable):  # the next one starts it again
+                    await worker.store.start_thread(
+                        delivery.destination, conversation_key(notification.conversation), started
+                    )
+        return note
+
+    async def _in_thread(self, notification: Notification, delivery: Delivery) -> Notification:
+        """Give a notification its conversation's thread when its rule has `thread: session`."""
+        rule = self._worker.rules.get(delivery.rule)
+        conversation = notification.event.session
+        if rule is None or rule.thread is None or conversation is None:
+            return notification
+        key = conversation_key(conversation)
+        try:
+            thread = await self._worker.store.thread(delivery.destination, key)
+        except StoreUnavailable as exc:
+            raise DeliveryError(f"cannot read the thread map: {exc}", retryable=True) from None
+        return dataclasses.replace(notification, conversation=conversation, thread=thread)
 
     async def _record_failure(self, delivery: Delivery, error: DeliveryError) -> None:
         worker = self._worker
@@ -319,6 +348,7 @@ class DeliveryWorker:
         self.config = config
         self.senders: Mapping[str, Sender] = senders
         self.policy = RetryPolicy.from_config(config.delivery)
+        self.rules: dict[str, Rule] = {rule.name: rule for rule in config.rules}
         # Who holds this process's claims in a store shared with other processes.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lanes: dict[str, Lane] = {}
@@ -328,6 +358,8 @@ class DeliveryWorker:
     @property
     def lease_s(self) -> float:
         return self.config.delivery.lease_s
+
+
 
     def start(self) -> None:
         """Start a lane for every configured destination, and, once, for every destination
@@ -391,6 +423,7 @@ class DeliveryWorker:
         self.config = config
         self.senders = senders
         self.policy = RetryPolicy.from_config(config.delivery)
+        self.rules = {rule.name: rule for rule in config.rules}
         self.start()
 
     def wake(self, destinations: Iterable[str]) -> None:

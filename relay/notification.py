@@ -24,6 +24,10 @@ class Notification:
     title: str | None = None
     text: str | None = None
     template_error: str | None = None  # the template failed: the default layout is used
+    # With `thread: session`: the conversation (data.session_id), and its thread at this
+    # destination as the store keeps it, None for the conversation's first notification.
+    conversation: str | None = None
+    thread: str | None = None
 
 
 def build_notification(event: Event, rule: str, template: Template | None) -> Notification:

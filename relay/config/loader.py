@@ -24,12 +24,13 @@ from relay.config.yamlnodes import (
     is_null,
     items,
     nonempty_string,
+    one_of,
     string,
 )
 from relay.templates import compile_template
 
 _SECTIONS = ("server", "verify", "store", "delivery", "destinations", "rules", "templates")
-_RULE_KEYS = ("name", "when", "send_to", "template", "stop")
+_RULE_KEYS = ("name", "when", "send_to", "template", "stop", "thread")
 
 
 def load(path: str) -> Config:
@@ -79,6 +80,7 @@ def _config(ctx: Context, root: yaml.Node) -> Config:
     # Names, not parsed values: a destination with an error is still declared, and a
     # rule naming it should not get a second, misleading "unknown destination".
     _check_references(ctx, drafts, _declared(top, "destinations"), _declared(top, "templates"))
+    _check_threads(ctx, drafts, destinations)
     return Config(
         source=ctx.source,
         server=top.get("server", read_server, defaults.server),
@@ -148,6 +150,8 @@ class _RuleDraft:
     name_node: yaml.Node
     send_to: tuple[_Reference, ...]
     template: _Reference | None
+    thread_node: yaml.Node | None
+    path: str
 
 
 def _rules(ctx: Context, node: yaml.Node, path: str) -> list[_RuleDraft]:
@@ -176,6 +180,7 @@ def _rule(ctx: Context, node: yaml.Node, path: str, index: int) -> _RuleDraft:
     send_to = _references(section, "send_to", single=True)
     template = _references(section, "template")
     stop = section.get("stop", boolean, False)
+    thread = section.opt("thread", one_of(("session",)))
     if not section.mentions("send_to"):
         section.error('missing required key "send_to"')
     # No section.done(): a rule with a bad `when` still gets its names checked, so one
@@ -186,9 +191,12 @@ def _rule(ctx: Context, node: yaml.Node, path: str, index: int) -> _RuleDraft:
         send_to=tuple(ref.name for ref in send_to),
         template=template[0].name if template else None,
         stop=stop,
+        thread="session" if thread else None,
     )
     name_node = section.value_node("name") or node
-    return _RuleDraft(rule, name_node, send_to, template[0] if template else None)
+    template_ref = template[0] if template else None
+    thread_node = section.value_node("thread")
+    return _RuleDraft(rule, name_node, send_to, template_ref, thread_node, path)
 
 
 def _references(section: Section, key: str, *, single: bool = False) -> tuple[_Reference, ...]:
@@ -222,6 +230,31 @@ def _check_references(
             _check_reference(ctx, ref, "destination", destinations)
         if draft.template is not None:
             _check_reference(ctx, draft.template, "template", templates)
+
+
+def _check_threads(
+    ctx: Context, drafts: list[_RuleDraft], destinations: Mapping[str, Destination]
+) -> None:
+    """`thread` only on destinations that can thread: at load, never at delivery time."""
+    for draft in drafts:
+        if draft.rule.thread is None or draft.thread_node is None:
+            continue
+        path = f"{draft.path}.thread"
+        for ref in draft.send_to:
+            problem = _thread_problem(destinations.get(ref.name))
+            if problem is not None:
+                ctx.error(draft.thread_node, path, f'destination "{ref.name}" {problem}')
+
+
+def _thread_problem(destination: Destination | None) -> str | None:
+    if destination is None or destination.type in ("email", "console"):
+        return None  # an unknown destination is reported once, by _check_references
+    if destination.type == "slack" and destination.webhook_url is not None:
+        return (
+            "is a Slack incoming webhook, which cannot learn a message's ts to reply to:"
+            " threads need a bot token (token and channel)"
+        )
+    return "cannot thread yet: thread: session works with email and console destinations"
 
 
 def _check_reference(ctx: Context, ref: _Reference, kind: str, declared: Collection[str]) -> None:

@@ -203,6 +203,7 @@ class Rule:
     send_to: tuple[str, ...]
     template: str | None = None
     stop: bool = False
+    thread: Literal["session"] | None = None  # one thread per conversation and destination
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,10 @@ class Sender(Protocol):
         send and waits on the sender's behalf.
         """
 
+    def thread_started(self, notification: Notification) -> str | None:
+        """Return what the store keeps of the thread a conversation's first notification
+        started here (sent successfully), or None when this destination does not thread."""
+
     async def send(self, notification: Notification) -> str | None:
         """Send once; raise DeliveryError on failure. Never sleep or loop.
 

@@ -40,6 +40,9 @@ class ConsoleSender:
         lines.append(f"  ({summary.footer})")
         return printable("\n".join(lines)) + "\n"
 
+    def thread_started(self, notification: Notification) -> str | None:
+        return None  # this destination does not thread (yet)
+
     def wait_s(self) -> float:
         return 0.0
 

@@ -99,6 +99,9 @@ class DiscordSender:
         body = json.dumps(self.payload(notification), indent=2, ensure_ascii=False)
         return f"POST {target}?wait=true\n{body}\n"
 
+    def thread_started(self, notification: Notification) -> str | None:
+        return None  # this destination does not thread (yet)
+
     def wait_s(self) -> float:
         return max(self._ready_at - time.monotonic(), 0.0)
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import email.policy
 import email.utils
+import hashlib
 import html
+import json
+from dataclasses import dataclass
 from email.message import EmailMessage
 
 import aiosmtplib
@@ -57,16 +60,67 @@ def _text(summary: Summary) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _domain(config: EmailDestination) -> str:
+    return email.utils.parseaddr(config.from_addr)[1].rpartition("@")[2] or "relay.local"
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "replace")).hexdigest()[:32]
+
+
+def thread_root(config: EmailDestination, conversation: str) -> str:
+    """Return the Message-ID of a conversation's first email: the same every time, so a
+    retry of that email, and every later one, name the same message."""
+    return f"<relay.thread.{_digest(config.name, conversation)}@{_domain(config)}>"
+
+
+@dataclass(frozen=True)
+class EmailThread:
+    """What the store keeps of an email conversation: its first message and subject."""
+
+    root: str
+    subject: str
+
+    def dump(self) -> str:
+        return json.dumps({"root": self.root, "subject": self.subject})
+
+    @classmethod
+    def load(cls, value: str) -> EmailThread:
+        data = json.loads(value)
+        return cls(str(data["root"]), str(data["subject"]))
+
+
+def _threading(config: EmailDestination, notification: Notification, title: str) -> dict[str, str]:
+    """Return Message-ID and Subject, and for a conversation's later emails In-Reply-To and
+    References naming its first, so mail clients show one thread."""
+    conversation = notification.conversation
+    if conversation is None:
+        return {
+            "Subject": title,
+            "Message-ID": email.utils.make_msgid("relay", domain=_domain(config)),
+        }
+    if notification.thread is None:  # the conversation's first email
+        return {"Subject": title, "Message-ID": thread_root(config, conversation)}
+    thread = EmailThread.load(notification.thread)
+    event_id = notification.event.event_id
+    return {
+        "Subject": thread.subject,  # one subject per conversation
+        "Message-ID": f"<relay.{_digest(config.name, event_id)}@{_domain(config)}>",
+        "In-Reply-To": thread.root,
+        "References": thread.root,
+    }
+
+
 def build_message(config: EmailDestination, notification: Notification) -> EmailMessage:
-    """Return the email for a notification, with Date and Message-ID set."""
+    """Return the email for a notification, with Date, Message-ID and threading set."""
     summary = summarize(notification)
     message = EmailMessage(policy=email.policy.SMTP)
-    message["Subject"] = truncate(header_safe(summary.title), SUBJECT_LIMIT)
+    title = truncate(header_safe(summary.title), SUBJECT_LIMIT)
     message["From"] = config.from_addr
     message["To"] = ", ".join(config.to)
     message["Date"] = email.utils.formatdate(usegmt=True)
-    domain = email.utils.parseaddr(config.from_addr)[1].rpartition("@")[2] or "relay.local"
-    message["Message-ID"] = email.utils.make_msgid("relay", domain=domain)
+    for name, value in _threading(config, notification, title).items():
+        message[name] = value
     message.set_content(_text(summary))
     message.add_alternative(_html(summary), subtype="html")
     return message
@@ -104,6 +158,13 @@ class EmailSender:
         smtp = self._config.smtp
         message = build_message(self._config, notification)
         return f"SMTP {smtp.host}:{smtp.port} ({smtp.tls})\n{message.as_string()}"
+
+    def thread_started(self, notification: Notification) -> str | None:
+        if notification.conversation is None:
+            return None
+        root = thread_root(self._config, notification.conversation)
+        subject = str(build_message(self._config, notification)["Subject"])
+        return EmailThread(root, subject).dump()
 
     def wait_s(self) -> float:
         return 0.0

@@ -113,6 +113,9 @@ class SlackWebhookSender:
         body = json.dumps(build_message(notification), indent=2, ensure_ascii=False)
         return f"POST {mask_url(self._url)}\n{body}\n"
 
+    def thread_started(self, notification: Notification) -> str | None:
+        return None  # this destination does not thread (yet)
+
     def wait_s(self) -> float:
         return 0.0  # paced by self.limit
 
@@ -155,6 +158,9 @@ class SlackApiSender:
         body = {"channel": self._channel, **build_message(notification)}
         text = json.dumps(body, indent=2, ensure_ascii=False)
         return f"POST {self._api_url}chat.postMessage (bot token)\n{text}\n"
+
+    def thread_started(self, notification: Notification) -> str | None:
+        return None  # this destination does not thread (yet)
 
     def wait_s(self) -> float:
         return 0.0  # paced by self.limit

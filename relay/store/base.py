@@ -127,6 +127,14 @@ class Store(Protocol):
     async def pause(self, key: str, until: float) -> None:
         """Pause a target for every process until `until`: it answered 429."""
 
+    async def thread(self, destination: str, conversation: str) -> str | None:
+        """Return a conversation's thread at a destination (what the destination needs to
+        continue it, opaque to the store), if it has one."""
+
+    async def start_thread(self, destination: str, conversation: str, value: str) -> str:
+        """Keep a conversation's thread unless it already has one; return the one it has
+        now: of two processes starting the same thread, the first one's wins."""
+
     async def queue_depths(self) -> dict[str, int]:
         """Return how many deliveries wait (pending or failed), per destination."""
 

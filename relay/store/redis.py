@@ -193,6 +193,20 @@ class RedisStore:
     async def pause(self, key: str, until: float) -> None:
         await self._script("limits", ["pause", key, _time(until)])
 
+    async def thread(self, destination: str, conversation: str) -> str | None:
+        key = f"{PREFIX}threads:{destination}"
+        value = await self._call(lambda client: client.hget(key, conversation))
+        return None if value is None else _text(value)
+
+    async def start_thread(self, destination: str, conversation: str, value: str) -> str:
+        key = f"{PREFIX}threads:{destination}"
+
+        async def start(client: aioredis.Redis) -> str:
+            await client.hsetnx(key, conversation, value)  # one field: atomic by itself
+            return _text(await client.hget(key, conversation))
+
+        return await self._call(start)
+
     async def queue_depths(self) -> dict[str, int]:
         async def depths(client: aioredis.Redis) -> dict[str, int]:
             names = sorted(_text(n) for n in await client.smembers(f"{PREFIX}destinations"))

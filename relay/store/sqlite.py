@@ -202,6 +202,16 @@ class SqliteStore:
         """Pause a limited target, for every process, until `until`."""
         await self._submit(lambda conn: ops.pause(conn, key, until))
 
+    async def thread(self, destination: str, conversation: str) -> str | None:
+        """Return a conversation's thread at a destination, if it has one."""
+        return await self._submit(lambda conn: ops.thread(conn, destination, conversation))
+
+    async def start_thread(self, destination: str, conversation: str, value: str) -> str:
+        """Keep a conversation's thread unless it has one; return the one it has now."""
+        return await self._submit(
+            lambda conn: ops.start_thread(conn, destination, conversation, value)
+        )
+
     async def queue_depths(self) -> dict[str, int]:
         """Return how many deliveries wait (pending or failed), per destination."""
         return await self._submit(ops.queue_depths)

@@ -21,7 +21,7 @@ from relay.store.base import (
     StoreUnavailable,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # events.id, not events.event_id, is the key: the same event id may be accepted again once
 # its dedupe window has passed, and each acceptance is its own event row.
@@ -86,8 +86,19 @@ CREATE TABLE limits (
 ) WITHOUT ROWID;
 """
 
+# Version 4: the thread map: a conversation's thread at one destination (its first email's
+# Message-ID and subject, later a Slack parent or a Discord forum post).
+_SCHEMA_V4 = """
+CREATE TABLE threads (
+    destination TEXT NOT NULL,
+    conversation TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (destination, conversation)
+) WITHOUT ROWID;
+"""
+
 # Each step takes a database from the version before it to its own.
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}
 
 UNFINISHED = "status IN ('pending', 'failed')"
 
@@ -420,6 +431,27 @@ def pause(conn: sqlite3.Connection, key: str, until: float) -> None:
         " DO UPDATE SET paused_until = max(paused_until, excluded.paused_until)",
         (key, until),
     )
+
+
+def thread(conn: sqlite3.Connection, destination: str, conversation: str) -> str | None:
+    """Return a conversation's thread at a destination, if it has one."""
+    row = conn.execute(
+        "SELECT value FROM threads WHERE destination = ? AND conversation = ?",
+        (destination, conversation),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def start_thread(conn: sqlite3.Connection, destination: str, conversation: str, value: str) -> str:
+    """Keep a conversation's thread unless it has one; return the one it has now."""
+    conn.execute(
+        "INSERT INTO threads (destination, conversation, value) VALUES (?, ?, ?)"
+        " ON CONFLICT (destination, conversation) DO NOTHING",
+        (destination, conversation, value),
+    )
+    found = thread(conn, destination, conversation)
+    assert found is not None
+    return found
 
 
 def queue_depths(conn: sqlite3.Connection) -> dict[str, int]:

@@ -236,3 +236,11 @@ async def test_a_pause_holds_every_process_until_it_ends(stores: Stores) -> None
     assert await stores.one.reserve("target-1", 1000.0, 1.0, 3) == pytest.approx(30.0)
     assert await stores.one.reserve("target-1", 1030.0, None, 1) == 0.0
     assert await stores.other.reserve("target-2", 1000.0, None, 1) == 0.0
+
+
+async def test_a_conversations_thread_is_kept_once_and_shared(stores: Stores) -> None:
+    assert await stores.one.thread("mail", "c1") is None
+    assert await stores.one.start_thread("mail", "c1", "first") == "first"
+    assert await stores.other.start_thread("mail", "c1", "second") == "first"
+    assert await stores.other.thread("mail", "c1") == "first"
+    assert await stores.other.thread("slack", "c1") is None  # one thread per destination

@@ -1,0 +1,157 @@
+"""Conversations (SPEC 4.1), first step: `thread: session` on email and the console.
+
+Email goes through relay's real app and worker to a real aiosmtpd server: every email of a
+conversation has the same subject and names the conversation's first email in
+In-Reply-To and References, so mail clients show one thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from relay.config import ConfigError, load_text
+from tests.conftest import RelayClientFactory
+from tests.support.fake_discord import wait_until
+from tests.support.relay import event_body, signed_headers
+from tests.support.smtp import Handler, Mail, SmtpServer
+
+SESSION_A = "8d947f06-2c36-4d98-aafe-b232da2433ff"
+SESSION_B = "1f0e2d3c-4b5a-6978-8695-a4b3c2d1e0f9"
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[SmtpServer, Handler]]:
+    handler = Handler()
+    server = SmtpServer(handler).start()
+    yield server, handler
+    server.stop()
+
+
+def config(port: int) -> str:
+    return f"""
+verify:
+  secrets: ["${{SECRET}}"]
+destinations:
+  mail:
+    type: email
+    smtp: {{ host: 127.0.0.1, port: {port}, tls: none, timeout: 5s }}
+    from: "relay <relay@example.com>"
+    to: [support@example.com]
+rules:
+  - name: conversations
+    send_to: [mail]
+    thread: session
+"""
+
+
+async def wait_for_mails(handler: Handler, count: int) -> None:
+    await wait_until(f"{count} emails", lambda: len(handler.mails) >= count, 10)
+
+
+def by_session(mails: list[Mail]) -> dict[str, list[Mail]]:
+    sessions: dict[str, list[Mail]] = {}
+    for mail in mails:
+        text = mail.message.get_body(("plain",))
+        assert text is not None
+        session = SESSION_A if SESSION_A in text.get_content() else SESSION_B
+        sessions.setdefault(session, []).append(mail)
+    return sessions
+
+
+async def test_each_conversation_is_one_email_thread(
+    relay_client: RelayClientFactory, smtp: tuple[SmtpServer, Handler]
+) -> None:
+    server, handler = smtp
+    client = await relay_client(config(server.port))
+    sent = 0
+    for n in range(3):  # two conversations, interleaved
+        for session in (SESSION_A, SESSION_B):
+            body = event_body(message=f"message {n}", session=session)
+            response = await client.post("/webhook", data=body, headers=signed_headers(body))
+            assert response.status == 200
+            sent += 1
+            await wait_for_mails(handler, sent)  # in order: each the answer to the last
+
+    threads = by_session(handler.mails)
+    assert sorted(threads) == sorted([SESSION_A, SESSION_B])
+    roots = set()
+    for mails in threads.values():
+        first, *later = (mail.message for mail in mails)
+        root = first["Message-ID"]
+        roots.add(root)
+        assert first["In-Reply-To"] is None and first["References"] is None
+        assert root.startswith("<relay.thread.") and root.endswith("@example.com>")
+        for message in later:
+            assert message["Subject"] == first["Subject"]  # one subject per conversation
+            assert message["In-Reply-To"] == root
+            assert message["References"] == root
+        ids = [message["Message-ID"] for message in (first, *later)]
+        assert len(set(ids)) == 3
+    assert len(roots) == 2
+
+
+async def test_a_hostile_session_id_never_reaches_a_header(
+    relay_client: RelayClientFactory, smtp: tuple[SmtpServer, Handler]
+) -> None:
+    server, handler = smtp
+    client = await relay_client(config(server.port))
+    for session in ("x" * 10_000, "evil\r\nBcc: victim@example.com\r\n", "\x00\x1b[31m"):
+        for n in range(2):
+            body = event_body(message=f"hello {n}", session=session)
+            response = await client.post("/webhook", data=body, headers=signed_headers(body))
+            assert response.status == 200
+    await wait_for_mails(handler, 6)
+    await asyncio.sleep(0.2)
+    for mail in handler.mails:
+        message = mail.message
+        assert message["Bcc"] is None and mail.rcpt_tos == ("support@example.com",)
+        for name in ("Subject", "Message-ID", "In-Reply-To", "References"):
+            value = str(message[name] or "")
+            assert len(value) < 300 and "\n" not in value and "\x1b" not in value, (name, value)
+
+
+@pytest.mark.parametrize(
+    ("destination", "error"),
+    [
+        (
+            '{ type: slack, webhook_url: "https://hooks.slack.com/services/T0/B0/x" }',
+            'test.yaml:7: rules[0].thread: destination "target" is a Slack incoming webhook,'
+            " which cannot learn a message's ts to reply to: threads need a bot token"
+            " (token and channel)",
+        ),
+        (
+            '{ type: discord, webhook_url: "https://discord.com/api/webhooks/1/x" }',
+            'test.yaml:7: rules[0].thread: destination "target" cannot thread yet:'
+            " thread: session works with email and console destinations",
+        ),
+    ],
+    ids=["slack webhook", "discord"],
+)
+def test_thread_on_a_destination_that_cannot_thread_is_a_config_error(
+    destination: str, error: str
+) -> None:
+    text = f"""destinations:
+  target: {destination}
+rules:
+  - name: r
+    send_to: [target]
+    when: {{ event: chat.push }}
+    thread: session
+"""
+    with pytest.raises(ConfigError) as caught:
+        load_text(text, "test.yaml", {})
+    assert str(caught.value) == error
+
+
+def test_thread_takes_only_session() -> None:
+    text = (
+        "destinations: { c: { type: console } }\n"
+        "rules:\n  - { name: r, send_to: [c], thread: room }\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_text(text, "test.yaml", {})
+    assert str(caught.value).startswith("test.yaml:3: rules[0].thread: ")
+    assert "session" in str(caught.value)
