@@ -266,17 +266,17 @@ class Lane:
         notification = await self._in_thread(notification, delivery)
         timeout_s = worker.config.delivery.timeout_s
         try:
-            note = await asyncio.wait_for(sender.send(notification), timeout=timeout_s)
+            sent = await asyncio.wait_for(sender.send(notification), timeout=timeout_s)
         except TimeoutError:
             raise DeliveryError(f"timed out after {timeout_s:g}s", retryable=True) from None
-        if notification.conversation is not None and notification.thread is None:
-            started = sender.thread_started(notification)
-            if started is not None:
-                with contextlib.suppress(StoreUnavailable):  # the next one starts it again
-                    await worker.store.start_thread(
-                        delivery.destination, conversation_key(notification.conversation), started
-                    )
-        return note
+        if notification.conversation is not None and sent.thread is not None:
+            # Kept before this send is recorded, so the session's next notification, which
+            # waits for that record, finds it. If the store fails here, the next one
+            # starts a thread of its own.
+            with contextlib.suppress(StoreUnavailable):
+                key = conversation_key(notification.conversation)
+                await worker.store.start_thread(delivery.destination, key, sent.thread)
+        return sent.note
 
     async def _in_thread(self, notification: Notification, delivery: Delivery) -> Notification:
         """Give a notification its conversation's thread when its rule has `thread: session`."""
@@ -289,7 +289,9 @@ class Lane:
             thread = await self._worker.store.thread(delivery.destination, key)
         except StoreUnavailable as exc:
             raise DeliveryError(f"cannot read the thread map: {exc}", retryable=True) from None
-        return dataclasses.replace(notification, conversation=conversation, thread=thread)
+        return dataclasses.replace(
+            notification, conversation=conversation, thread=thread, broadcast=rule.broadcast
+        )
 
     async def _record_failure(self, delivery: Delivery, error: DeliveryError) -> None:
         worker = self._worker
@@ -358,8 +360,6 @@ class DeliveryWorker:
     @property
     def lease_s(self) -> float:
         return self.config.delivery.lease_s
-
-
 
     def start(self) -> None:
         """Start a lane for every configured destination, and, once, for every destination

@@ -28,6 +28,7 @@ class Notification:
     # destination as the store keeps it, None for the conversation's first notification.
     conversation: str | None = None
     thread: str | None = None
+    broadcast: bool = False  # a reply is also shown in the channel (Slack)
 
 
 def build_notification(event: Event, rule: str, template: Template | None) -> Notification:

@@ -125,7 +125,7 @@ async def test_a_hostile_session_id_never_reaches_a_header(
         (
             '{ type: discord, webhook_url: "https://discord.com/api/webhooks/1/x" }',
             'test.yaml:7: rules[0].thread: destination "target" cannot thread yet:'
-            " thread: session works with email and console destinations",
+            " thread: session works with Slack bot tokens, email and console destinations",
         ),
     ],
     ids=["slack webhook", "discord"],
@@ -155,3 +155,16 @@ def test_thread_takes_only_session() -> None:
         load_text(text, "test.yaml", {})
     assert str(caught.value).startswith("test.yaml:3: rules[0].thread: ")
     assert "session" in str(caught.value)
+
+
+def test_broadcast_without_thread_is_a_config_error() -> None:
+    text = (
+        "destinations: { c: { type: console } }\n"
+        "rules:\n  - { name: r, send_to: [c], broadcast: true }\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_text(text, "test.yaml", {})
+    assert str(caught.value) == (
+        "test.yaml:3: rules[0].broadcast: broadcast shows a thread's reply in the channel:"
+        " it needs thread: session"
+    )

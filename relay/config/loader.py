@@ -30,7 +30,7 @@ from relay.config.yamlnodes import (
 from relay.templates import compile_template
 
 _SECTIONS = ("server", "verify", "store", "delivery", "destinations", "rules", "templates")
-_RULE_KEYS = ("name", "when", "send_to", "template", "stop", "thread")
+_RULE_KEYS = ("name", "when", "send_to", "template", "stop", "thread", "broadcast")
 
 
 def load(path: str) -> Config:
@@ -181,6 +181,11 @@ def _rule(ctx: Context, node: yaml.Node, path: str, index: int) -> _RuleDraft:
     template = _references(section, "template")
     stop = section.get("stop", boolean, False)
     thread = section.opt("thread", one_of(("session",)))
+    broadcast = section.get("broadcast", boolean, False)
+    if broadcast and not section.mentions("thread"):
+        section.error(
+            "broadcast shows a thread's reply in the channel: it needs thread: session", "broadcast"
+        )
     if not section.mentions("send_to"):
         section.error('missing required key "send_to"')
     # No section.done(): a rule with a bad `when` still gets its names checked, so one
@@ -192,6 +197,7 @@ def _rule(ctx: Context, node: yaml.Node, path: str, index: int) -> _RuleDraft:
         template=template[0].name if template else None,
         stop=stop,
         thread="session" if thread else None,
+        broadcast=broadcast,
     )
     name_node = section.value_node("name") or node
     template_ref = template[0] if template else None
@@ -249,12 +255,17 @@ def _check_threads(
 def _thread_problem(destination: Destination | None) -> str | None:
     if destination is None or destination.type in ("email", "console"):
         return None  # an unknown destination is reported once, by _check_references
-    if destination.type == "slack" and destination.webhook_url is not None:
+    if destination.type == "slack":
+        if destination.webhook_url is None:
+            return None
         return (
             "is a Slack incoming webhook, which cannot learn a message's ts to reply to:"
             " threads need a bot token (token and channel)"
         )
-    return "cannot thread yet: thread: session works with email and console destinations"
+    return (
+        "cannot thread yet: thread: session works with Slack bot tokens, email and console"
+        " destinations"
+    )
 
 
 def _check_reference(ctx: Context, ref: _Reference, kind: str, declared: Collection[str]) -> None:

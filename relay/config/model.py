@@ -204,6 +204,7 @@ class Rule:
     template: str | None = None
     stop: bool = False
     thread: Literal["session"] | None = None  # one thread per conversation and destination
+    broadcast: bool = False  # with thread: a reply is also shown in the channel
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,16 @@ class DeliveryError(Exception):
         self.retry_after_s = retry_after_s
 
 
+@dataclass(frozen=True)
+class Sent:
+    """What a successful send tells the worker."""
+
+    note: str | None = None  # it succeeded only in part (an email recipient refused)
+    # The thread a conversation's first notification started here, as the store keeps
+    # it (see Notification.thread); None when the destination does not thread.
+    thread: str | None = None
+
+
 @dataclass
 class SenderContext:
     """What the app lends to senders."""
@@ -50,13 +60,5 @@ class Sender(Protocol):
         send and waits on the sender's behalf.
         """
 
-    def thread_started(self, notification: Notification) -> str | None:
-        """Return what the store keeps of the thread a conversation's first notification
-        started here (sent successfully), or None when this destination does not thread."""
-
-    async def send(self, notification: Notification) -> str | None:
-        """Send once; raise DeliveryError on failure. Never sleep or loop.
-
-        Return a note for the delivery log when the send succeeded only in part (an
-        email recipient refused), else None.
-        """
+    async def send(self, notification: Notification) -> Sent:
+        """Send once; raise DeliveryError on failure. Never sleep or loop."""

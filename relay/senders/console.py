@@ -8,7 +8,7 @@ from relay.config.model import ConsoleDestination
 from relay.formatting import summarize
 from relay.limits import Limit
 from relay.notification import Notification
-from relay.senders.base import SenderContext
+from relay.senders.base import SenderContext, Sent
 
 
 def printable(text: str) -> str:
@@ -40,12 +40,10 @@ class ConsoleSender:
         lines.append(f"  ({summary.footer})")
         return printable("\n".join(lines)) + "\n"
 
-    def thread_started(self, notification: Notification) -> str | None:
-        return None  # this destination does not thread (yet)
-
     def wait_s(self) -> float:
         return 0.0
 
-    async def send(self, notification: Notification) -> None:
+    async def send(self, notification: Notification) -> Sent:
         self._out.write(self.preview(notification) + "\n")
         self._out.flush()
+        return Sent()

@@ -14,7 +14,7 @@ from relay.formatting import Summary, summarize, truncate
 from relay.limits import Limit
 from relay.notification import Notification
 from relay.secrets import mask_url
-from relay.senders.base import DeliveryError, SenderContext
+from relay.senders.base import DeliveryError, SenderContext, Sent
 from relay.senders.http import connection_error, parse_retry_after, status_error
 
 # Discord's published limits for one message.
@@ -99,13 +99,10 @@ class DiscordSender:
         body = json.dumps(self.payload(notification), indent=2, ensure_ascii=False)
         return f"POST {target}?wait=true\n{body}\n"
 
-    def thread_started(self, notification: Notification) -> str | None:
-        return None  # this destination does not thread (yet)
-
     def wait_s(self) -> float:
         return max(self._ready_at - time.monotonic(), 0.0)
 
-    async def send(self, notification: Notification) -> None:
+    async def send(self, notification: Notification) -> Sent:
         if self._http is None:
             raise DeliveryError("no HTTP session", retryable=False)
         try:
@@ -114,7 +111,7 @@ class DiscordSender:
             ) as response:
                 self._follow_bucket(response.headers)
                 if 200 <= response.status < 300:
-                    return
+                    return Sent()
                 text = await response.text()
                 raise self._error(response.status, text, response.headers)
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -16,7 +16,7 @@ from relay.config.model import EmailDestination
 from relay.formatting import Summary, summarize, truncate
 from relay.limits import Limit
 from relay.notification import Notification
-from relay.senders.base import DeliveryError, SenderContext
+from relay.senders.base import DeliveryError, SenderContext, Sent
 from relay.senders.console import printable
 
 SUBJECT_LIMIT = 200
@@ -159,19 +159,15 @@ class EmailSender:
         message = build_message(self._config, notification)
         return f"SMTP {smtp.host}:{smtp.port} ({smtp.tls})\n{message.as_string()}"
 
-    def thread_started(self, notification: Notification) -> str | None:
-        if notification.conversation is None:
-            return None
-        root = thread_root(self._config, notification.conversation)
-        subject = str(build_message(self._config, notification)["Subject"])
-        return EmailThread(root, subject).dump()
-
     def wait_s(self) -> float:
         return 0.0
 
-    async def send(self, notification: Notification) -> str | None:
+    async def send(self, notification: Notification) -> Sent:
         smtp = self._config.smtp
         message = build_message(self._config, notification)
+        thread = None
+        if notification.conversation is not None and notification.thread is None:
+            thread = EmailThread(str(message["Message-ID"]), str(message["Subject"])).dump()
         try:
             refused, _ = await aiosmtplib.send(
                 message,
@@ -189,5 +185,5 @@ class EmailSender:
             raise DeliveryError(f"SMTP failed: {exc.strerror or exc}", retryable=True) from None
         if refused:
             # The others got it: a retry would mail them twice, so record what was refused.
-            return f"refused by SMTP: {_refused(refused)}"
-        return None
+            return Sent(note=f"refused by SMTP: {_refused(refused)}", thread=thread)
+        return Sent(thread=thread)

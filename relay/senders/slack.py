@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -25,7 +26,7 @@ from relay.formatting import Link, Summary, summarize, truncate
 from relay.limits import Limit
 from relay.notification import Notification
 from relay.secrets import mask_url
-from relay.senders.base import DeliveryError, SenderContext
+from relay.senders.base import DeliveryError, SenderContext, Sent
 from relay.senders.http import connection_error, parse_retry_after, status_error
 
 # Slack's Block Kit limits.
@@ -113,20 +114,17 @@ class SlackWebhookSender:
         body = json.dumps(build_message(notification), indent=2, ensure_ascii=False)
         return f"POST {mask_url(self._url)}\n{body}\n"
 
-    def thread_started(self, notification: Notification) -> str | None:
-        return None  # this destination does not thread (yet)
-
     def wait_s(self) -> float:
         return 0.0  # paced by self.limit
 
-    async def send(self, notification: Notification) -> None:
+    async def send(self, notification: Notification) -> Sent:
         message = build_message(notification)
         try:
             response = await self._client.send(text=message["text"], blocks=message["blocks"])
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise connection_error("Slack", exc) from None
         if response.status_code == 200:
-            return
+            return Sent()
         # slack-sdk hands over aiohttp's case-insensitive headers as they came.
         retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
         raise status_error("Slack", response.status_code, response.body[:200], retry_after_s)
@@ -159,22 +157,51 @@ class SlackApiSender:
         text = json.dumps(body, indent=2, ensure_ascii=False)
         return f"POST {self._api_url}chat.postMessage (bot token)\n{text}\n"
 
-    def thread_started(self, notification: Notification) -> str | None:
-        return None  # this destination does not thread (yet)
-
     def wait_s(self) -> float:
         return 0.0  # paced by self.limit
 
-    async def send(self, notification: Notification) -> None:
+    async def send(self, notification: Notification) -> Sent:
         message = build_message(notification)
+        thread = SlackThread.load(notification.thread) if notification.thread else None
         try:
-            await self._client.chat_postMessage(
-                channel=self._channel, text=message["text"], blocks=message["blocks"]
-            )
+            if thread is None:
+                response = await self._client.chat_postMessage(
+                    channel=self._channel, text=message["text"], blocks=message["blocks"]
+                )
+            else:  # a reply in the conversation's thread, in the parent's channel
+                response = await self._client.chat_postMessage(
+                    channel=thread.channel,
+                    thread_ts=thread.ts,
+                    reply_broadcast=notification.broadcast,
+                    text=message["text"],
+                    blocks=message["blocks"],
+                )
         except SlackApiError as exc:
             raise _api_error(exc) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise connection_error("Slack", exc) from None
+        if notification.conversation is None or thread is not None:
+            return Sent()
+        # The conversation's first message: its ts is what later ones reply to. Slack
+        # answers with the channel's ID, which chat.update needs (a #name will not do).
+        started = SlackThread(str(response["channel"]), str(response["ts"]))
+        return Sent(thread=started.dump())
+
+
+@dataclass(frozen=True)
+class SlackThread:
+    """What the store keeps of a Slack conversation: its parent message."""
+
+    channel: str
+    ts: str
+
+    def dump(self) -> str:
+        return json.dumps({"channel": self.channel, "ts": self.ts})
+
+    @classmethod
+    def load(cls, value: str) -> SlackThread:
+        data = json.loads(value)
+        return cls(str(data["channel"]), str(data["ts"]))
 
 
 def _api_error(exc: SlackApiError) -> DeliveryError:

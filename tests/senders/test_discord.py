@@ -12,6 +12,7 @@ import pytest
 from relay.formatting import TRUNCATION_MARKER
 from relay.notification import Notification
 from relay.senders import DeliveryError, Sender, SenderContext, build_senders
+from relay.senders.base import Sent
 from tests.support.fake_discord import (
     FakeDiscord,
     Received,
@@ -86,7 +87,7 @@ async def test_default_embeds_per_event_type(
     sender: Sender,
     discord: FakeDiscord,
 ) -> None:
-    assert await sender.send(notification(kind, **data)) is None
+    assert await sender.send(notification(kind, **data)) == Sent()
 
     [received] = discord.delivered
     embed = assert_valid(received)

@@ -9,6 +9,7 @@ import pytest
 
 from relay.notification import Notification
 from relay.senders import DeliveryError, Sender, SenderContext, build_senders
+from relay.senders.base import Sent
 from tests.support.notifications import chat, notification
 from tests.support.relay import make_config
 from tests.support.smtp import (
@@ -68,7 +69,7 @@ async def test_message_is_multipart_with_escaped_html_date_and_message_id(
 ) -> None:
     result = await email_sender(tmp_path, smtp.port).send(chat("<b>hi</b> & <script>x</script>"))
 
-    assert result is None
+    assert result == Sent()
     [mail] = handler.mails
     assert mail.rcpt_tos == TO
     assert mail.mail_from == "relay@example.com"
@@ -113,7 +114,7 @@ async def test_a_refused_recipient_is_a_note_and_the_other_gets_the_mail(
 ) -> None:
     handler.rcpt_replies["gone@example.com"] = "550 5.1.1 no such user"
 
-    note = await email_sender(tmp_path, smtp.port).send(chat("hi"))
+    note = (await email_sender(tmp_path, smtp.port).send(chat("hi"))).note
 
     assert note is not None
     assert "gone@example.com" in note and "550" in note
@@ -184,7 +185,7 @@ STARTTLS_LOGIN = f'tls: starttls, username: {USERNAME}, password: "${{SMTP_PASSW
 async def test_starttls_with_login(tls_smtp: SmtpServer, handler: Handler, tmp_path: Path) -> None:
     result = await email_sender(tmp_path, tls_smtp.port, STARTTLS_LOGIN).send(chat("secure"))
 
-    assert result is None
+    assert result == Sent()
     [mail] = handler.mails
     assert "secure" in parts(mail)[0]
 

@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 
 from relay.senders import DeliveryError, Sender, SenderContext, build_senders
+from relay.senders.base import Sent
 from relay.senders.http import is_retryable_status, parse_retry_after
 from tests.support.fake_discord import FakeDiscord
 from tests.support.fake_slack import BOT_TOKEN, WEBHOOK_SECRET, FakeSlack
@@ -106,7 +107,7 @@ async def test_every_http_sender_classifies_statuses_alike(
     (discord if kind == "discord" else slack).script(status)
 
     if retryable is None:
-        assert await sender.send(chat()) is None
+        assert await sender.send(chat()) == Sent()
         assert len(slack.delivered) + len(discord.delivered) == 1
         return
     with pytest.raises(DeliveryError) as caught:

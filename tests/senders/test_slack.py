@@ -15,6 +15,7 @@ from slack_sdk.models.blocks import Block
 from relay.formatting import TRUNCATION_MARKER
 from relay.notification import Notification
 from relay.senders import DeliveryError, Sender, SenderContext, build_senders
+from relay.senders.base import Sent
 from tests.support.fake_slack import (
     BOT_TOKEN,
     FakeSlack,
@@ -119,7 +120,7 @@ async def test_default_layouts_are_valid_block_kit_with_a_text_fallback(
 ) -> None:
     sender = senders(slack, traced.session, tmp_path)[mode]
 
-    assert await sender.send(notification(kind, **data)) is None
+    assert await sender.send(notification(kind, **data)) == Sent()
 
     [received] = slack.delivered
     assert received.kind == ("webhook" if mode == "hook" else "api")
@@ -310,13 +311,13 @@ async def test_scripted_503_429_200_is_three_single_attempts(
 ) -> None:
     slack.script(503, rate_limited("1"), 200)
     sender = senders(slack, traced.session, tmp_path)[mode]
-    outcomes: list[tuple[bool, float | None] | str | None] = []
+    outcomes: list[tuple[bool, float | None] | Sent] = []
     for _ in range(3):
         try:
             outcomes.append(await sender.send(chat("hi")))
         except DeliveryError as error:
             outcomes.append((error.retryable, error.retry_after_s))
 
-    assert outcomes == [(True, None), (True, 1.0), None]
+    assert outcomes == [(True, None), (True, 1.0), Sent()]
     assert [r.status for r in slack.requests] == [503, 429, 200]
     assert len(slack.delivered) == 1

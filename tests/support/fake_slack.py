@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import deque
@@ -81,6 +82,7 @@ class Received:
     at: float  # time.monotonic() on arrival
     status: int = 0  # what the fake answered
     ok: bool = False  # whether the answer was a success (Web API: `ok: true`)
+    answer: Any = None  # the Web API's JSON answer (its `ts` names the message)
 
 
 class FakeSlack:
@@ -108,6 +110,8 @@ class FakeSlack:
         self.delivered: list[Received] = []
         self._script: deque[Answer] = deque()
         self._runner: web.AppRunner | None = None
+        self._messages = 0
+        self._delays: deque[float] = deque()
         self.port = 0
 
     async def start(self) -> FakeSlack:
@@ -168,8 +172,9 @@ class FakeSlack:
         # The index, not requests.index(received): that is a scan, too slow under load.
         return len(self.requests) - 1, received
 
-    def _answered(self, index: int, status: int, ok: bool) -> None:
-        self.requests[index] = received = replace(self.requests[index], status=status, ok=ok)
+    def _answered(self, index: int, status: int, ok: bool, answer: Any = None) -> None:
+        received = replace(self.requests[index], status=status, ok=ok, answer=answer)
+        self.requests[index] = received
         if ok:
             self.delivered.append(received)
 
@@ -205,17 +210,30 @@ class FakeSlack:
         self._answered(index, reply.status, reply.status == 200)
         return web.Response(status=reply.status, text=text, headers=reply.headers)
 
+    def delay_next(self, seconds: float) -> None:
+        """Make the next Web API answer take this long, like a slow Slack."""
+        self._delays.append(seconds)
+
     async def _post_message(self, request: web.Request) -> web.Response:
         index, received = await self._record(request, "api")
+        if self._delays:
+            await asyncio.sleep(self._delays.popleft())
         fault = None if self._script else await self._fault(received)
         reply = fault or self._api_reply(request, received)
         body = reply.body if isinstance(reply.body, dict) else None
         if body is None and reply.status == 200:
-            body = {"ok": True, "channel": "C0123456", "ts": f"{time.time():.6f}"}
+            # A unique ts, as Slack's are within a channel: replies name their parent by it.
+            self._messages += 1
+            body = {
+                "ok": True,
+                "channel": "C0123456",
+                "ts": f"{int(time.time())}.{self._messages:06d}",
+            }
         elif body is None:
             error = API_ERRORS.get(reply.status, "internal_error")
             body = {"ok": False, "error": error}
-        self._answered(index, reply.status, reply.status == 200 and body.get("ok") is True)
+        ok = reply.status == 200 and body.get("ok") is True
+        self._answered(index, reply.status, ok, body)
         return web.json_response(body, status=reply.status, headers=reply.headers)
 
     def _api_reply(self, request: web.Request, received: Received) -> Reply:

@@ -1,0 +1,157 @@
+"""Conversations in Slack (SPEC 4.1): one parent message per conversation, every later
+notification a reply in its thread, through relay's real app and worker to a fake Slack
+Web API on 127.0.0.1 that answers chat.postMessage as Slack does (a unique `ts` each)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.conftest import RelayClientFactory
+from tests.support.fake_slack import BOT_TOKEN, FakeSlack, Received, api_error
+from tests.support.processes import RelayProcesses
+from tests.support.relay import SECRET, event_body, signed_headers
+from tests.test_delivery import Client
+
+SESSION_A = "8d947f06-2c36-4d98-aafe-b232da2433ff"
+SESSION_B = "1f0e2d3c-4b5a-6978-8695-a4b3c2d1e0f9"
+
+
+def config(slack: FakeSlack, extra: str = "") -> str:
+    return f"""
+verify:
+  secrets: ["${{SECRET}}"]
+delivery:
+  backoff: {{ first: 10ms, max: 50ms }}
+destinations:
+  support:
+    type: slack
+    token: "{BOT_TOKEN}"
+    channel: "#support"
+    api_url: "{slack.api_url}"
+    max_per_second: 1000
+rules:
+  - name: conversations
+    send_to: [support]
+    thread: session
+{extra}"""
+
+
+async def post(client: Client, session: str, message: str) -> None:
+    body = event_body(message=message, session=session)
+    response = await client.post("/webhook", data=body, headers=signed_headers(body))
+    assert response.status == 200
+
+
+def text_of(request: Received) -> str:
+    body: dict[str, Any] = request.body
+    return str(body["text"])
+
+
+def conversations(slack: FakeSlack) -> dict[str, list[Received]]:
+    """The messages Slack accepted, by conversation (the session id is in each one)."""
+    found: dict[str, list[Received]] = defaultdict(list)
+    for request in slack.delivered:
+        session = SESSION_A if SESSION_A in request.raw.decode() else SESSION_B
+        found[session].append(request)
+    return found
+
+
+async def test_two_interleaved_conversations_each_get_one_parent_and_its_replies(
+    relay_client: RelayClientFactory, slack: FakeSlack
+) -> None:
+    client = await relay_client(config(slack))
+    for n in range(4):
+        for session in (SESSION_A, SESSION_B):
+            await post(client, session, f"message {n}")
+    await slack.wait_for_delivered(8)
+
+    parents = [r for r in slack.delivered if "thread_ts" not in r.body]
+    assert len(parents) == 2
+    for session, messages in conversations(slack).items():
+        parent, *replies = messages
+        assert "thread_ts" not in parent.body and parent.body["channel"] == "#support"
+        assert [text_of(m).rpartition(": ")[2] for m in messages] == [
+            f"message {n}" for n in range(4)
+        ], session
+        for reply in replies:
+            assert reply.body["thread_ts"] == parent.answer["ts"]
+            assert reply.body["channel"] == parent.answer["channel"] == "C0123456"
+            assert reply.body.get("reply_broadcast") in (None, False)
+
+
+async def test_no_reply_goes_out_before_a_slow_parent(
+    relay_client: RelayClientFactory, slack: FakeSlack
+) -> None:
+    slack.delay_next(2.0)  # the parent's chat.postMessage takes 2 s
+    client = await relay_client(config(slack))
+    for n in range(3):
+        await post(client, SESSION_A, f"message {n}")
+    parent, *replies = await slack.wait_for_delivered(3, timeout_s=10)
+
+    assert "thread_ts" not in parent.body
+    assert all(r.body["thread_ts"] == parent.answer["ts"] for r in replies)
+    assert all(r.at >= parent.at + 1.9 for r in replies)  # none went out while it waited
+    assert len(slack.requests) == 3
+
+
+async def test_a_dead_parent_does_not_hold_up_the_conversation(
+    relay_client: RelayClientFactory, slack: FakeSlack
+) -> None:
+    slack.script(api_error("invalid_blocks"))  # permanent: the parent is dead-lettered
+    client = await relay_client(config(slack))
+    for n in range(3):
+        await post(client, SESSION_A, f"message {n}")
+    second, third = await slack.wait_for_delivered(2)
+
+    assert slack.requests[0].status == 200 and slack.requests[0].ok is False
+    # The next notification goes out unthreaded, as a new parent; the rest reply to it.
+    assert "thread_ts" not in second.body and text_of(second).endswith("message 1")
+    assert third.body["thread_ts"] == second.answer["ts"]
+
+
+async def test_broadcast_shows_replies_in_the_channel_too(
+    relay_client: RelayClientFactory, slack: FakeSlack
+) -> None:
+    client = await relay_client(config(slack, "    broadcast: true\n"))
+    for n in range(2):
+        await post(client, SESSION_A, f"refund {n}")
+    parent, reply = await slack.wait_for_delivered(2)
+    assert "reply_broadcast" not in parent.body
+    assert reply.body["reply_broadcast"] is True
+
+
+async def test_after_a_kill_the_conversation_continues_in_the_same_thread(
+    tmp_path: Path, processes: RelayProcesses, slack: FakeSlack
+) -> None:
+    path = tmp_path / "relay.yaml"
+    text = config(slack).replace('["${SECRET}"]', f'["{SECRET}"]')
+    path.write_text(
+        f"server: {{ host: 127.0.0.1, port: 0 }}\nstore: {{ url: 'sqlite:{tmp_path / 'r.db'}' }}\n"
+        + text
+    )
+    relay = await processes.start(path)
+    async with aiohttp.ClientSession() as http:
+        for n in range(2):
+            await post_to(http, relay.webhook_url, SESSION_A, f"message {n}")
+        await slack.wait_for_delivered(2)
+        relay.kill()
+        relay = await processes.start(path)
+        for n in range(2, 4):
+            await post_to(http, relay.webhook_url, SESSION_A, f"message {n}")
+    parent, *replies = await slack.wait_for_delivered(4)
+
+    assert [r for r in slack.delivered if "thread_ts" not in r.body] == [parent]
+    assert [r.body["thread_ts"] for r in replies] == [parent.answer["ts"]] * 3
+    assert [text_of(m).rpartition(": ")[2] for m in slack.delivered] == [
+        f"message {n}" for n in range(4)
+    ]
+
+
+async def post_to(http: aiohttp.ClientSession, url: str, session: str, message: str) -> None:
+    body = event_body(message=message, session=session)
+    async with http.post(url, data=body, headers=signed_headers(body)) as response:
+        assert response.status == 200
