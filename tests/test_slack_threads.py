@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 
 from tests.conftest import RelayClientFactory
+from tests.support.fake_discord import FakeDiscord, assert_valid_payloads
 from tests.support.fake_slack import BOT_TOKEN, FakeSlack, Received, api_error
 from tests.support.processes import RelayProcesses
 from tests.support.relay import SECRET, event_body, signed_headers
@@ -155,3 +156,32 @@ async def post_to(http: aiohttp.ClientSession, url: str, session: str, message: 
     body = event_body(message=message, session=session)
     async with http.post(url, data=body, headers=signed_headers(body)) as response:
         assert response.status == 200
+
+
+async def test_a_discord_forum_gets_one_post_per_conversation(
+    relay_client: RelayClientFactory, discord: FakeDiscord
+) -> None:
+    client = await relay_client(f"""
+verify:
+  secrets: ["${{SECRET}}"]
+destinations:
+  forum: {{ type: discord, webhook_url: "{discord.url()}", forum: true }}
+rules:
+  - {{ name: conversations, send_to: [forum], thread: session }}
+""")
+    for n in range(3):
+        for session in (SESSION_A, SESSION_B):
+            await post(client, session, f"message {n}")
+    await discord.wait_for_delivered(6)
+
+    assert assert_valid_payloads(discord) == 6  # Discord's published schema, every one
+    posts = [r for r in discord.delivered if "thread_name" in r.body]
+    assert len(posts) == 2
+    for post_request in posts:
+        session = SESSION_A if SESSION_A in post_request.body["thread_name"] else SESSION_B
+        assert post_request.body["thread_name"] == f"Conversation {session} · agent_abc123"
+        assert post_request.query == {"wait": "true"}
+        thread_id = post_request.answer["channel_id"]
+        replies = [r for r in discord.delivered if r.query.get("thread_id") == thread_id]
+        assert [r.description() for r in replies] == ["message 1", "message 2"]
+        assert all("thread_name" not in r.body for r in replies)

@@ -8,14 +8,19 @@ In-Reply-To and References, so mail clients show one thread.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from relay.config import ConfigError, load_text
+from relay.senders import SenderContext, build_senders
+from relay.senders.discord import DiscordSender
 from tests.conftest import RelayClientFactory
-from tests.support.fake_discord import wait_until
-from tests.support.relay import event_body, signed_headers
+from tests.support.fake_discord import discord_validator, wait_until
+from tests.support.notifications import chat
+from tests.support.relay import event_body, make_config, signed_headers
 from tests.support.smtp import Handler, Mail, SmtpServer
 
 SESSION_A = "8d947f06-2c36-4d98-aafe-b232da2433ff"
@@ -124,8 +129,9 @@ async def test_a_hostile_session_id_never_reaches_a_header(
         ),
         (
             '{ type: discord, webhook_url: "https://discord.com/api/webhooks/1/x" }',
-            'test.yaml:7: rules[0].thread: destination "target" cannot thread yet:'
-            " thread: session works with Slack bot tokens, email and console destinations",
+            'test.yaml:7: rules[0].thread: destination "target" is not a forum channel:'
+            " a Discord webhook threads only in a forum (set forum: true on a forum channel's"
+            " webhook)",
         ),
     ],
     ids=["slack webhook", "discord"],
@@ -168,3 +174,36 @@ def test_broadcast_without_thread_is_a_config_error() -> None:
         "test.yaml:3: rules[0].broadcast: broadcast shows a thread's reply in the channel:"
         " it needs thread: session"
     )
+
+
+@pytest.mark.parametrize(
+    "session",
+    ["x" * 10_000, "evil\r\n@everyone\x1b[31m\x00 name", "  "],
+    ids=["10 KB", "controls", "blank"],
+)
+def test_a_hostile_session_id_never_breaks_a_forum_post_name(session: str, tmp_path: Path) -> None:
+    config = make_config(
+        'destinations:\n  forum: { type: discord, webhook_url: "https://discord.com/api/webhooks/1/t",'
+        " forum: true }\n",
+        tmp_path,
+    )
+    sender = build_senders(config.destinations, SenderContext())["forum"]
+    assert isinstance(sender, DiscordSender)
+    notice = dataclasses.replace(chat("hello"), conversation=session)
+    payload = sender.payload(notice)
+    name = payload["thread_name"]
+    assert 0 < len(name) <= 100 and name.isprintable() and "\n" not in name
+    assert not list(discord_validator().iter_errors(payload))
+
+
+def test_a_forum_post_outside_a_conversation_is_named_after_its_title(tmp_path: Path) -> None:
+    config = make_config(
+        'destinations:\n  forum: { type: discord, webhook_url: "https://discord.com/api/webhooks/1/t",'
+        " forum: true }\n",
+        tmp_path,
+    )
+    sender = build_senders(config.destinations, SenderContext())["forum"]
+    assert isinstance(sender, DiscordSender)
+    payload = sender.payload(chat("hello"))
+    assert payload["thread_name"] == "New chat message from user"
+    assert sender.params(chat("hello")) == {"wait": "true"}

@@ -22,6 +22,7 @@ from relay.config.yamlnodes import (
     Context,
     Invalid,
     Section,
+    boolean,
     did_you_mean,
     duration,
     int_range,
@@ -152,9 +153,10 @@ def _positive_number(ctx: Context, node: yaml.Node, path: str) -> float:
 
 def _discord(section: Section, name: str) -> Destination:
     webhook_url = section.require("webhook_url", secret_http_url)
+    forum = section.get("forum", boolean, False)
     if webhook_url is None:
         raise Invalid
-    return DiscordDestination(name, webhook_url=webhook_url)
+    return DiscordDestination(name, webhook_url=webhook_url, forum=forum)
 
 
 def _email(section: Section, name: str) -> Destination:
@@ -199,6 +201,6 @@ def _check_login(section: Section, tls: str) -> None:
 _TYPES: dict[str, tuple[tuple[str, ...], Callable[[Section, str], Destination]]] = {
     "console": ((), _console),
     "slack": (("webhook_url", "token", "channel", "api_url", "max_per_second"), _slack),
-    "discord": (("webhook_url",), _discord),
+    "discord": (("webhook_url", "forum"), _discord),
     "email": (("smtp", "from", "to"), _email),
 }

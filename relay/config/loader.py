@@ -262,10 +262,12 @@ def _thread_problem(destination: Destination | None) -> str | None:
             "is a Slack incoming webhook, which cannot learn a message's ts to reply to:"
             " threads need a bot token (token and channel)"
         )
-    return (
-        "cannot thread yet: thread: session works with Slack bot tokens, email and console"
-        " destinations"
-    )
+    if destination.type == "discord" and not destination.forum:
+        return (
+            "is not a forum channel: a Discord webhook threads only in a forum"
+            " (set forum: true on a forum channel's webhook)"
+        )
+    return None
 
 
 def _check_reference(ctx: Context, ref: _Reference, kind: str, declared: Collection[str]) -> None:

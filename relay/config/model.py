@@ -112,6 +112,7 @@ class SlackDestination:
 class DiscordDestination:
     name: str
     webhook_url: Secret
+    forum: bool = False  # a forum channel: every post is a thread (thread_name, thread_id)
     type: Literal["discord"] = "discord"
 
 

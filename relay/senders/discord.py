@@ -15,6 +15,7 @@ from relay.limits import Limit
 from relay.notification import Notification
 from relay.secrets import mask_url
 from relay.senders.base import DeliveryError, SenderContext, Sent
+from relay.senders.console import printable
 from relay.senders.http import connection_error, parse_retry_after, status_error
 
 # Discord's published limits for one message.
@@ -66,6 +67,19 @@ def build_payload(summary: Summary, kind: str, timestamp: float) -> dict[str, An
     return {"embeds": [embed], "allowed_mentions": {"parse": []}}
 
 
+THREAD_NAME_LIMIT = 100
+
+
+def thread_name(notification: Notification, summary: Summary) -> str:
+    """Name a forum post: after its conversation, else its title; one line, no controls."""
+    event = notification.event
+    if notification.conversation is not None:
+        name = f"Conversation {notification.conversation} · {event.agent_id or 'bitHuman'}"
+    else:
+        name = summary.title
+    return truncate(" ".join(printable(name).split()), THREAD_NAME_LIMIT) or "bitHuman"
+
+
 def _fields(summary: Summary, budget: int) -> list[dict[str, Any]]:
     fields: list[dict[str, Any]] = []
     for name, value in summary.fields[:MAX_FIELDS]:
@@ -85,19 +99,33 @@ class DiscordSender:
     def __init__(self, config: DiscordDestination, context: SenderContext) -> None:
         self.name = config.name
         self._url = config.webhook_url
+        self._forum = config.forum
         self._http = context.http
         self._ready_at = 0.0
         # Discord's headers pace each process; a 429 pauses the webhook for all of them.
         self.limit: Limit | None = Limit.of(f"discord:{config.webhook_url.reveal()}")
 
     def payload(self, notification: Notification) -> dict[str, Any]:
+        """The Execute Webhook body; in a forum channel, a new post names its thread."""
         event = notification.event
-        return build_payload(summarize(notification), event.kind, event.timestamp)
+        summary = summarize(notification)
+        payload = build_payload(summary, event.kind, event.timestamp)
+        if self._forum and notification.thread is None:
+            payload["thread_name"] = thread_name(notification, summary)
+        return payload
+
+    def params(self, notification: Notification) -> dict[str, str]:
+        """The query: wait for the message (its channel_id is a new post's thread), and
+        the conversation's thread when it has one."""
+        if self._forum and notification.thread is not None:
+            return {"wait": "true", "thread_id": notification.thread}
+        return {"wait": "true"}
 
     def preview(self, notification: Notification) -> str:
         target = mask_url(self._url.reveal())
+        query = "&".join(f"{k}={v}" for k, v in self.params(notification).items())
         body = json.dumps(self.payload(notification), indent=2, ensure_ascii=False)
-        return f"POST {target}?wait=true\n{body}\n"
+        return f"POST {target}?{query}\n{body}\n"
 
     def wait_s(self) -> float:
         return max(self._ready_at - time.monotonic(), 0.0)
@@ -107,15 +135,27 @@ class DiscordSender:
             raise DeliveryError("no HTTP session", retryable=False)
         try:
             async with self._http.post(
-                self._url.reveal(), params={"wait": "true"}, json=self.payload(notification)
+                self._url.reveal(),
+                params=self.params(notification),
+                json=self.payload(notification),
             ) as response:
                 self._follow_bucket(response.headers)
                 if 200 <= response.status < 300:
-                    return Sent()
+                    return await self._sent(notification, response)
                 text = await response.text()
                 raise self._error(response.status, text, response.headers)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise connection_error("Discord", exc) from None
+
+    async def _sent(self, notification: Notification, response: aiohttp.ClientResponse) -> Sent:
+        """A conversation's first post in a forum started its thread: keep its id."""
+        if not self._forum or notification.conversation is None or notification.thread:
+            return Sent()
+        try:
+            message = await response.json(content_type=None)
+            return Sent(thread=str(message["channel_id"]))
+        except (ValueError, KeyError, TypeError):
+            return Sent()  # sent all the same; the next one starts a post of its own
 
     def _follow_bucket(self, headers: Any) -> None:
         # When the bucket is empty, wait until it resets before the next send.

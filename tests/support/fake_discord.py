@@ -112,10 +112,24 @@ def _reply(answer: int | Reply) -> Reply:
     return Reply(answer, {"message": f"scripted {answer}", "code": 0})
 
 
-def _message(webhook_id: str, body: Any) -> Reply:
-    """Return a 200 like Discord's wait=true answer: the created message."""
+FORUM_CHANNEL_ID = "100000000000000001"
+
+
+def _message(webhook_id: str, body: Any, thread_id: str | None) -> Reply:
+    """Return a 200 like Discord's wait=true answer: the created message.
+
+    Its channel_id is the thread it went to: the one named by `thread_id`, or, for a post
+    that creates a forum thread (`thread_name`), the new thread's own id.
+    """
     embeds = body.get("embeds", []) if isinstance(body, dict) else []
-    return Reply(200, {"id": str(time.monotonic_ns()), "webhook_id": webhook_id, "embeds": embeds})
+    message_id = str(time.monotonic_ns())
+    if thread_id is None:
+        creates_thread = isinstance(body, dict) and body.get("thread_name")
+        thread_id = message_id if creates_thread else FORUM_CHANNEL_ID
+    return Reply(
+        200,
+        {"id": message_id, "webhook_id": webhook_id, "channel_id": thread_id, "embeds": embeds},
+    )
 
 
 @dataclass(frozen=True)
@@ -131,6 +145,7 @@ class Received:
     at: float  # time.monotonic() on arrival
     status: int = 0  # what the fake answered; 0 while it hangs
     answered_at: float = 0.0  # time.monotonic() when answered; 0 while it hangs
+    answer: Any = None  # the JSON the fake answered (a created message has a channel_id)
 
     def description(self) -> str:
         """Return the first embed's description (the chat message for chat.push)."""
@@ -264,20 +279,26 @@ class FakeDiscord:
         try:
             answer = self._next_answer(raw)
             fault = await self._fault(request.path, raw) if answer is None else None
-            reply = fault or await self._answer(answer, webhook_id, body)
+            reply = fault or await self._answer(
+                answer, webhook_id, body, request.query.get("thread_id")
+            )
         finally:
             self.in_flight -= 1
-        received = dataclasses.replace(received, status=reply.status, answered_at=time.monotonic())
+        received = dataclasses.replace(
+            received, status=reply.status, answered_at=time.monotonic(), answer=reply.body
+        )
         self.requests[index] = received
         if 200 <= reply.status < 300:
             self.delivered.append(received)
         return web.json_response(reply.body, status=reply.status, headers=reply.headers)
 
-    async def _answer(self, answer: Answer | None, webhook_id: str, body: Any) -> Reply:
+    async def _answer(
+        self, answer: Answer | None, webhook_id: str, body: Any, thread_id: str | None
+    ) -> Reply:
         if answer is None:
             if self.mode == "up":
                 await asyncio.sleep(self.delay_s)
-                return _message(webhook_id, body)
+                return _message(webhook_id, body, thread_id)
             if self.mode == "down":
                 return _reply(503)
             answer = HANG
@@ -363,6 +384,8 @@ def assert_valid_payloads(*fakes: FakeDiscord) -> int:
             errors = [e.message for e in discord_validator().iter_errors(received.body)]
             assert not errors, f"payload does not match Discord's schema: {errors}"
             assert received.body["allowed_mentions"] == {"parse": []}, received.body
-            assert received.query == {"wait": "true"}
+            # wait=true always (relay needs the message); thread_id for a forum post's replies.
+            assert received.query.get("wait") == "true", received.query
+            assert set(received.query) <= {"wait", "thread_id"}, received.query
             checked += 1
     return checked
