@@ -31,6 +31,9 @@ Clock = Callable[[], float]
 # A safety net, and how a lane notices what another process did: lanes are woken on every
 # accept and every finished send of their own process.
 IDLE_POLL_S = 5.0
+# A conversation's parent message shows its count and last activity: updated at most this
+# often, however fast the conversation goes (Slack paces chat.update like any message).
+PARENT_UPDATE_EVERY_S = 2.0
 # After an idle lane is woken, wait this long before asking for due deliveries, so that a
 # burst of events is fetched by one query, not one each.
 GATHER_S = 0.02
@@ -87,6 +90,10 @@ class Lane:
         self._paused_until = 0.0
         self.sending: dict[int, asyncio.Task[None]] = {}
         self.task: asyncio.Task[None] | None = None
+        # Conversation key -> (its thread, how many messages, last activity): the parent
+        # updates not made yet; only the latest of each counts.
+        self._parent_updates: dict[str, tuple[str, int, float]] = {}
+        self._updater: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -100,6 +107,9 @@ class Lane:
             # In-flight sends finish (worker.stop bounds how long); those still waiting
             # for their turn see `stopping` and leave their claim to be released.
             await asyncio.gather(*self.sending.values(), return_exceptions=True)
+            if self._updater is not None:  # a parent's count is cosmetic: not worth a wait
+                self._updater.cancel()
+                await asyncio.gather(self._updater, return_exceptions=True)
 
     async def _claim_and_send(self) -> None:
         worker = self._worker
@@ -269,6 +279,8 @@ class Lane:
             sent = await asyncio.wait_for(sender.send(notification), timeout=timeout_s)
         except TimeoutError:
             raise DeliveryError(f"timed out after {timeout_s:g}s", retryable=True) from None
+        if notification.conversation is not None and notification.thread is not None:
+            await self._count_reply(notification.conversation, notification.thread, sender)
         if notification.conversation is not None and sent.thread is not None:
             # Kept before this send is recorded, so the session's next notification, which
             # waits for that record, finds it. If the store fails here, the next one
@@ -277,6 +289,38 @@ class Lane:
                 key = conversation_key(notification.conversation)
                 await worker.store.start_thread(delivery.destination, key, sent.thread)
         return sent.note
+
+    async def _count_reply(self, conversation: str, thread: str, sender: Sender) -> None:
+        """Count a reply, and have its parent show the count soon (debounced)."""
+        if not sender.updates_parents:
+            return
+        key = conversation_key(conversation)
+        try:
+            messages = await self._worker.store.count_message(self.destination, key)
+        except StoreUnavailable:
+            return  # the next reply counts again
+        self._parent_updates[key] = (thread, messages, self._worker.clock())
+        if self._updater is None or self._updater.done():
+            self._updater = asyncio.create_task(
+                self._update_parents(), name=f"relay-parents-{self.destination}"
+            )
+
+    async def _update_parents(self) -> None:
+        worker = self._worker
+        while self._parent_updates and not worker.stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.stopped.wait(), timeout=PARENT_UPDATE_EVERY_S)
+            pending, self._parent_updates = self._parent_updates, {}
+            for thread, messages, last_activity in pending.values():
+                sender = worker.senders.get(self.destination)
+                if sender is None or not await self._wait_for_turn():
+                    return
+                try:
+                    update = sender.update_parent(thread, messages, last_activity)
+                    await asyncio.wait_for(update, timeout=worker.config.delivery.timeout_s)
+                except (DeliveryError, TimeoutError) as exc:
+                    extra = {"destination": self.destination}
+                    log.warning("could not update a conversation's parent: %s", exc, extra=extra)
 
     async def _in_thread(self, notification: Notification, delivery: Delivery) -> Notification:
         """Give a notification its conversation's thread when its rule has `thread: session`."""

@@ -4,6 +4,8 @@ Web API on 127.0.0.1 that answers chat.postMessage as Slack does (a unique `ts` 
 
 from __future__ import annotations
 
+import json
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,8 @@ from typing import Any
 import aiohttp
 
 from tests.conftest import RelayClientFactory
-from tests.support.fake_discord import FakeDiscord, assert_valid_payloads
+from tests.senders.test_slack import assert_valid_blocks
+from tests.support.fake_discord import FakeDiscord, assert_valid_payloads, wait_until
 from tests.support.fake_slack import BOT_TOKEN, FakeSlack, Received, api_error
 from tests.support.processes import RelayProcesses
 from tests.support.relay import SECRET, event_body, signed_headers
@@ -185,3 +188,26 @@ rules:
         replies = [r for r in discord.delivered if r.query.get("thread_id") == thread_id]
         assert [r.description() for r in replies] == ["message 1", "message 2"]
         assert all("thread_name" not in r.body for r in replies)
+
+
+async def test_the_parent_shows_the_count_updated_at_most_every_few_seconds(
+    relay_client: RelayClientFactory, slack: FakeSlack
+) -> None:
+    client = await relay_client(config(slack))
+    started = time.monotonic()
+    for n in range(11):  # a parent and ten replies, within about 2 s
+        await post(client, SESSION_A, f"message {n}")
+    parent, *replies = await slack.wait_for_delivered(11)
+    assert time.monotonic() - started < 2.5
+    await wait_until("the parent's last update", lambda: any(
+        "11 messages" in json.dumps(u.body) for u in slack.updates), 10)  # fmt: skip
+
+    assert len(replies) == 10
+    assert 0 < len(slack.updates) < 10  # debounced, not one per reply
+    last = slack.updates[-1].body
+    assert (last["channel"], last["ts"]) == (parent.answer["channel"], parent.answer["ts"])
+    assert last["blocks"][:-1] == parent.body["blocks"]  # the parent as it was posted...
+    context = last["blocks"][-1]["elements"][0]["text"]
+    # ...and under it, the count: the parent and ten replies.
+    assert context.startswith("11 messages in this conversation · last activity ")
+    assert_valid_blocks(last["blocks"])

@@ -48,6 +48,8 @@ class Sender(Protocol):
     # What the destination's service rate-limits, shared by every destination and process
     # sending there (relay/limits.py); None when the service limits nothing relay knows of.
     limit: Limit | None
+    # Whether a conversation's parent message is kept current (update_parent).
+    updates_parents: bool
 
     def preview(self, notification: Notification) -> str:
         """Return exactly what `send` would transmit, for `relay route`."""
@@ -62,3 +64,7 @@ class Sender(Protocol):
 
     async def send(self, notification: Notification) -> Sent:
         """Send once; raise DeliveryError on failure. Never sleep or loop."""
+
+    async def update_parent(self, thread: str, messages: int, last_activity: float) -> None:
+        """Show a conversation's message count and last activity on its parent message;
+        raise DeliveryError on failure. Only where `updates_parents`."""

@@ -24,6 +24,8 @@ def printable(text: str) -> str:
 class ConsoleSender:
     """Writes one readable block per notification to stdout."""
 
+    updates_parents = False
+
     def __init__(self, config: ConsoleDestination, context: SenderContext) -> None:
         self.name = config.name
         self.limit: Limit | None = None
@@ -39,6 +41,9 @@ class ConsoleSender:
             lines.append(f"  {summary.link.label}: {summary.link.url}")
         lines.append(f"  ({summary.footer})")
         return printable("\n".join(lines)) + "\n"
+
+    async def update_parent(self, thread: str, messages: int, last_activity: float) -> None:
+        """This destination has no parent message to keep current."""
 
     def wait_s(self) -> float:
         return 0.0

@@ -96,6 +96,8 @@ def _fields(summary: Summary, budget: int) -> list[dict[str, Any]]:
 class DiscordSender:
     """Posts to one Discord webhook, following its rate-limit headers."""
 
+    updates_parents = False
+
     def __init__(self, config: DiscordDestination, context: SenderContext) -> None:
         self.name = config.name
         self._url = config.webhook_url
@@ -126,6 +128,9 @@ class DiscordSender:
         query = "&".join(f"{k}={v}" for k, v in self.params(notification).items())
         body = json.dumps(self.payload(notification), indent=2, ensure_ascii=False)
         return f"POST {target}?{query}\n{body}\n"
+
+    async def update_parent(self, thread: str, messages: int, last_activity: float) -> None:
+        """This destination has no parent message to keep current."""
 
     def wait_s(self) -> float:
         return max(self._ready_at - time.monotonic(), 0.0)

@@ -149,6 +149,8 @@ def _smtp_error(exc: aiosmtplib.SMTPException) -> DeliveryError:
 class EmailSender:
     """Sends through one SMTP server; 4xx retries, 5xx is permanent."""
 
+    updates_parents = False
+
     def __init__(self, config: EmailDestination, context: SenderContext) -> None:
         self.name = config.name
         self.limit: Limit | None = None
@@ -158,6 +160,9 @@ class EmailSender:
         smtp = self._config.smtp
         message = build_message(self._config, notification)
         return f"SMTP {smtp.host}:{smtp.port} ({smtp.tls})\n{message.as_string()}"
+
+    async def update_parent(self, thread: str, messages: int, last_activity: float) -> None:
+        """This destination has no parent message to keep current."""
 
     def wait_s(self) -> float:
         return 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +100,8 @@ def build_message(notification: Notification) -> dict[str, Any]:
 class SlackWebhookSender:
     """Posts to a Slack incoming webhook, which answers 200 `ok` and nothing else on success."""
 
+    updates_parents = False  # a webhook cannot learn a message's ts
+
     def __init__(self, config: SlackDestination, context: SenderContext) -> None:
         assert config.webhook_url is not None
         self.name = config.name
@@ -117,6 +120,9 @@ class SlackWebhookSender:
     def wait_s(self) -> float:
         return 0.0  # paced by self.limit
 
+    async def update_parent(self, thread: str, messages: int, last_activity: float) -> None:
+        """A webhook posts no parent message to keep current."""
+
     async def send(self, notification: Notification) -> Sent:
         message = build_message(notification)
         try:
@@ -131,7 +137,9 @@ class SlackWebhookSender:
 
 
 class SlackApiSender:
-    """Posts with a bot token through chat.postMessage."""
+    """Posts with a bot token through chat.postMessage; threads conversations."""
+
+    updates_parents = True
 
     def __init__(self, config: SlackDestination, context: SenderContext) -> None:
         assert config.token is not None and config.channel is not None
@@ -184,24 +192,45 @@ class SlackApiSender:
             return Sent()
         # The conversation's first message: its ts is what later ones reply to. Slack
         # answers with the channel's ID, which chat.update needs (a #name will not do).
-        started = SlackThread(str(response["channel"]), str(response["ts"]))
-        return Sent(thread=started.dump())
+        channel, ts = str(response["channel"]), str(response["ts"])
+        return Sent(thread=SlackThread(channel, ts, message["text"], message["blocks"]).dump())
+
+    async def update_parent(self, thread: str, messages: int, last_activity: float) -> None:
+        """Add the conversation's message count and last activity under its parent."""
+        parent = SlackThread.load(thread)
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(last_activity))
+        note = f"{messages} messages in this conversation · last activity {when}"
+        status = ContextBlock(elements=[MarkdownTextObject(text=note, verbatim=True)])
+        blocks = [*parent.blocks[: MAX_BLOCKS - 1], status.to_dict()]
+        try:
+            await self._client.chat_update(
+                channel=parent.channel, ts=parent.ts, text=parent.text, blocks=blocks
+            )
+        except SlackApiError as exc:
+            raise _api_error(exc) from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise connection_error("Slack", exc) from None
 
 
 @dataclass(frozen=True)
 class SlackThread:
-    """What the store keeps of a Slack conversation: its parent message."""
+    """What the store keeps of a Slack conversation: its parent message, as posted, so
+    that chat.update can show it again with the conversation's count under it."""
 
     channel: str
     ts: str
+    text: str
+    blocks: list[dict[str, Any]]
 
     def dump(self) -> str:
-        return json.dumps({"channel": self.channel, "ts": self.ts})
+        return json.dumps(
+            {"channel": self.channel, "ts": self.ts, "text": self.text, "blocks": self.blocks}
+        )
 
     @classmethod
     def load(cls, value: str) -> SlackThread:
         data = json.loads(value)
-        return cls(str(data["channel"]), str(data["ts"]))
+        return cls(str(data["channel"]), str(data["ts"]), str(data["text"]), list(data["blocks"]))
 
 
 def _api_error(exc: SlackApiError) -> DeliveryError:

@@ -202,10 +202,21 @@ class RedisStore:
         key = f"{PREFIX}threads:{destination}"
 
         async def start(client: aioredis.Redis) -> str:
-            await client.hsetnx(key, conversation, value)  # one field: atomic by itself
+            if await client.hsetnx(key, conversation, value):  # one field: atomic by itself
+                await client.hset(f"{PREFIX}thread-messages:{destination}", conversation, 1)
             return _text(await client.hget(key, conversation))
 
         return await self._call(start)
+
+    async def count_message(self, destination: str, conversation: str) -> int:
+        key, counts = f"{PREFIX}threads:{destination}", f"{PREFIX}thread-messages:{destination}"
+
+        async def count(client: aioredis.Redis) -> int:
+            if not await client.hexists(key, conversation):
+                return 0
+            return int(await client.hincrby(counts, conversation, 1))
+
+        return await self._call(count)
 
     async def queue_depths(self) -> dict[str, int]:
         async def depths(client: aioredis.Redis) -> dict[str, int]:

@@ -212,6 +212,10 @@ class SqliteStore:
             lambda conn: ops.start_thread(conn, destination, conversation, value)
         )
 
+    async def count_message(self, destination: str, conversation: str) -> int:
+        """Count one more message in a conversation's thread; return how many it has."""
+        return await self._submit(lambda conn: ops.count_message(conn, destination, conversation))
+
     async def queue_depths(self) -> dict[str, int]:
         """Return how many deliveries wait (pending or failed), per destination."""
         return await self._submit(ops.queue_depths)

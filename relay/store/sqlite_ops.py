@@ -93,6 +93,7 @@ CREATE TABLE threads (
     destination TEXT NOT NULL,
     conversation TEXT NOT NULL,
     value TEXT NOT NULL,
+    messages INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (destination, conversation)
 ) WITHOUT ROWID;
 """
@@ -452,6 +453,16 @@ def start_thread(conn: sqlite3.Connection, destination: str, conversation: str, 
     found = thread(conn, destination, conversation)
     assert found is not None
     return found
+
+
+def count_message(conn: sqlite3.Connection, destination: str, conversation: str) -> int:
+    """Count one more message in a conversation's thread; return how many it has (0: none)."""
+    row = conn.execute(
+        "UPDATE threads SET messages = messages + 1 WHERE destination = ? AND conversation = ?"
+        " RETURNING messages",
+        (destination, conversation),
+    ).fetchone()
+    return 0 if row is None else int(row[0])
 
 
 def queue_depths(conn: sqlite3.Connection) -> dict[str, int]:

@@ -244,3 +244,12 @@ async def test_a_conversations_thread_is_kept_once_and_shared(stores: Stores) ->
     assert await stores.other.start_thread("mail", "c1", "second") == "first"
     assert await stores.other.thread("mail", "c1") == "first"
     assert await stores.other.thread("slack", "c1") is None  # one thread per destination
+
+
+async def test_a_threads_messages_are_counted_across_processes(stores: Stores) -> None:
+    assert await stores.one.count_message("slack", "c1") == 0  # no thread: nothing counted
+    await stores.one.start_thread("slack", "c1", "parent")
+    assert await stores.one.count_message("slack", "c1") == 2
+    assert await stores.other.count_message("slack", "c1") == 3
+    await stores.other.start_thread("slack", "c1", "another")  # kept: the count stays
+    assert await stores.one.count_message("slack", "c1") == 4

@@ -45,7 +45,7 @@ API_ERRORS = {
     429: "ratelimited",
 }
 
-Kind = Literal["webhook", "api"]
+Kind = Literal["webhook", "api", "update"]
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,7 @@ class FakeSlack:
         self.rate_limit_retry_after = rate_limit_retry_after
         self.requests: list[Received] = []
         self.delivered: list[Received] = []
+        self.updates: list[Received] = []  # chat.update calls, apart from messages
         self._script: deque[Answer] = deque()
         self._runner: web.AppRunner | None = None
         self._messages = 0
@@ -118,6 +119,7 @@ class FakeSlack:
         app = web.Application()
         app.router.add_post("/services/{team}/{bot}/{secret}", self._webhook)
         app.router.add_post("/api/chat.postMessage", self._post_message)
+        app.router.add_post("/api/chat.update", self._update)
         self._runner, self.port = await serve_locally(app)
         return self
 
@@ -235,6 +237,18 @@ class FakeSlack:
         ok = reply.status == 200 and body.get("ok") is True
         self._answered(index, reply.status, ok, body)
         return web.json_response(body, status=reply.status, headers=reply.headers)
+
+    async def _update(self, request: web.Request) -> web.Response:
+        """chat.update: Slack answers with the message's channel, ts and new text."""
+        raw = await request.read()
+        body: Any = json.loads(raw)
+        received = Received(
+            kind="update", path=request.path, headers=dict(request.headers), body=body,
+            raw=raw, at=time.monotonic(), status=200, ok=True,
+        )  # fmt: skip
+        self.updates.append(received)
+        answer = {"ok": True, "channel": body.get("channel"), "ts": body.get("ts")}
+        return web.json_response(answer)
 
     def _api_reply(self, request: web.Request, received: Received) -> Reply:
         if self._script:
