@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import TextIO
 
@@ -10,6 +11,7 @@ from relay.events import EventError, parse_event
 from relay.notification import build_notification
 from relay.rules import explain, route
 from relay.senders import SenderContext, build_senders
+from relay.senders.console import printable
 
 
 def explain_route(config: Config, body: bytes, *, source: str, out: TextIO) -> int:
@@ -38,6 +40,7 @@ def explain_route(config: Config, body: bytes, *, source: str, out: TextIO) -> i
         return 0
     # Preview only: no HTTP session, so nothing can be sent by accident.
     senders = build_senders(config.destinations, SenderContext(http=None, stdout=out))
+    rules = {rule.name: rule for rule in config.rules}
     status = 0
     for dispatch in dispatches:
         template = config.templates.get(dispatch.template) if dispatch.template else None
@@ -45,8 +48,26 @@ def explain_route(config: Config, body: bytes, *, source: str, out: TextIO) -> i
         header += f", template {dispatch.template})" if dispatch.template else ")"
         out.write(header + " ---\n")
         notification = build_notification(event, dispatch.rule, template)
+        rule = rules[dispatch.rule]
+        if rule.thread is not None:
+            out.write(_thread_note(event.session, rule.broadcast))
+            if event.session is not None:  # as the conversation's first notification
+                notification = dataclasses.replace(notification, conversation=event.session)
         if notification.template_error:
             out.write(f"warning: {notification.template_error}; the default layout is used\n")
             status = 1
         out.write(senders[dispatch.destination].preview(notification))
     return status
+
+
+def _thread_note(session: str | None, broadcast: bool) -> str:
+    """Say what `thread: session` would do with this event: the preview shows the
+    conversation's first notification, which starts the thread."""
+    if session is None:
+        return "thread: session, but the event has no data.session_id: sent unthreaded\n"
+    also = " and also shown in the channel (broadcast)" if broadcast else ""
+    return (
+        f"thread: session: in the thread of conversation {printable(session)[:80]}; the"
+        f" conversation's first notification starts it (shown below), later ones reply in"
+        f" it{also}\n"
+    )

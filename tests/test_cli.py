@@ -167,6 +167,29 @@ def test_route_reads_an_account_webhook_body_as_one(
     assert "  Watch the video: https://videos.example.com/job_7d2f0c1a9b.mp4" in out
 
 
+def test_route_says_what_a_threaded_rule_would_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "relay.yaml"
+    config.write_text(
+        "destinations:\n"
+        '  forum: { type: discord, webhook_url: "https://discord.com/api/webhooks/1/t",'
+        " forum: true }\n"
+        "rules:\n  - { name: conversations, send_to: [forum], thread: session }\n"
+    )
+    event = tmp_path / "chat.json"
+    event.write_bytes(CHAT_PUSH)
+    assert main(["route", str(event), "-c", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "--- forum (rule conversations) ---\n"
+        "thread: session: in the thread of conversation session_xyz789; the conversation's"
+        " first notification starts it (shown below), later ones reply in it\n"
+        "POST https://discord.com/<secret>?wait=true\n"
+    ) in out
+    assert '"thread_name": "Conversation session_xyz789 · agent_abc123"' in out
+
+
 def test_route_names_the_missing_field_of_an_account_body(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
