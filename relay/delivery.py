@@ -279,15 +279,20 @@ class Lane:
             sent = await asyncio.wait_for(sender.send(notification), timeout=timeout_s)
         except TimeoutError:
             raise DeliveryError(f"timed out after {timeout_s:g}s", retryable=True) from None
-        if notification.conversation is not None and notification.thread is not None:
+        replied = notification.thread is not None and not sent.replaces_thread
+        if notification.conversation is not None and replied:
+            assert notification.thread is not None
             await self._count_reply(notification.conversation, notification.thread, sender)
         if notification.conversation is not None and sent.thread is not None:
             # Kept before this send is recorded, so the session's next notification, which
             # waits for that record, finds it. If the store fails here, the next one
             # starts a thread of its own.
+            key = conversation_key(notification.conversation)
             with contextlib.suppress(StoreUnavailable):
-                key = conversation_key(notification.conversation)
-                await worker.store.start_thread(delivery.destination, key, sent.thread)
+                if sent.replaces_thread:
+                    await worker.store.replace_thread(delivery.destination, key, sent.thread)
+                else:
+                    await worker.store.start_thread(delivery.destination, key, sent.thread)
         return sent.note
 
     async def _count_reply(self, conversation: str, thread: str, sender: Sender) -> None:

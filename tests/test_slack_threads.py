@@ -211,3 +211,22 @@ async def test_the_parent_shows_the_count_updated_at_most_every_few_seconds(
     # ...and under it, the count: the parent and ten replies.
     assert context.startswith("11 messages in this conversation · last activity ")
     assert_valid_blocks(last["blocks"])
+
+
+async def test_a_reply_whose_parent_is_gone_starts_a_new_parent_that_says_so(
+    relay_client: RelayClientFactory, slack: FakeSlack
+) -> None:
+    client = await relay_client(config(slack))
+    await post(client, SESSION_A, "message 0")
+    [old_parent] = await slack.wait_for_delivered(1)
+    slack.script(api_error("thread_not_found"))  # someone deleted the parent
+    await post(client, SESSION_A, "message 1")
+    await post(client, SESSION_A, "message 2")
+    new_parent, reply = (await slack.wait_for_delivered(3))[1:]
+
+    assert slack.requests[1].body["thread_ts"] == old_parent.answer["ts"]  # tried, refused
+    assert "thread_ts" not in new_parent.body and text_of(new_parent).endswith("message 1")
+    assert new_parent.body["blocks"][-1]["elements"][0]["text"] == (
+        "Continues a conversation whose earlier thread is gone."
+    )
+    assert reply.body["thread_ts"] == new_parent.answer["ts"]

@@ -31,6 +31,7 @@ class Sent:
     # The thread a conversation's first notification started here, as the store keeps
     # it (see Notification.thread); None when the destination does not thread.
     thread: str | None = None
+    replaces_thread: bool = False  # the conversation's thread was gone: this one replaces it
 
 
 @dataclass

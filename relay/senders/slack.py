@@ -42,6 +42,10 @@ FALLBACK_LIMIT = 3000
 # default); a small burst lets a short flurry through at once.
 PACE_BURST = 3
 
+# A reply's parent was deleted: the conversation goes on under a new parent.
+PARENT_GONE = frozenset({"thread_not_found", "message_not_found"})
+CONTINUES = "Continues a conversation whose earlier thread is gone."
+
 # Web API errors that a later try can fix; every other `ok: false` error is permanent
 # (invalid_auth, channel_not_found, not_in_channel, invalid_blocks, …).
 RETRYABLE_API_ERRORS = frozenset(
@@ -185,6 +189,8 @@ class SlackApiSender:
                     blocks=message["blocks"],
                 )
         except SlackApiError as exc:
+            if thread is not None and _error_code(exc) in PARENT_GONE:
+                return await self._new_parent(message)
             raise _api_error(exc) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise connection_error("Slack", exc) from None
@@ -194,6 +200,21 @@ class SlackApiSender:
         # answers with the channel's ID, which chat.update needs (a #name will not do).
         channel, ts = str(response["channel"]), str(response["ts"])
         return Sent(thread=SlackThread(channel, ts, message["text"], message["blocks"]).dump())
+
+    async def _new_parent(self, message: dict[str, Any]) -> Sent:
+        """Post a reply whose parent is gone as the conversation's new parent, saying so."""
+        note = ContextBlock(elements=[MarkdownTextObject(text=CONTINUES, verbatim=True)])
+        blocks = [*message["blocks"][: MAX_BLOCKS - 1], note.to_dict()]
+        try:
+            response = await self._client.chat_postMessage(
+                channel=self._channel, text=message["text"], blocks=blocks
+            )
+        except SlackApiError as exc:
+            raise _api_error(exc) from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise connection_error("Slack", exc) from None
+        parent = SlackThread(str(response["channel"]), str(response["ts"]), message["text"], blocks)
+        return Sent(thread=parent.dump(), replaces_thread=True)
 
     async def update_parent(self, thread: str, messages: int, last_activity: float) -> None:
         """Add the conversation's message count and last activity under its parent."""
@@ -231,6 +252,11 @@ class SlackThread:
     def load(cls, value: str) -> SlackThread:
         data = json.loads(value)
         return cls(str(data["channel"]), str(data["ts"]), str(data["text"]), list(data["blocks"]))
+
+
+def _error_code(exc: SlackApiError) -> str:
+    data = exc.response.data
+    return str(data.get("error", "")) if isinstance(data, dict) else ""
 
 
 def _api_error(exc: SlackApiError) -> DeliveryError:

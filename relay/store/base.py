@@ -135,6 +135,9 @@ class Store(Protocol):
         """Keep a conversation's thread unless it already has one; return the one it has
         now: of two processes starting the same thread, the first one's wins."""
 
+    async def replace_thread(self, destination: str, conversation: str, value: str) -> None:
+        """Give a conversation a new thread: its old one is gone (a deleted Slack parent)."""
+
     async def count_message(self, destination: str, conversation: str) -> int:
         """Count one more message in a conversation's thread (its first counts 1); return
         how many it has now, or 0 when it has no thread."""

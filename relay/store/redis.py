@@ -208,6 +208,17 @@ class RedisStore:
 
         return await self._call(start)
 
+    async def replace_thread(self, destination: str, conversation: str, value: str) -> None:
+        key, counts = f"{PREFIX}threads:{destination}", f"{PREFIX}thread-messages:{destination}"
+
+        async def replace(client: aioredis.Redis) -> None:
+            async with client.pipeline(transaction=True) as pipe:  # MULTI: both or neither
+                pipe.hset(key, conversation, value)
+                pipe.hset(counts, conversation, 1)
+                await pipe.execute()
+
+        await self._call(replace)
+
     async def count_message(self, destination: str, conversation: str) -> int:
         key, counts = f"{PREFIX}threads:{destination}", f"{PREFIX}thread-messages:{destination}"
 

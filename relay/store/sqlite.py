@@ -212,6 +212,10 @@ class SqliteStore:
             lambda conn: ops.start_thread(conn, destination, conversation, value)
         )
 
+    async def replace_thread(self, destination: str, conversation: str, value: str) -> None:
+        """Give a conversation a new thread: its old one is gone."""
+        await self._submit(lambda conn: ops.replace_thread(conn, destination, conversation, value))
+
     async def count_message(self, destination: str, conversation: str) -> int:
         """Count one more message in a conversation's thread; return how many it has."""
         return await self._submit(lambda conn: ops.count_message(conn, destination, conversation))

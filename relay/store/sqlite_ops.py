@@ -455,6 +455,18 @@ def start_thread(conn: sqlite3.Connection, destination: str, conversation: str, 
     return found
 
 
+def replace_thread(
+    conn: sqlite3.Connection, destination: str, conversation: str, value: str
+) -> None:
+    """Give a conversation a new thread, counting its messages from 1 again."""
+    conn.execute(
+        "INSERT INTO threads (destination, conversation, value) VALUES (?, ?, ?)"
+        " ON CONFLICT (destination, conversation) DO UPDATE SET value = excluded.value,"
+        " messages = 1",
+        (destination, conversation, value),
+    )
+
+
 def count_message(conn: sqlite3.Connection, destination: str, conversation: str) -> int:
     """Count one more message in a conversation's thread; return how many it has (0: none)."""
     row = conn.execute(

@@ -253,3 +253,11 @@ async def test_a_threads_messages_are_counted_across_processes(stores: Stores) -
     assert await stores.other.count_message("slack", "c1") == 3
     await stores.other.start_thread("slack", "c1", "another")  # kept: the count stays
     assert await stores.one.count_message("slack", "c1") == 4
+
+
+async def test_a_gone_thread_is_replaced_for_every_process(stores: Stores) -> None:
+    await stores.one.start_thread("slack", "c1", "old parent")
+    assert await stores.one.count_message("slack", "c1") == 2
+    await stores.other.replace_thread("slack", "c1", "new parent")
+    assert await stores.one.thread("slack", "c1") == "new parent"
+    assert await stores.one.count_message("slack", "c1") == 2  # counted afresh
