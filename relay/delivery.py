@@ -273,6 +273,8 @@ class Lane:
         if notification.template_error:
             extra = {"event_id": delivery.event_id, "destination": delivery.destination}
             log.warning("%s; sending the default layout", notification.template_error, extra=extra)
+        if delivery.digest:
+            notification = await self._with_transcript(notification, delivery)
         notification = await self._in_thread(notification, delivery)
         timeout_s = worker.config.delivery.timeout_s
         try:
@@ -326,6 +328,22 @@ class Lane:
                 except (DeliveryError, TimeoutError) as exc:
                     extra = {"destination": self.destination}
                     log.warning("could not update a conversation's parent: %s", exc, extra=extra)
+
+    async def _with_transcript(
+        self, notification: Notification, delivery: Delivery
+    ) -> Notification:
+        """Give a digest every event that joined it, in order."""
+        try:
+            stored = await self._worker.store.digest_events(delivery.id)
+            events = tuple(
+                parse_event(body, event_id=event_id, received_at=delivery.created_at)
+                for event_id, body in stored
+            )
+        except StoreUnavailable as exc:
+            raise DeliveryError(f"cannot read the digest's events: {exc}", retryable=True) from None
+        except EventError as exc:
+            raise DeliveryError(f"cannot read a stored event: {exc}", retryable=False) from exc
+        return dataclasses.replace(notification, transcript=events or (notification.event,))
 
     async def _in_thread(self, notification: Notification, delivery: Delivery) -> Notification:
         """Give a notification its conversation's thread when its rule has `thread: session`."""

@@ -29,6 +29,9 @@ class Summary:
     fields: tuple[tuple[str, str], ...]
     footer: str
     link: Link | None = None
+    # A digest's transcript, a line per event: `text` joins them; a destination with a
+    # limit shows what fits, then "… and N more" (fit_lines).
+    lines: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,8 +146,53 @@ def _fields(event: Event, extra: Sequence[tuple[str, str]]) -> tuple[tuple[str, 
     return tuple(fields[:MAX_FIELDS])
 
 
+def fit_lines(lines: Sequence[str], limit: int) -> str:
+    """Join whole lines up to `limit` characters; when they do not all fit, end with
+    "… and N more" for the lines left out."""
+    whole = "\n".join(lines)
+    if len(whole) <= limit:
+        return whole
+    shown: list[str] = []
+    size = 0
+    for index, line in enumerate(lines):
+        more = f"… and {len(lines) - index - 1} more"
+        if size + len(line) + 1 + len(more) > limit:  # this line, then the marker
+            break
+        shown.append(line)
+        size += len(line) + 1
+    return truncate("\n".join([*shown, f"… and {len(lines) - len(shown)} more"]), limit)
+
+
+def _transcript_line(event: Event) -> str:
+    when = time.strftime("%H:%M:%S", time.gmtime(event.timestamp))
+    if event.kind == "chat.push":
+        said = f"{event.role or 'someone'}: {event.message or ''}"
+    else:
+        layout = _session_layout(event) or _other_layout(event)
+        said = f"{event.event_type}: {layout.title}"
+    return " ".join(f"{when} {said}".split())  # one line, whatever the message held
+
+
+def _digest(notification: Notification) -> Summary:
+    """A conversation's window of events as one notification: a transcript in order."""
+    first = notification.transcript[0]
+    count = len(notification.transcript)
+    lines = tuple(_transcript_line(event) for event in notification.transcript)
+    who = f" with {first.agent_id}" if first.agent_id else ""
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(first.timestamp))
+    return Summary(
+        title=f"Conversation{who}: {count} event{'s' if count != 1 else ''}",
+        text="\n".join(lines),
+        fields=_fields(first, ()),
+        footer=f"digest · rule {notification.rule} · from {when}",
+        lines=lines,
+    )
+
+
 def summarize(notification: Notification) -> Summary:
     """Return the title, text, fields and link of a notification, template or default."""
+    if notification.transcript:
+        return _digest(notification)
     event = notification.event
     layout = (_account_layout(event) if event.account else _session_layout(event)) or (
         _other_layout(event)

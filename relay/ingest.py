@@ -194,7 +194,9 @@ async def _accept(
 ) -> web.Response:
     dispatches = router.route(event)
     session_key = event.session or event.event_id
-    deliveries = [NewDelivery(d.destination, d.rule, d.template, session_key) for d in dispatches]
+    deliveries = [
+        NewDelivery(d.destination, d.rule, d.template, session_key, d.digest_s) for d in dispatches
+    ]
     try:
         result = await state.store.accept(
             NewEvent(event.event_id, body, now),

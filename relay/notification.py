@@ -29,6 +29,8 @@ class Notification:
     conversation: str | None = None
     thread: str | None = None
     broadcast: bool = False  # a reply is also shown in the channel (Slack)
+    # A digest (SPEC 4.2): every event of the window, in order; `event` is the first.
+    transcript: tuple[Event, ...] = ()
 
 
 def build_notification(event: Event, rule: str, template: Template | None) -> Notification:

@@ -6,9 +6,9 @@ import dataclasses
 import time
 from typing import TextIO
 
-from relay.config.model import Config
+from relay.config.model import Config, Rule
 from relay.events import EventError, parse_event
-from relay.notification import build_notification
+from relay.notification import Notification, build_notification
 from relay.rules import explain, route
 from relay.senders import SenderContext, build_senders
 from relay.senders.console import printable
@@ -48,16 +48,28 @@ def explain_route(config: Config, body: bytes, *, source: str, out: TextIO) -> i
         header += f", template {dispatch.template})" if dispatch.template else ")"
         out.write(header + " ---\n")
         notification = build_notification(event, dispatch.rule, template)
-        rule = rules[dispatch.rule]
-        if rule.thread is not None:
-            out.write(_thread_note(event.session, rule.broadcast))
-            if event.session is not None:  # as the conversation's first notification
-                notification = dataclasses.replace(notification, conversation=event.session)
+        notification = _as_the_rule_sends_it(rules[dispatch.rule], notification, out)
         if notification.template_error:
             out.write(f"warning: {notification.template_error}; the default layout is used\n")
             status = 1
         out.write(senders[dispatch.destination].preview(notification))
     return status
+
+
+def _as_the_rule_sends_it(rule: Rule, notification: Notification, out: TextIO) -> Notification:
+    """Say what a digested or threaded rule does, and shape the preview as it would."""
+    event = notification.event
+    if rule.digest_s is not None:
+        out.write(
+            f"digest: {rule.digest_s:g}s: the conversation's events of that window go out"
+            " together, as one transcript, when it closes (this event alone shown below)\n"
+        )
+        notification = dataclasses.replace(notification, transcript=(event,))
+    if rule.thread is not None:
+        out.write(_thread_note(event.session, rule.broadcast))
+        if event.session is not None:  # as the conversation's first notification
+            notification = dataclasses.replace(notification, conversation=event.session)
+    return notification
 
 
 def _thread_note(session: str | None, broadcast: bool) -> str:

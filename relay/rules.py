@@ -45,6 +45,7 @@ class Dispatch:
     destination: str
     rule: str
     template: str | None
+    digest_s: float | None = None  # the deciding rule's digest window
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,9 @@ class Router:
                 continue
             for destination in rule.send_to:
                 if destination not in dispatches:
-                    dispatches[destination] = Dispatch(destination, rule.name, rule.template)
+                    dispatches[destination] = Dispatch(
+                        destination, rule.name, rule.template, rule.digest_s
+                    )
             if rule.stop:
                 break
         return list(dispatches.values())

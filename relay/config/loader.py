@@ -21,6 +21,7 @@ from relay.config.yamlnodes import (
     Section,
     boolean,
     did_you_mean,
+    duration,
     is_null,
     items,
     nonempty_string,
@@ -30,7 +31,7 @@ from relay.config.yamlnodes import (
 from relay.templates import compile_template
 
 _SECTIONS = ("server", "verify", "store", "delivery", "destinations", "rules", "templates")
-_RULE_KEYS = ("name", "when", "send_to", "template", "stop", "thread", "broadcast")
+_RULE_KEYS = ("name", "when", "send_to", "template", "stop", "thread", "broadcast", "digest")
 
 
 def load(path: str) -> Config:
@@ -182,6 +183,7 @@ def _rule(ctx: Context, node: yaml.Node, path: str, index: int) -> _RuleDraft:
     stop = section.get("stop", boolean, False)
     thread = section.opt("thread", one_of(("session",)))
     broadcast = section.get("broadcast", boolean, False)
+    digest_s = section.opt("digest", _window)
     if broadcast and not section.mentions("thread"):
         section.error(
             "broadcast shows a thread's reply in the channel: it needs thread: session", "broadcast"
@@ -198,11 +200,22 @@ def _rule(ctx: Context, node: yaml.Node, path: str, index: int) -> _RuleDraft:
         stop=stop,
         thread="session" if thread else None,
         broadcast=broadcast,
+        digest_s=digest_s,
     )
     name_node = section.value_node("name") or node
     template_ref = template[0] if template else None
     thread_node = section.value_node("thread")
     return _RuleDraft(rule, name_node, send_to, template_ref, thread_node, path)
+
+
+def _window(ctx: Context, node: yaml.Node, path: str) -> float:
+    """Read a digest window: a duration longer than 0 and at most a day."""
+    window_s = duration(ctx, node, path)
+    if not 0 < window_s <= 86400:
+        ctx.fail(
+            node, path, f"a digest window must be longer than 0 and at most 24h, got {window_s:g}s"
+        )
+    return window_s
 
 
 def _references(section: Section, key: str, *, single: bool = False) -> tuple[_Reference, ...]:

@@ -206,6 +206,8 @@ class Rule:
     stop: bool = False
     thread: Literal["session"] | None = None  # one thread per conversation and destination
     broadcast: bool = False  # with thread: a reply is also shown in the channel
+    # One notification per conversation, this long after its first event (SPEC 4.2).
+    digest_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 
 from relay.config.model import DiscordDestination
-from relay.formatting import Summary, summarize, truncate
+from relay.formatting import Summary, fit_lines, summarize, truncate
 from relay.limits import Limit
 from relay.notification import Notification
 from relay.secrets import mask_url
@@ -51,7 +51,12 @@ def build_payload(summary: Summary, kind: str, timestamp: float) -> dict[str, An
     footer = truncate(summary.footer, FOOTER_LIMIT)
     # The 6000-character total is shared: the message first, then fields while room is left.
     budget = EMBED_TOTAL_LIMIT - len(title) - len(footer)
-    description = truncate(escape(summary.text), min(DESCRIPTION_LIMIT, budget))
+    room = min(DESCRIPTION_LIMIT, budget)
+    description = (
+        fit_lines([escape(line) for line in summary.lines], room)
+        if summary.lines
+        else truncate(escape(summary.text), room)
+    )
     budget -= len(description)
     embed: dict[str, Any] = {
         "title": title,

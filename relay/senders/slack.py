@@ -23,7 +23,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from relay.config.model import SlackDestination
-from relay.formatting import Link, Summary, summarize, truncate
+from relay.formatting import Link, Summary, fit_lines, summarize, truncate
 from relay.limits import Limit
 from relay.notification import Notification
 from relay.secrets import mask_url
@@ -73,7 +73,11 @@ def build_blocks(summary: Summary) -> list[Block]:
         HeaderBlock(text=PlainTextObject(text=truncate(escape(summary.title), HEADER_LIMIT) or " "))
     ]
     if summary.text:
-        text = truncate(escape(summary.text), SECTION_LIMIT)
+        text = (
+            fit_lines([escape(line) for line in summary.lines], SECTION_LIMIT)
+            if summary.lines
+            else truncate(escape(summary.text), SECTION_LIMIT)
+        )
         blocks.append(SectionBlock(text=MarkdownTextObject(text=text, verbatim=True)))
     fields = [
         MarkdownTextObject(

@@ -36,6 +36,9 @@ class NewDelivery:
     rule: str
     template: str | None
     session_key: str  # deliveries with the same (destination, session_key) go out in order
+    # A digest: the session's open digest of this rule and destination takes the event;
+    # without one, this delivery opens a digest that is due this long after (SPEC 4.2).
+    digest_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,8 @@ class Delivery:
     created_at: float
     next_attempt_at: float
     last_error: str | None
-    body: bytes  # the event's raw body
+    body: bytes  # the event's raw body (a digest's first event)
+    digest: bool = False  # a digest: its events come from Store.digest_events
 
 
 class Store(Protocol):
@@ -134,6 +138,9 @@ class Store(Protocol):
     async def start_thread(self, destination: str, conversation: str, value: str) -> str:
         """Keep a conversation's thread unless it already has one; return the one it has
         now: of two processes starting the same thread, the first one's wins."""
+
+    async def digest_events(self, delivery_id: int) -> list[tuple[str, bytes]]:
+        """Return a digest's events, as (event id, raw body), in accepted order."""
 
     async def replace_thread(self, destination: str, conversation: str, value: str) -> None:
         """Give a conversation a new thread: its old one is gone (a deleted Slack parent)."""

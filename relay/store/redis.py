@@ -81,6 +81,7 @@ def _delivery(member: Any, fields: dict[str, Any], event_id: Any, body: Any) -> 
         next_attempt_at=float(fields["next_attempt_at"]),
         last_error=optional("last_error"),
         body=bytes(body),
+        digest="digest_until" in fields,
     )
 
 
@@ -139,7 +140,8 @@ class RedisStore:
             len(deliveries),
         ]
         for d in deliveries:
-            args += [d.destination, d.rule, d.template or "", d.session_key]
+            digest = "" if d.digest_s is None else _time(d.digest_s)
+            args += [d.destination, d.rule, d.template or "", d.session_key, digest]
         duplicate = await self._script("accept", args)
         count = 0 if duplicate else len(deliveries)
         return AcceptResult(duplicate=bool(duplicate), event_id=event.event_id, deliveries=count)
@@ -207,6 +209,19 @@ class RedisStore:
             return _text(await client.hget(key, conversation))
 
         return await self._call(start)
+
+    async def digest_events(self, delivery_id: int) -> list[tuple[str, bytes]]:
+        key = f"{PREFIX}digest:{_member(delivery_id)}"
+
+        async def events(client: aioredis.Redis) -> list[tuple[str, bytes]]:
+            refs = await client.lrange(key, 0, -1)
+            async with client.pipeline(transaction=False) as pipe:
+                for ref in refs:
+                    pipe.hmget(f"{PREFIX}e:{_text(ref)}", "event_id", "body")
+                rows = await pipe.execute()
+            return [(_text(event_id), bytes(body)) for event_id, body in rows if body is not None]
+
+        return await self._call(events)
 
     async def replace_thread(self, destination: str, conversation: str, value: str) -> None:
         key, counts = f"{PREFIX}threads:{destination}", f"{PREFIX}thread-messages:{destination}"

@@ -212,6 +212,10 @@ class SqliteStore:
             lambda conn: ops.start_thread(conn, destination, conversation, value)
         )
 
+    async def digest_events(self, delivery_id: int) -> list[tuple[str, bytes]]:
+        """Return a digest's events, as (event id, raw body), in accepted order."""
+        return await self._submit(lambda conn: ops.digest_events(conn, delivery_id))
+
     async def replace_thread(self, destination: str, conversation: str, value: str) -> None:
         """Give a conversation a new thread: its old one is gone."""
         await self._submit(lambda conn: ops.replace_thread(conn, destination, conversation, value))

@@ -21,7 +21,7 @@ from relay.store.base import (
     StoreUnavailable,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # events.id, not events.event_id, is the key: the same event id may be accepted again once
 # its dedupe window has passed, and each acceptance is its own event row.
@@ -98,14 +98,25 @@ CREATE TABLE threads (
 ) WITHOUT ROWID;
 """
 
+# Version 5: digests (SPEC 4.2). A digest is a delivery, due when its window closes
+# (digest_until); the events that joined it, its first included, are in digest_events.
+_SCHEMA_V5 = """
+ALTER TABLE deliveries ADD COLUMN digest_until REAL;
+CREATE TABLE digest_events (
+    delivery_id INTEGER NOT NULL,
+    event_ref INTEGER NOT NULL,
+    PRIMARY KEY (delivery_id, event_ref)
+) WITHOUT ROWID;
+"""
+
 # Each step takes a database from the version before it to its own.
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5}
 
 UNFINISHED = "status IN ('pending', 'failed')"
 
 _DELIVERY_COLUMNS = """
     d.id, e.event_id, d.destination, d.rule, d.template, d.status, d.attempts,
-    d.created_at, d.next_attempt_at, d.last_error, e.body
+    d.created_at, d.next_attempt_at, d.last_error, e.body, d.digest_until IS NOT NULL
 """
 
 # A session head: no earlier unfinished delivery of the same session to the same destination.
@@ -220,6 +231,12 @@ def accept(
         "INSERT INTO events (event_id, body, received_at) VALUES (?, ?, ?)",
         (event.event_id, event.body, event.received_at),
     )
+    event_ref = cur.lastrowid
+    assert event_ref is not None
+    count = len(deliveries)
+    for digest in (d for d in deliveries if d.digest_s is not None):
+        _add_to_digest(conn, event_ref, event.received_at, digest)
+    deliveries = [d for d in deliveries if d.digest_s is None]
     conn.executemany(
         "INSERT INTO deliveries (event_ref, destination, rule, template, session_key,"
         " status, attempts, created_at, next_attempt_at)"
@@ -237,7 +254,54 @@ def accept(
             for d in deliveries
         ],
     )
-    return AcceptResult(duplicate=False, event_id=event.event_id, deliveries=len(deliveries))
+    return AcceptResult(duplicate=False, event_id=event.event_id, deliveries=count)
+
+
+def _add_to_digest(
+    conn: sqlite3.Connection, event_ref: int, now: float, delivery: NewDelivery
+) -> None:
+    """Add an event to its session's open digest, or open one due when its window closes.
+
+    A digest is open until its window closes, and while nobody has claimed it.
+    """
+    assert delivery.digest_s is not None
+    row = conn.execute(
+        f"SELECT id FROM deliveries INDEXED BY deliveries_session"
+        f" WHERE destination = ? AND session_key = ? AND {UNFINISHED} AND rule = ?"
+        f" AND digest_until > ? AND status = 'pending' AND lease_until = 0"
+        f" ORDER BY id DESC LIMIT 1",
+        (delivery.destination, delivery.session_key, delivery.rule, now),
+    ).fetchone()
+    if row is None:
+        until = now + delivery.digest_s
+        row = conn.execute(
+            "INSERT INTO deliveries (event_ref, destination, rule, template, session_key,"
+            " status, attempts, created_at, next_attempt_at, digest_until)"
+            " VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?) RETURNING id",
+            (
+                event_ref,
+                delivery.destination,
+                delivery.rule,
+                delivery.template,
+                delivery.session_key,
+                now,
+                until,
+                until,
+            ),
+        ).fetchone()
+    conn.execute(
+        "INSERT INTO digest_events (delivery_id, event_ref) VALUES (?, ?)", (row[0], event_ref)
+    )
+
+
+def digest_events(conn: sqlite3.Connection, delivery_id: int) -> list[tuple[str, bytes]]:
+    """Return a digest's events in accepted order."""
+    rows = conn.execute(
+        "SELECT e.event_id, e.body FROM digest_events AS g JOIN events AS e ON e.id = g.event_ref"
+        " WHERE g.delivery_id = ? ORDER BY g.event_ref",
+        (delivery_id,),
+    ).fetchall()
+    return [(str(event_id), bytes(body)) for event_id, body in rows]
 
 
 def latest_received_at(conn: sqlite3.Connection) -> float:
@@ -282,6 +346,7 @@ def purge_history(
     deliveries = 0
     if last_delivery is not None:
         deliveries = conn.execute("DELETE FROM deliveries WHERE id <= ?", (last_delivery,)).rowcount
+        conn.execute("DELETE FROM digest_events WHERE delivery_id <= ?", (last_delivery,))
     first_kept = conn.execute("SELECT event_ref FROM deliveries ORDER BY id LIMIT 1").fetchone()
     last_event = _last_of_prefix(
         conn.execute(
@@ -536,6 +601,7 @@ def _deliveries(rows: list[Any]) -> list[Delivery]:
             next_attempt_at=r[8],
             last_error=r[9],
             body=r[10],
+            digest=bool(r[11]),
         )
         for r in rows
     ]

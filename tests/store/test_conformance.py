@@ -261,3 +261,43 @@ async def test_a_gone_thread_is_replaced_for_every_process(stores: Stores) -> No
     await stores.other.replace_thread("slack", "c1", "new parent")
     assert await stores.one.thread("slack", "c1") == "new parent"
     assert await stores.one.count_message("slack", "c1") == 2  # counted afresh
+
+
+async def accept_digested(store: Store, event_id: str, at: float, window_s: float = 3.0) -> None:
+    delivery = NewDelivery("mail", "transcripts", None, "s1", digest_s=window_s)
+    body = f'{{"id": "{event_id}"}}'.encode()
+    result = await store.accept(NewEvent(event_id, body, at), [delivery], dedupe_window_s=60)
+    assert (result.duplicate, result.deliveries) == (False, 1)
+
+
+async def test_a_digest_gathers_a_conversations_window_into_one_delivery(stores: Stores) -> None:
+    await accept_digested(stores.one, "e1", 1000.0)
+    await accept_digested(stores.other, "e2", 1001.0)
+    await accept_digested(stores.one, "e3", 1002.5)
+    assert await stores.one.claim("mail", 1002.9, 10, owner=A, lease_s=LEASE_S) == []
+    assert await stores.other.next_due_at("mail", 1002.0) == 1003.0
+
+    [digest] = await stores.other.claim("mail", 1003.0, 10, owner=B, lease_s=LEASE_S)
+    assert digest.digest and digest.event_id == "e1"
+    events = await stores.one.digest_events(digest.id)
+    assert [event_id for event_id, _ in events] == ["e1", "e2", "e3"]
+    assert events[1][1] == b'{"id": "e2"}'
+
+    # The window has closed: a later event opens the next digest, due after its own window.
+    await accept_digested(stores.one, "e4", 1003.5)
+    assert await stores.one.claim("mail", 1006.0, 10, owner=A, lease_s=LEASE_S) == []  # e1's first
+    assert await stores.other.record_sent(digest.id, 1004.0, owner=B)
+    [second] = await stores.one.claim("mail", 1006.5, 10, owner=A, lease_s=LEASE_S)
+    assert [e for e, _ in await stores.one.digest_events(second.id)] == ["e4"]
+    assert [d.status for d in await stores.one.list_deliveries()] == ["pending", "sent"]
+
+
+async def test_a_purged_digest_takes_its_events_with_it(stores: Stores) -> None:
+    await accept_digested(stores.one, "e1", 1000.0)
+    await accept_digested(stores.one, "e2", 1001.0)
+    await accept(stores.one, "later", ["s9"], at=9000.0)  # the newest, still to be sent
+    [digest] = await stores.one.claim("mail", 1003.0, 10, owner=A, lease_s=LEASE_S)
+    assert await stores.one.purge(5000.0) == (0, 0)  # unfinished: its events stay
+    assert len(await stores.one.digest_events(digest.id)) == 2
+    assert await stores.one.record_sent(digest.id, 1004.0, owner=A)
+    assert await stores.other.purge(5000.0) == (1, 2)

@@ -19,7 +19,11 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', P .. 'finished', '-inf', '('
   redis.call('ZREM', P .. 'all', member)
   redis.call('ZREM', P .. 'status:' .. fields[1], member)
   redis.call('HINCRBY', P .. 'e:' .. fields[2], 'remaining', -1)
-  redis.call('DEL', key)
+  local joined = P .. 'digest:' .. member
+  for _, ref in ipairs(redis.call('LRANGE', joined, 1, -1)) do  -- [0] is its own event
+    redis.call('HINCRBY', P .. 'e:' .. ref, 'remaining', -1)
+  end
+  redis.call('DEL', key, joined)
   deliveries = deliveries + 1
 end
 local events = 0
