@@ -85,6 +85,15 @@ def redis_url(shared_redis: RedisServer) -> str:
     return shared_redis.url
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def store_section(request: pytest.FixtureRequest) -> str:
+    """A relay.yaml `store` section, once for each store: empty for SQLite (make_config
+    adds a file of the test's own), the shared redis-server, emptied, for Redis."""
+    if request.param == "sqlite":
+        return ""
+    return f'store: {{ url: "{request.getfixturevalue("redis_url")}" }}\n'
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of this test's own, which it may kill and restart."""

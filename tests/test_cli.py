@@ -190,6 +190,27 @@ def test_route_says_what_a_threaded_rule_would_do(
     assert '"thread_name": "Conversation session_xyz789 · agent_abc123"' in out
 
 
+def test_route_says_what_a_digested_rule_would_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "relay.yaml"
+    config.write_text(
+        "destinations: { stdout: { type: console } }\n"
+        "rules:\n  - { name: transcripts, send_to: [stdout], digest: 10m }\n"
+    )
+    event = tmp_path / "chat.json"
+    event.write_bytes(CHAT_PUSH)
+    assert main(["route", str(event), "-c", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "--- stdout (rule transcripts) ---\n"
+        "digest: 600s: the conversation's events of that window go out together, as one"
+        " transcript, when it closes (this event alone shown below)\n"
+        "== Conversation with agent_abc123: 1 event ==\n"
+        "09:51:25 user: Hello, I need help with my order\n"
+    ) in out
+
+
 def test_route_names_the_missing_field_of_an_account_body(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

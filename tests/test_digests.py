@@ -40,9 +40,9 @@ rules:
 
 
 async def test_five_messages_in_a_second_make_one_transcript_per_destination(
-    relay_client: RelayClientFactory, discord: FakeDiscord, output: Output
+    relay_client: RelayClientFactory, discord: FakeDiscord, output: Output, store_section: str
 ) -> None:
-    client = await relay_client(config(discord))
+    client = await relay_client(config(discord) + store_section)
     started = time.monotonic()
     for n in range(5):
         await post(client, SESSION, f"message {n}")

@@ -65,9 +65,9 @@ def conversations(slack: FakeSlack) -> dict[str, list[Received]]:
 
 
 async def test_two_interleaved_conversations_each_get_one_parent_and_its_replies(
-    relay_client: RelayClientFactory, slack: FakeSlack
+    relay_client: RelayClientFactory, slack: FakeSlack, store_section: str
 ) -> None:
-    client = await relay_client(config(slack))
+    client = await relay_client(config(slack) + store_section)
     for n in range(4):
         for session in (SESSION_A, SESSION_B):
             await post(client, session, f"message {n}")
