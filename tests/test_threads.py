@@ -152,28 +152,37 @@ rules:
     assert str(caught.value) == error
 
 
-def test_thread_takes_only_session() -> None:
-    text = (
-        "destinations: { c: { type: console } }\n"
-        "rules:\n  - { name: r, send_to: [c], thread: room }\n"
-    )
+def rule_error(rule_keys: str) -> str:
+    """Load a config whose one rule has these keys; return the error it must give."""
+    text = f"destinations: {{ c: {{ type: console }} }}\nrules:\n  - {{ name: r, {rule_keys} }}\n"
     with pytest.raises(ConfigError) as caught:
         load_text(text, "test.yaml", {})
-    assert str(caught.value).startswith("test.yaml:3: rules[0].thread: ")
-    assert "session" in str(caught.value)
+    return str(caught.value)
+
+
+def test_thread_takes_only_session() -> None:
+    error = rule_error("send_to: [c], thread: room")
+    assert error.startswith("test.yaml:3: rules[0].thread: ")
+    assert "session" in error
 
 
 def test_broadcast_without_thread_is_a_config_error() -> None:
-    text = (
-        "destinations: { c: { type: console } }\n"
-        "rules:\n  - { name: r, send_to: [c], broadcast: true }\n"
-    )
-    with pytest.raises(ConfigError) as caught:
-        load_text(text, "test.yaml", {})
-    assert str(caught.value) == (
+    assert rule_error("send_to: [c], broadcast: true") == (
         "test.yaml:3: rules[0].broadcast: broadcast shows a thread's reply in the channel:"
         " it needs thread: session"
     )
+
+
+def forum_sender(tmp_path: Path) -> DiscordSender:
+    """A Discord destination on a forum channel's webhook, never sent to here."""
+    config = make_config(
+        'destinations:\n  forum: { type: discord, webhook_url: "https://discord.com/api/webhooks/1/t",'
+        " forum: true }\n",
+        tmp_path,
+    )
+    sender = build_senders(config.destinations, SenderContext())["forum"]
+    assert isinstance(sender, DiscordSender)
+    return sender
 
 
 @pytest.mark.parametrize(
@@ -182,13 +191,7 @@ def test_broadcast_without_thread_is_a_config_error() -> None:
     ids=["10 KB", "controls", "blank"],
 )
 def test_a_hostile_session_id_never_breaks_a_forum_post_name(session: str, tmp_path: Path) -> None:
-    config = make_config(
-        'destinations:\n  forum: { type: discord, webhook_url: "https://discord.com/api/webhooks/1/t",'
-        " forum: true }\n",
-        tmp_path,
-    )
-    sender = build_senders(config.destinations, SenderContext())["forum"]
-    assert isinstance(sender, DiscordSender)
+    sender = forum_sender(tmp_path)
     notice = dataclasses.replace(chat("hello"), conversation=session)
     payload = sender.payload(notice)
     name = payload["thread_name"]
@@ -197,13 +200,7 @@ def test_a_hostile_session_id_never_breaks_a_forum_post_name(session: str, tmp_p
 
 
 def test_a_forum_post_outside_a_conversation_is_named_after_its_title(tmp_path: Path) -> None:
-    config = make_config(
-        'destinations:\n  forum: { type: discord, webhook_url: "https://discord.com/api/webhooks/1/t",'
-        " forum: true }\n",
-        tmp_path,
-    )
-    sender = build_senders(config.destinations, SenderContext())["forum"]
-    assert isinstance(sender, DiscordSender)
+    sender = forum_sender(tmp_path)
     payload = sender.payload(chat("hello"))
     assert payload["thread_name"] == "New chat message from user"
     assert sender.params(chat("hello")) == {"wait": "true"}
