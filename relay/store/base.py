@@ -1,4 +1,4 @@
-"""What relay needs from a store; SQLite implements it now, Redis later.
+"""What relay needs from a store; SQLite (store/sqlite.py) and Redis (store/redis.py) implement it.
 
 Several relay processes may share one store. Each claims the deliveries it sends with a
 lease, renews the lease while it sends, and records an outcome only while it holds the

@@ -2,7 +2,7 @@
 
 Callers queue operations. Whatever is queued when a batch starts runs in one transaction
 (each operation in its own savepoint, so a bad one fails alone) and is committed once, so
-many concurrent webhooks share one fsync: the 202 still goes out only after the commit, but
+many concurrent webhooks share one fsync: the 200 still goes out only after the commit, but
 durability does not cap throughput.
 
 The statements run on the event loop: they take microseconds, and a writer thread would
@@ -286,7 +286,7 @@ class SqliteStore:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
                 raise StoreUnavailable(f"cannot switch {self.path} to WAL (got {mode})")
-            # FULL: a 202 promises the event survives a power cut, so every commit fsyncs.
+            # FULL: a 200 promises the event survives a power cut, so every commit fsyncs.
             conn.execute("PRAGMA synchronous = FULL")
             # 32 MB of page cache: dedupe keys are random, so inserts touch pages all over.
             conn.execute("PRAGMA cache_size = -32000")
