@@ -167,20 +167,27 @@ def test_route_reads_an_account_webhook_body_as_one(
     assert "  Watch the video: https://videos.example.com/job_7d2f0c1a9b.mp4" in out
 
 
-def test_route_says_what_a_threaded_rule_would_do(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def route_chat_push(tmp_path: Path, capsys: pytest.CaptureFixture[str], config_text: str) -> str:
+    """Run `relay route` on the seed chat.push with this config; return what it printed."""
     config = tmp_path / "relay.yaml"
-    config.write_text(
-        "destinations:\n"
-        '  forum: { type: discord, webhook_url: "https://discord.com/api/webhooks/1/t",'
-        " forum: true }\n"
-        "rules:\n  - { name: conversations, send_to: [forum], thread: session }\n"
-    )
+    config.write_text(config_text)
     event = tmp_path / "chat.json"
     event.write_bytes(CHAT_PUSH)
     assert main(["route", str(event), "-c", str(config)]) == 0
-    out = capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+def test_route_says_what_a_threaded_rule_would_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = route_chat_push(
+        tmp_path,
+        capsys,
+        "destinations:\n"
+        '  forum: { type: discord, webhook_url: "https://discord.com/api/webhooks/1/t",'
+        " forum: true }\n"
+        "rules:\n  - { name: conversations, send_to: [forum], thread: session }\n",
+    )
     assert (
         "--- forum (rule conversations) ---\n"
         "thread: session: in the thread of conversation session_xyz789; the conversation's"
@@ -193,15 +200,12 @@ def test_route_says_what_a_threaded_rule_would_do(
 def test_route_says_what_a_digested_rule_would_do(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = tmp_path / "relay.yaml"
-    config.write_text(
+    out = route_chat_push(
+        tmp_path,
+        capsys,
         "destinations: { stdout: { type: console } }\n"
-        "rules:\n  - { name: transcripts, send_to: [stdout], digest: 10m }\n"
+        "rules:\n  - { name: transcripts, send_to: [stdout], digest: 10m }\n",
     )
-    event = tmp_path / "chat.json"
-    event.write_bytes(CHAT_PUSH)
-    assert main(["route", str(event), "-c", str(config)]) == 0
-    out = capsys.readouterr().out
     assert (
         "--- stdout (rule transcripts) ---\n"
         "digest: 600s: the conversation's events of that window go out together, as one"
