@@ -178,58 +178,55 @@ class SlackApiSender:
 
     async def send(self, notification: Notification) -> Sent:
         message = build_message(notification)
-        thread = SlackThread.load(notification.thread) if notification.thread else None
+        text, blocks = message["text"], message["blocks"]
+        if notification.thread is None:
+            parent = await self._post_parent(text, blocks)
+            # Kept only for a conversation: its first message is what later ones reply to.
+            return Sent(thread=parent.dump() if notification.conversation else None)
+        thread = SlackThread.load(notification.thread)
         try:
-            if thread is None:
-                response = await self._client.chat_postMessage(
-                    channel=self._channel, text=message["text"], blocks=message["blocks"]
-                )
-            else:  # a reply in the conversation's thread, in the parent's channel
-                response = await self._client.chat_postMessage(
-                    channel=thread.channel,
-                    thread_ts=thread.ts,
-                    reply_broadcast=notification.broadcast,
-                    text=message["text"],
-                    blocks=message["blocks"],
-                )
+            await self._client.chat_postMessage(
+                channel=thread.channel,
+                thread_ts=thread.ts,
+                reply_broadcast=notification.broadcast,
+                text=text,
+                blocks=blocks,
+            )
         except SlackApiError as exc:
-            if thread is not None and _error_code(exc) in PARENT_GONE:
-                return await self._new_parent(message)
-            raise _api_error(exc) from None
+            if _error_code(exc) not in PARENT_GONE:
+                raise _api_error(exc) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise connection_error("Slack", exc) from None
-        if notification.conversation is None or thread is not None:
+        else:
             return Sent()
-        # The conversation's first message: its ts is what later ones reply to. Slack
-        # answers with the channel's ID, which chat.update needs (a #name will not do).
-        channel, ts = str(response["channel"]), str(response["ts"])
-        return Sent(thread=SlackThread(channel, ts, message["text"], message["blocks"]).dump())
+        # The parent was deleted: this message becomes the conversation's new parent.
+        parent = await self._post_parent(text, _with_context(blocks, CONTINUES))
+        return Sent(thread=parent.dump(), replaces_thread=True)
 
-    async def _new_parent(self, message: dict[str, Any]) -> Sent:
-        """Post a reply whose parent is gone as the conversation's new parent, saying so."""
-        note = ContextBlock(elements=[MarkdownTextObject(text=CONTINUES, verbatim=True)])
-        blocks = [*message["blocks"][: MAX_BLOCKS - 1], note.to_dict()]
+    async def _post_parent(self, text: str, blocks: list[dict[str, Any]]) -> SlackThread:
+        """Post a channel message; return it as a conversation's parent would be kept."""
         try:
             response = await self._client.chat_postMessage(
-                channel=self._channel, text=message["text"], blocks=blocks
+                channel=self._channel, text=text, blocks=blocks
             )
         except SlackApiError as exc:
             raise _api_error(exc) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise connection_error("Slack", exc) from None
-        parent = SlackThread(str(response["channel"]), str(response["ts"]), message["text"], blocks)
-        return Sent(thread=parent.dump(), replaces_thread=True)
+        # Slack answers with the channel's ID, which chat.update needs (a #name will not do).
+        return SlackThread(str(response["channel"]), str(response["ts"]), text, blocks)
 
     async def update_parent(self, thread: str, messages: int, last_activity: float) -> None:
         """Add the conversation's message count and last activity under its parent."""
         parent = SlackThread.load(thread)
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(last_activity))
         note = f"{messages} messages in this conversation · last activity {when}"
-        status = ContextBlock(elements=[MarkdownTextObject(text=note, verbatim=True)])
-        blocks = [*parent.blocks[: MAX_BLOCKS - 1], status.to_dict()]
         try:
             await self._client.chat_update(
-                channel=parent.channel, ts=parent.ts, text=parent.text, blocks=blocks
+                channel=parent.channel,
+                ts=parent.ts,
+                text=parent.text,
+                blocks=_with_context(parent.blocks, note),
             )
         except SlackApiError as exc:
             raise _api_error(exc) from None
@@ -258,16 +255,21 @@ class SlackThread:
         return cls(str(data["channel"]), str(data["ts"]), str(data["text"]), list(data["blocks"]))
 
 
+def _with_context(blocks: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
+    """Return the blocks with a context line under them, within Slack's block limit."""
+    line = ContextBlock(elements=[MarkdownTextObject(text=text, verbatim=True)])
+    return [*blocks[: MAX_BLOCKS - 1], line.to_dict()]
+
+
 def _error_code(exc: SlackApiError) -> str:
     data = exc.response.data
-    return str(data.get("error", "")) if isinstance(data, dict) else ""
+    return str(data.get("error", "unknown_error")) if isinstance(data, dict) else "unknown_error"
 
 
 def _api_error(exc: SlackApiError) -> DeliveryError:
     response = exc.response
     status = response.status_code
-    data = response.data if isinstance(response.data, dict) else {}
-    code = str(data.get("error", "unknown_error"))
+    code = _error_code(exc)
     retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
     if status == 200:  # Slack answers 200 with ok: false for most errors
         retryable = code in RETRYABLE_API_ERRORS
