@@ -21,7 +21,7 @@ from relay.config.model import Config, DeliveryConfig, Rule
 from relay.events import EventError, parse_event
 from relay.metrics import Metrics
 from relay.notification import Notification, build_notification
-from relay.senders.base import DeliveryError, Sender
+from relay.senders.base import DeliveryError, Sender, Sent
 from relay.store import Delivery, Store, StoreUnavailable
 
 log = logging.getLogger("relay.delivery")
@@ -281,27 +281,31 @@ class Lane:
             sent = await asyncio.wait_for(sender.send(notification), timeout=timeout_s)
         except TimeoutError:
             raise DeliveryError(f"timed out after {timeout_s:g}s", retryable=True) from None
-        replied = notification.thread is not None and not sent.replaces_thread
-        if notification.conversation is not None and replied:
-            assert notification.thread is not None
-            await self._count_reply(notification.conversation, notification.thread, sender)
-        if notification.conversation is not None and sent.thread is not None:
-            # Kept before this send is recorded, so the session's next notification, which
-            # waits for that record, finds it. If the store fails here, the next one
-            # starts a thread of its own.
-            key = conversation_key(notification.conversation)
-            with contextlib.suppress(StoreUnavailable):
-                if sent.replaces_thread:
-                    await worker.store.replace_thread(delivery.destination, key, sent.thread)
-                else:
-                    await worker.store.start_thread(delivery.destination, key, sent.thread)
+        if notification.conversation is not None:
+            await self._keep_thread(conversation_key(notification.conversation), notification, sent)
         return sent.note
 
-    async def _count_reply(self, conversation: str, thread: str, sender: Sender) -> None:
-        """Count a reply, and have its parent show the count soon (debounced)."""
-        if not sender.updates_parents:
+    async def _keep_thread(self, key: str, notification: Notification, sent: Sent) -> None:
+        """After a send in a conversation: keep the thread it started, or count the reply."""
+        store = self._worker.store
+        if sent.thread is None:
+            if notification.thread is not None:
+                await self._count_reply(key, notification.thread)
             return
-        key = conversation_key(conversation)
+        # Kept before this send is recorded, so the session's next notification, which
+        # waits for that record, finds it. If the store fails here, the next one starts a
+        # thread of its own.
+        with contextlib.suppress(StoreUnavailable):
+            if sent.replaces_thread:
+                await store.replace_thread(self.destination, key, sent.thread)
+            else:
+                await store.start_thread(self.destination, key, sent.thread)
+
+    async def _count_reply(self, key: str, thread: str) -> None:
+        """Count a reply, and have its parent show the count soon (debounced)."""
+        sender = self._worker.senders.get(self.destination)
+        if sender is None or not sender.updates_parents:
+            return
         try:
             messages = await self._worker.store.count_message(self.destination, key)
         except StoreUnavailable:
