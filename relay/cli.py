@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from relay import __version__
 from relay.config import ConfigError, load
 from relay.config.model import Config
+from relay.events import ACCOUNT_EVENT_TYPES, SESSION_EVENT_TYPES
 from relay.logs import setup_logging
-from relay.send_test import DEFAULT_AGENT, EVENTS
 
 DEFAULT_CONFIG = "relay.yaml"
 
@@ -180,13 +180,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     test.add_argument(
         "--event",
-        choices=EVENTS,
+        choices=SESSION_EVENT_TYPES + ACCOUNT_EVENT_TYPES,
         default="room.join",
         metavar="EVENT",
-        help=f"one of {', '.join(EVENTS)} (default room.join)",
+        help=f"one of {', '.join(SESSION_EVENT_TYPES + ACCOUNT_EVENT_TYPES)} (default room.join)",
     )
     test.add_argument("--message", default="Hello from relay send-test", help="chat.push message")
-    test.add_argument("--agent", default=DEFAULT_AGENT, help="the sample event's agent code")
+    test.add_argument("--agent", help="the sample event's agent code (default A80HVD8577)")
     test.set_defaults(func=cmd_send_test)
 
     deliveries = command("deliveries", "the delivery log, newest first")

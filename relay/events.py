@@ -9,6 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# The event types bitHuman documents; any other is accepted and routed all the same.
+SESSION_EVENT_TYPES = ("room.join", "chat.push", "test")  # SPEC 1.1
+ACCOUNT_EVENT_TYPES = ("agent.ready", "agent.failed", "video.completed", "video.failed", "ping")
+
 
 class EventError(ValueError):
     """The body is not a valid bitHuman event; the message names the field."""

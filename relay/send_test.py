@@ -11,6 +11,7 @@ import uuid
 import aiohttp
 
 from relay.config.model import Config
+from relay.events import ACCOUNT_EVENT_TYPES, SESSION_EVENT_TYPES
 from relay.verify import (
     ACCOUNT_DELIVERY_HEADER,
     ACCOUNT_SIGNATURE_HEADER,
@@ -21,9 +22,7 @@ from relay.verify import (
 
 DEFAULT_URL = "http://127.0.0.1:8080/webhook"
 DEFAULT_AGENT = "A80HVD8577"
-SESSION_EVENTS = ("room.join", "chat.push", "test")
-ACCOUNT_EVENTS = ("agent.ready", "agent.failed", "video.completed", "video.failed", "ping")
-EVENTS = SESSION_EVENTS + ACCOUNT_EVENTS
+EVENTS = SESSION_EVENT_TYPES + ACCOUNT_EVENT_TYPES
 
 
 class SendTestError(Exception):
@@ -89,7 +88,8 @@ def sample_account_event(event_type: str, agent_id: str, created: int) -> dict[s
 def _session_request(
     args: argparse.Namespace, config: Config | None
 ) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(sample_session_event(args.event, args.message, args.agent)).encode()
+    agent = args.agent or DEFAULT_AGENT
+    body = json.dumps(sample_session_event(args.event, args.message, agent)).encode()
     headers = {"Content-Type": "application/json"}
     if args.event == "test":
         headers["X-Test-Webhook"] = "true"
@@ -115,7 +115,7 @@ def _account_request(
             "set verify.account.secrets in the config, or give --secret"
         )
     created = int(time.time())
-    payload = sample_account_event(args.event, args.agent, created)
+    payload = sample_account_event(args.event, args.agent or DEFAULT_AGENT, created)
     body = json.dumps(payload).encode()
     stamp = str(created)
     headers = {
@@ -141,7 +141,7 @@ async def send_test(args: argparse.Namespace, config: Config | None) -> int:
     """Send the sample; print the answer; return 0 on 2xx, else 1."""
     url = args.url or _default_url(config)
     try:
-        build = _account_request if args.event in ACCOUNT_EVENTS else _session_request
+        build = _account_request if args.event in ACCOUNT_EVENT_TYPES else _session_request
         body, headers = build(args, config)
     except SendTestError as exc:
         print(f"relay send-test: {exc}", file=sys.stderr)
