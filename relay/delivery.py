@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from relay.config.model import Config, DeliveryConfig, Rule
+from relay.config.model import Config, DeliveryConfig
 from relay.events import EventError, parse_event
 from relay.metrics import Metrics
 from relay.notification import Notification, build_notification
@@ -351,7 +351,7 @@ class Lane:
 
     async def _in_thread(self, notification: Notification, delivery: Delivery) -> Notification:
         """Give a notification its conversation's thread when its rule has `thread: session`."""
-        rule = self._worker.rules.get(delivery.rule)
+        rule = self._worker.config.rules_by_name.get(delivery.rule)
         conversation = notification.event.session
         if rule is None or rule.thread is None or conversation is None:
             return notification
@@ -421,7 +421,6 @@ class DeliveryWorker:
         self.config = config
         self.senders: Mapping[str, Sender] = senders
         self.policy = RetryPolicy.from_config(config.delivery)
-        self.rules: dict[str, Rule] = {rule.name: rule for rule in config.rules}
         # Who holds this process's claims in a store shared with other processes.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lanes: dict[str, Lane] = {}
@@ -494,7 +493,6 @@ class DeliveryWorker:
         self.config = config
         self.senders = senders
         self.policy = RetryPolicy.from_config(config.delivery)
-        self.rules = {rule.name: rule for rule in config.rules}
         self.start()
 
     def wake(self, destinations: Iterable[str]) -> None:

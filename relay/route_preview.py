@@ -40,7 +40,6 @@ def explain_route(config: Config, body: bytes, *, source: str, out: TextIO) -> i
         return 0
     # Preview only: no HTTP session, so nothing can be sent by accident.
     senders = build_senders(config.destinations, SenderContext(http=None, stdout=out))
-    rules = {rule.name: rule for rule in config.rules}
     status = 0
     for dispatch in dispatches:
         template = config.templates.get(dispatch.template) if dispatch.template else None
@@ -48,7 +47,8 @@ def explain_route(config: Config, body: bytes, *, source: str, out: TextIO) -> i
         header += f", template {dispatch.template})" if dispatch.template else ")"
         out.write(header + " ---\n")
         notification = build_notification(event, dispatch.rule, template)
-        notification = _as_the_rule_sends_it(rules[dispatch.rule], notification, out)
+        rule = config.rules_by_name[dispatch.rule]
+        notification = _as_the_rule_sends_it(rule, notification, out)
         if notification.template_error:
             out.write(f"warning: {notification.template_error}; the default layout is used\n")
             status = 1

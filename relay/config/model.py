@@ -229,3 +229,9 @@ class Config:
     destinations: Mapping[str, Destination] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
     templates: Mapping[str, Template] = field(default_factory=dict)
+    # Each rule by its name (names are unique): a delivery names the rule that decided it.
+    rules_by_name: Mapping[str, Rule] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_name = {rule.name: rule for rule in self.rules}
+        object.__setattr__(self, "rules_by_name", by_name)  # the dataclass is frozen
