@@ -7,7 +7,8 @@ slow or idle connections is open. Two limits keep them from using up relay:
   start (or of its last answer) is closed: aiohttp's keep-alive timeout does exactly that,
   and the runner is given `keepalive_timeout=read_timeout` (see serve.py);
 - beyond `server.max_connections` open connections, a new one is answered 503 and closed
-  at once, not queued behind the others.
+  at once, not queued behind the others (and kept half-open a moment, so the answer
+  is not lost to a reset).
 """
 
 from __future__ import annotations
@@ -30,13 +31,44 @@ BUSY_ANSWER = (
 )
 
 
+# How long a refused connection is kept half-closed, reading and dropping what the
+# client still sends. Closing at once would make the kernel answer that late request
+# with a reset, and a reset can make the client drop the 503 it was sent (nginx's
+# lingering_close solves the same problem).
+REFUSED_LINGER_S = 2.0
+# At most this many refused connections linger at a time, so that a flood of them costs
+# a bounded number of open files; past it they are closed at once.
+REFUSED_LINGER_AT_MOST = 1024
+
+
 class _Refuse(asyncio.Protocol):
-    """Answer 503 and close: the connection takes no more than this."""
+    """Answer 503, stop writing, drop whatever the client still sends, then close."""
+
+    def __init__(self, listener: Listener) -> None:
+        self._listener = listener
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
+        assert isinstance(transport, asyncio.Transport)
         transport.write(BUSY_ANSWER)
-        transport.close()
+        if not transport.can_write_eof() or not self._listener.may_linger(self):
+            transport.close()
+            return
+        self._transport = transport
+        transport.write_eof()
+        self._timer = asyncio.get_running_loop().call_later(REFUSED_LINGER_S, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        """The request nobody will answer: dropped."""
+
+    def eof_received(self) -> bool:
+        return False  # the client is done too: asyncio closes the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._listener.lingering.discard(self)
 
 
 class _Counted(asyncio.Protocol):
@@ -94,6 +126,7 @@ class Listener:
         self._ssl_context = ssl_context
         self._server: asyncio.Server | None = None
         self.open: set[_Counted] = set()
+        self.lingering: set[_Refuse] = set()
         self.refused = 0
 
     def _protocol(self) -> asyncio.BaseProtocol:
@@ -101,12 +134,19 @@ class Listener:
             self._forget_failed_handshakes()
         if len(self.open) >= self._max_connections:
             self.refused += 1
-            return _Refuse()
+            return _Refuse(self)
         server = self._runner.server
         assert server is not None, "the runner is set up first"
         counted = _Counted(server(), self)
         self.open.add(counted)
         return counted
+
+    def may_linger(self, refused: _Refuse) -> bool:
+        """Whether `refused` may linger (REFUSED_LINGER_AT_MOST); if so it is counted."""
+        if len(self.lingering) >= REFUSED_LINGER_AT_MOST:
+            return False
+        self.lingering.add(refused)
+        return True
 
     def _forget_failed_handshakes(self) -> None:
         """Drop connections that never connected: asyncio tells a protocol nothing when

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import aiohttp
 
+from relay.listener import BUSY_ANSWER
 from tests.support.fake_discord import wait_until
 from tests.support.processes import RelayProcess, RelayProcesses
 from tests.support.relay import SECRET, event_body, signed_headers
@@ -125,3 +126,26 @@ async def test_connections_past_max_connections_are_refused_at_once(
         assert status == 200
     finally:
         close_all(streams)
+
+
+async def test_a_refused_client_that_sends_its_request_late_still_reads_the_503(
+    tmp_path: Path, processes: RelayProcesses
+) -> None:
+    """The 503 must not be lost to a TCP reset: a client's request that arrives after
+    relay refused the connection is read and dropped, so the client sees the answer and
+    a clean end, as a real sender (bitHuman) would need to retry."""
+    relay = await processes.start(write_config(tmp_path, max_connections=1))
+    held = await open_slow(relay, 1)
+    late = await asyncio.gather(
+        *(asyncio.open_connection("127.0.0.1", relay.port) for _ in range(20))
+    )
+    try:
+        await asyncio.sleep(0.3)  # relay has answered and half-closed each of them by now
+        body = event_body(message="late")
+        for _, writer in late:
+            writer.write(b"POST /webhook HTTP/1.1\r\nHost: relay\r\n")
+            writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        answers = await asyncio.gather(*(what_came_back(s, 2.0) for s in late))
+        assert answers == [BUSY_ANSWER] * 20
+    finally:
+        close_all(held + late)
