@@ -359,10 +359,9 @@ async def wait_until(
         await asyncio.sleep(poll_s)
 
 
-# <repo>/../shared/reference: shared/ sits beside the repository, here and in CI.
-SCHEMA_PATH = (
-    Path(__file__).resolve().parents[3] / "shared/reference/discord-execute-webhook.schema.json"
-)
+# Discord's published schema (discord/discord-api-spec, MIT), kept in tests/schemas so a
+# clone of relay tests on its own.
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas/discord-execute-webhook.schema.json"
 
 
 @functools.cache
