@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 
+from relay.delivery import PARENT_UPDATE_EVERY_S
 from tests.conftest import RelayClientFactory
 from tests.senders.test_slack import assert_valid_blocks
 from tests.support.fake_discord import FakeDiscord, assert_valid_payloads, wait_until
@@ -198,12 +199,15 @@ async def test_the_parent_shows_the_count_updated_at_most_every_few_seconds(
     for n in range(11):  # a parent and ten replies, within about 2 s
         await post(client, SESSION_A, f"message {n}")
     parent, *replies = await slack.wait_for_delivered(11)
-    assert time.monotonic() - started < 2.5
     await wait_until("the parent's last update", lambda: any(
         "11 messages" in json.dumps(u.body) for u in slack.updates), 10)  # fmt: skip
+    took_s = time.monotonic() - started
 
     assert len(replies) == 10
-    assert 0 < len(slack.updates) < 10  # debounced, not one per reply
+    # Debounced: at most one update per PARENT_UPDATE_EVERY_S, plus the one that closes
+    # the burst, however slow the machine made the run; not one per reply.
+    assert 0 < len(slack.updates) <= took_s / PARENT_UPDATE_EVERY_S + 1
+    assert len(slack.updates) < 10
     last = slack.updates[-1].body
     assert (last["channel"], last["ts"]) == (parent.answer["channel"], parent.answer["ts"])
     assert last["blocks"][:-1] == parent.body["blocks"]  # the parent as it was posted...
