@@ -295,21 +295,25 @@ class Lane:
         # Kept before this send is recorded, so the session's next notification, which
         # waits for that record, finds it. If the store fails here, the next one starts a
         # thread of its own.
+        now = self._worker.clock()
         with contextlib.suppress(StoreUnavailable):
             if sent.replaces_thread:
-                await store.replace_thread(self.destination, key, sent.thread)
+                await store.replace_thread(self.destination, key, sent.thread, now)
             else:
-                await store.start_thread(self.destination, key, sent.thread)
+                await store.start_thread(self.destination, key, sent.thread, now)
 
     async def _count_reply(self, key: str, thread: str) -> None:
-        """Count a reply, and have its parent show the count soon (debounced)."""
+        """Count a reply, which also keeps its thread from the retention purge, and have
+        its parent show the count soon (debounced) where the destination shows one."""
+        try:
+            messages = await self._worker.store.count_message(
+                self.destination, key, self._worker.clock()
+            )
+        except StoreUnavailable:
+            return  # the next reply counts again
         sender = self._worker.senders.get(self.destination)
         if sender is None or not sender.updates_parents:
             return
-        try:
-            messages = await self._worker.store.count_message(self.destination, key)
-        except StoreUnavailable:
-            return  # the next reply counts again
         self._parent_updates[key] = (thread, messages, self._worker.clock())
         if self._updater is None or self._updater.done():
             self._updater = asyncio.create_task(

@@ -8,7 +8,9 @@ In-Reply-To and References, so mail clients show one thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,6 +98,34 @@ async def test_each_conversation_is_one_email_thread(
         ids = [message["Message-ID"] for message in (first, *later)]
         assert len(set(ids)) == 3
     assert len(roots) == 2
+
+
+async def test_every_reply_keeps_its_conversation_from_the_retention_purge(
+    relay_client: RelayClientFactory, smtp: tuple[SmtpServer, Handler], tmp_path: Path
+) -> None:
+    """Email shows no count, but each reply is still recorded with its time, so a
+    conversation that goes on is never purged as quiet (store.retention)."""
+    server, handler = smtp
+    client = await relay_client(config(server.port))
+    db = tmp_path / "relay.db"
+    recorded: list[tuple[int, float]] = []
+    for n in range(1, 4):
+        body = event_body(message=f"message {n}", session=SESSION_A)
+        answer = await client.post("/webhook", data=body, headers=signed_headers(body))
+        assert answer.status == 200
+        # The thread is kept, or the reply counted, once its email went out.
+        await wait_until(f"message {n} recorded", lambda: thread_row(db)[0] == n, 5)  # noqa: B023
+        recorded.append(thread_row(db))
+        await asyncio.sleep(0.01)
+    assert len(handler.mails) == 3
+    assert recorded[0][1] < recorded[1][1] < recorded[2][1]  # each reply moved it on
+
+
+def thread_row(db: Path) -> tuple[int, float]:
+    """(messages, last activity) of the one thread in the store; (0, 0) before it exists."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        row = conn.execute("SELECT messages, last_at FROM threads").fetchone()
+    return (0, 0.0) if row is None else (int(row[0]), float(row[1]))
 
 
 async def test_a_hostile_session_id_never_reaches_a_header(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 DeliveryStatus = Literal["pending", "failed", "dead", "sent"]
 """pending: not tried yet; failed: tried, will be retried; dead: given up; sent: done."""
@@ -64,6 +64,14 @@ class Delivery:
     last_error: str | None
     body: bytes  # the event's raw body (a digest's first event)
     digest: bool = False  # a digest: its events come from Store.digest_events
+
+
+class Purged(NamedTuple):
+    """What one step of the retention purge deleted."""
+
+    deliveries: int
+    events: int
+    threads: int
 
 
 class Store(Protocol):
@@ -135,19 +143,24 @@ class Store(Protocol):
         """Return a conversation's thread at a destination (what the destination needs to
         continue it, opaque to the store), if it has one."""
 
-    async def start_thread(self, destination: str, conversation: str, value: str) -> str:
+    async def start_thread(
+        self, destination: str, conversation: str, value: str, now: float
+    ) -> str:
         """Keep a conversation's thread unless it already has one; return the one it has
-        now: of two processes starting the same thread, the first one's wins."""
+        now: of two processes starting the same thread, the first one's wins. `now` is
+        the conversation's last activity (see purge)."""
 
     async def digest_events(self, delivery_id: int) -> list[tuple[str, bytes]]:
         """Return a digest's events, as (event id, raw body), in accepted order."""
 
-    async def replace_thread(self, destination: str, conversation: str, value: str) -> None:
+    async def replace_thread(
+        self, destination: str, conversation: str, value: str, now: float
+    ) -> None:
         """Give a conversation a new thread: its old one is gone (a deleted Slack parent)."""
 
-    async def count_message(self, destination: str, conversation: str) -> int:
-        """Count one more message in a conversation's thread (its first counts 1); return
-        how many it has now, or 0 when it has no thread."""
+    async def count_message(self, destination: str, conversation: str, now: float) -> int:
+        """Count one more message, sent `now`, in a conversation's thread (its first
+        counts 1); return how many it has now, or 0 when it has no thread."""
 
     async def queue_depths(self) -> dict[str, int]:
         """Return how many deliveries wait (pending or failed), per destination."""
@@ -160,7 +173,8 @@ class Store(Protocol):
     async def replay(self, ids: Sequence[int] | None, now: float) -> int:
         """Put dead deliveries (the given ones, or all when None) back in the queue."""
 
-    async def purge(self, before: float) -> tuple[int, int]:
+    async def purge(self, before: float) -> Purged:
         """Delete one bounded step of history: deliveries that finished before `before`,
-        then, oldest first, events received before it with no delivery left. Return how
-        many deliveries and events went. A store with a retention runs this by itself."""
+        then, oldest first, events received before it with no delivery left; and the
+        threads of conversations with no message since `before` (a later message starts
+        a new thread). A store with a retention runs this by itself."""

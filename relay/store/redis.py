@@ -29,6 +29,7 @@ from relay.store.base import (
     DeliveryStatus,
     NewDelivery,
     NewEvent,
+    Purged,
     StoreUnavailable,
 )
 
@@ -37,7 +38,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PREFIX = "relay:{relay}:"
-_SCRIPTS = ("accept", "claim", "renew", "release", "finish", "replay", "purge", "limits")
+_SCRIPTS = (
+    "accept", "claim", "renew", "release", "finish", "replay", "purge", "limits", "threads",
+)  # fmt: skip
 # A step of the retention purge, and how often one runs.
 _PURGE_ROWS = 500
 _PURGE_EVERY_S = 5.0
@@ -200,15 +203,11 @@ class RedisStore:
         value = await self._call(lambda client: client.hget(key, conversation))
         return None if value is None else _text(value)
 
-    async def start_thread(self, destination: str, conversation: str, value: str) -> str:
-        key = f"{PREFIX}threads:{destination}"
-
-        async def start(client: aioredis.Redis) -> str:
-            if await client.hsetnx(key, conversation, value):  # one field: atomic by itself
-                await client.hset(f"{PREFIX}thread-messages:{destination}", conversation, 1)
-            return _text(await client.hget(key, conversation))
-
-        return await self._call(start)
+    async def start_thread(
+        self, destination: str, conversation: str, value: str, now: float
+    ) -> str:
+        args = ["start", destination, conversation, value, _time(now)]
+        return _text(await self._script("threads", args))
 
     async def digest_events(self, delivery_id: int) -> list[tuple[str, bytes]]:
         key = f"{PREFIX}digest:{_member(delivery_id)}"
@@ -223,26 +222,13 @@ class RedisStore:
 
         return await self._call(events)
 
-    async def replace_thread(self, destination: str, conversation: str, value: str) -> None:
-        key, counts = f"{PREFIX}threads:{destination}", f"{PREFIX}thread-messages:{destination}"
+    async def replace_thread(
+        self, destination: str, conversation: str, value: str, now: float
+    ) -> None:
+        await self._script("threads", ["replace", destination, conversation, value, _time(now)])
 
-        async def replace(client: aioredis.Redis) -> None:
-            async with client.pipeline(transaction=True) as pipe:  # MULTI: both or neither
-                pipe.hset(key, conversation, value)
-                pipe.hset(counts, conversation, 1)
-                await pipe.execute()
-
-        await self._call(replace)
-
-    async def count_message(self, destination: str, conversation: str) -> int:
-        key, counts = f"{PREFIX}threads:{destination}", f"{PREFIX}thread-messages:{destination}"
-
-        async def count(client: aioredis.Redis) -> int:
-            if not await client.hexists(key, conversation):
-                return 0
-            return int(await client.hincrby(counts, conversation, 1))
-
-        return await self._call(count)
+    async def count_message(self, destination: str, conversation: str, now: float) -> int:
+        return int(await self._script("threads", ["count", destination, conversation, _time(now)]))
 
     async def queue_depths(self) -> dict[str, int]:
         async def depths(client: aioredis.Redis) -> dict[str, int]:
@@ -296,10 +282,12 @@ class RedisStore:
             if replayed == 0:
                 return total
 
-    async def purge(self, before: float) -> tuple[int, int]:
-        """Delete history finished or received before `before`; one bounded step."""
+    async def purge(self, before: float) -> Purged:
+        """Delete history finished or received before `before`, and threads quiet since
+        then; one bounded step."""
         deliveries, events = await self._script("purge", [_time(before), _PURGE_ROWS])
-        return int(deliveries), int(events)
+        threads = await self._script("threads", ["purge", _time(before), _PURGE_ROWS])
+        return Purged(int(deliveries), int(events), int(threads))
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -307,7 +295,7 @@ class RedisStore:
         while True:
             await asyncio.sleep(_PURGE_EVERY_S)
             try:
-                while (await self.purge(time.time() - self._retention_s))[0] == _PURGE_ROWS:
+                while _PURGE_ROWS in await self.purge(time.time() - self._retention_s):
                     pass  # a backlog: go on at once
             except StoreUnavailable as exc:
                 log.warning("retention purge skipped: %s", exc)

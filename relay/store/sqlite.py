@@ -31,6 +31,7 @@ from relay.store.base import (
     DeliveryStatus,
     NewDelivery,
     NewEvent,
+    Purged,
     StoreUnavailable,
 )
 
@@ -63,6 +64,7 @@ class StoreStats:
     failed_batches: int = 0
     purged_deliveries: int = 0
     purged_events: int = 0
+    purged_threads: int = 0
 
 
 @dataclass(eq=False)
@@ -206,23 +208,31 @@ class SqliteStore:
         """Return a conversation's thread at a destination, if it has one."""
         return await self._submit(lambda conn: ops.thread(conn, destination, conversation))
 
-    async def start_thread(self, destination: str, conversation: str, value: str) -> str:
+    async def start_thread(
+        self, destination: str, conversation: str, value: str, now: float
+    ) -> str:
         """Keep a conversation's thread unless it has one; return the one it has now."""
         return await self._submit(
-            lambda conn: ops.start_thread(conn, destination, conversation, value)
+            lambda conn: ops.start_thread(conn, destination, conversation, value, now)
         )
 
     async def digest_events(self, delivery_id: int) -> list[tuple[str, bytes]]:
         """Return a digest's events, as (event id, raw body), in accepted order."""
         return await self._submit(lambda conn: ops.digest_events(conn, delivery_id))
 
-    async def replace_thread(self, destination: str, conversation: str, value: str) -> None:
+    async def replace_thread(
+        self, destination: str, conversation: str, value: str, now: float
+    ) -> None:
         """Give a conversation a new thread: its old one is gone."""
-        await self._submit(lambda conn: ops.replace_thread(conn, destination, conversation, value))
+        await self._submit(
+            lambda conn: ops.replace_thread(conn, destination, conversation, value, now)
+        )
 
-    async def count_message(self, destination: str, conversation: str) -> int:
+    async def count_message(self, destination: str, conversation: str, now: float) -> int:
         """Count one more message in a conversation's thread; return how many it has."""
-        return await self._submit(lambda conn: ops.count_message(conn, destination, conversation))
+        return await self._submit(
+            lambda conn: ops.count_message(conn, destination, conversation, now)
+        )
 
     async def queue_depths(self) -> dict[str, int]:
         """Return how many deliveries wait (pending or failed), per destination."""
@@ -243,11 +253,10 @@ class SqliteStore:
         ids = None if ids is None else tuple(ids)
         return await self._submit(lambda conn: ops.replay(conn, ids, now))
 
-    async def purge(self, before: float) -> tuple[int, int]:
-        """Delete one bounded step of history from before `before` (store.retention)."""
-        return await self._submit(
-            lambda conn: ops.purge_history(conn, before, _PURGE_HISTORY_ROWS, _PURGE_HISTORY_BYTES)
-        )
+    async def purge(self, before: float) -> Purged:
+        """Delete one bounded step of history, and of threads, from before `before`
+        (store.retention)."""
+        return await self._submit(lambda conn: self._purge_history(conn, before))
 
     async def _submit(
         self,
@@ -355,14 +364,18 @@ class SqliteStore:
             jobs.append(_Job(lambda conn: self._purge_history(conn, before), None))
         return jobs
 
-    def _purge_history(self, conn: sqlite3.Connection, before: float) -> None:
+    def _purge_history(self, conn: sqlite3.Connection, before: float) -> Purged:
         deliveries, events = ops.purge_history(
             conn, before, _PURGE_HISTORY_ROWS, _PURGE_HISTORY_BYTES
         )
+        threads = ops.purge_threads(conn, before, _PURGE_HISTORY_ROWS)
         self.stats.purged_deliveries += deliveries
         self.stats.purged_events += events
-        if deliveries or events:
-            log.debug("purged %d deliveries and %d events past retention", deliveries, events)
+        self.stats.purged_threads += threads
+        purged = Purged(deliveries, events, threads)
+        if any(purged):
+            log.debug("purged past retention: %s", purged)
+        return purged
 
     async def _transaction(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Outcome]:
         try:

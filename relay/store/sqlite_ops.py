@@ -21,7 +21,7 @@ from relay.store.base import (
     StoreUnavailable,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # events.id, not events.event_id, is the key: the same event id may be accepted again once
 # its dedupe window has passed, and each acceptance is its own event row.
@@ -110,7 +110,17 @@ CREATE TABLE digest_events (
 """
 
 # Each step takes a database from the version before it to its own.
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5}
+# Version 6: a thread's last activity, so that the retention purge forgets the threads of
+# conversations long over. Threads kept before it count as active at the upgrade.
+_SCHEMA_V6 = """
+ALTER TABLE threads ADD COLUMN last_at REAL NOT NULL DEFAULT 0;
+UPDATE threads SET last_at = (julianday('now') - 2440587.5) * 86400.0;
+CREATE INDEX threads_by_last_at ON threads (last_at);
+"""
+
+_MIGRATIONS = {
+    1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5, 6: _SCHEMA_V6,
+}  # fmt: skip
 
 UNFINISHED = "status IN ('pending', 'failed')"
 
@@ -508,12 +518,15 @@ def thread(conn: sqlite3.Connection, destination: str, conversation: str) -> str
     return None if row is None else str(row[0])
 
 
-def start_thread(conn: sqlite3.Connection, destination: str, conversation: str, value: str) -> str:
+def start_thread(
+    conn: sqlite3.Connection, destination: str, conversation: str, value: str, now: float
+) -> str:
     """Keep a conversation's thread unless it has one; return the one it has now."""
     conn.execute(
-        "INSERT INTO threads (destination, conversation, value) VALUES (?, ?, ?)"
-        " ON CONFLICT (destination, conversation) DO NOTHING",
-        (destination, conversation, value),
+        "INSERT INTO threads (destination, conversation, value, last_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (destination, conversation)"
+        " DO UPDATE SET last_at = max(last_at, excluded.last_at)",
+        (destination, conversation, value, now),
     )
     found = thread(conn, destination, conversation)
     assert found is not None
@@ -521,25 +534,35 @@ def start_thread(conn: sqlite3.Connection, destination: str, conversation: str, 
 
 
 def replace_thread(
-    conn: sqlite3.Connection, destination: str, conversation: str, value: str
+    conn: sqlite3.Connection, destination: str, conversation: str, value: str, now: float
 ) -> None:
     """Give a conversation a new thread, counting its messages from 1 again."""
     conn.execute(
-        "INSERT INTO threads (destination, conversation, value) VALUES (?, ?, ?)"
+        "INSERT INTO threads (destination, conversation, value, last_at) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (destination, conversation) DO UPDATE SET value = excluded.value,"
-        " messages = 1",
-        (destination, conversation, value),
+        " messages = 1, last_at = max(last_at, excluded.last_at)",
+        (destination, conversation, value, now),
     )
 
 
-def count_message(conn: sqlite3.Connection, destination: str, conversation: str) -> int:
+def count_message(conn: sqlite3.Connection, destination: str, conversation: str, now: float) -> int:
     """Count one more message in a conversation's thread; return how many it has (0: none)."""
     row = conn.execute(
-        "UPDATE threads SET messages = messages + 1 WHERE destination = ? AND conversation = ?"
-        " RETURNING messages",
-        (destination, conversation),
+        "UPDATE threads SET messages = messages + 1, last_at = max(last_at, ?)"
+        " WHERE destination = ? AND conversation = ? RETURNING messages",
+        (now, destination, conversation),
     ).fetchone()
     return 0 if row is None else int(row[0])
+
+
+def purge_threads(conn: sqlite3.Connection, before: float, limit: int) -> int:
+    """Forget at most `limit` threads of conversations quiet since `before`, quietest
+    first; return how many went."""
+    return conn.execute(
+        "DELETE FROM threads WHERE (destination, conversation) IN (SELECT destination,"
+        " conversation FROM threads WHERE last_at < ? ORDER BY last_at LIMIT ?)",
+        (before, limit),
+    ).rowcount
 
 
 def queue_depths(conn: sqlite3.Connection) -> dict[str, int]:

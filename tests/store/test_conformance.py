@@ -212,10 +212,10 @@ async def test_retention_purges_finished_history_and_keeps_the_rest(stores: Stor
     assert await stores.one.record_sent(sent.id, 1001.0, owner=A)
     assert await stores.one.record_failure(retrying.id, "503", retry_at=9000.0, now=1001.0, owner=A)
 
-    assert await stores.other.purge(2000.0) == (1, 1)  # the sent delivery, and its event
+    assert await stores.other.purge(2000.0) == (1, 1, 0)  # the sent delivery, and its event
 
     assert [d.event_id for d in await stores.one.list_deliveries()] == ["recent", "retrying"]
-    assert await stores.one.purge(2000.0) == (0, 0)  # the retried one holds back the rest
+    assert await stores.one.purge(2000.0) == (0, 0, 0)  # the retried one holds back the rest
 
 
 async def test_a_paced_target_is_shared_by_every_process(stores: Stores) -> None:
@@ -240,27 +240,49 @@ async def test_a_pause_holds_every_process_until_it_ends(stores: Stores) -> None
 
 async def test_a_conversations_thread_is_kept_once_and_shared(stores: Stores) -> None:
     assert await stores.one.thread("mail", "c1") is None
-    assert await stores.one.start_thread("mail", "c1", "first") == "first"
-    assert await stores.other.start_thread("mail", "c1", "second") == "first"
+    assert await stores.one.start_thread("mail", "c1", "first", 1000.0) == "first"
+    assert await stores.other.start_thread("mail", "c1", "second", 1000.0) == "first"
     assert await stores.other.thread("mail", "c1") == "first"
     assert await stores.other.thread("slack", "c1") is None  # one thread per destination
 
 
 async def test_a_threads_messages_are_counted_across_processes(stores: Stores) -> None:
-    assert await stores.one.count_message("slack", "c1") == 0  # no thread: nothing counted
-    await stores.one.start_thread("slack", "c1", "parent")
-    assert await stores.one.count_message("slack", "c1") == 2
-    assert await stores.other.count_message("slack", "c1") == 3
-    await stores.other.start_thread("slack", "c1", "another")  # kept: the count stays
-    assert await stores.one.count_message("slack", "c1") == 4
+    assert await stores.one.count_message("slack", "c1", 1000.0) == 0  # no thread: nothing counted
+    await stores.one.start_thread("slack", "c1", "parent", 1000.0)
+    assert await stores.one.count_message("slack", "c1", 1000.0) == 2
+    assert await stores.other.count_message("slack", "c1", 1000.0) == 3
+    await stores.other.start_thread("slack", "c1", "another", 1000.0)  # kept: the count stays
+    assert await stores.one.count_message("slack", "c1", 1000.0) == 4
 
 
 async def test_a_gone_thread_is_replaced_for_every_process(stores: Stores) -> None:
-    await stores.one.start_thread("slack", "c1", "old parent")
-    assert await stores.one.count_message("slack", "c1") == 2
-    await stores.other.replace_thread("slack", "c1", "new parent")
+    await stores.one.start_thread("slack", "c1", "old parent", 1000.0)
+    assert await stores.one.count_message("slack", "c1", 1000.0) == 2
+    await stores.other.replace_thread("slack", "c1", "new parent", 1000.0)
     assert await stores.one.thread("slack", "c1") == "new parent"
-    assert await stores.one.count_message("slack", "c1") == 2  # counted afresh
+    assert await stores.one.count_message("slack", "c1", 1000.0) == 2  # counted afresh
+
+
+async def test_retention_forgets_the_threads_of_conversations_long_quiet(stores: Stores) -> None:
+    await stores.one.start_thread("mail", "over", "first email", 1000.0)
+    await stores.one.start_thread("slack", "going on", "parent", 1000.0)
+    assert await stores.other.count_message("slack", "going on", 4000.0) == 2  # a reply
+    await stores.other.start_thread("slack", "replaced", "old parent", 1000.0)
+    await stores.other.replace_thread("slack", "replaced", "new parent", 4500.0)
+
+    assert (await stores.other.purge(2000.0)).threads == 1
+    assert await stores.one.thread("mail", "over") is None  # its next message starts anew
+    assert await stores.one.count_message("mail", "over", 5000.0) == 0
+    assert await stores.one.thread("slack", "going on") == "parent"
+    assert await stores.one.thread("slack", "replaced") == "new parent"
+    assert (await stores.one.purge(2000.0)).threads == 0
+
+    assert (await stores.one.purge(4200.0)).threads == 1  # quiet since its reply at 4000
+    assert await stores.other.thread("slack", "going on") is None
+    assert await stores.other.start_thread("slack", "going on", "a new parent", 5000.0) == (
+        "a new parent"
+    )
+    assert await stores.other.count_message("slack", "going on", 5001.0) == 2  # counted afresh
 
 
 async def accept_digested(store: Store, event_id: str, at: float, window_s: float = 3.0) -> None:
@@ -297,7 +319,7 @@ async def test_a_purged_digest_takes_its_events_with_it(stores: Stores) -> None:
     await accept_digested(stores.one, "e2", 1001.0)
     await accept(stores.one, "later", ["s9"], at=9000.0)  # the newest, still to be sent
     [digest] = await stores.one.claim("mail", 1003.0, 10, owner=A, lease_s=LEASE_S)
-    assert await stores.one.purge(5000.0) == (0, 0)  # unfinished: its events stay
+    assert await stores.one.purge(5000.0) == (0, 0, 0)  # unfinished: its events stay
     assert len(await stores.one.digest_events(digest.id)) == 2
     assert await stores.one.record_sent(digest.id, 1004.0, owner=A)
-    assert await stores.other.purge(5000.0) == (1, 2)
+    assert await stores.other.purge(5000.0) == (1, 2, 0)

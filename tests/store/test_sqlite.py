@@ -577,3 +577,24 @@ async def test_a_version_1_database_is_upgraded_in_place(db_path: str) -> None:
     await store.close()
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_ops.SCHEMA_VERSION
+
+
+async def test_threads_kept_before_version_6_count_as_active_at_the_upgrade(
+    db_path: str,
+) -> None:
+    """Upgrading must not make the retention purge forget ongoing conversations' threads."""
+    Path(db_path).parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as conn:
+        for version in range(1, 6):
+            conn.executescript(sqlite_ops._MIGRATIONS[version])
+        conn.execute("INSERT INTO threads VALUES ('slack', 's1', 'parent', 3)")
+        conn.execute("PRAGMA user_version = 5")
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        assert (await store.purge(time.time() - 60)).threads == 0
+        assert await store.count_message("slack", "s1", time.time()) == 4
+        assert (await store.purge(time.time() + 60)).threads == 1
+        assert await store.thread("slack", "s1") is None
+    finally:
+        await store.close()
