@@ -247,6 +247,8 @@ class RedisStore:
         index = f"{PREFIX}status:{status}" if status else f"{PREFIX}all"
 
         async def newest(client: aioredis.Redis) -> list[Delivery]:
+            if limit <= 0:
+                return []
             members = await client.zrevrange(index, 0, limit - 1)
             async with client.pipeline(transaction=False) as pipe:
                 for member in members:
@@ -269,18 +271,24 @@ class RedisStore:
         return await self._call(newest)
 
     async def replay(self, ids: Sequence[int] | None, now: float) -> int:
+        total = 0
         if ids is not None:
-            total = 0
             for start in range(0, len(ids), 500):
                 chunk = [_member(i) for i in ids[start : start + 500]]
-                total += int(await self._script("replay", [_time(now), *chunk]))
+                replayed, _ = await self._script("replay", [_time(now), "ids", *chunk])
+                total += int(replayed)
             return total
-        total = 0
-        while True:  # every dead delivery, 500 a step
-            replayed = int(await self._script("replay", [_time(now)]))
-            total += replayed
-            if replayed == 0:
+        # Every delivery dead now, 500 a step by id: not those dead-lettered meanwhile.
+        newest = await self._call(lambda client: client.zrange(f"{PREFIX}status:dead", -1, -1))
+        if not newest:
+            return 0
+        after, upto = 0, int(_text(newest[0]))
+        while True:
+            replayed, last = await self._script("replay", [_time(now), "dead", after, upto])
+            total += int(replayed)
+            if not last:
                 return total
+            after = int(last)
 
     async def purge(self, before: float) -> Purged:
         """Delete history finished or received before `before`, and threads quiet since

@@ -149,6 +149,32 @@ async def test_renewing_keeps_a_claim(stores: Stores) -> None:
     assert await stores.one.renew(A, [held.id], 9999.0) == set()  # finished: nothing held
 
 
+async def test_a_renewed_lease_holds_though_a_claim_with_a_small_limit_passed_it_over(
+    stores: Stores,
+) -> None:
+    """A stalled process's lease runs out; another claims with room for one only, then the
+    first comes back and renews: what it renewed is its own again, never sent twice."""
+    for n in range(3):
+        await accept(stores.one, f"e{n}", [f"s{n}"])
+    held = await stores.one.claim("slack", 1000.0, 10, owner=A, lease_s=LEASE_S)
+    assert await claim(stores.other, B, now=1000.0 + LEASE_S + 1, limit=1) == ["e0"]
+    assert await stores.one.renew(A, [held[1].id], 1100.0) == {held[1].id}
+    assert await claim(stores.other, B, now=1000.0 + LEASE_S + 2) == ["e2"]
+
+
+async def test_a_retry_waits_its_time_though_a_claim_passed_it_over(stores: Stores) -> None:
+    for n in range(2):
+        await accept(stores.one, f"e{n}", [f"s{n}"])
+    held = await stores.one.claim("slack", 1000.0, 10, owner=A, lease_s=LEASE_S)
+    [taken] = await stores.other.claim("slack", 1000.0 + LEASE_S + 1, 1, owner=B, lease_s=LEASE_S)
+    assert await stores.other.record_sent(taken.id, 1000.0 + LEASE_S + 1, owner=B)
+    assert await stores.one.record_failure(
+        held[1].id, "503", retry_at=5000.0, now=1000.0 + LEASE_S + 1, owner=A
+    )
+    assert await claim(stores.other, B, now=1000.0 + LEASE_S + 2) == []
+    assert await claim(stores.other, B, now=5000.0) == ["e1"]
+
+
 async def test_released_claims_go_to_another_process_at_once(stores: Stores) -> None:
     await accept(stores.one, "e1", ["s1"])
     await accept(stores.one, "e2", ["s2"])
@@ -173,6 +199,26 @@ async def test_dead_letters_are_replayed_unclaimed(stores: Stores) -> None:
     assert await stores.one.record_failure(held.id, "404", retry_at=None, now=1000.0, owner=A)
     assert await stores.other.replay(None, 1001.0) == 1
     assert await claim(stores.other, B, now=1001.0) == ["e1"]
+
+
+async def test_every_dead_letter_is_replayed_however_many(stores: Stores) -> None:
+    count = 501  # past one step of a store that replays in steps
+    for n in range(count):
+        await accept(stores.one, f"e{n}", [f"s{n}"])
+    held = await stores.one.claim("slack", 1000.0, count, owner=A, lease_s=LEASE_S)
+    for delivery in held:
+        assert await stores.one.record_failure(
+            delivery.id, "404", retry_at=None, now=1000.0, owner=A
+        )
+    assert await stores.other.replay(None, 1001.0) == count
+    assert await stores.one.list_deliveries("dead") == []
+    assert len(await claim(stores.other, B, now=1001.0, limit=count)) == count
+
+
+async def test_a_listing_of_no_deliveries_is_empty(stores: Stores) -> None:
+    await accept(stores.one, "e1")
+    assert await stores.one.list_deliveries(limit=0) == []
+    assert [d.event_id for d in await stores.other.list_deliveries(limit=1)] == ["e1"]
 
 
 async def test_a_dedupe_key_lasts_its_window_in_relays_time(stores: Stores) -> None:

@@ -8,7 +8,9 @@ Atomic:  a delivery is claimed by one owner at a time. Only a session's head (it
          its whole session. A head waits in `waiting:<destination>`, scored by when it may
          be sent (its next attempt, or the end of the lease that holds it); once that time
          has come it moves to `due:<destination>`, scored by id, and is claimed oldest
-         first, as the SQLite store does.
+         first, as the SQLite store does. A member is in one of the two at a time (renew,
+         finish and release move it back to `waiting:`); and a head is claimed only if its
+         next attempt and any lease on it have come, whichever set it was found in.
 ]]
 local P = KEYS[1]
 local destination, now, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -27,17 +29,24 @@ while #claimed < limit do
     break
   end
   local key = P .. 'd:' .. member
-  local fields = redis.call('HMGET', key, 'status', 'session_key')
+  local fields = redis.call('HMGET', key, 'status', 'session_key', 'next_attempt_at',
+    'lease_until')
   local head = false
   if fields[1] == 'pending' or fields[1] == 'failed' then
     local first = redis.call('ZRANGE', P .. 'session:' .. destination .. ':' .. fields[2], 0, 0)
     head = first[1] == member
   end
   redis.call('ZREM', due, member)  -- claimed now, or finished, or no longer a head
-  if head then
+  local sendable_at = math.max(tonumber(fields[3]) or 0, tonumber(fields[4]) or 0)
+  if head and sendable_at > now then
+    redis.call('ZADD', waiting, sendable_at, member)  -- not yet: back to wait its turn
+  elseif head then
     redis.call('HSET', key, 'claimed_by', owner, 'lease_until', lease_until)
     redis.call('ZADD', waiting, lease_until, member)
     redis.call('SADD', P .. 'owner:' .. owner, member)
+    -- Only `release` reads this set; a process killed before it leaves the set behind,
+    -- so it goes by itself a day after the owner last claimed or renewed.
+    redis.call('EXPIRE', P .. 'owner:' .. owner, 86400)
     local ref = redis.call('HGET', key, 'event_ref')
     local event = redis.call('HMGET', P .. 'e:' .. ref, 'event_id', 'body')
     claimed[#claimed + 1] = {member, redis.call('HGETALL', key), event[1], event[2]}

@@ -31,6 +31,7 @@ end
 if outcome == 'failed' then
   redis.call('HSET', key, 'next_attempt_at', ARGV[6])
   redis.call('ZADD', waiting, ARGV[6], member)  -- still its session's head
+  redis.call('ZREM', P .. 'due:' .. destination, member)
   return 1
 end
 

@@ -15,6 +15,7 @@ for _, member in ipairs(redis.call('SMEMBERS', owned)) do
   if fields[1] == owner and (fields[2] == 'pending' or fields[2] == 'failed') then
     redis.call('HSET', key, 'claimed_by', '', 'lease_until', 0)
     redis.call('ZADD', P .. 'waiting:' .. fields[3], fields[4], member)
+    redis.call('ZREM', P .. 'due:' .. fields[3], member)
     released = released + 1
   end
 end

@@ -14,7 +14,9 @@ for i = 3, #ARGV do
   if fields[1] == owner and (fields[2] == 'pending' or fields[2] == 'failed') then
     redis.call('HSET', key, 'lease_until', lease_until)
     redis.call('ZADD', P .. 'waiting:' .. fields[3], lease_until, member)
+    redis.call('ZREM', P .. 'due:' .. fields[3], member)  -- held: not due until the lease ends
     held[#held + 1] = member
   end
 end
+redis.call('EXPIRE', P .. 'owner:' .. owner, 86400)  -- see claim.lua
 return held

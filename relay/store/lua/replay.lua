@@ -1,18 +1,23 @@
 --[[ replay: put dead deliveries back in the queue, unclaimed and due now.
 
 KEYS[1]  the store's key prefix (see accept.lua)
-ARGV     now, then the members to replay; with none, up to 500 of the dead ones
-Returns  how many were dead (and are now pending)
+ARGV     now, 'ids', then the members to replay
+         or now, 'dead', after, upto: the first 500 dead ones with after < id <= upto
+Returns  {how many were dead (and are now pending), the last member looked at, or ''}
 Atomic:  each keeps its id, so it goes out before later deliveries of its session.
+         Paging by id up to where it began, `relay replay --dead` replays what was dead
+         then, once, even while workers dead-letter replayed ones again.
 ]]
 local P = KEYS[1]
 local now = ARGV[1]
 local members = {}
-for i = 2, #ARGV do
-  members[#members + 1] = ARGV[i]
-end
-if #members == 0 then
-  members = redis.call('ZRANGE', P .. 'status:dead', 0, 499)
+if ARGV[2] == 'ids' then
+  for i = 3, #ARGV do
+    members[#members + 1] = ARGV[i]
+  end
+else
+  members = redis.call('ZRANGEBYSCORE', P .. 'status:dead', '(' .. ARGV[3], ARGV[4],
+    'LIMIT', 0, 500)
 end
 local replayed = 0
 for _, member in ipairs(members) do
@@ -36,4 +41,4 @@ for _, member in ipairs(members) do
     replayed = replayed + 1
   end
 end
-return replayed
+return {replayed, members[#members] or ''}
