@@ -121,6 +121,29 @@ async def test_every_reply_keeps_its_conversation_from_the_retention_purge(
     assert recorded[0][1] < recorded[1][1] < recorded[2][1]  # each reply moved it on
 
 
+async def test_a_conversation_whose_thread_was_forgotten_starts_a_new_one_by_a_new_id(
+    relay_client: RelayClientFactory, smtp: tuple[SmtpServer, Handler], tmp_path: Path
+) -> None:
+    """After store.retention forgets a quiet conversation's thread, its next email is a
+    first email again, with a Message-ID of its own: a mail client drops a message whose
+    Message-ID it already has."""
+    server, handler = smtp
+    client = await relay_client(config(server.port))
+    db = tmp_path / "relay.db"
+    for n in range(1, 3):
+        body = event_body(message=f"message {n}", session=SESSION_A)
+        answer = await client.post("/webhook", data=body, headers=signed_headers(body))
+        assert answer.status == 200
+        await wait_until(f"message {n} recorded", lambda: thread_row(db)[0] > 0, 5)
+        with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+            conn.execute("DELETE FROM threads")  # as the retention purge does, when quiet
+    first, again = (mail.message for mail in handler.mails)
+    assert again["In-Reply-To"] is None and again["References"] is None
+    assert first["Message-ID"].startswith("<relay.thread.")
+    assert again["Message-ID"].startswith("<relay.thread.")
+    assert again["Message-ID"] != first["Message-ID"]
+
+
 def thread_row(db: Path) -> tuple[int, float]:
     """(messages, last activity) of the one thread in the store; (0, 0) before it exists."""
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:

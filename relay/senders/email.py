@@ -68,10 +68,12 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode("utf-8", "replace")).hexdigest()[:32]
 
 
-def thread_root(config: EmailDestination, conversation: str) -> str:
-    """Return the Message-ID of a conversation's first email: the same every time, so a
-    retry of that email, and every later one, name the same message."""
-    return f"<relay.thread.{_digest(config.name, conversation)}@{_domain(config)}>"
+def thread_root(config: EmailDestination, conversation: str, event_id: str) -> str:
+    """Return the Message-ID of a conversation's first email, the one for event
+    `event_id`: a retry of it names the same message. A conversation that starts a new
+    thread (its old one forgotten after store.retention) starts from another event, so
+    its new first email is never taken for the old one, which mail clients would drop."""
+    return f"<relay.thread.{_digest(config.name, conversation, event_id)}@{_domain(config)}>"
 
 
 @dataclass(frozen=True)
@@ -99,10 +101,10 @@ def _threading(config: EmailDestination, notification: Notification, title: str)
             "Subject": title,
             "Message-ID": email.utils.make_msgid("relay", domain=_domain(config)),
         }
-    if notification.thread is None:  # the conversation's first email
-        return {"Subject": title, "Message-ID": thread_root(config, conversation)}
-    thread = EmailThread.load(notification.thread)
     event_id = notification.event.event_id
+    if notification.thread is None:  # the conversation's first email
+        return {"Subject": title, "Message-ID": thread_root(config, conversation, event_id)}
+    thread = EmailThread.load(notification.thread)
     return {
         "Subject": thread.subject,  # one subject per conversation
         "Message-ID": f"<relay.{_digest(config.name, event_id)}@{_domain(config)}>",
