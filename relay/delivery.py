@@ -89,6 +89,8 @@ class Lane:
         self._wake = asyncio.Event()
         self._paused_until = 0.0
         self.sending: dict[int, asyncio.Task[None]] = {}
+        # Sends whose claim a renewal found taken by another process: not sent here.
+        self._lost: set[int] = set()
         self.task: asyncio.Task[None] | None = None
         # Conversation key -> (its thread, how many messages, last activity): the parent
         # updates not made yet; only the latest of each counts.
@@ -107,9 +109,18 @@ class Lane:
             # In-flight sends finish (worker.stop bounds how long); those still waiting
             # for their turn see `stopping` and leave their claim to be released.
             await asyncio.gather(*self.sending.values(), return_exceptions=True)
-            if self._updater is not None:  # a parent's count is cosmetic: not worth a wait
-                self._updater.cancel()
-                await asyncio.gather(self._updater, return_exceptions=True)
+
+    async def stop_updates(self) -> None:
+        """Drop the parent updates not made yet: a parent's count is cosmetic, not worth
+        a wait at shutdown."""
+        if self._updater is not None:
+            self._updater.cancel()
+            await asyncio.gather(self._updater, return_exceptions=True)
+
+    def claims_lost(self, ids: Iterable[int]) -> None:
+        """Another process holds these now (this one's lease ran out): a send of them
+        still waiting for its turn does not go out from here."""
+        self._lost.update(i for i in ids if i in self.sending)
 
     async def _claim_and_send(self) -> None:
         worker = self._worker
@@ -138,18 +149,34 @@ class Lane:
             await self._sleep(1.0)
             return
         for delivery in batch:
+            if delivery.id in self.sending:
+                # This process's own send, still under way: its lease ran out (a store
+                # outage or a clock jump held renewal back) and the claim took it back.
+                # Sending it again would repeat it; the claim only renewed its lease.
+                continue
             task = asyncio.create_task(self._deliver_in_turn(delivery))
             self.sending[delivery.id] = task
             task.add_done_callback(functools.partial(self._sent, delivery.id))
 
     def _sent(self, delivery_id: int, _: asyncio.Task[None]) -> None:
         self.sending.pop(delivery_id, None)
+        self._lost.discard(delivery_id)
         self.wake()
 
     async def _deliver_in_turn(self, delivery: Delivery) -> None:
-        """Wait for the destination's pace and pauses, then send, unless relay stops."""
-        if await self._wait_for_turn():
-            await self._deliver(delivery)
+        """Wait for the destination's pace and pauses, then send, unless relay stops or
+        another process took the claim meanwhile."""
+        if not await self._wait_for_turn():
+            return
+        if delivery.id in self._lost:
+            log.warning(
+                "delivery %s was claimed by another process while it waited its turn here;"
+                " it is sent from there",
+                delivery.id,
+                extra={"event_id": delivery.event_id, "destination": delivery.destination},
+            )
+            return
+        await self._deliver(delivery)
 
     async def _record(self, write: Coroutine[Any, Any, bool], delivery: Delivery) -> None:
         """Wait until a send's outcome is committed, before the session's next send.
@@ -435,6 +462,11 @@ class DeliveryWorker:
     def lease_s(self) -> float:
         return self.config.delivery.lease_s
 
+    @property
+    def in_flight(self) -> int:
+        """How many claimed deliveries are being sent, or wait their turn to be."""
+        return sum(len(lane.sending) for lane in self._lanes.values())
+
     def start(self) -> None:
         """Start a lane for every configured destination, and, once, for every destination
         the store still has deliveries queued for."""
@@ -451,22 +483,31 @@ class DeliveryWorker:
         """Renew the leases of every delivery being sent, three times a lease.
 
         A send may take as long as it takes (delivery.timeout bounds it, pacing may hold it
-        back); only a process that stops renewing, because it died, loses its claims.
+        back); only a process that stops renewing, because it died, loses its claims. While
+        relay stops, renewing goes on until the sends in flight are over: a lease that ran
+        out under a send still going would let another process repeat it.
         """
-        while not self.stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopped.wait(), timeout=self.lease_s / 3)
+        while True:
+            if self.stopping:
+                await asyncio.sleep(self.lease_s / 3)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopped.wait(), timeout=self.lease_s / 3)
             ids = [i for lane in self._lanes.values() for i in lane.sending]
-            if not ids or self.stopping:
+            if not ids:
+                if self.stopping:
+                    return
                 continue
             try:
                 held = await self.store.renew(self.owner, ids, self.clock() + self.lease_s)
             except StoreUnavailable as exc:
                 log.warning("cannot renew the leases of %d send(s): %s", len(ids), exc)
                 continue
-            if len(held) < len(ids):
-                lost = sorted(set(ids) - held)
+            lost = sorted(set(ids) - held)
+            if lost:
                 log.warning("lost the claim on deliveries %s (finished or claimed elsewhere)", lost)
+                for lane in self._lanes.values():
+                    lane.claims_lost(lost)
 
     async def _start_unconfigured_lanes(self) -> None:
         """Give deliveries queued for a destination that is gone from the config a lane.
@@ -519,14 +560,18 @@ class DeliveryWorker:
         for lane in self._lanes.values():
             lane.wake()
         tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
-        if self._renewer is not None:
-            tasks.append(self._renewer)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=timeout_s)
             sends = [t for lane in self._lanes.values() for t in lane.sending.values()]
             for task in [*pending, *sends]:
                 task.cancel()
             await asyncio.gather(*pending, *sends, return_exceptions=True)
+        # Only now: the leases of the sends above were renewed for as long as they went on.
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
+        for lane in self._lanes.values():
+            await lane.stop_updates()
         try:
             released = await self.store.release(self.owner)
         except StoreUnavailable as exc:

@@ -113,6 +113,7 @@ class FakeSlack:
         self._runner: web.AppRunner | None = None
         self._messages = 0
         self._delays: deque[float] = deque()
+        self.update_delay_s = 0.0  # how long each chat.update answer takes
         self.port = 0
 
     async def start(self) -> FakeSlack:
@@ -247,6 +248,7 @@ class FakeSlack:
             raw=raw, at=time.monotonic(), status=200, ok=True,
         )  # fmt: skip
         self.updates.append(received)
+        await asyncio.sleep(self.update_delay_s)
         answer = {"ok": True, "channel": body.get("channel"), "ts": body.get("ts")}
         return web.json_response(answer)
 

@@ -1,0 +1,214 @@
+"""Sends in flight (SPEC 5 and 7): one is never repeated because its lease ran out while
+it went on, and a shutdown leaves nothing of them running.
+
+The worker runs in the test's loop on a real SQLite file, sending to a real fake Discord
+whose answers are slow on purpose; a second worker on the same file plays another relay
+process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from relay.config import Config, load_text
+from relay.delivery import DeliveryWorker
+from relay.senders import SenderContext, build_senders
+from relay.store import NewDelivery, NewEvent
+from relay.store.sqlite import SqliteStore
+from tests.support.fake_discord import FakeDiscord, Reply, wait_until
+from tests.support.fake_slack import BOT_TOKEN, FakeSlack
+from tests.support.relay import event_body
+
+LEASE_S = 1.0
+
+
+class JumpingClock:
+    """The wall clock, which the test can move forward at once, as an NTP step does."""
+
+    def __init__(self) -> None:
+        self.ahead_s = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.ahead_s
+
+
+def config(discord: FakeDiscord) -> Config:
+    return load_text(
+        f"""
+delivery: {{ lease: {LEASE_S:g}s, concurrency: 4, timeout: 30s }}
+destinations:
+  community: {{ type: discord, webhook_url: "{discord.url()}" }}
+rules:
+  - {{ name: all, send_to: [community] }}
+""",
+        "relay.yaml",
+        {},
+    )
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def open_store(path: Path) -> SqliteStore:
+    store = SqliteStore(str(path))
+    await store.open()
+    return store
+
+
+async def accept(
+    store: SqliteStore, message: str, session: str = "s1", to: str = "community", rule: str = "all"
+) -> None:
+    body = event_body(message=message, session=session)
+    await store.accept(
+        NewEvent(f"e-{message}", body, time.time()),
+        [NewDelivery(to, rule, None, session)],
+        dedupe_window_s=60,
+    )
+
+
+def worker(
+    store: SqliteStore,
+    discord: FakeDiscord,
+    http: aiohttp.ClientSession,
+    clock: JumpingClock | None = None,
+) -> DeliveryWorker:
+    settings = config(discord)
+    senders = build_senders(settings.destinations, SenderContext(http=http))
+    return DeliveryWorker(store, settings, senders, clock=clock or time.time)
+
+
+@dataclass
+class Process:
+    store: SqliteStore
+    relay: DeliveryWorker
+
+
+@contextlib.asynccontextmanager
+async def two_processes(
+    tmp_path: Path,
+    discord: FakeDiscord,
+    http: aiohttp.ClientSession,
+    second_clock: JumpingClock | None = None,
+) -> AsyncIterator[tuple[Process, Process]]:
+    """Two relay workers on one SQLite file, not started; both stopped and closed after."""
+    processes = []
+    for clock in (None, second_clock):
+        store = await open_store(tmp_path / "shared.db")
+        processes.append(Process(store, worker(store, discord, http, clock)))
+    try:
+        yield processes[0], processes[1]
+    finally:
+        for process in processes:
+            await process.relay.stop(5.0)
+            await process.store.close()
+
+
+async def test_a_send_whose_lease_ran_out_is_not_claimed_and_sent_again_by_its_own_process(
+    tmp_path: Path, discord: FakeDiscord, http: aiohttp.ClientSession
+) -> None:
+    discord.delay_s = 2.0
+    store = await open_store(tmp_path / "relay.db")
+    clock = JumpingClock()
+    relay = worker(store, discord, http, clock)
+    try:
+        await accept(store, "hello")
+        relay.start()
+        await wait_until("the send to be under way", lambda: discord.in_flight == 1, 5)
+        clock.ahead_s = 5 * LEASE_S  # the lease has run out in relay's time...
+        relay.wake(["community"])  # ...and the lane claims again before it is renewed
+        await discord.wait_for_delivered(1)
+        await asyncio.sleep(0.5)
+        assert len(discord.requests) == 1
+        [delivery] = await store.list_deliveries()
+        assert (delivery.status, delivery.attempts) == ("sent", 1)
+    finally:
+        await relay.stop(5.0)
+        await store.close()
+
+
+async def test_a_send_still_going_at_shutdown_keeps_its_lease_so_no_other_process_repeats_it(
+    tmp_path: Path, discord: FakeDiscord, http: aiohttp.ClientSession
+) -> None:
+    discord.delay_s = 3 * LEASE_S
+    async with two_processes(tmp_path, discord, http) as (stopping, other):
+        await accept(stopping.store, "hello")
+        stopping.relay.start()
+        await wait_until("the send to be under way", lambda: discord.in_flight == 1, 5)
+        other.relay.start()
+        await stopping.relay.stop(10.0)  # SIGTERM: the send in flight may finish
+        await asyncio.sleep(2 * LEASE_S)  # time for the other process to take it, if it could
+        assert len(discord.requests) == 1
+        [delivery] = await other.store.list_deliveries()
+        assert (delivery.status, delivery.attempts) == ("sent", 1)
+
+
+async def test_a_send_waiting_its_turn_does_not_go_out_once_another_process_took_its_claim(
+    tmp_path: Path, discord: FakeDiscord, http: aiohttp.ClientSession
+) -> None:
+    # The first answer empties Discord's bucket for a while: the next send waits its turn.
+    empty = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset-After": str(4 * LEASE_S)}
+    discord.script(Reply(200, {"id": "1"}, empty))
+    # The other process's clock is ahead: to it, the first one's lease has run out.
+    ahead = JumpingClock()
+    ahead.ahead_s = 5 * LEASE_S
+    async with two_processes(tmp_path, discord, http, ahead) as (waiting, other):
+        await accept(waiting.store, "first", session="s1")
+        waiting.relay.start()
+        await discord.wait_for_delivered(1)
+        await accept(waiting.store, "second", session="s2")
+        waiting.relay.wake(["community"])
+        await wait_until("the first process to claim it", lambda: waiting.relay.in_flight == 1, 5)
+        other.relay.start()
+        await discord.wait_for_delivered(2)
+        await asyncio.sleep(4 * LEASE_S)  # the bucket refilled: the first one's turn came
+        assert discord.delivered_texts() == ["first", "second"]
+        assert len(discord.requests) == 2
+
+
+async def test_a_shutdown_leaves_no_parent_update_running(
+    tmp_path: Path, slack: FakeSlack, http: aiohttp.ClientSession
+) -> None:
+    """A Slack parent's count is being updated, and another conversation's send hangs past
+    the shutdown's time: stopping cancels both, and returns with neither still running."""
+    settings = load_text(
+        f"""
+destinations:
+  support:
+    {{ type: slack, token: "{BOT_TOKEN}", channel: "#support", api_url: "{slack.api_url}",
+      max_per_second: 1000 }}
+rules:
+  - {{ name: conversations, send_to: [support], thread: session }}
+""",
+        "relay.yaml",
+        {},
+    )
+    store = await open_store(tmp_path / "relay.db")
+    relay = DeliveryWorker(
+        store, settings, build_senders(settings.destinations, SenderContext(http=http))
+    )
+    slack.update_delay_s = 30.0
+    try:
+        for message in ("hello", "are you there?"):
+            await accept(store, message, session="c1", to="support", rule="conversations")
+        relay.start()
+        await wait_until("the parent's update", lambda: len(slack.updates) == 1, 10)
+        slack.delay_next(30.0)
+        await accept(store, "hang", session="c2", to="support", rule="conversations")
+        relay.wake(["support"])
+        await wait_until("the hanging send", lambda: len(slack.requests) == 3, 5)
+    finally:
+        await relay.stop(0.5)
+        await store.close()
+    running = [t for t in asyncio.all_tasks() if t.get_name().startswith("relay-") and not t.done()]
+    assert running == []
