@@ -80,8 +80,12 @@ def cmd_sign(args: argparse.Namespace) -> int:
         print("relay sign: give --secret (or set RELAY_SECRET)", file=sys.stderr)
         return 2
     if args.file and args.file != "-":
-        with open(args.file, "rb") as file:
-            body = file.read()
+        try:
+            with open(args.file, "rb") as file:
+                body = file.read()
+        except OSError as exc:
+            print(f"{args.file}: cannot read: {exc.strerror}", file=sys.stderr)
+            return 1
     else:
         body = sys.stdin.buffer.read()
     if args.timestamp is None:

@@ -12,6 +12,12 @@ from typing import Any
 # The event types bitHuman documents; any other is accepted and routed all the same.
 SESSION_EVENT_TYPES = ("room.join", "chat.push", "test")  # SPEC 1.1
 ACCOUNT_EVENT_TYPES = ("agent.ready", "agent.failed", "video.completed", "video.failed", "ping")
+# The names a template sees at its top level (Event.context): each family's payload fields
+# (session: agent_id, event_type, data, timestamp; account: id, event, created, data) and
+# what relay adds to both.
+CONTEXT_NAMES = frozenset(
+    {"agent_id", "event_type", "data", "timestamp", "id", "event", "created", "event_id"}
+)
 
 
 class EventError(ValueError):

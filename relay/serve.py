@@ -40,6 +40,30 @@ def warn_about(config: Config) -> None:
         log.warning(UNAUTHENTICATED_WARNING)
 
 
+# Settings bound when relay starts: the listener's, and the store. Every other one, in
+# `server` too (max_body_bytes, the body's read_timeout, drain_grace, shutdown_timeout),
+# is read where it is used, so a reload applies it at once.
+_BOUND_AT_START = (
+    ("server", "host"),
+    ("server", "port"),
+    ("server", "path"),
+    ("server", "tls"),
+    ("server", "max_connections"),
+    ("server", "read_timeout_s"),  # for connections; a body's wait takes the new one
+    ("store", "url"),
+    ("store", "retention_s"),
+)
+
+
+def changes_needing_a_restart(running: Config, config: Config) -> list[str]:
+    """Return the keys, as relay.yaml names them, that differ and apply only on restart."""
+    return [
+        f"{section}.{name.removesuffix('_s')}"
+        for section, name in _BOUND_AT_START
+        if getattr(getattr(running, section), name) != getattr(getattr(config, section), name)
+    ]
+
+
 def _reload(app: web.Application, path: str) -> None:
     try:
         config = load(path)
@@ -47,9 +71,9 @@ def _reload(app: web.Application, path: str) -> None:
         for issue in exc.issues:
             log.error("reload rejected, keeping the running config: %s", issue)
         return
-    running = app[STATE].config
-    if config.server != running.server or config.store != running.store:
-        log.warning("server and store settings change only on restart; the rest is reloaded")
+    bound = changes_needing_a_restart(app[STATE].config, config)
+    if bound:
+        log.warning("%s change only on restart; the rest is reloaded", ", ".join(bound))
     reload(app, config)
     warn_about(config)
     log.info(

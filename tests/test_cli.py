@@ -95,6 +95,14 @@ def test_sign_refuses_a_timestamp_that_is_not_unix_seconds(
     )
 
 
+def test_sign_says_which_file_it_cannot_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.json"
+    assert main(["sign", str(missing), "--secret", "s"]) == 1
+    assert capsys.readouterr().err == f"{missing}: cannot read: No such file or directory\n"
+
+
 async def test_sign_reads_stdin() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -104,6 +104,25 @@ async def test_sighup_keeps_the_running_config_when_the_new_one_is_invalid(
     await discord.wait_for_delivered(1)
 
 
+async def test_sighup_applies_server_limits_at_once_and_names_what_waits_for_a_restart(
+    tmp_path: Path, processes: RelayProcesses, discord: FakeDiscord
+) -> None:
+    config = write_config(tmp_path / "relay.yaml", discord.url())
+    relay = await processes.start(config)
+    body = event_body(message="a body of a few hundred bytes")
+    config.write_text(
+        config.read_text()
+        .replace("port: 0,", "port: 0, max_body_bytes: 100, max_connections: 50,")
+        .replace('relay.db" }', 'relay.db", retention: 1d }')
+    )
+    await reload(relay, "reloaded")
+    assert (
+        "server.max_connections, store.retention change only on restart; the rest is reloaded"
+    ) in relay.log()
+    status, answer = await post(relay, body)
+    assert (status, answer) == (413, {"error": "body is larger than 100 bytes"})
+
+
 class GatedDiscord:
     """A Discord webhook that holds every request until the test opens the gate."""
 

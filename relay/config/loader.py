@@ -28,7 +28,8 @@ from relay.config.yamlnodes import (
     one_of,
     string,
 )
-from relay.templates import compile_template
+from relay.events import CONTEXT_NAMES
+from relay.templates import compile_template, unknown_names
 
 _SECTIONS = ("server", "verify", "store", "delivery", "destinations", "rules", "templates")
 _RULE_KEYS = ("name", "when", "send_to", "template", "stop", "thread", "broadcast", "digest")
@@ -122,13 +123,26 @@ def _templates(ctx: Context, node: yaml.Node, path: str) -> dict[str, Template]:
 def _template(ctx: Context, node: yaml.Node, path: str) -> jinja2.Template:
     source = string(ctx, node, path)
     try:
-        return compile_template(source)
+        template = compile_template(source)
     except jinja2.TemplateSyntaxError as exc:
         # A block scalar (`text: |`) starts on the line after its indicator.
         block = isinstance(node, yaml.ScalarNode) and node.style in ("|", ">")
         offset = (exc.lineno or 1) - 1 + (1 if block else 0)
         ctx.error(node, path, f"template error: {exc.message}", offset)
         raise Invalid from None
+    # A misspelt name would fail every event at delivery: caught here instead. (What is
+    # inside `data` depends on the event, so a missing data field can only show then.)
+    unknown = unknown_names(source, CONTEXT_NAMES)
+    if unknown:
+        name = unknown[0]
+        ctx.error(
+            node,
+            path,
+            f'template error: unknown name "{name}"{did_you_mean(name, CONTEXT_NAMES)};'
+            f" a template sees {', '.join(sorted(CONTEXT_NAMES))}",
+        )
+        raise Invalid from None
+    return template
 
 
 # Rules ------------------------------------------------------------------------------------

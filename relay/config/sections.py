@@ -22,6 +22,7 @@ from relay.config.yamlnodes import (
     Invalid,
     Section,
     duration,
+    duration_where,
     int_range,
     list_of,
     nonempty_string,
@@ -65,16 +66,17 @@ def read_server(ctx: Context, node: yaml.Node, path: str) -> ServerConfig:
         tls=section.opt("tls", _tls),
         shutdown_timeout_s=section.get("shutdown_timeout", duration, defaults.shutdown_timeout_s),
         drain_grace_s=section.get("drain_grace", duration, defaults.drain_grace_s),
-        read_timeout_s=section.get("read_timeout", duration, defaults.read_timeout_s),
+        # 0 would close every connection that is not already sending its headers.
+        read_timeout_s=section.get(
+            "read_timeout",
+            duration_where(lambda s: s > 0, "must be longer than 0"),
+            defaults.read_timeout_s,
+        ),
         max_connections=section.get(
             "max_connections", int_range(1, 1_000_000), defaults.max_connections
         ),
     )
     section.done()
-    if server.read_timeout_s <= 0:
-        # 0 would close every connection that is not already sending its headers.
-        section.error("must be longer than 0", "read_timeout")
-        raise Invalid
     return server
 
 
@@ -114,16 +116,16 @@ def read_verify(ctx: Context, node: yaml.Node, path: str) -> VerifyConfig:
 def _account(ctx: Context, node: yaml.Node, path: str) -> AccountVerifyConfig:
     section = Section(ctx, node, path, ("secrets", "max_age"))
     defaults = AccountVerifyConfig()
+    # Unlike verify.max_age, there is no "off": the timestamp is all that stops a captured
+    # account webhook from being replayed.
+    replay_window = duration_where(
+        lambda s: s > 0, "must be longer than 0 (it is the replay window; default 5m)"
+    )
     account = AccountVerifyConfig(
         secrets=section.get("secrets", list_of(secret), defaults.secrets),
-        max_age_s=section.get("max_age", duration, defaults.max_age_s),
+        max_age_s=section.get("max_age", replay_window, defaults.max_age_s),
     )
     section.done()
-    if account.max_age_s <= 0:
-        # Unlike verify.max_age, there is no "off": the timestamp is all that stops a
-        # captured account webhook from being replayed.
-        section.error("must be longer than 0 (it is the replay window; default 5m)", "max_age")
-        raise Invalid
     return account
 
 
@@ -196,13 +198,12 @@ def read_delivery(ctx: Context, node: yaml.Node, path: str) -> DeliveryConfig:
         dedupe_window_s=section.get("dedupe_window", duration, defaults.dedupe_window_s),
         timeout_s=section.get("timeout", duration, defaults.timeout_s),
         concurrency=section.get("concurrency", int_range(1, 256), defaults.concurrency),
-        lease_s=section.get("lease", duration, defaults.lease_s),
+        # Renewed three times a lease: shorter would spend the store's time on renewals.
+        lease_s=section.get(
+            "lease", duration_where(lambda s: s >= 1.0, "must be at least 1s"), defaults.lease_s
+        ),
     )
     section.done()
-    if delivery.lease_s < 1.0:
-        # Renewed three times a lease: shorter would spend the store's time on renewals.
-        section.error("must be at least 1s", "lease")
-        raise Invalid
     return delivery
 
 
@@ -213,8 +214,7 @@ def _backoff(ctx: Context, node: yaml.Node, path: str) -> BackoffConfig:
         first_s=section.get("first", duration, defaults.first_s),
         max_s=section.get("max", duration, defaults.max_s),
     )
-    section.done()
-    if backoff.first_s > backoff.max_s:
+    if not section.failed and backoff.first_s > backoff.max_s:
         section.error("first must not be longer than max")
-        raise Invalid
+    section.done()
     return backoff

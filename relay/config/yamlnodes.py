@@ -218,6 +218,20 @@ def duration(ctx: Context, node: yaml.Node, path: str) -> float:
         ctx.fail(node, path, str(exc))
 
 
+def duration_where(holds: Callable[[float], bool], rule: str) -> Reader[float]:
+    """Return a reader for a duration that must satisfy `holds`; `rule` is the error
+    ("must be at least 1s"). Checked as the value is read, so `relay check` reports it
+    with every other problem of its section."""
+
+    def read(ctx: Context, node: yaml.Node, path: str) -> float:
+        value = duration(ctx, node, path)
+        if not holds(value):
+            ctx.fail(node, path, rule)
+        return value
+
+    return read
+
+
 def secret(ctx: Context, node: yaml.Node, path: str) -> Secret:
     """Read a non-empty string and wrap it so it never shows in errors or logs."""
     value = string(ctx, node, path)

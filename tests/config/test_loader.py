@@ -103,6 +103,11 @@ ERROR_CASES = {
         " missing ), unterminated subpattern at position 0"
     ),
     "bad-template": ":6: templates.refund.text: template error: unexpected '}'",
+    "template-unknown-name": (
+        ':3: templates.refund.title: template error: unknown name "agnt_id" (did you mean'
+        ' "agent_id"?); a template sees agent_id, created, data, event, event_id, event_type,'
+        " id, timestamp"
+    ),
     "bad-duration": (
         ":2: verify.max_age: expected a duration like 500ms, 30s, 5m or 24h, got '5 minutes'"
     ),
@@ -163,6 +168,16 @@ MULTI_ERROR_CASES = {
         ':3: destinations.mail: missing required key "from"',
         ":4: destinations.mail.smtp: set both username and password, or neither",
         ":5: destinations.mail.to: must not be empty",
+    ],
+    # Limits of one key are checked with the others of their section, not after them.
+    "limits-with-other-errors": [
+        ":2: server.port: must be from 0 to 65535, got 70000",
+        ":3: server.read_timeout: must be longer than 0",
+        ':5: verify.account: unknown key "secret" (did you mean "secrets"?)',
+        ":5: verify.account.max_age: must be longer than 0 (it is the replay window; default 5m)",
+        ":7: delivery.concurrency: must be from 1 to 256, got 0",
+        ":8: delivery.lease: must be at least 1s",
+        ":9: delivery.backoff: first must not be longer than max",
     ],
     "slack-token-no-channel": [
         ':2: destinations.bot: missing required key "channel" (a token posts to a named channel)',
