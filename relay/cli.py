@@ -63,13 +63,20 @@ def cmd_route(args: argparse.Namespace) -> int:
     from relay.route_preview import explain_route
 
     config = _load_or_exit(_config_path(args))
-    try:
-        with open(args.event, "rb") as file:
-            body = file.read()
-    except OSError as exc:
-        print(f"{args.event}: cannot read: {exc.strerror}", file=sys.stderr)
+    body = _read_or_none(args.event)
+    if body is None:
         return 1
     return explain_route(config, body, source=args.event, out=sys.stdout)
+
+
+def _read_or_none(path: str) -> bytes | None:
+    """Return a file's bytes, or None after saying on stderr why it cannot be read."""
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+        return None
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
@@ -80,12 +87,10 @@ def cmd_sign(args: argparse.Namespace) -> int:
         print("relay sign: give --secret (or set RELAY_SECRET)", file=sys.stderr)
         return 2
     if args.file and args.file != "-":
-        try:
-            with open(args.file, "rb") as file:
-                body = file.read()
-        except OSError as exc:
-            print(f"{args.file}: cannot read: {exc.strerror}", file=sys.stderr)
+        read = _read_or_none(args.file)
+        if read is None:
             return 1
+        body = read
     else:
         body = sys.stdin.buffer.read()
     if args.timestamp is None:
