@@ -12,6 +12,7 @@ Redis's own settings, which `open()` checks (SPEC 5): AOF on, `appendfsync alway
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,6 +24,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
 from relay.secrets import without_password
+from relay.store.redis_batch import ScriptBatcher
 from relay.store.base import (
     AcceptResult,
     Delivery,
@@ -98,6 +100,8 @@ class RedisStore:
         self._client: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._purger: asyncio.Task[None] | None = None
+        # Webhooks accepted at the same moment share a round trip and an fsync.
+        self._accepts = ScriptBatcher(functools.partial(self._script_batch, "accept"))
 
     def __repr__(self) -> str:
         return f"RedisStore({self.shown_url!r})"
@@ -145,7 +149,7 @@ class RedisStore:
         for d in deliveries:
             digest = "" if d.digest_s is None else _time(d.digest_s)
             args += [d.destination, d.rule, d.template or "", d.session_key, digest]
-        duplicate = await self._script("accept", args)
+        duplicate = await self._accepts.call(args)
         count = 0 if duplicate else len(deliveries)
         return AcceptResult(duplicate=bool(duplicate), event_id=event.event_id, deliveries=count)
 
@@ -313,6 +317,24 @@ class RedisStore:
         return await self._call(
             lambda client: script(keys=[PREFIX], args=list(args), client=client)
         )
+
+    async def _script_batch(self, name: str, calls: list[list[Any]]) -> list[Any]:
+        """Run a script once per call in one pipeline (see redis_batch.py); a call Redis
+        refused gets StoreUnavailable in place of its result."""
+        script = self._scripts[name]
+
+        async def run(client: aioredis.Redis) -> list[Any]:
+            async with client.pipeline(transaction=False) as pipe:
+                for args in calls:
+                    await script(keys=[PREFIX], args=args, client=pipe)
+                return list(await pipe.execute(raise_on_error=False))
+
+        return [
+            StoreUnavailable(f"redis store {self.shown_url}: {result}")
+            if isinstance(result, Exception)
+            else result
+            for result in await self._call(run)
+        ]
 
     async def _call(self, operation: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         """Run one operation; Redis being unreachable or failing is StoreUnavailable.

@@ -7,6 +7,7 @@ worker and ingest rely on nothing else.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,23 @@ async def test_accept_is_deduplicated_across_processes(stores: Stores) -> None:
     )
     assert again.duplicate
     assert len(await stores.other.list_deliveries()) == 1
+
+
+async def test_one_event_accepted_many_times_at_once_is_stored_once(stores: Stores) -> None:
+    """Concurrent accepts of one event (a sender's retry racing its first try, on two
+    processes) share commits or round trips; still exactly one of them is new."""
+    body = b'{"id": "e1"}'
+    results = await asyncio.gather(
+        *(
+            store.accept(
+                NewEvent("e1", body, 1000.0), [NewDelivery("slack", "r", None, "s1")],
+                dedupe_window_s=WINDOW_S,
+            )
+            for store in (stores.one, stores.other) * 10
+        )
+    )  # fmt: skip
+    assert sorted(result.duplicate for result in results) == [False] + [True] * 19
+    assert [d.event_id for d in await stores.one.list_deliveries()] == ["e1"]
 
 
 async def test_a_claimed_delivery_is_claimed_by_no_one_else(stores: Stores) -> None:
