@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,7 +25,6 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
 from relay.secrets import without_password
-from relay.store.redis_batch import ScriptBatcher
 from relay.store.base import (
     AcceptResult,
     Delivery,
@@ -34,6 +34,7 @@ from relay.store.base import (
     Purged,
     StoreUnavailable,
 )
+from relay.store.redis_batch import ScriptBatcher
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,14 @@ _SOCKET_TIMEOUT_S = 2.0
 
 def _time(value: float) -> str:
     return repr(float(value))  # the shortest text that reads back as the same float
+
+
+def _session_part(destination: str, session_key: str) -> str:
+    """Return what keys name a destination's session by: a digest of both. The session id
+    comes from the event (10 KB of anything), and joined raw to a destination name holding
+    `:` it could name another destination's session."""
+    joined = f"{destination}\0{session_key}".encode("utf-8", "surrogatepass")
+    return hashlib.sha256(joined).hexdigest()[:32]
 
 
 def _member(delivery_id: int) -> str:
@@ -148,7 +157,8 @@ class RedisStore:
         ]
         for d in deliveries:
             digest = "" if d.digest_s is None else _time(d.digest_s)
-            args += [d.destination, d.rule, d.template or "", d.session_key, digest]
+            session = _session_part(d.destination, d.session_key)
+            args += [d.destination, d.rule, d.template or "", session, digest]
         duplicate = await self._accepts.call(args)
         count = 0 if duplicate else len(deliveries)
         return AcceptResult(duplicate=bool(duplicate), event_id=event.event_id, deliveries=count)

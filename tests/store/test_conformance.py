@@ -126,6 +126,19 @@ async def test_a_retry_holds_back_its_session_but_not_others(stores: Stores) -> 
     assert await claim(stores.other, B, now=2000.0) == ["e1"]
 
 
+async def test_sessions_of_two_destinations_never_mix_whatever_their_names(
+    stores: Stores,
+) -> None:
+    for event_id, destination, session in (("e1", "a", "b:c"), ("e2", "a:b", "c")):
+        delivery = NewDelivery(destination, "r", None, session)
+        await stores.one.accept(
+            NewEvent(event_id, b"{}", 1000.0), [delivery], dedupe_window_s=WINDOW_S
+        )
+    [first] = await stores.one.claim("a", 1000.0, 10, owner=A, lease_s=LEASE_S)
+    [second] = await stores.other.claim("a:b", 1000.0, 10, owner=B, lease_s=LEASE_S)
+    assert (first.event_id, second.event_id) == ("e1", "e2")
+
+
 async def test_the_oldest_of_what_is_due_is_claimed_first(stores: Stores) -> None:
     await accept(stores.one, "e1", ["s1"])
     [first] = await stores.one.claim("slack", 1000.0, 10, owner=A, lease_s=LEASE_S)
