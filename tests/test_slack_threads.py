@@ -19,7 +19,7 @@ from tests.support.fake_discord import FakeDiscord, assert_valid_payloads, wait_
 from tests.support.fake_slack import BOT_TOKEN, FakeSlack, Received, api_error
 from tests.support.processes import RelayProcesses
 from tests.support.relay import SECRET, event_body, signed_headers
-from tests.test_delivery import Client
+from tests.test_delivery import Client, deliveries, wait_for_status
 
 SESSION_A = "8d947f06-2c36-4d98-aafe-b232da2433ff"
 SESSION_B = "1f0e2d3c-4b5a-6978-8695-a4b3c2d1e0f9"
@@ -189,6 +189,38 @@ rules:
         replies = [r for r in discord.delivered if r.query.get("thread_id") == thread_id]
         assert [r.description() for r in replies] == ["message 1", "message 2"]
         assert all("thread_name" not in r.body for r in replies)
+
+
+async def test_a_discord_post_that_was_deleted_is_replaced_by_a_new_one_that_says_so(
+    relay_client: RelayClientFactory, discord: FakeDiscord
+) -> None:
+    client = await relay_client(f"""
+verify:
+  secrets: ["${{SECRET}}"]
+destinations:
+  forum: {{ type: discord, webhook_url: "{discord.url()}", forum: true }}
+rules:
+  - {{ name: conversations, send_to: [forum], thread: session }}
+""")
+    await post(client, SESSION_A, "message 0")
+    [old_post] = await discord.wait_for_delivered(1)
+    discord.deleted_threads.add(old_post.answer["channel_id"])  # a moderator deleted it
+    await post(client, SESSION_A, "message 1")
+    await post(client, SESSION_A, "message 2")
+    new_post, reply = (await discord.wait_for_delivered(3))[1:]
+
+    refused = discord.requests[1]
+    assert (refused.status, refused.query["thread_id"]) == (404, old_post.answer["channel_id"])
+    assert new_post.description() == "message 1" and new_post.query == {"wait": "true"}
+    assert new_post.body["thread_name"] == f"Conversation {SESSION_A} · agent_abc123"
+    assert new_post.body["content"] == "Continues a conversation whose earlier post is gone."
+    assert reply.description() == "message 2"
+    assert (
+        reply.query["thread_id"] == new_post.answer["channel_id"] != old_post.answer["channel_id"]
+    )
+    assert assert_valid_payloads(discord) == 4  # the refused one too
+    assert len(await wait_for_status(client, "sent", 3)) == 3
+    assert [d.status for d in await deliveries(client)] == ["sent"] * 3  # none dead, none retried
 
 
 async def test_the_parent_shows_the_count_updated_at_most_every_few_seconds(

@@ -21,6 +21,7 @@ class DeliveryError(Exception):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after_s = retry_after_s
+        self.code: int | None = None  # the service's own error code, when it gives one
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -30,6 +31,9 @@ MIN_FIELD_VALUE = 20  # below this, a cut field says nothing: leave it out
 
 # Error codes that will never succeed on a retry: Unknown Webhook, Invalid Form Body.
 PERMANENT_CODES = frozenset({10015, 50035})
+# Unknown Channel: in a forum, the conversation's post (a thread) was deleted.
+UNKNOWN_CHANNEL = 10003
+CONTINUES = "Continues a conversation whose earlier post is gone."
 
 COLORS = {"room.join": 0x2ECC71, "chat.push": 0x3498DB}
 DEFAULT_COLOR = 0x95A5A6
@@ -141,30 +145,44 @@ class DiscordSender:
         return max(self._ready_at - time.monotonic(), 0.0)
 
     async def send(self, notification: Notification) -> Sent:
+        try:
+            message = await self._execute(self.params(notification), self.payload(notification))
+        except DeliveryError as exc:
+            if notification.thread is None or exc.code != UNKNOWN_CHANNEL:
+                raise
+        else:
+            return self._sent(notification, message)
+        # The conversation's post was deleted: this message starts its new one, saying so.
+        fresh = dataclasses.replace(notification, thread=None)
+        payload = self.payload(fresh) | {"content": CONTINUES}
+        message = await self._execute(self.params(fresh), payload)
+        sent = self._sent(fresh, message)
+        return dataclasses.replace(sent, replaces_thread=sent.thread is not None)
+
+    async def _execute(self, params: dict[str, str], payload: dict[str, Any]) -> Any:
+        """POST to the webhook; return the message Discord answers (None if unreadable)."""
         if self._http is None:
             raise DeliveryError("no HTTP session", retryable=False)
         try:
-            async with self._http.post(
-                self._url.reveal(),
-                params=self.params(notification),
-                json=self.payload(notification),
-            ) as response:
+            async with self._http.post(self._url.reveal(), params=params, json=payload) as response:
                 self._follow_bucket(response.headers)
                 if 200 <= response.status < 300:
-                    return await self._sent(notification, response)
+                    try:
+                        return await response.json(content_type=None)
+                    except ValueError:
+                        return None  # sent all the same
                 text = await response.text()
                 raise self._error(response.status, text, response.headers)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise connection_error("Discord", exc) from None
 
-    async def _sent(self, notification: Notification, response: aiohttp.ClientResponse) -> Sent:
+    def _sent(self, notification: Notification, message: Any) -> Sent:
         """A conversation's first post in a forum started its thread: keep its id."""
         if not self._forum or notification.conversation is None or notification.thread:
             return Sent()
         try:
-            message = await response.json(content_type=None)
             return Sent(thread=str(message["channel_id"]))
-        except (ValueError, KeyError, TypeError):
+        except (KeyError, TypeError):
             return Sent()  # sent all the same; the next one starts a post of its own
 
     def _follow_bucket(self, headers: Any) -> None:
@@ -189,6 +207,8 @@ class DiscordSender:
             retry_after_s = float(body_retry)  # the body's float is more precise than the header
         detail = f"{message} (code {code})" if code is not None else message
         error = status_error("Discord", status, detail, retry_after_s)
+        if isinstance(code, int) and not isinstance(code, bool):
+            error.code = code
         if code in PERMANENT_CODES:
             error.retryable = False
         return error

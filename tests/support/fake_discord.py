@@ -175,6 +175,7 @@ class FakeDiscord:
         self.faults = faults
         self.rate_limit_retry_after_s = rate_limit_retry_after_s
         self.delay_s = 0.0  # how long each answer of mode "up" takes, like a slow service
+        self.deleted_threads: set[str] = set()  # forum posts a moderator deleted
         self.in_flight = 0
         self.max_in_flight = 0  # the most requests it was answering at once
         self._script: deque[Answer] = deque()
@@ -298,6 +299,8 @@ class FakeDiscord:
         if answer is None:
             if self.mode == "up":
                 await asyncio.sleep(self.delay_s)
+                if thread_id in self.deleted_threads:  # as Discord answers a gone thread
+                    return Reply(404, {"message": "Unknown Channel", "code": 10003})
                 return _message(webhook_id, body, thread_id)
             if self.mode == "down":
                 return _reply(503)
