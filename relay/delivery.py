@@ -363,6 +363,9 @@ class Lane:
                 except (DeliveryError, TimeoutError) as exc:
                     extra = {"destination": self.destination}
                     log.warning("could not update a conversation's parent: %s", exc, extra=extra)
+                except Exception:  # a count is cosmetic: no surprise may end the updates
+                    extra = {"destination": self.destination}
+                    log.exception("could not update a conversation's parent", extra=extra)
 
     async def _with_transcript(
         self, notification: Notification, delivery: Delivery
