@@ -152,7 +152,9 @@ class Lane:
             if delivery.id in self.sending:
                 # This process's own send, still under way: its lease ran out (a store
                 # outage or a clock jump held renewal back) and the claim took it back.
-                # Sending it again would repeat it; the claim only renewed its lease.
+                # Sending it again would repeat it; the claim only renewed its lease, and
+                # made the claim this process's again if another had taken it meanwhile.
+                self._lost.discard(delivery.id)
                 continue
             task = asyncio.create_task(self._deliver_in_turn(delivery))
             self.sending[delivery.id] = task

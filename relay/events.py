@@ -12,6 +12,16 @@ from typing import Any
 # The event types bitHuman documents; any other is accepted and routed all the same.
 SESSION_EVENT_TYPES = ("room.join", "chat.push", "test")  # SPEC 1.1
 ACCOUNT_EVENT_TYPES = ("agent.ready", "agent.failed", "video.completed", "video.failed", "ping")
+# An event id from a header or an account webhook's `id`: it names the event in the store,
+# in logs and in `relay deliveries`, so it is bounded and printable (no control characters,
+# no lone surrogates that the stores could not encode).
+MAX_EVENT_ID_LENGTH = 256
+
+
+def is_valid_event_id(value: str) -> bool:
+    return 0 < len(value) <= MAX_EVENT_ID_LENGTH and value.isprintable()
+
+
 # The names a template sees at its top level (Event.context): each family's payload fields
 # (session: agent_id, event_type, data, timestamp; account: id, event, created, data) and
 # what relay adds to both.
@@ -204,6 +214,8 @@ def account_event(payload: object, *, event_id: str | None) -> Event:
     looks_like_session = "agent_id" in payload and "event" not in payload
     hint = _SESSION_HINT if looks_like_session else ""
     body_id = _required(payload, "id", str, "a string", hint)
+    if event_id is None and not is_valid_event_id(body_id):
+        raise EventError(f"field 'id' must be 1 to {MAX_EVENT_ID_LENGTH} printable characters")
     event_type = _required(payload, "event", str, "a string", hint)
     if not event_type.strip():
         raise EventError("field 'event' must not be empty")

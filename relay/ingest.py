@@ -11,9 +11,11 @@ from aiohttp import web
 
 from relay.config.model import Config
 from relay.events import (
+    MAX_EVENT_ID_LENGTH,
     Event,
     EventError,
     body_event_id,
+    is_valid_event_id,
     parse_account_event,
     parse_session_event,
 )
@@ -35,7 +37,6 @@ log = logging.getLogger("relay.ingest")
 
 EVENT_ID_HEADERS = ("X-bitHuman-Event-Id", "webhook-id")
 MAX_TIMESTAMP_DIGITS = 12
-MAX_EVENT_ID_LENGTH = 256
 _JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 
 
@@ -132,7 +133,7 @@ def _header_id(request: web.Request, names: tuple[str, ...]) -> str | None:
         value = request.headers.get(name)
         if value is not None:
             value = value.strip()
-            if not value or len(value) > MAX_EVENT_ID_LENGTH or not value.isprintable():
+            if not is_valid_event_id(value):
                 _reject(
                     400,
                     f"header {name} must be 1 to {MAX_EVENT_ID_LENGTH} printable characters",

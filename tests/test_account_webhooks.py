@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from relay.app import STATE
 from relay.verify import sign, sign_account
 from tests.conftest import RelayClientFactory
 from tests.support.bithuman import (
@@ -103,6 +104,24 @@ async def test_without_a_delivery_header_the_body_id_names_the_event(
     headers = account_headers(body, timestamp=NOW, delivery=None)
     response = await client.post("/webhook", data=body, headers=headers)
     assert (await response.json())["event_id"] == "evt_9z"
+
+
+@pytest.mark.parametrize(
+    "body_id", ["\\ud800", "evt\\u0000x", "", "x" * 257], ids=["surrogate", "nul", "empty", "long"]
+)
+async def test_a_body_id_that_cannot_name_an_event_is_400_and_nothing_is_stored(
+    relay_client: RelayClientFactory, body_id: str
+) -> None:
+    client = await start(relay_client)
+    body = b'{"id": "%s", "event": "agent.ready", "created": %d, "data": {"agent_id": "A1"}}' % (
+        body_id.encode(),
+        NOW,
+    )
+    headers = account_headers(body, timestamp=NOW, delivery=None)
+    response = await client.post("/webhook", data=body, headers=headers)
+    assert response.status == 400
+    assert await response.json() == {"error": "field 'id' must be 1 to 256 printable characters"}
+    assert await client.app[STATE].store.list_deliveries() == []
 
 
 def _signed_with(secret: str) -> dict[str, str]:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from relay.secrets import without_password
 from relay.store.base import (
@@ -333,11 +333,23 @@ class RedisStore:
         refused gets StoreUnavailable in place of its result."""
         script = self._scripts[name]
 
-        async def run(client: aioredis.Redis) -> list[Any]:
+        async def evalsha(client: aioredis.Redis, batch: list[list[Any]]) -> list[Any]:
+            # EVALSHA straight, not through the script object: with a pipeline, that asks
+            # Redis SCRIPT EXISTS first, a second round trip for every batch.
             async with client.pipeline(transaction=False) as pipe:
-                for args in calls:
-                    await script(keys=[PREFIX], args=args, client=pipe)
+                for args in batch:
+                    pipe.evalsha(script.sha, 1, PREFIX, *args)
                 return list(await pipe.execute(raise_on_error=False))
+
+        async def run(client: aioredis.Redis) -> list[Any]:
+            results = await evalsha(client, calls)
+            unknown = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+            if unknown:  # a restarted or flushed Redis: load the script, then run those again
+                await client.script_load(script.script)
+                again = await evalsha(client, [calls[i] for i in unknown])
+                for i, result in zip(unknown, again, strict=True):
+                    results[i] = result
+            return results
 
         return [
             StoreUnavailable(f"redis store {self.shown_url}: {result}")

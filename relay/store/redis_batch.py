@@ -13,10 +13,13 @@ a call alone goes at once, and a busy moment makes bigger batches by itself.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from relay.store.base import StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 # Runs one batch: a result per call, in order; an exception object in place of the
 # result of a call Redis refused; raises StoreUnavailable when the batch got no answer.
@@ -48,16 +51,25 @@ class ScriptBatcher:
                 await self._run_one(batch)
         finally:
             self._flusher = None
+            # Left only when the flusher was cancelled (relay is closing the store): no
+            # caller may wait for ever.
+            for _, future in self._queued:
+                if not future.done():
+                    future.set_exception(StoreUnavailable("redis store is closing"))
+            self._queued.clear()
 
     async def _run_one(self, batch: list[tuple[list[Any], asyncio.Future[Any]]]) -> None:
         try:
             results = await self._run([args for args, _ in batch])
         except StoreUnavailable as exc:
             results = [StoreUnavailable(str(exc)) for _ in batch]
-        except BaseException as exc:  # cancelled at shutdown, or a bug: no caller waits for ever
+        except Exception as exc:  # a bug, not Redis: this batch fails, the next ones go on
+            log.exception("a batch of %d Redis call(s) failed", len(batch))
+            results = [StoreUnavailable(f"redis batch failed: {exc!r}") for _ in batch]
+        except BaseException:  # cancelled while Redis had the batch
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(StoreUnavailable(f"redis batch failed: {exc!r}"))
+                    future.set_exception(StoreUnavailable("redis store is closing"))
             raise
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():  # its caller went away meanwhile

@@ -3,12 +3,14 @@ event, and work for the command line's delivery log and replay. A real redis-ser
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
 import pytest
+import redis.asyncio
 
-from relay.store.base import NewDelivery, NewEvent
+from relay.store.base import AcceptResult, NewDelivery, NewEvent
 from relay.store.redis import RedisStore, durability_problems
 from tests.support.processes import run_cli
 from tests.support.redis_server import RedisServer
@@ -105,3 +107,29 @@ async def test_relay_deliveries_and_replay_work_on_redis(tmp_path: Path, redis_u
     assert (status, out) == (0, "requeued 1 dead delivery\n")
     status, out = await run_cli("deliveries", "-c", str(config), "--status", "pending")
     assert out.splitlines()[1].split()[:3] == [str(held.id), "ops", "pending"]
+
+
+async def test_accepts_go_on_after_redis_forgot_its_scripts(redis_url: str) -> None:
+    """A restarted Redis without its scripts (or a SCRIPT FLUSH): a batch of accepts loads
+    the script again and is stored once, each event answered for itself."""
+    store = RedisStore(redis_url)
+    await store.open()
+    try:
+        await accept_one(store, "before")
+        client = redis.asyncio.from_url(redis_url)
+        await client.script_flush()
+        await client.aclose()
+        results = await asyncio.gather(*(accept_one(store, f"after-{n}") for n in range(5)))
+        assert [r.duplicate for r in results] == [False] * 5
+        assert (await accept_one(store, "after-0")).duplicate
+        assert len(await store.list_deliveries(limit=100)) == 6
+    finally:
+        await store.close()
+
+
+async def accept_one(store: RedisStore, event_id: str) -> AcceptResult:
+    return await store.accept(
+        NewEvent(event_id, b"{}", 1000.0),
+        [NewDelivery("slack", "r", None, event_id)],
+        dedupe_window_s=60.0,
+    )

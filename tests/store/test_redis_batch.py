@@ -79,3 +79,24 @@ async def test_a_caller_that_goes_away_does_not_disturb_the_others() -> None:
     assert await staying == 4
     with pytest.raises(asyncio.CancelledError):
         await leaving
+
+
+async def test_an_unexpected_error_fails_its_batch_only_and_the_queue_goes_on() -> None:
+    gate = asyncio.Event()
+
+    async def run(calls: list[list[Any]]) -> list[Any]:
+        await gate.wait()
+        if calls[0][0] == "poison":  # say, a value redis-py cannot encode
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+        return [args[0] for args in calls]
+
+    batcher = ScriptBatcher(run)
+    poisoned = asyncio.create_task(batcher.call(["poison"]))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the first batch is out
+    queued = asyncio.create_task(batcher.call(["fine"]))
+    await asyncio.sleep(0)
+    gate.set()
+    with pytest.raises(StoreUnavailable, match="redis batch failed: UnicodeEncodeError"):
+        await poisoned
+    assert await asyncio.wait_for(queued, 1.0) == "fine"
