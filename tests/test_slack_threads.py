@@ -162,17 +162,21 @@ async def post_to(http: aiohttp.ClientSession, url: str, session: str, message: 
         assert response.status == 200
 
 
-async def test_a_discord_forum_gets_one_post_per_conversation(
-    relay_client: RelayClientFactory, discord: FakeDiscord
-) -> None:
-    client = await relay_client(f"""
+def forum_config(discord: FakeDiscord) -> str:
+    return f"""
 verify:
   secrets: ["${{SECRET}}"]
 destinations:
   forum: {{ type: discord, webhook_url: "{discord.url()}", forum: true }}
 rules:
   - {{ name: conversations, send_to: [forum], thread: session }}
-""")
+"""
+
+
+async def test_a_discord_forum_gets_one_post_per_conversation(
+    relay_client: RelayClientFactory, discord: FakeDiscord
+) -> None:
+    client = await relay_client(forum_config(discord))
     for n in range(3):
         for session in (SESSION_A, SESSION_B):
             await post(client, session, f"message {n}")
@@ -194,14 +198,7 @@ rules:
 async def test_a_discord_post_that_was_deleted_is_replaced_by_a_new_one_that_says_so(
     relay_client: RelayClientFactory, discord: FakeDiscord
 ) -> None:
-    client = await relay_client(f"""
-verify:
-  secrets: ["${{SECRET}}"]
-destinations:
-  forum: {{ type: discord, webhook_url: "{discord.url()}", forum: true }}
-rules:
-  - {{ name: conversations, send_to: [forum], thread: session }}
-""")
+    client = await relay_client(forum_config(discord))
     await post(client, SESSION_A, "message 0")
     [old_post] = await discord.wait_for_delivered(1)
     discord.deleted_threads.add(old_post.answer["channel_id"])  # a moderator deleted it
