@@ -60,6 +60,9 @@ class Event:
     timestamp: float
     payload: Mapping[str, Any] = field(repr=False)
     account: bool = False  # an account webhook (SPEC 1.2) rather than a session event
+    # The body's bytes as received, where they are known (a stored event): what a webhook
+    # destination sends on by default, byte for byte.
+    raw: bytes = field(default=b"", repr=False, compare=False)
 
     # Read several times per event by the rules, so worked out once, up front (a
     # cached_property would take a lock on every first read).
@@ -133,9 +136,9 @@ def parse_event(body: bytes, *, event_id: str | None, received_at: float) -> Eve
     """
     payload = decode_body(body)
     if looks_like_account_event(payload):
-        return account_event(payload, event_id=event_id)
+        return account_event(payload, event_id=event_id, raw=body)
     event_id = event_id or body_event_id(body)
-    return session_event(payload, event_id=event_id, received_at=received_at)
+    return session_event(payload, event_id=event_id, received_at=received_at, raw=body)
 
 
 def parse_session_event(body: bytes, *, event_id: str, received_at: float) -> Event:
@@ -177,7 +180,7 @@ _ACCOUNT_HINT = (
 _SESSION_HINT = " (this body looks like a session event, sent without X-BitHuman-Timestamp)"
 
 
-def session_event(payload: object, *, event_id: str, received_at: float) -> Event:
+def session_event(payload: object, *, event_id: str, received_at: float, raw: bytes = b"") -> Event:
     """Check a decoded session event and build an Event; raise EventError naming the field.
 
     The dashboard's Test button sends no `data` and no `timestamp`: missing `data` is
@@ -198,10 +201,11 @@ def session_event(payload: object, *, event_id: str, received_at: float) -> Even
         data={} if data is None else data,
         timestamp=received_at if timestamp is None else float(timestamp),
         payload=payload,
+        raw=raw,
     )
 
 
-def account_event(payload: object, *, event_id: str | None) -> Event:
+def account_event(payload: object, *, event_id: str | None, raw: bytes = b"") -> Event:
     """Check a decoded account webhook and build an Event; raise EventError naming the field."""
     payload = _object(payload)
     if "event_type" in payload:
@@ -232,6 +236,7 @@ def account_event(payload: object, *, event_id: str | None) -> Event:
         timestamp=float(created),
         payload=payload,
         account=True,
+        raw=raw,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from typing import Any
 
@@ -19,6 +20,17 @@ ENVIRONMENT = ImmutableSandboxedEnvironment(
 )
 
 
+def _undefined(value: object) -> object:
+    """Let `tojson` fail on a missing name as any other use does, naming it (json's own
+    error would say only that StrictUndefined is not serializable)."""
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+ENVIRONMENT.policies["json.dumps_kwargs"] = {"sort_keys": True, "default": _undefined}
+
+
 def compile_template(source: str) -> jinja2.Template:
     """Compile a template, raising jinja2.TemplateSyntaxError with its line on error."""
     return ENVIRONMENT.from_string(source)
@@ -34,3 +46,33 @@ def unknown_names(source: str, known: Collection[str]) -> list[str]:
 def render(template: jinja2.Template, context: dict[str, Any]) -> str:
     """Render a template against an event context."""
     return template.render(context)
+
+
+class TemplateFailed(Exception):
+    """A template could not render for an event (a missing name, a bad value)."""
+
+
+class NotJson(TemplateFailed):
+    """A template that must give JSON rendered something else."""
+
+
+# What rendering can raise on one event's values, besides Jinja's own errors: the sandbox
+# lets a template compute, and a computation can fail.
+_RENDER_ERRORS = (jinja2.TemplateError, TypeError, ValueError, LookupError, ArithmeticError)
+
+
+def render_json(template: jinja2.Template, context: dict[str, Any]) -> bytes:
+    """Render a template that must give JSON; raise TemplateFailed or NotJson saying why."""
+    try:
+        text = render(template, context)
+    except _RENDER_ERRORS as exc:
+        raise TemplateFailed(f"failed: {exc}") from None
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        # Nearly always a value spliced in as text: a quote or newline in it breaks the JSON.
+        raise NotJson(
+            f"did not render valid JSON: {exc} (write {{{{ value | tojson }}}} to put a value"
+            " in JSON)"
+        ) from None
+    return text.encode()

@@ -6,7 +6,6 @@ import contextlib
 from collections.abc import Callable
 from email.utils import parseaddr
 from typing import Literal, cast
-from urllib.parse import urlsplit
 
 import yaml
 
@@ -17,7 +16,10 @@ from relay.config.model import (
     EmailDestination,
     SlackDestination,
     SmtpConfig,
+    TeamsDestination,
 )
+from relay.config.postgres import read_postgres
+from relay.config.webhook import read_webhook
 from relay.config.yamlnodes import (
     Context,
     Invalid,
@@ -25,6 +27,7 @@ from relay.config.yamlnodes import (
     boolean,
     did_you_mean,
     duration,
+    http_url,
     int_range,
     join,
     list_of,
@@ -32,9 +35,9 @@ from relay.config.yamlnodes import (
     number,
     one_of,
     secret,
+    secret_http_url,
     string,
 )
-from relay.secrets import Secret
 
 _SMTP_TLS = ("starttls", "tls", "none")
 
@@ -76,30 +79,6 @@ def _type_node(node: yaml.Node) -> yaml.Node | None:
         if isinstance(key_node, yaml.ScalarNode) and key_node.value == "type":
             return cast(yaml.Node, value_node)
     return None
-
-
-def http_url(ctx: Context, node: yaml.Node, path: str) -> str:
-    """Read an http(s) URL that is not secret (it may appear in the error)."""
-    value = string(ctx, node, path)
-    if not _is_http_url(value):
-        ctx.fail(node, path, f'expected an http(s) URL, got "{value}"')
-    return value
-
-
-def secret_http_url(ctx: Context, node: yaml.Node, path: str) -> Secret:
-    """Read a secret http(s) URL; the error never shows it (a webhook URL is a credential)."""
-    value = secret(ctx, node, path)
-    if not _is_http_url(value.reveal()):
-        ctx.fail(node, path, "expected an http(s) URL (value not shown: it is a secret)")
-    return value
-
-
-def _is_http_url(value: str) -> bool:
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 def email_address(ctx: Context, node: yaml.Node, path: str) -> str:
@@ -198,9 +177,19 @@ def _check_login(section: Section, tls: str) -> None:
         )
 
 
+def _teams(section: Section, name: str) -> Destination:
+    webhook_url = section.require("webhook_url", secret_http_url)
+    if webhook_url is None:
+        raise Invalid
+    return TeamsDestination(name, webhook_url=webhook_url)
+
+
 _TYPES: dict[str, tuple[tuple[str, ...], Callable[[Section, str], Destination]]] = {
     "console": ((), _console),
     "slack": (("webhook_url", "token", "channel", "api_url", "max_per_second"), _slack),
     "discord": (("webhook_url", "forum"), _discord),
     "email": (("smtp", "from", "to"), _email),
+    "webhook": (("url", "secret", "headers", "body"), read_webhook),
+    "teams": (("webhook_url",), _teams),
+    "postgres": (("dsn", "table", "columns"), read_postgres),
 }

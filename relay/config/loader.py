@@ -7,7 +7,6 @@ import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-import jinja2
 import yaml
 
 from relay.config.conditions import read_when
@@ -15,6 +14,7 @@ from relay.config.destinations import read_destinations
 from relay.config.errors import ConfigError, ConfigIssue
 from relay.config.model import AllCondition, Config, Destination, Rule, Template
 from relay.config.sections import read_delivery, read_server, read_store, read_verify
+from relay.config.template_reader import template
 from relay.config.yamlnodes import (
     Context,
     Invalid,
@@ -26,10 +26,7 @@ from relay.config.yamlnodes import (
     items,
     nonempty_string,
     one_of,
-    string,
 )
-from relay.events import CONTEXT_NAMES
-from relay.templates import compile_template, unknown_names
 
 _SECTIONS = ("server", "verify", "store", "delivery", "destinations", "rules", "templates")
 _RULE_KEYS = ("name", "when", "send_to", "template", "stop", "thread", "broadcast", "digest")
@@ -83,6 +80,7 @@ def _config(ctx: Context, root: yaml.Node) -> Config:
     # rule naming it should not get a second, misleading "unknown destination".
     _check_references(ctx, drafts, _declared(top, "destinations"), _declared(top, "templates"))
     _check_threads(ctx, drafts, destinations)
+    _check_digests(ctx, drafts, destinations)
     return Config(
         source=ctx.source,
         server=top.get("server", read_server, defaults.server),
@@ -110,39 +108,14 @@ def _templates(ctx: Context, node: yaml.Node, path: str) -> dict[str, Template]:
     templates: dict[str, Template] = {}
     for name, value_node, entry_path in section.entries():
         entry = Section(ctx, value_node, entry_path, ("title", "text"))
-        title = entry.opt("title", _template)
-        text = entry.opt("text", _template)
+        title = entry.opt("title", template)
+        text = entry.opt("text", template)
         if not entry.mentions("title") and not entry.mentions("text"):
             entry.error("needs a title or a text")
         if not entry.failed:
             templates[name] = Template(name, title, text)
     section.done()
     return templates
-
-
-def _template(ctx: Context, node: yaml.Node, path: str) -> jinja2.Template:
-    source = string(ctx, node, path)
-    try:
-        template = compile_template(source)
-    except jinja2.TemplateSyntaxError as exc:
-        # A block scalar (`text: |`) starts on the line after its indicator.
-        block = isinstance(node, yaml.ScalarNode) and node.style in ("|", ">")
-        offset = (exc.lineno or 1) - 1 + (1 if block else 0)
-        ctx.error(node, path, f"template error: {exc.message}", offset)
-        raise Invalid from None
-    # A misspelt name would fail every event at delivery: caught here instead. (What is
-    # inside `data` depends on the event, so a missing data field can only show then.)
-    unknown = unknown_names(source, CONTEXT_NAMES)
-    if unknown:
-        name = unknown[0]
-        ctx.error(
-            node,
-            path,
-            f'template error: unknown name "{name}"{did_you_mean(name, CONTEXT_NAMES)};'
-            f" a template sees {', '.join(sorted(CONTEXT_NAMES))}",
-        )
-        raise Invalid from None
-    return template
 
 
 # Rules ------------------------------------------------------------------------------------
@@ -166,6 +139,7 @@ class _RuleDraft:
     send_to: tuple[_Reference, ...]
     template: _Reference | None
     thread_node: yaml.Node | None
+    digest_node: yaml.Node | None
     path: str
 
 
@@ -219,7 +193,8 @@ def _rule(ctx: Context, node: yaml.Node, path: str, index: int) -> _RuleDraft:
     name_node = section.value_node("name") or node
     template_ref = template[0] if template else None
     thread_node = section.value_node("thread")
-    return _RuleDraft(rule, name_node, send_to, template_ref, thread_node, path)
+    digest_node = section.value_node("digest")
+    return _RuleDraft(rule, name_node, send_to, template_ref, thread_node, digest_node, path)
 
 
 def _window(ctx: Context, node: yaml.Node, path: str) -> float:
@@ -279,9 +254,29 @@ def _check_threads(
                 ctx.error(draft.thread_node, path, f'destination "{ref.name}" {problem}')
 
 
+def _check_digests(
+    ctx: Context, drafts: list[_RuleDraft], destinations: Mapping[str, Destination]
+) -> None:
+    """A digest is a transcript; a database row is one event (SPEC 4.3): no digests there."""
+    for draft in drafts:
+        if draft.rule.digest_s is None or draft.digest_node is None:
+            continue
+        for ref in draft.send_to:
+            destination = destinations.get(ref.name)
+            if destination is not None and destination.type == "postgres":
+                ctx.error(
+                    draft.digest_node,
+                    f"{draft.path}.digest",
+                    f'destination "{ref.name}" is a postgres destination, which logs each event'
+                    " as its own row: it cannot take a digest",
+                )
+
+
 def _thread_problem(destination: Destination | None) -> str | None:
     if destination is None or destination.type in ("email", "console"):
         return None  # an unknown destination is reported once, by _check_references
+    if destination.type in ("webhook", "teams", "postgres"):
+        return f"is a {destination.type} destination, which has no threads"
     if destination.type == "slack":
         if destination.webhook_url is None:
             return None

@@ -135,7 +135,53 @@ class EmailDestination:
     type: Literal["email"] = "email"
 
 
-Destination = ConsoleDestination | SlackDestination | DiscordDestination | EmailDestination
+@dataclass(frozen=True)
+class WebhookDestination:
+    """Any HTTP endpoint (a CRM, a data loader): the event, signed the Standard Webhooks way."""
+
+    name: str
+    url: Secret  # a hook URL often carries a token in its path or query
+    secret: Secret | None = None  # whsec_…: sign each request (webhook-signature)
+    headers: Mapping[str, Secret] = field(default_factory=dict)  # values are credentials
+    body: jinja2.Template | None = None  # renders JSON; None: the event as received
+    type: Literal["webhook"] = "webhook"
+
+
+@dataclass(frozen=True)
+class TeamsDestination:
+    """A Microsoft Teams Workflows webhook: one message carrying an Adaptive Card."""
+
+    name: str
+    webhook_url: Secret  # the Workflows URL carries its signature (sig=…) in the query
+    type: Literal["teams"] = "teams"
+
+
+# What a `columns` entry may take besides a dotted path into the event (SPEC 4.3).
+COLUMN_VALUES = ("event_id", "event_type", "agent_id", "timestamp", "received_at", "payload")
+
+
+@dataclass(frozen=True)
+class PostgresDestination:
+    """Log each event as a row in a PostgreSQL table (SPEC 4.3)."""
+
+    name: str
+    dsn: Secret  # holds the password
+    table: tuple[str, ...] = ("relay_events",)  # (name,) or (schema, name)
+    # Column -> what goes in it (one of COLUMN_VALUES or a dotted path); None: relay's
+    # own table, created when absent.
+    columns: Mapping[str, str] | None = None
+    type: Literal["postgres"] = "postgres"
+
+
+Destination = (
+    ConsoleDestination
+    | SlackDestination
+    | DiscordDestination
+    | EmailDestination
+    | WebhookDestination
+    | TeamsDestination
+    | PostgresDestination
+)
 
 
 # Rule conditions: a small typed tree that relay.rules evaluates --------------------------

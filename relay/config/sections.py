@@ -105,7 +105,7 @@ def read_verify(ctx: Context, node: yaml.Node, path: str) -> VerifyConfig:
         signature_header=section.get(
             "signature_header", nonempty_string, defaults.signature_header
         ),
-        headers=section.get("headers", _headers, defaults.headers),
+        headers=section.get("headers", secret_headers, defaults.headers),
         allow_ips=section.opt("allow_ips", list_of(network, nonempty=True)),
         trusted_proxies=section.get("trusted_proxies", list_of(network), defaults.trusted_proxies),
         max_age_s=section.get("max_age", duration, defaults.max_age_s),
@@ -129,7 +129,8 @@ def _account(ctx: Context, node: yaml.Node, path: str) -> AccountVerifyConfig:
     return account
 
 
-def _headers(ctx: Context, node: yaml.Node, path: str) -> dict[str, Secret]:
+def secret_headers(ctx: Context, node: yaml.Node, path: str) -> dict[str, Secret]:
+    """Read a mapping of header name to value; the values are secrets."""
     section = Section(ctx, node, path, None)
     headers = {name: section.opt(name, secret) for name, _, _ in section.entries()}
     section.done()

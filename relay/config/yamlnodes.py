@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -239,6 +240,30 @@ def secret(ctx: Context, node: yaml.Node, path: str) -> Secret:
         # Nearly always `"${VAR}"` with VAR set to the empty string.
         ctx.fail(node, path, "must not be empty (is its environment variable empty?)")
     return Secret(value)
+
+
+def http_url(ctx: Context, node: yaml.Node, path: str) -> str:
+    """Read an http(s) URL that is not secret (it may appear in the error)."""
+    value = string(ctx, node, path)
+    if not _is_http_url(value):
+        ctx.fail(node, path, f'expected an http(s) URL, got "{value}"')
+    return value
+
+
+def secret_http_url(ctx: Context, node: yaml.Node, path: str) -> Secret:
+    """Read a secret http(s) URL; the error never shows it (a webhook URL is a credential)."""
+    value = secret(ctx, node, path)
+    if not _is_http_url(value.reveal()):
+        ctx.fail(node, path, "expected an http(s) URL (value not shown: it is a secret)")
+    return value
+
+
+def _is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 def int_range(low: int, high: int | None = None) -> Reader[int]:

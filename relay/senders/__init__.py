@@ -12,6 +12,7 @@ from relay.senders.console import ConsoleSender
 from relay.senders.discord import DiscordSender
 from relay.senders.email import EmailSender
 from relay.senders.slack import build_slack_sender
+from relay.senders.webhook import WebhookSender
 
 SenderFactory = Callable[[Any, SenderContext], Sender]
 
@@ -20,6 +21,7 @@ SENDERS: dict[str, SenderFactory] = {
     "discord": DiscordSender,
     "email": EmailSender,
     "slack": build_slack_sender,
+    "webhook": WebhookSender,
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -11,27 +13,38 @@ from relay.senders import DeliveryError, Sender, SenderContext, build_senders
 from relay.senders.base import Sent
 from relay.senders.http import is_retryable_status, parse_retry_after
 from tests.support.fake_discord import FakeDiscord
+from tests.support.fake_receiver import RECEIVER_SECRET, FakeReceiver
 from tests.support.fake_slack import BOT_TOKEN, WEBHOOK_SECRET, FakeSlack
 from tests.support.notifications import chat
 from tests.support.relay import make_config
 from tests.support.smtp import free_port
 
 DISCORD_TOKEN = "discordTokenSecret42"
-HTTP_KINDS = ["slack-webhook", "slack-api", "discord"]
+HTTP_KINDS = ["slack-webhook", "slack-api", "discord", "webhook"]
 
 # status -> retryable (None: a success). The one table every HTTP sender must follow.
 STATUS_TABLE: list[tuple[int, bool | None]] = [
     (200, None),
+    (301, False),  # redirects are not followed: the URL is wrong, and stays wrong
     (400, False),
     (401, False),
     (403, False),
     (404, False),
     (408, True),
+    (410, False),
     (429, True),
     (500, True),
     (502, True),
     (503, True),
+    (504, True),
 ]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[FakeReceiver]:
+    fake = await FakeReceiver().start()
+    yield fake
+    await fake.close()
 
 
 @pytest.mark.parametrize(
@@ -67,28 +80,37 @@ def test_parse_retry_after(value: str | None, now: float | None, expected: float
     assert parse_retry_after(value, now=now) == expected
 
 
-def destination_yaml(kind: str, slack_port: int, discord_port: int) -> str:
-    base = f"http://127.0.0.1:{slack_port}"
+@dataclass(frozen=True)
+class Ports:
+    """Where each fake listens."""
+
+    slack: int
+    discord: int
+    receiver: int
+
+
+def destination_yaml(kind: str, ports: Ports) -> str:
+    base = f"http://127.0.0.1:{ports.slack}"
     return {
         "slack-webhook": f'{{ type: slack, webhook_url: "{base}/services/T0001/B0001/'
         f'{WEBHOOK_SECRET}" }}',
         "slack-api": f'{{ type: slack, token: "{BOT_TOKEN}", channel: "#alerts", '
         f'api_url: "{base}/api/" }}',
-        "discord": f'{{ type: discord, webhook_url: "http://127.0.0.1:{discord_port}'
+        "discord": f'{{ type: discord, webhook_url: "http://127.0.0.1:{ports.discord}'
         f'/api/webhooks/1/{DISCORD_TOKEN}" }}',
+        "webhook": f'{{ type: webhook, url: "http://127.0.0.1:{ports.receiver}/hook",'
+        f' secret: "{RECEIVER_SECRET}" }}',
     }[kind]
 
 
-def build_sender(
-    kind: str, slack_port: int, discord_port: int, http: aiohttp.ClientSession, tmp_path: Path
-) -> Sender:
-    yaml_text = f"destinations:\n  dest: {destination_yaml(kind, slack_port, discord_port)}\n"
+def build_sender(kind: str, ports: Ports, http: aiohttp.ClientSession, tmp_path: Path) -> Sender:
+    yaml_text = f"destinations:\n  dest: {destination_yaml(kind, ports)}\n"
     config = make_config(yaml_text, tmp_path)
     return build_senders(config.destinations, SenderContext(http=http))["dest"]
 
 
 def assert_no_secret(text: str) -> None:
-    for secret in (WEBHOOK_SECRET, BOT_TOKEN, DISCORD_TOKEN):
+    for secret in (WEBHOOK_SECRET, BOT_TOKEN, DISCORD_TOKEN, RECEIVER_SECRET):
         assert secret not in text, text
 
 
@@ -100,22 +122,30 @@ async def test_every_http_sender_classifies_statuses_alike(
     retryable: bool | None,
     slack: FakeSlack,
     discord: FakeDiscord,
+    receiver: FakeReceiver,
     http: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
-    sender = build_sender(kind, slack.port, discord.port, http, tmp_path)
-    (discord if kind == "discord" else slack).script(status)
+    sender = build_sender(kind, Ports(slack.port, discord.port, receiver.port), http, tmp_path)
+    fakes: dict[str, FakeSlack | FakeDiscord | FakeReceiver] = {
+        "discord": discord,
+        "webhook": receiver,
+    }
+    fakes.get(kind, slack).script(status)
+
+    def requests() -> int:
+        return len(slack.requests) + len(discord.requests) + len(receiver.requests)
 
     if retryable is None:
         assert await sender.send(chat()) == Sent()
-        assert len(slack.delivered) + len(discord.delivered) == 1
+        assert len(slack.delivered) + len(discord.delivered) + len(receiver.delivered) == 1
         return
     with pytest.raises(DeliveryError) as caught:
         await sender.send(chat())
     assert caught.value.retryable is retryable, str(caught.value)
     assert str(status) in str(caught.value)
     assert_no_secret(str(caught.value))
-    assert len(slack.requests) + len(discord.requests) == 1  # a sender never retries itself
+    assert requests() == 1  # a sender never retries itself
 
 
 @pytest.mark.parametrize("kind", HTTP_KINDS)
@@ -123,7 +153,7 @@ async def test_network_error_is_retryable_and_hides_the_token(
     kind: str, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     closed = free_port()
-    sender = build_sender(kind, closed, closed, http, tmp_path)
+    sender = build_sender(kind, Ports(closed, closed, closed), http, tmp_path)
 
     with pytest.raises(DeliveryError) as caught:
         await sender.send(chat())

@@ -1,0 +1,145 @@
+"""The webhook destination: the event to any HTTP endpoint, signed the Standard Webhooks way."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from standardwebhooks.webhooks import Webhook
+
+from relay import __version__
+from relay.config.model import WebhookDestination
+from relay.limits import Limit
+from relay.notification import Notification
+from relay.secrets import Secret, mask_url
+from relay.senders.base import DeliveryError, SenderContext, Sent
+from relay.senders.console import printable
+from relay.senders.http import connection_error, parse_retry_after, status_error
+from relay.templates import TemplateFailed, render_json
+
+SERVICE = "webhook"
+DETAIL_LIMIT = 200  # how much of a refusing answer goes into the attempt record
+USER_AGENT = f"relay/{__version__}"
+
+
+class WebhookSender:
+    """POSTs each notification's event to one endpoint; the worker retries."""
+
+    updates_parents = False
+
+    def __init__(self, config: WebhookDestination, context: SenderContext) -> None:
+        self.name = config.name
+        self._url = config.url
+        self._signer = Webhook(config.secret.reveal()) if config.secret is not None else None
+        self._headers: Mapping[str, Secret] = config.headers
+        self._template = config.body
+        self._http = context.http
+        # Every value an answer might echo back, kept out of the attempt record.
+        self._secrets = [
+            s.reveal()
+            for s in (config.url, config.secret, *config.headers.values())
+            if s is not None
+        ]
+        # Not paced; a 429 pauses this endpoint for every destination and process sending there.
+        self.limit: Limit | None = Limit.of(f"webhook:{config.url.reveal()}")
+
+    def message_id(self, notification: Notification) -> str:
+        """The webhook-id: the same on every attempt of one delivery (an event to this
+        destination), so the receiver can drop a repeat, and different for any other."""
+        key = f"{self.name}\n{notification.event.event_id}".encode("utf-8", "replace")
+        return "msg_" + hashlib.sha256(key).hexdigest()[:32]
+
+    def body(self, notification: Notification) -> bytes:
+        """The request body: the event as received, the `body` template's JSON, or for a
+        digest every event of it in order; raise DeliveryError when the template fails."""
+        event = notification.event
+        if notification.transcript:
+            return _json(
+                {
+                    "type": "digest",
+                    "rule": notification.rule,
+                    "session_id": event.session,
+                    "events": [e.payload for e in notification.transcript],
+                }
+            )
+        if self._template is None:
+            return event.raw or _json(event.payload)
+        try:
+            return render_json(self._template, event.context())
+        except TemplateFailed as exc:
+            raise DeliveryError(f"body template {exc}", retryable=False) from None
+
+    def headers(self, notification: Notification, body: bytes, now: float) -> dict[str, str]:
+        """The request headers: the configured ones, then the signature's, which win."""
+        message_id = self.message_id(notification)
+        headers = {name: value.reveal() for name, value in self._headers.items()}
+        headers.update(
+            {
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+                "webhook-id": message_id,
+                "webhook-timestamp": str(int(now)),
+            }
+        )
+        if self._signer is not None:
+            when = datetime.datetime.fromtimestamp(int(now), tz=datetime.UTC)
+            headers["webhook-signature"] = self._signer.sign(message_id, when, body)
+        return headers
+
+    def preview(self, notification: Notification) -> str:
+        lines = [f"POST {mask_url(self._url.reveal())}"]
+        try:
+            body = self.body(notification)
+        except DeliveryError as exc:
+            return "\n".join([*lines, f"not sent: {exc} (the delivery is dead-lettered)"]) + "\n"
+        lines += [
+            "Content-Type: application/json",
+            f"webhook-id: {self.message_id(notification)}",
+            "webhook-timestamp: (the time of each attempt)",
+        ]
+        if self._signer is not None:
+            lines.append("webhook-signature: v1,… (signed with the destination's secret)")
+        lines += [f"{name}: <secret>" for name in self._headers]
+        return "\n".join([*lines, "", printable(body.decode("utf-8", "replace"))]) + "\n"
+
+    async def update_parent(self, thread: str, messages: int, last_activity: float) -> None:
+        """This destination has no parent message to keep current."""
+
+    def wait_s(self) -> float:
+        return 0.0
+
+    async def send(self, notification: Notification) -> Sent:
+        if self._http is None:
+            raise DeliveryError("no HTTP session", retryable=False)
+        body = self.body(notification)
+        # Fresh on every attempt: a receiver refuses an old timestamp as a replay.
+        headers = self.headers(notification, body, time.time())
+        try:
+            async with self._http.post(
+                self._url.reveal(), data=body, headers=headers, allow_redirects=False
+            ) as response:
+                if 200 <= response.status < 300:
+                    return Sent()
+                text = await response.text(errors="replace")
+                raise self._error(response.status, text, response.headers)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise connection_error(SERVICE, exc) from None
+
+    def _error(self, status: int, text: str, headers: Any) -> DeliveryError:
+        detail = " ".join(printable(text[: DETAIL_LIMIT * 2]).split())[:DETAIL_LIMIT]
+        for value in self._secrets:  # a receiver that echoes the request must not leak it
+            detail = detail.replace(value, "<secret>")
+        if 300 <= status < 400:
+            detail = "redirects are not followed; set url to where it points" + (
+                f" ({detail})" if detail else ""
+            )
+        return status_error(SERVICE, status, detail, parse_retry_after(headers.get("Retry-After")))
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
