@@ -17,6 +17,9 @@ from relay.logs import TextFormatter
 from tests.support.bithuman import ACCOUNT_SECRET, DASHBOARD_HEADER_VALUE
 from tests.support.fake_discord import FakeDiscord
 from tests.support.fake_slack import BOT_TOKEN, WEBHOOK_SECRET, FakeSlack
+from tests.support.postgres import ADMIN_PASSWORD as PG_ADMIN_PASSWORD
+from tests.support.postgres import PASSWORD as PG_PASSWORD
+from tests.support.postgres import PostgresServer
 from tests.support.processes import RelayProcesses
 from tests.support.redis_server import RedisServer
 from tests.support.relay import SECRET, Output, make_config
@@ -102,6 +105,30 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session's tests that do not stop it; a test writes
+    to a database of its own (`pg_db`)."""
+    with PostgresServer() as server:
+        yield server.start()
+
+
+@pytest.fixture
+def pg_db(postgres: PostgresServer) -> Iterator[str]:
+    """The DSN of an empty database of this test's own on the shared server, owned by
+    `relay`; dropped afterwards."""
+    name = postgres.create_database()
+    yield postgres.dsn_for(name)
+    postgres.drop_database(name)
+
+
+@pytest.fixture
+def postgres_own() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this test's own, which it may stop, kill and restart."""
+    with PostgresServer() as server:
+        yield server.start()
+
+
 @pytest.fixture
 def processes(tmp_path: Path) -> Iterator[RelayProcesses]:
     """Start `relay serve` subprocesses; whatever still runs is killed at teardown."""
@@ -137,6 +164,8 @@ watch(
     "discordTokenSecret42",
     DASHBOARD_HEADER_VALUE,
     ACCOUNT_SECRET,
+    PG_PASSWORD,
+    PG_ADMIN_PASSWORD,
 )
 
 
