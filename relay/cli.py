@@ -1,4 +1,4 @@
-"""The command line: serve, check, route, sign, send-test, deliveries, replay."""
+"""The command line: serve, check, route, sign, send-test, test, deliveries, replay."""
 
 from __future__ import annotations
 
@@ -113,6 +113,20 @@ def cmd_send_test(args: argparse.Namespace) -> int:
     return asyncio.run(send_test(args, config))
 
 
+def cmd_test(args: argparse.Namespace) -> int:
+    from relay.rule_tests import load_cases, run_cases
+
+    config = _load_or_exit(_config_path(args))
+    try:
+        cases = load_cases(args.tests, config)
+    except ConfigError as exc:
+        # Like a bad config: every problem, and no case runs (exit 1, as for a failure).
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        return 1
+    return run_cases(config, cases, sys.stdout)
+
+
 def cmd_deliveries(args: argparse.Namespace) -> int:
     from relay.delivery_log import print_deliveries
 
@@ -197,6 +211,19 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--message", default="Hello from relay send-test", help="chat.push message")
     test.add_argument("--agent", help="the sample event's agent code (default A80HVD8577)")
     test.set_defaults(func=cmd_send_test)
+
+    rule_tests = command(
+        "test",
+        "rule unit tests, offline: each case an event and the destinations (rule, template,"
+        " text) it must reach; exit 1 on any failure",
+    )
+    rule_tests.add_argument(
+        "tests",
+        metavar="TESTS.yaml",
+        help="the cases: tests: [{name, event or event_file, expect: {destinations,"
+        " notifications}}]; event_file is relative to this file",
+    )
+    rule_tests.set_defaults(func=cmd_test)
 
     deliveries = command("deliveries", "the delivery log, newest first")
     deliveries.add_argument("--status", choices=("pending", "failed", "dead", "sent"))

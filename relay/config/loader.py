@@ -34,28 +34,33 @@ _RULE_KEYS = ("name", "when", "send_to", "template", "stop", "thread", "broadcas
 
 def load(path: str) -> Config:
     """Load and check a config file; raise ConfigError listing every problem."""
+    return load_text(read_text(path), path)
+
+
+def read_text(path: str) -> str:
+    """Read a YAML file as text; raise ConfigError saying why it cannot be read."""
     try:
         with open(path, encoding="utf-8") as file:
-            text = file.read()
+            return file.read()
     except OSError as exc:
         raise ConfigError([ConfigIssue(path, 0, "", f"cannot read: {exc.strerror}")]) from None
     except UnicodeDecodeError as exc:
         message = f"cannot read: not UTF-8 text (byte {exc.start})"
         raise ConfigError([ConfigIssue(path, 0, "", message)]) from None
-    return load_text(text, path)
 
 
 def load_text(text: str, source: str, env: Mapping[str, str] | None = None) -> Config:
     """Load and check config text; `source` names it in errors; env defaults to os.environ."""
     ctx = Context(source, os.environ if env is None else env)
-    root = _compose(ctx, text)
+    root = compose(ctx, text)
     config = Config(source) if root is None else _config(ctx, root)
     if ctx.issues:
         raise ConfigError(sorted(ctx.issues, key=lambda issue: issue.line))
     return config
 
 
-def _compose(ctx: Context, text: str) -> yaml.Node | None:
+def compose(ctx: Context, text: str) -> yaml.Node | None:
+    """Parse YAML text into nodes; a syntax error is recorded, without quoting its line."""
     try:
         return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
