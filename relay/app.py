@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncIterator
 from typing import TextIO
@@ -13,7 +14,7 @@ from relay.config.model import Config
 from relay.delivery import Clock, DeliveryWorker
 from relay.ingest import handle_webhook
 from relay.metrics import CONTENT_TYPE_LATEST
-from relay.senders import build_senders
+from relay.senders import build_senders, close_senders
 from relay.state import RelayState
 from relay.store import Store, StoreUnavailable, open_store
 
@@ -76,6 +77,7 @@ def create_app(
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             state.sender_context.http = http
+            state.sender_context.concurrency = config.delivery.concurrency
             state.senders = build_senders(config.destinations, state.sender_context)
             if run_worker:
                 state.worker = DeliveryWorker(
@@ -88,6 +90,8 @@ def create_app(
                 state.draining = True
                 if state.worker is not None:
                     await state.worker.stop(state.config.server.shutdown_timeout_s)
+                await close_senders(state.senders.values())
+                await asyncio.gather(*state.background, return_exceptions=True)
         await state.store.close()
 
     app.cleanup_ctx.append(lifecycle)
@@ -101,8 +105,14 @@ def create_app(
 def reload(app: web.Application, config: Config) -> None:
     """Swap a new, already validated config into a running app."""
     state = app[STATE]
+    state.sender_context.concurrency = config.delivery.concurrency
     senders = build_senders(config.destinations, state.sender_context)
+    replaced = list(state.senders.values())
     state.use_config(config)
     state.senders = senders
     if state.worker is not None:
         state.worker.reconfigure(config, senders)
+    # A send still under way on an old sender finishes: closing only refuses new ones.
+    closing = asyncio.create_task(close_senders(replaced))
+    state.background.add(closing)
+    closing.add_done_callback(state.background.discard)

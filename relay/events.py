@@ -63,6 +63,7 @@ class Event:
     # The body's bytes as received, where they are known (a stored event): what a webhook
     # destination sends on by default, byte for byte.
     raw: bytes = field(default=b"", repr=False, compare=False)
+    received_at: float = field(default=0.0, compare=False)  # when relay received it
 
     # Read several times per event by the rules, so worked out once, up front (a
     # cached_property would take a lock on every first read).
@@ -136,7 +137,7 @@ def parse_event(body: bytes, *, event_id: str | None, received_at: float) -> Eve
     """
     payload = decode_body(body)
     if looks_like_account_event(payload):
-        return account_event(payload, event_id=event_id, raw=body)
+        return account_event(payload, event_id=event_id, received_at=received_at, raw=body)
     event_id = event_id or body_event_id(body)
     return session_event(payload, event_id=event_id, received_at=received_at, raw=body)
 
@@ -170,7 +171,7 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 def event_from_payload(payload: object, *, event_id: str, received_at: float) -> Event:
     """Check a decoded payload of either family and build an Event; raise EventError."""
     if looks_like_account_event(payload):
-        return account_event(payload, event_id=event_id)
+        return account_event(payload, event_id=event_id, received_at=received_at)
     return session_event(payload, event_id=event_id, received_at=received_at)
 
 
@@ -202,10 +203,13 @@ def session_event(payload: object, *, event_id: str, received_at: float, raw: by
         timestamp=received_at if timestamp is None else float(timestamp),
         payload=payload,
         raw=raw,
+        received_at=received_at,
     )
 
 
-def account_event(payload: object, *, event_id: str | None, raw: bytes = b"") -> Event:
+def account_event(
+    payload: object, *, event_id: str | None, received_at: float = 0.0, raw: bytes = b""
+) -> Event:
     """Check a decoded account webhook and build an Event; raise EventError naming the field."""
     payload = _object(payload)
     if "event_type" in payload:
@@ -237,6 +241,7 @@ def account_event(payload: object, *, event_id: str | None, raw: bytes = b"") ->
         payload=payload,
         account=True,
         raw=raw,
+        received_at=received_at,
     )
 
 

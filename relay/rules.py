@@ -55,7 +55,7 @@ class RuleVerdict:
     skipped: bool  # an earlier matching rule had `stop: true`
 
 
-_MISSING = object()
+MISSING = object()
 
 _GLOB_VALUES: dict[str, Callable[[Event], str | None]] = {
     "event": lambda event: event.kind,
@@ -99,7 +99,7 @@ def _message_checks(condition: MessageCondition) -> list[TextCheck]:
 
 
 def lookup(event: Event, path: str) -> Any:
-    """Return the value at a dotted path into the event (`data.session_id`), or _MISSING."""
+    """Return the value at a dotted path into the event (`data.session_id`), or MISSING."""
     first, _, rest = path.partition(".")
     if first == "timestamp":  # filled in with the receive time when the payload has none
         value: Any = event.timestamp
@@ -110,14 +110,14 @@ def lookup(event: Event, path: str) -> Any:
     elif first in event.payload:
         value = event.payload[first]
     else:
-        return _MISSING
+        return MISSING
     for part in rest.split(".") if rest else ():
         if isinstance(value, dict) and part in value:
             value = value[part]
         elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
             value = value[int(part)]
         else:
-            return _MISSING
+            return MISSING
     return value
 
 
@@ -133,8 +133,8 @@ def _json_equal(left: Any, right: Any) -> bool:
 def _field_holds(condition: FieldCondition, value: Any) -> bool:
     op, wanted = condition.op, condition.value
     if op == "exists":
-        return (value is not _MISSING) is bool(wanted)
-    if value is _MISSING:
+        return (value is not MISSING) is bool(wanted)
+    if value is MISSING:
         return False
     if op == "equals":
         return _json_equal(value, wanted)
@@ -256,10 +256,10 @@ def _explain_field(condition: FieldCondition, event: Event) -> Outcome:
     value = lookup(event, condition.path)
     held = _field_holds(condition, value)
     if condition.op == "exists":
-        return Outcome(held, f"{condition.path} {'is absent' if value is _MISSING else 'exists'}")
+        return Outcome(held, f"{condition.path} {'is absent' if value is MISSING else 'exists'}")
     wanted = condition.value
     shown = f"/{wanted.pattern}/" if condition.op == "regex" else repr(wanted)
-    if value is _MISSING:
+    if value is MISSING:
         return Outcome(False, f"{condition.path} is absent (wanted {condition.op} {shown})")
     verb = "holds" if held else "does not hold"
     return Outcome(held, f"{condition.path} = {value!r}: {condition.op} {shown} {verb}")

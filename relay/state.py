@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ class RelayState:
     metrics: Metrics = field(default_factory=Metrics)
     draining: bool = False  # after SIGTERM: /readyz says 503; events are still taken
     clock: Clock = time.time
+    # Tasks the app starts and awaits at shutdown (closing the senders a reload replaced).
+    background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.router = Router(self.config.rules)

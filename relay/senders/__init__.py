@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from relay.config.model import Destination
@@ -11,7 +12,9 @@ from relay.senders.base import DeliveryError, Sender, SenderContext
 from relay.senders.console import ConsoleSender
 from relay.senders.discord import DiscordSender
 from relay.senders.email import EmailSender
+from relay.senders.postgres import PostgresSender
 from relay.senders.slack import build_slack_sender
+from relay.senders.teams import TeamsSender
 from relay.senders.webhook import WebhookSender
 
 SenderFactory = Callable[[Any, SenderContext], Sender]
@@ -20,7 +23,9 @@ SENDERS: dict[str, SenderFactory] = {
     "console": ConsoleSender,
     "discord": DiscordSender,
     "email": EmailSender,
+    "postgres": PostgresSender,
     "slack": build_slack_sender,
+    "teams": TeamsSender,
     "webhook": WebhookSender,
 }
 
@@ -35,4 +40,21 @@ def build_senders(
     }
 
 
-__all__ = ["SENDERS", "DeliveryError", "Notification", "Sender", "SenderContext", "build_senders"]
+async def close_senders(senders: Iterable[Sender]) -> None:
+    """Close senders one by one; one that fails to close keeps no other open."""
+    for sender in senders:
+        try:
+            await sender.close()
+        except Exception:  # closing is best effort: the process may be stopping
+            logging.getLogger("relay.senders").exception("could not close %s", sender.name)
+
+
+__all__ = [
+    "SENDERS",
+    "DeliveryError",
+    "Notification",
+    "Sender",
+    "SenderContext",
+    "build_senders",
+    "close_senders",
+]

@@ -41,6 +41,9 @@ class SenderContext:
 
     http: aiohttp.ClientSession | None = None
     stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    # delivery.concurrency: how many sends a destination has in flight, so how many
+    # connections a database destination needs.
+    concurrency: int = 4
 
 
 class Sender(Protocol):
@@ -70,3 +73,7 @@ class Sender(Protocol):
     async def update_parent(self, thread: str, messages: int, last_activity: float) -> None:
         """Show a conversation's message count and last activity on its parent message;
         raise DeliveryError on failure. Only where `updates_parents`."""
+
+    async def close(self) -> None:
+        """Let go of what the sender holds of its own (a database's connections); a send
+        still under way finishes first."""

@@ -42,6 +42,9 @@ class ConsoleSender:
         lines.append(f"  ({summary.footer})")
         return printable("\n".join(lines)) + "\n"
 
+    async def close(self) -> None:
+        """Nothing to let go of: stdout is the process's."""
+
     async def update_parent(self, thread: str, messages: int, last_activity: float) -> None:
         """This destination has no parent message to keep current."""
 

@@ -138,6 +138,9 @@ class DiscordSender:
         body = json.dumps(self.payload(notification), indent=2, ensure_ascii=False)
         return f"POST {target}?{query}\n{body}\n"
 
+    async def close(self) -> None:
+        """Nothing of its own to let go of: the HTTP session is the app's."""
+
     async def update_parent(self, thread: str, messages: int, last_activity: float) -> None:
         """This destination has no parent message to keep current."""
 

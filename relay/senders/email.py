@@ -163,6 +163,9 @@ class EmailSender:
         message = build_message(self._config, notification)
         return f"SMTP {smtp.host}:{smtp.port} ({smtp.tls})\n{message.as_string()}"
 
+    async def close(self) -> None:
+        """Nothing to let go of: each send opens and closes its own SMTP connection."""
+
     async def update_parent(self, thread: str, messages: int, last_activity: float) -> None:
         """This destination has no parent message to keep current."""
 

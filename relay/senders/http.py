@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Iterable
 
 import aiohttp
 
 from relay.senders.base import DeliveryError
+from relay.senders.console import printable
 
 # One table for every HTTP destination. 408, 425 and 429 ask for a later try; so do
 # server errors. Any other 4xx means the request itself is wrong and will stay wrong.
@@ -32,6 +34,28 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
     return max(seconds, 0.0)
+
+
+DETAIL_LIMIT = 200  # how much of a refusing answer goes into the attempt record
+
+
+def answer_detail(
+    text: str, secrets: Iterable[str], *, redirect_key: str | None = None, status: int = 0
+) -> str:
+    """Return the start of a refusing answer for the attempt record: one printable line,
+    with every secret the request carried masked. The mask comes before the cut, so an
+    echo of the request leaks no part of a secret that straddles the limit."""
+    longest = max((len(value) for value in secrets), default=0)
+    start = text[: DETAIL_LIMIT * 2 + longest]
+    for value in sorted(secrets, key=len, reverse=True):
+        if value:
+            start = start.replace(value, "<secret>")
+    detail = " ".join(printable(start).split())[:DETAIL_LIMIT]
+    if redirect_key is not None and 300 <= status < 400:
+        detail = f"redirects are not followed; set {redirect_key} to where it points" + (
+            f" ({detail})" if detail else ""
+        )
+    return detail
 
 
 def status_error(

@@ -128,6 +128,9 @@ class SlackWebhookSender:
     def wait_s(self) -> float:
         return 0.0  # paced by self.limit
 
+    async def close(self) -> None:
+        """Nothing of its own to let go of: the HTTP session is the app's."""
+
     async def update_parent(self, thread: str, messages: int, last_activity: float) -> None:
         """A webhook posts no parent message to keep current."""
 
@@ -215,6 +218,9 @@ class SlackApiSender:
             raise connection_error("Slack", exc) from None
         # Slack answers with the channel's ID, which chat.update needs (a #name will not do).
         return SlackThread(str(response["channel"]), str(response["ts"]), text, blocks)
+
+    async def close(self) -> None:
+        """Nothing of its own to let go of: the HTTP session is the app's."""
 
     async def update_parent(self, thread: str, messages: int, last_activity: float) -> None:
         """Add the conversation's message count and last activity under its parent."""

@@ -19,11 +19,10 @@ from relay.notification import Notification
 from relay.secrets import Secret, mask_url
 from relay.senders.base import DeliveryError, SenderContext, Sent
 from relay.senders.console import printable
-from relay.senders.http import connection_error, parse_retry_after, status_error
+from relay.senders.http import answer_detail, connection_error, parse_retry_after, status_error
 from relay.templates import TemplateFailed, render_json
 
 SERVICE = "webhook"
-DETAIL_LIMIT = 200  # how much of a refusing answer goes into the attempt record
 USER_AGENT = f"relay/{__version__}"
 
 
@@ -107,6 +106,9 @@ class WebhookSender:
         lines += [f"{name}: <secret>" for name in self._headers]
         return "\n".join([*lines, "", printable(body.decode("utf-8", "replace"))]) + "\n"
 
+    async def close(self) -> None:
+        """Nothing of its own to let go of: the HTTP session is the app's."""
+
     async def update_parent(self, thread: str, messages: int, last_activity: float) -> None:
         """This destination has no parent message to keep current."""
 
@@ -131,13 +133,7 @@ class WebhookSender:
             raise connection_error(SERVICE, exc) from None
 
     def _error(self, status: int, text: str, headers: Any) -> DeliveryError:
-        detail = " ".join(printable(text[: DETAIL_LIMIT * 2]).split())[:DETAIL_LIMIT]
-        for value in self._secrets:  # a receiver that echoes the request must not leak it
-            detail = detail.replace(value, "<secret>")
-        if 300 <= status < 400:
-            detail = "redirects are not followed; set url to where it points" + (
-                f" ({detail})" if detail else ""
-            )
+        detail = answer_detail(text, self._secrets, redirect_key="url", status=status)
         return status_error(SERVICE, status, detail, parse_retry_after(headers.get("Retry-After")))
 
 

@@ -15,12 +15,14 @@ from relay.senders.http import is_retryable_status, parse_retry_after
 from tests.support.fake_discord import FakeDiscord
 from tests.support.fake_receiver import RECEIVER_SECRET, FakeReceiver
 from tests.support.fake_slack import BOT_TOKEN, WEBHOOK_SECRET, FakeSlack
+from tests.support.fake_teams import FakeTeams
 from tests.support.notifications import chat
 from tests.support.relay import make_config
 from tests.support.smtp import free_port
 
 DISCORD_TOKEN = "discordTokenSecret42"
-HTTP_KINDS = ["slack-webhook", "slack-api", "discord", "webhook"]
+TEAMS_SIG = "teamsWorkflowSig7720"
+HTTP_KINDS = ["slack-webhook", "slack-api", "discord", "webhook", "teams"]
 
 # status -> retryable (None: a success). The one table every HTTP sender must follow.
 STATUS_TABLE: list[tuple[int, bool | None]] = [
@@ -43,6 +45,13 @@ STATUS_TABLE: list[tuple[int, bool | None]] = [
 @pytest.fixture
 async def receiver() -> AsyncIterator[FakeReceiver]:
     fake = await FakeReceiver().start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def teams() -> AsyncIterator[FakeTeams]:
+    fake = await FakeTeams().start()
     yield fake
     await fake.close()
 
@@ -87,6 +96,7 @@ class Ports:
     slack: int
     discord: int
     receiver: int
+    teams: int
 
 
 def destination_yaml(kind: str, ports: Ports) -> str:
@@ -100,6 +110,8 @@ def destination_yaml(kind: str, ports: Ports) -> str:
         f'/api/webhooks/1/{DISCORD_TOKEN}" }}',
         "webhook": f'{{ type: webhook, url: "http://127.0.0.1:{ports.receiver}/hook",'
         f' secret: "{RECEIVER_SECRET}" }}',
+        "teams": f'{{ type: teams, webhook_url: "http://127.0.0.1:{ports.teams}/workflows/1'
+        f'?sig={TEAMS_SIG}" }}',
     }[kind]
 
 
@@ -110,7 +122,7 @@ def build_sender(kind: str, ports: Ports, http: aiohttp.ClientSession, tmp_path:
 
 
 def assert_no_secret(text: str) -> None:
-    for secret in (WEBHOOK_SECRET, BOT_TOKEN, DISCORD_TOKEN, RECEIVER_SECRET):
+    for secret in (WEBHOOK_SECRET, BOT_TOKEN, DISCORD_TOKEN, RECEIVER_SECRET, TEAMS_SIG):
         assert secret not in text, text
 
 
@@ -123,22 +135,25 @@ async def test_every_http_sender_classifies_statuses_alike(
     slack: FakeSlack,
     discord: FakeDiscord,
     receiver: FakeReceiver,
+    teams: FakeTeams,
     http: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
-    sender = build_sender(kind, Ports(slack.port, discord.port, receiver.port), http, tmp_path)
-    fakes: dict[str, FakeSlack | FakeDiscord | FakeReceiver] = {
+    ports = Ports(slack.port, discord.port, receiver.port, teams.port)
+    sender = build_sender(kind, ports, http, tmp_path)
+    fakes: dict[str, FakeSlack | FakeDiscord | FakeReceiver | FakeTeams] = {
         "discord": discord,
         "webhook": receiver,
+        "teams": teams,
     }
     fakes.get(kind, slack).script(status)
 
     def requests() -> int:
-        return len(slack.requests) + len(discord.requests) + len(receiver.requests)
+        return sum(len(fake.requests) for fake in (slack, discord, receiver, teams))
 
     if retryable is None:
         assert await sender.send(chat()) == Sent()
-        assert len(slack.delivered) + len(discord.delivered) + len(receiver.delivered) == 1
+        assert sum(len(fake.delivered) for fake in (slack, discord, receiver, teams)) == 1
         return
     with pytest.raises(DeliveryError) as caught:
         await sender.send(chat())
@@ -153,7 +168,7 @@ async def test_network_error_is_retryable_and_hides_the_token(
     kind: str, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     closed = free_port()
-    sender = build_sender(kind, Ports(closed, closed, closed), http, tmp_path)
+    sender = build_sender(kind, Ports(closed, closed, closed, closed), http, tmp_path)
 
     with pytest.raises(DeliveryError) as caught:
         await sender.send(chat())
