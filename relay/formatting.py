@@ -59,7 +59,10 @@ def safe_link(label: str, value: object) -> Link | None:
         return None
     if not value.isprintable() or any(ch.isspace() for ch in value):
         return None
-    parts = urllib.parse.urlsplit(value)
+    try:
+        parts = urllib.parse.urlsplit(value)
+    except ValueError:  # an unclosed IPv6 bracket
+        return None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
     return Link(label, value)
@@ -143,7 +146,10 @@ def _fields(event: Event, extra: Sequence[tuple[str, str]]) -> tuple[tuple[str, 
         if value is not None:
             fields.append((label, value))
     fields.extend(extra)
-    return tuple(fields[:MAX_FIELDS])
+    if len(fields) > MAX_FIELDS:  # cut visibly, as text is
+        shown = fields[: MAX_FIELDS - 1]
+        fields = [*shown, ("…", f"and {len(fields) - len(shown)} more")]
+    return tuple(fields)
 
 
 def fit_lines(lines: Sequence[str], limit: int) -> str:

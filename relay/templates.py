@@ -28,7 +28,12 @@ def _undefined(value: object) -> object:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-ENVIRONMENT.policies["json.dumps_kwargs"] = {"sort_keys": True, "default": _undefined}
+# NaN and Infinity are not JSON (an event may carry 1e400, which Python reads as inf).
+ENVIRONMENT.policies["json.dumps_kwargs"] = {
+    "sort_keys": True,
+    "default": _undefined,
+    "allow_nan": False,
+}
 
 
 def compile_template(source: str) -> jinja2.Template:
@@ -58,21 +63,33 @@ class NotJson(TemplateFailed):
 
 # What rendering can raise on one event's values, besides Jinja's own errors: the sandbox
 # lets a template compute, and a computation can fail.
-_RENDER_ERRORS = (jinja2.TemplateError, TypeError, ValueError, LookupError, ArithmeticError)
+_RENDER_ERRORS = (
+    jinja2.TemplateError,
+    TypeError,
+    ValueError,
+    LookupError,
+    ArithmeticError,
+    RecursionError,  # a macro that calls itself
+)
+
+
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def render_json(template: jinja2.Template, context: dict[str, Any]) -> bytes:
     """Render a template that must give JSON; raise TemplateFailed or NotJson saying why."""
     try:
         text = render(template, context)
+        body = text.encode()  # a lone surrogate in an event's text cannot be sent
     except _RENDER_ERRORS as exc:
         raise TemplateFailed(f"failed: {exc}") from None
     try:
-        json.loads(text)
+        json.loads(text, parse_constant=_not_json)
     except ValueError as exc:
         # Nearly always a value spliced in as text: a quote or newline in it breaks the JSON.
         raise NotJson(
             f"did not render valid JSON: {exc} (write {{{{ value | tojson }}}} to put a value"
             " in JSON)"
         ) from None
-    return text.encode()
+    return body

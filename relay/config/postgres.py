@@ -26,6 +26,12 @@ def read_postgres(section: Section, name: str) -> PostgresDestination:
     return PostgresDestination(name, dsn=dsn, table=table, columns=columns)
 
 
+def _folded(name: str) -> str:
+    """Read a name as PostgreSQL reads one unquoted (`MyEvents` is `myevents`): it is then
+    the table a user made with the same words in SQL, though relay quotes it."""
+    return name.lower()
+
+
 def identifier_problem(value: str) -> str | None:
     """Say why a name is not a plain identifier; None when it is one."""
     if len(value) > MAX_IDENTIFIER:
@@ -41,7 +47,7 @@ def _dsn(ctx: Context, node: yaml.Node, path: str) -> Secret:
     from psycopg.conninfo import conninfo_to_dict  # only configs with a database pay for it
 
     try:
-        conninfo_to_dict(value.reveal())
+        info = conninfo_to_dict(value.reveal())
     except Exception:  # psycopg.ProgrammingError; its text may quote the string
         ctx.fail(
             node,
@@ -49,12 +55,15 @@ def _dsn(ctx: Context, node: yaml.Node, path: str) -> Secret:
             "is not a PostgreSQL connection string (postgresql://user:password@host:5432/db"
             " or host=… dbname=…; value not shown: it holds a password)",
         )
+    if "@" in str(info.get("host", "")):
+        # libpq would take the rest of the password for the host, and say it in errors.
+        ctx.fail(node, path, "its password holds an @: write it %40 (value not shown)")
     return value
 
 
 def _table(ctx: Context, node: yaml.Node, path: str) -> tuple[str, ...]:
     value = nonempty_string(ctx, node, path)
-    parts = tuple(value.split("."))
+    parts = tuple(_folded(part) for part in value.split("."))
     if len(parts) > 2:
         ctx.fail(node, path, f'"{value}": a table is "name" or "schema.name"')
     for part in parts:
@@ -74,7 +83,7 @@ def _columns(ctx: Context, node: yaml.Node, path: str) -> dict[str, str]:
             continue
         value = section.opt(column, _column_value)
         if value is not None:
-            columns[column] = value
+            columns[_folded(column)] = value
     if next(section.entries(), None) is None:
         section.error("must name at least one column")
     elif "event_id" not in columns.values() and not section.failed:

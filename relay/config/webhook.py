@@ -6,6 +6,7 @@ import base64
 import binascii
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 import yaml
@@ -16,7 +17,7 @@ from relay.config.template_reader import template
 from relay.config.yamlnodes import Context, Invalid, Section, secret, secret_http_url
 from relay.events import Event, event_from_payload
 from relay.secrets import Secret
-from relay.templates import NotJson, TemplateFailed, render_json
+from relay.templates import NotJson, TemplateFailed, render, render_json
 
 # Standard Webhooks: a secret is whsec_ and base64 of 24 to 64 random bytes.
 _SECRET_PREFIX = "whsec_"
@@ -36,33 +37,42 @@ RESERVED_HEADERS = frozenset(
     }
 )
 
-# Events a body template is tried on at load: what bitHuman sends, with a message that
-# needs escaping, so a template that splices text into JSON without `tojson` fails here.
-_HOSTILE = 'He said "refund" \\ then\nleft'
+
+# Events a body template is tried on at load: what bitHuman sends, every text holding a
+# quote, a backslash and a newline, so a template that splices any of them into JSON
+# without `tojson` fails here rather than on the first real one.
+def _hostile(text: str) -> str:
+    return f'{text} "quoted" \\ and\nmore'
+
+
 _SAMPLES: tuple[dict[str, object], ...] = (
     {
-        "agent_id": "A80HVD8577",
+        "agent_id": _hostile("A80HVD8577"),
         "event_type": "room.join",
         "timestamp": 1790607253.5,
-        "data": {"room_name": "room-A80HVD8577-qtrJ", "participant_count": 3, "session_id": "s1"},
+        "data": {
+            "room_name": _hostile("room"),
+            "participant_count": 3,
+            "session_id": _hostile("s1"),
+        },
     },
     {
-        "agent_id": "A80HVD8577",
+        "agent_id": _hostile("A80HVD8577"),
         "event_type": "chat.push",
         "timestamp": 1790607268.9,
         "data": {
             "role": "user",
-            "message": _HOSTILE,
-            "session_id": "s1",
+            "message": _hostile("I want a refund"),
+            "session_id": _hostile("s1"),
             "timestamp": 1790607268.9,
         },
     },
-    {"agent_id": "test_agent_123", "event_type": "test"},
+    {"agent_id": _hostile("test_agent_123"), "event_type": "test"},
     {
-        "id": "evt_a1b2c3",
+        "id": _hostile("evt_a1b2c3"),
         "event": "agent.ready",
         "created": 1780417371,
-        "data": {"agent_id": "A80HVD8577", "code": "A80HVD8577"},
+        "data": {"agent_id": _hostile("A80HVD8577"), "code": _hostile("A80HVD8577")},
     },
 )
 
@@ -82,6 +92,11 @@ def read_webhook(section: Section, name: str) -> WebhookDestination:
     body = section.opt("body", _json_template)
     if url is None:
         raise Invalid
+    if urlsplit(url.reveal()).username is not None and "authorization" in map(str.lower, headers):
+        section.error(
+            "the url's user:password and an Authorization header would both authenticate: keep one",
+            "url",
+        )
     return WebhookDestination(name, url=url, secret=signing, headers=headers, body=body)
 
 
@@ -105,11 +120,17 @@ def _signing_secret(ctx: Context, node: yaml.Node, path: str) -> Secret:
 
 def _headers(ctx: Context, node: yaml.Node, path: str) -> dict[str, Secret]:
     headers = secret_headers(ctx, node, path)
-    for header in headers:
+    for header, value in headers.items():
         if _TOKEN.fullmatch(header) is None:
             ctx.error(node, f"{path}.{header}", "is not a valid HTTP header name")
         elif header.lower() in RESERVED_HEADERS:
             ctx.error(node, f"{path}.{header}", "is set by relay itself (the signature and body)")
+        elif any(ch in value.reveal() for ch in "\r\n\0"):
+            ctx.error(
+                node,
+                f"{path}.{header}",
+                "must be one line, without CR, LF or NUL (value not shown: it is a secret)",
+            )
     return headers
 
 
@@ -131,6 +152,10 @@ def json_problem(compiled: jinja2.Template, context: dict[str, Any]) -> str | No
     try:
         render_json(compiled, context)
     except NotJson as exc:
+        # Nothing at all is no verdict: a template may write for some event types only
+        # (`{% if event_type == "chat.push" %}…`), and its rules may send it no others.
+        if not render(compiled, context).strip():
+            return None
         return str(exc)
     except TemplateFailed:
         return None

@@ -261,9 +261,11 @@ def secret_http_url(ctx: Context, node: yaml.Node, path: str) -> Secret:
 def _is_http_url(value: str) -> bool:
     try:
         parts = urlsplit(value)
+        parts.port  # noqa: B018 -- a port out of range raises only when read
     except ValueError:
         return False
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
+    printable = value.isprintable() and not any(ch.isspace() for ch in value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and printable
 
 
 def int_range(low: int, high: int | None = None) -> Reader[int]:

@@ -10,13 +10,19 @@ from relay.limits import Limit
 from relay.notification import Notification
 from relay.senders.base import SenderContext, Sent
 
+# Bidirectional overrides and isolates: they can make text read otherwise than it is.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
 
 def printable(text: str) -> str:
-    """Drop control characters (terminal escapes) from untrusted text, keeping newlines."""
+    """Replace control characters (terminal escapes), lone surrogates and bidi overrides in
+    untrusted text, keeping newlines, tabs and the joiners that emoji and scripts need."""
     if text.isprintable():  # the usual case, checked in C
         return text
     return "".join(
-        ch if ch in "\n\t" or unicodedata.category(ch)[0] != "C" else "\N{REPLACEMENT CHARACTER}"
+        "\N{REPLACEMENT CHARACTER}"
+        if ch in _BIDI_CONTROLS or (unicodedata.category(ch) in ("Cc", "Cs") and ch not in "\n\t")
+        else ch
         for ch in text
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Iterable
 
@@ -21,19 +22,36 @@ def is_retryable_status(status: int) -> bool:
     return status >= 500 or status in _RETRYABLE_4XX
 
 
+# A service's wait is honoured up to this: a wait of days (or `inf`) from a broken or
+# hostile endpoint must not stop a destination for good.
+MAX_RETRY_AFTER_S = 3600.0
+_SECONDS = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")  # ASCII digits only: float() takes "inf", "1_0"
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Return a `Retry-After` header's delay in seconds (delta-seconds or HTTP-date)."""
+    """Return a `Retry-After` header's delay in seconds (delta-seconds or HTTP-date),
+    capped at MAX_RETRY_AFTER_S; None when it says nothing usable."""
     if value is None or not value.strip():
         return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
+    text = value.strip()
+    if _SECONDS.fullmatch(text):
+        seconds = float(text)
+    else:
         try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, OverflowError):
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
-    return max(seconds, 0.0)
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+ANSWER_READ_LIMIT = 4096  # bytes of a refusing answer read; the rest is not needed
+
+
+async def answer_start(response: aiohttp.ClientResponse) -> str:
+    """Read the start of a refusing answer only: a huge error page costs no memory."""
+    raw = await response.content.read(ANSWER_READ_LIMIT)
+    return raw.decode("utf-8", "replace")  # for a record a person reads: no charset games
 
 
 DETAIL_LIMIT = 200  # how much of a refusing answer goes into the attempt record

@@ -14,10 +14,16 @@ from relay.config.model import TeamsDestination
 from relay.formatting import Summary, fit_lines, summarize, truncate
 from relay.limits import Limit
 from relay.notification import Notification
-from relay.secrets import mask_url
+from relay.secrets import mask_url, url_secrets
 from relay.senders.base import DeliveryError, SenderContext, Sent
 from relay.senders.console import printable
-from relay.senders.http import answer_detail, connection_error, parse_retry_after, status_error
+from relay.senders.http import (
+    answer_detail,
+    answer_start,
+    connection_error,
+    parse_retry_after,
+    status_error,
+)
 
 SERVICE = "Teams"
 HEADERS = {"Content-Type": "application/json; charset=utf-8"}
@@ -83,10 +89,9 @@ def build_card_message(summary: Summary) -> dict[str, Any]:
         "version": "1.5",
         "body": body,
     }
-    if summary.link is not None:  # relay's own label; the URL is http(s) (safe_link)
-        card["actions"] = [
-            {"type": "Action.OpenUrl", "title": summary.link.label, "url": summary.link.url}
-        ]
+    link = _card_url(summary.link.url) if summary.link is not None else None
+    if summary.link is not None and link is not None:  # relay's label; an http(s) URL
+        card["actions"] = [{"type": "Action.OpenUrl", "title": summary.link.label, "url": link}]
     message = {
         "type": "message",
         "attachments": [{"contentType": CARD_CONTENT_TYPE, "contentUrl": None, "content": card}],
@@ -184,21 +189,27 @@ class TeamsSender:
                 # The trigger answers 202 Accepted (empty) once it has queued the flow run.
                 if 200 <= response.status < 300:
                     return Sent()
-                text = await response.text(errors="replace")
+                text = await answer_start(response)
                 raise self._error(response.status, text, response.headers)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise connection_error(SERVICE, exc) from None
 
     def _error(self, status: int, text: str, headers: Any) -> DeliveryError:
         # The URL's sig= is the credential: an answer that echoes the request must not leak it.
-        secrets = _secret_parts(self._url.reveal())
+        secrets = url_secrets(self._url.reveal())
         detail = answer_detail(text, secrets, redirect_key="webhook_url", status=status)
         return status_error(SERVICE, status, detail, parse_retry_after(headers.get("Retry-After")))
 
 
-def _secret_parts(url: str) -> list[str]:
-    """The URL, and its signature (the sig= query value) as sent and decoded; longest first."""
-    parsed = yarl.URL(url, encoded=True)
-    pairs = (pair.partition("=") for pair in parsed.raw_query_string.split("&"))
-    sent = [value for key, _, value in pairs if key == "sig"]
-    return sorted({url, *sent, *parsed.query.getall("sig", [])} - {""}, key=len, reverse=True)
+def _card_url(url: str) -> str | None:
+    """The URL as a card takes it (a URI: non-ASCII and unsafe characters percent-encoded);
+    None when it cannot be made one, and the card goes without its button."""
+    try:
+        encoded = str(yarl.URL(url))
+    except ValueError:
+        return None
+    return encoded if encoded.isascii() and _URI.fullmatch(encoded) else None
+
+
+# RFC 3986's characters, so what the card schema's uri format accepts.
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")

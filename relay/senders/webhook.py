@@ -10,16 +10,23 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+from multidict import CIMultiDict
 from standardwebhooks.webhooks import Webhook
 
 from relay import __version__
 from relay.config.model import WebhookDestination
 from relay.limits import Limit
 from relay.notification import Notification
-from relay.secrets import Secret, mask_url
+from relay.secrets import Secret, mask_url, url_secrets, value_secrets
 from relay.senders.base import DeliveryError, SenderContext, Sent
 from relay.senders.console import printable
-from relay.senders.http import answer_detail, connection_error, parse_retry_after, status_error
+from relay.senders.http import (
+    answer_detail,
+    answer_start,
+    connection_error,
+    parse_retry_after,
+    status_error,
+)
 from relay.templates import TemplateFailed, render_json
 
 SERVICE = "webhook"
@@ -34,16 +41,10 @@ class WebhookSender:
     def __init__(self, config: WebhookDestination, context: SenderContext) -> None:
         self.name = config.name
         self._url = config.url
-        self._signer = Webhook(config.secret.reveal()) if config.secret is not None else None
+        self._signing = config.secret
         self._headers: Mapping[str, Secret] = config.headers
         self._template = config.body
         self._http = context.http
-        # Every value an answer might echo back, kept out of the attempt record.
-        self._secrets = [
-            s.reveal()
-            for s in (config.url, config.secret, *config.headers.values())
-            if s is not None
-        ]
         # Not paced; a 429 pauses this endpoint for every destination and process sending there.
         self.limit: Limit | None = Limit.of(f"webhook:{config.url.reveal()}")
 
@@ -58,14 +59,10 @@ class WebhookSender:
         digest every event of it in order; raise DeliveryError when the template fails."""
         event = notification.event
         if notification.transcript:
-            return _json(
-                {
-                    "type": "digest",
-                    "rule": notification.rule,
-                    "session_id": event.session,
-                    "events": [e.payload for e in notification.transcript],
-                }
-            )
+            # Each event byte for byte as received, as a single event would go out.
+            head = {"type": "digest", "rule": notification.rule, "session_id": event.session}
+            events = b",".join(e.raw or _json(e.payload) for e in notification.transcript)
+            return _json(head)[:-1] + b',"events":[' + events + b"]}"
         if self._template is None:
             return event.raw or _json(event.payload)
         try:
@@ -73,21 +70,23 @@ class WebhookSender:
         except TemplateFailed as exc:
             raise DeliveryError(f"body template {exc}", retryable=False) from None
 
-    def headers(self, notification: Notification, body: bytes, now: float) -> dict[str, str]:
-        """The request headers: the configured ones, then the signature's, which win."""
+    def headers(self, notification: Notification, body: bytes, now: float) -> CIMultiDict[str]:
+        """The request headers: relay's User-Agent unless one is configured, the configured
+        ones, then the body's and the signature's, which always win."""
         message_id = self.message_id(notification)
-        headers = {name: value.reveal() for name, value in self._headers.items()}
+        headers = CIMultiDict({"User-Agent": USER_AGENT})
+        headers.update({name: value.reveal() for name, value in self._headers.items()})
         headers.update(
             {
                 "Content-Type": "application/json",
-                "User-Agent": USER_AGENT,
                 "webhook-id": message_id,
                 "webhook-timestamp": str(int(now)),
             }
         )
-        if self._signer is not None:
+        if self._signing is not None:
             when = datetime.datetime.fromtimestamp(int(now), tz=datetime.UTC)
-            headers["webhook-signature"] = self._signer.sign(message_id, when, body)
+            signer = Webhook(self._signing.reveal())  # made here: the key stays a Secret
+            headers["webhook-signature"] = signer.sign(message_id, when, body)
         return headers
 
     def preview(self, notification: Notification) -> str:
@@ -101,7 +100,7 @@ class WebhookSender:
             f"webhook-id: {self.message_id(notification)}",
             "webhook-timestamp: (the time of each attempt)",
         ]
-        if self._signer is not None:
+        if self._signing is not None:
             lines.append("webhook-signature: v1,… (signed with the destination's secret)")
         lines += [f"{name}: <secret>" for name in self._headers]
         return "\n".join([*lines, "", printable(body.decode("utf-8", "replace"))]) + "\n"
@@ -127,13 +126,18 @@ class WebhookSender:
             ) as response:
                 if 200 <= response.status < 300:
                     return Sent()
-                text = await response.text(errors="replace")
+                text = await answer_start(response)
                 raise self._error(response.status, text, response.headers)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise connection_error(SERVICE, exc) from None
 
     def _error(self, status: int, text: str, headers: Any) -> DeliveryError:
-        detail = answer_detail(text, self._secrets, redirect_key="url", status=status)
+        # Whatever of the request an answer echoes back stays out of the attempt record.
+        secrets = url_secrets(self._url.reveal())
+        for value in (self._signing, *self._headers.values()):
+            if value is not None:
+                secrets += value_secrets(value.reveal())
+        detail = answer_detail(text, secrets, redirect_key="url", status=status)
         return status_error(SERVICE, status, detail, parse_retry_after(headers.get("Retry-After")))
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from relay.senders import DeliveryError, Sender, SenderContext, build_senders
 from relay.senders.base import Sent
-from relay.senders.http import is_retryable_status, parse_retry_after
+from relay.senders.http import MAX_RETRY_AFTER_S, is_retryable_status, parse_retry_after
 from tests.support.fake_discord import FakeDiscord
 from tests.support.fake_receiver import RECEIVER_SECRET, FakeReceiver
 from tests.support.fake_slack import BOT_TOKEN, WEBHOOK_SECRET, FakeSlack
@@ -83,6 +83,13 @@ HTTP_DATE_TS = 1445412480.0
         ("soon", None, None),
         (HTTP_DATE, HTTP_DATE_TS - 30.0, 30.0),
         (HTTP_DATE, HTTP_DATE_TS + 30.0, 0.0),
+        # What float() would take but is no Retry-After, and a wait too long to honour.
+        ("inf", None, None),
+        ("nan", None, None),
+        ("1e309", None, None),
+        ("1_0", None, None),
+        ("\u0663", None, None),  # an Arabic-Indic digit
+        ("99999999", None, MAX_RETRY_AFTER_S),
     ],
 )
 def test_parse_retry_after(value: str | None, now: float | None, expected: float | None) -> None:

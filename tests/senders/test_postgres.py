@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from relay.cli import main
+from relay.senders.postgres.failures import is_retryable
 from tests.conftest import RelayClientFactory
 from tests.support.fake_discord import wait_until
 from tests.support.postgres import PASSWORD, PostgresServer
@@ -336,7 +337,7 @@ async def test_a_table_without_a_unique_event_id_dead_letters_saying_why(
     assert dead.last_error == (
         "table user_session has no unique index on its delivery_key column, which takes"
         " event_id: a delivery repeated after a crash would insert a second row"
-        ' (CREATE UNIQUE INDEX ON "user_session" (delivery_key))'
+        ' (CREATE UNIQUE INDEX ON "user_session" ("delivery_key"))'
     )
     assert rows(pg_db, "SELECT count(*) FROM user_session") == [(0,)]
 
@@ -414,3 +415,164 @@ async def test_pools_are_closed_when_relay_stops(
         return found == [(0,)]
 
     await wait_until("relay's connections closed", no_relay_connection, 10.0)
+
+
+@pytest.mark.parametrize(
+    ("error", "retryable"),
+    [
+        (psycopg.errors.AdminShutdown, True),  # 57P01: a restart
+        (psycopg.errors.ConnectionFailure, True),  # 08006
+        (psycopg.errors.SerializationFailure, True),  # 40001
+        (psycopg.errors.DeadlockDetected, True),  # 40P01
+        (psycopg.errors.TooManyConnections, True),  # 53300
+        (psycopg.errors.QueryCanceled, True),  # 57014: a statement timeout
+        (psycopg.errors.LockNotAvailable, True),  # 55P03: a migration holds the table
+        (psycopg.errors.ReadOnlySqlTransaction, True),  # 25006: a standby, mid-failover
+        (psycopg.errors.UndefinedTable, False),  # 42P01
+        (psycopg.errors.UndefinedColumn, False),  # 42703
+        (psycopg.errors.InsufficientPrivilege, False),  # 42501
+        (psycopg.errors.InvalidTextRepresentation, False),  # 22P02
+        (psycopg.errors.NotNullViolation, False),  # 23502
+        (psycopg.errors.UniqueViolation, False),  # 23505: another unique column
+        (psycopg.OperationalError, True),  # the driver lost the connection
+        (psycopg.DataError, False),  # the driver refused a value
+    ],
+)
+def test_failures_are_retried_or_dead_lettered_by_class(
+    error: type[psycopg.Error], retryable: bool
+) -> None:
+    assert is_retryable(error("x")) is retryable
+
+
+async def test_a_clash_on_another_unique_column_is_refused_not_dropped(
+    relay_client: RelayClientFactory, pg_db: str
+) -> None:
+    rows(pg_db, USER_SESSION.replace("session text,", "session text UNIQUE,"))
+    client = await relay_client(postgres_config(columns=USER_SESSION_COLUMNS), PG_DSN=pg_db)
+    await post(client, ROOM_JOIN)
+    await wait_for_status(client, "sent")
+    await post(client, CHAT_PUSH)  # the same session: the table allows one row of it
+
+    [dead] = await wait_for_status(client, "dead")
+    assert dead.last_error is not None
+    assert dead.last_error.startswith(
+        "PostgreSQL refused the row: duplicate key value violates unique constraint"
+        ' "user_session_session_key" (Key (session)=(session_xyz789) already exists.)'
+        " (SQLSTATE 23505)"
+    )
+
+
+async def test_many_first_sends_at_once_create_the_table_once(
+    relay_client: RelayClientFactory, pg_db: str
+) -> None:
+    count = 16
+    client = await relay_client(postgres_config(), PG_DSN=pg_db)
+    for index in range(count):
+        await post(client, event_body(message=f"m{index}", session=f"race{index}"))
+
+    await wait_for_status(client, "sent", count=count)
+    assert rows(pg_db, "SELECT count(*) FROM relay_events") == [(count,)]
+    assert [d.status for d in await deliveries(client)] == ["sent"] * count
+
+
+async def test_a_role_that_may_only_insert_writes_into_relays_table(
+    relay_client: RelayClientFactory, postgres: PostgresServer, pg_db: str
+) -> None:
+    writer_password = "writer-pg-secret-5521"
+    watch(writer_password)
+    client = await relay_client(postgres_config(), PG_DSN=pg_db)
+    await post(client, ROOM_JOIN)
+    await wait_for_status(client, "sent")  # relay_events made by its owner
+    await client.close()
+    database = pg_db.rsplit("/", 1)[1]
+    postgres.admin_sql(
+        f"DROP ROLE IF EXISTS writer; CREATE ROLE writer LOGIN PASSWORD '{writer_password}'"
+    )
+    postgres.admin_sql("REVOKE CREATE ON SCHEMA public FROM PUBLIC", database=database)
+    rows(pg_db, "GRANT SELECT, INSERT ON relay_events TO writer")
+    writer = pg_db.replace(f"relay:{PASSWORD}", f"writer:{writer_password}")
+    other = await relay_client(postgres_config(), PG_DSN=writer)
+
+    await post(other, CHAT_PUSH)
+
+    await wait_for_status(other, "sent", count=2)
+    assert rows(pg_db, "SELECT count(*) FROM relay_events") == [(2,)]
+
+
+async def test_a_nul_character_is_stored_as_a_replacement_character(
+    relay_client: RelayClientFactory, pg_db: str
+) -> None:
+    client = await relay_client(postgres_config(), PG_DSN=pg_db)
+    await post(client, event_body(message="before\u0000after"))
+
+    await wait_for_status(client, "sent")
+    assert rows(pg_db, "SELECT message, payload->'data'->>'message' FROM relay_events") == [
+        ("before\ufffdafter", "before\ufffdafter")
+    ]
+
+
+async def test_values_bound_for_json_columns_keep_their_json_type(
+    relay_client: RelayClientFactory, pg_db: str
+) -> None:
+    rows(
+        pg_db,
+        "CREATE TABLE typed (k text UNIQUE, said jsonb, visitors jsonb, room json, at jsonb)",
+    )
+    columns = (
+        "    table: Typed\n"  # PostgreSQL folds unquoted names: this is the table `typed`
+        "    columns: { K: event_id, said: data.message, visitors: data.participant_count,"
+        " room: data.room_name, at: timestamp }\n"
+    )
+    client = await relay_client(postgres_config(columns=columns), PG_DSN=pg_db)
+    await post(client, event_body(message="123"))
+    await post(client, ROOM_JOIN)
+
+    await wait_for_status(client, "sent", count=2)
+    found = rows(
+        pg_db,
+        "SELECT jsonb_typeof(said), said, jsonb_typeof(visitors), room::text, at FROM typed"
+        " ORDER BY k",
+    )
+    assert sorted(found, key=str) == sorted(
+        [
+            ("string", "123", None, None, "2024-01-15T09:51:25+00:00"),
+            (None, None, "number", '"customer-support"', "2024-01-15T09:50:00+00:00"),
+        ],
+        key=str,
+    )
+
+
+async def test_a_restart_of_the_database_costs_no_attempt(
+    relay_client: RelayClientFactory, postgres_own: PostgresServer
+) -> None:
+    client = await relay_client(postgres_config(max_attempts=1), PG_DSN=postgres_own.dsn)
+    for index in range(8):  # the pool holds a few connections now
+        await post(client, event_body(message=f"warm {index}", session=f"w{index}"))
+    await wait_for_status(client, "sent", count=8)
+    postgres_own.stop()
+    postgres_own.start()
+
+    for index in range(4):
+        await post(client, event_body(message=f"after {index}", session=f"w{index}"))
+
+    await wait_for_status(client, "sent", count=12, timeout_s=20.0)
+    assert rows(postgres_own.dsn, "SELECT count(*) FROM relay_events") == [(12,)]
+
+
+def test_a_password_holding_an_at_sign_is_a_check_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "relay.yaml"
+    path.write_text(
+        "destinations:\n"
+        '  warehouse: { type: postgres, dsn: "postgresql://relay:K@tTail-secret@db/bithuman" }\n'
+        "rules: [{name: r, send_to: [warehouse]}]\n",
+        encoding="utf-8",
+    )
+
+    with pytest.raises(SystemExit):
+        main(["check", "-c", str(path)])
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}:2: destinations.warehouse.dsn: its password holds an @: write it %40"
+        " (value not shown)"
+    ]

@@ -319,7 +319,8 @@ async def test_everything_long_at_once_still_fits(sender: Sender, teams: FakeTea
     card = assert_valid(teams.delivered[0])
     assert card.title.endswith(MARKER_SHOWN) and len(card.title.encode()) <= TITLE_BYTES
     assert len(card.facts) == 10
-    for title, value in card.facts[1:]:
+    assert card.facts[-1] == ("…", "and 4 more")  # the facts left out are counted
+    for title, value in card.facts[1:-1]:
         assert len(json.dumps(title, ensure_ascii=False).encode()) <= FACT_TITLE_BYTES
         assert len(json.dumps(value, ensure_ascii=False).encode()) <= FACT_VALUE_BYTES
         assert value.endswith(MARKER_SHOWN) and value.startswith("&lt;&amp;&gt;")
@@ -398,7 +399,7 @@ async def test_a_refusal_says_what_teams_answered(
     ("echo", "detail"),
     [
         ("bad sig for {url} ({decoded})",
-         "bad sig for <secret> (api-version=1&sp=/triggers/manual/run&sv=1.0&sig=<secret>)"),
+         "bad sig for <secret> (api-version=1&sp=<secret>&sv=1.0&sig=<secret>)"),
         # Cut to 200 characters only once redacted: no first half of the signature either.
         ("x" * 190 + "{sig}", "x" * 190 + "<secret>"),
         ("x" * 395 + "{sig}", "x" * 200),

@@ -13,7 +13,7 @@ import pytest
 from relay.config import ConfigError
 from tests.conftest import RelayClientFactory
 from tests.support.fake_receiver import RECEIVER_SECRET, Answer, FakeReceiver
-from tests.support.relay import make_config
+from tests.support.relay import make_config, signed_headers
 from tests.support.secrets import watch
 from tests.test_cli import route_chat_push
 from tests.test_delivery import Client, deliveries, post_event, wait_for_status
@@ -200,7 +200,7 @@ def test_a_body_template_that_cannot_render_json_is_an_error_at_load(tmp_path: P
 
     assert [str(issue) for issue in caught.value.issues] == [
         "test.yaml:13: destinations.crm.body: for a sample chat.push: did not render valid"
-        " JSON: Expecting ',' delimiter: line 1 column 20 (char 19) (write {{ value | tojson }}"
+        " JSON: Expecting ',' delimiter: line 1 column 28 (char 27) (write {{ value | tojson }}"
         " to put a value in JSON)"
     ]
 
@@ -294,3 +294,105 @@ def test_route_shows_the_body_and_the_header_names_never_their_values(
     )
     for secret in (RECEIVER_SECRET, CRM_TOKEN, API_KEY, "/hooks/bithuman"):
         assert secret not in out
+
+
+async def test_an_answer_echoing_parts_of_the_request_masks_each_part(
+    relay_client: RelayClientFactory, receiver: FakeReceiver
+) -> None:
+    receiver.script(
+        Answer(401, f"invalid token {CRM_TOKEN}; key {API_KEY}; no hook at /hooks/bithuman/")
+    )
+    client = await start(relay_client, receiver)
+    await post_event(client)
+
+    [dead] = await wait_for_status(client, "dead")
+    assert dead.last_error == (
+        "webhook answered 401: invalid token <secret>; key <secret>; no hook at <secret>/"
+    )
+
+
+async def test_a_retry_after_of_inf_does_not_stop_the_destination(
+    relay_client: RelayClientFactory, receiver: FakeReceiver
+) -> None:
+    receiver.script(Answer(503, "", {"Retry-After": "inf"}), 200)
+    client = await start(relay_client, receiver)
+    await post_event(client)
+
+    [sent] = await wait_for_status(client, "sent")
+    assert sent.attempts == 2  # the header was ignored: backoff's few milliseconds
+
+
+async def test_a_digest_carries_each_event_byte_for_byte(
+    relay_client: RelayClientFactory, receiver: FakeReceiver
+) -> None:
+    text = webhook_config(receiver).replace("send_to: [crm]", "send_to: [crm]\n    digest: 300ms")
+    client = await relay_client(text)
+    bodies = [
+        b'{"agent_id":"a1","event_type":"chat.push","timestamp":1790607268.89570500000001,'
+        b'"data":{"role":"user","message":"caf\\u00e9","session_id":"d1","n":1E2}}',
+        b'{"agent_id":"a1", "event_type":"chat.push", "timestamp":1790607269,'
+        b' "data":{"role":"assistant","message":"hi","session_id":"d1"}}',
+    ]
+    for body in bodies:
+        response = await client.post("/webhook", data=body, headers=signed_headers(body))
+        assert response.status == 200
+
+    await wait_for_status(client, "sent", timeout_s=10.0)
+    [request] = receiver.requests
+    assert request.verified, request.verify_error
+    assert request.body == (
+        b'{"type":"digest","rule":"everything","session_id":"d1","events":['
+        + b",".join(bodies)
+        + b"]}"
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Written for the events its rule sends it, nothing for the others.
+        '{% if event_type == "chat.push" %}{"m": {{ data.message | tojson }}}{% endif %}',
+        '{"id": {{ id | tojson }}, "event": {{ event | tojson }}}',  # account fields only
+        '{"n": {{ data.participant_count | tojson }}}',
+    ],
+)
+def test_a_body_template_that_renders_json_passes_the_load_check(tmp_path: Path, body: str) -> None:
+    make_config(webhook_config(FakeReceiver(), body=body.replace("'", "''")), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ('{"room": "{{ data.room_name }}"}', "for a sample room.join: did not render valid JSON"),
+        ('{"x": NaN}', "for a sample room.join: did not render valid JSON: NaN is not valid JSON"),
+        (
+            "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",
+            None,  # fails on every event, so it is no verdict; relay check does not crash
+        ),
+    ],
+)
+def test_the_load_check_refuses_text_spliced_into_json(
+    tmp_path: Path, body: str, error: str | None
+) -> None:
+    text = webhook_config(FakeReceiver(), body=body)
+    if error is None:
+        make_config(text, tmp_path)
+        return
+    with pytest.raises(ConfigError) as caught:
+        make_config(text, tmp_path)
+    [issue] = caught.value.issues
+    assert issue.message.startswith(error), issue.message
+
+
+def test_a_header_value_on_two_lines_is_a_config_error(tmp_path: Path) -> None:
+    text = webhook_config(FakeReceiver()).replace(
+        f'X-Api-Key: "{API_KEY}"', f'X-Api-Key: "{API_KEY}\\r\\nX-Evil: 1"'
+    )
+
+    with pytest.raises(ConfigError) as caught:
+        make_config(text, tmp_path)
+
+    assert [str(issue) for issue in caught.value.issues] == [
+        "test.yaml:12: destinations.crm.headers.X-Api-Key: must be one line, without CR, LF or"
+        " NUL (value not shown: it is a secret)"
+    ]
