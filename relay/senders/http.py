@@ -5,9 +5,10 @@ from __future__ import annotations
 import email.utils
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import aiohttp
+import yarl
 
 from relay.senders.base import DeliveryError
 from relay.senders.console import printable
@@ -96,3 +97,31 @@ def connection_error(service: str, exc: BaseException) -> DeliveryError:
         )
     # aiohttp's messages can contain the request URL, which holds the webhook token.
     return DeliveryError(f"{service} request failed: {type(exc).__name__}", retryable=True)
+
+
+async def post_once(
+    http: aiohttp.ClientSession | None,
+    url: str | yarl.URL,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    service: str,
+    secrets: Callable[[], Iterable[str]],
+    redirect_key: str,
+) -> None:
+    """POST once, following no redirect; return on a 2xx, else raise the DeliveryError of
+    the shared table, its detail masked of `secrets()` (what of the request is secret)."""
+    if http is None:
+        raise DeliveryError("no HTTP session", retryable=False)
+    try:
+        async with http.post(url, data=body, headers=headers, allow_redirects=False) as response:
+            if 200 <= response.status < 300:
+                return
+            text = await answer_start(response)
+            detail = answer_detail(
+                text, list(secrets()), redirect_key=redirect_key, status=response.status
+            )
+            retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
+            raise status_error(service, response.status, detail, retry_after_s)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise connection_error(service, exc) from None

@@ -7,7 +7,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import yarl
 
 from relay.config.model import TeamsDestination
@@ -15,15 +14,9 @@ from relay.formatting import Summary, fit_lines, summarize, truncate
 from relay.limits import Limit
 from relay.notification import Notification
 from relay.secrets import mask_url, url_secrets
-from relay.senders.base import DeliveryError, SenderContext, Sent
+from relay.senders.base import SenderContext, Sent
 from relay.senders.console import printable
-from relay.senders.http import (
-    answer_detail,
-    answer_start,
-    connection_error,
-    parse_retry_after,
-    status_error,
-)
+from relay.senders.http import post_once
 
 SERVICE = "Teams"
 HEADERS = {"Content-Type": "application/json; charset=utf-8"}
@@ -176,29 +169,20 @@ class TeamsSender:
         return 0.0  # the trigger sends no pacing headers; a 429 pauses through `limit`
 
     async def send(self, notification: Notification) -> Sent:
-        if self._http is None:
-            raise DeliveryError("no HTTP session", retryable=False)
-        body = self.body(notification)
         # As configured, byte for byte: aiohttp would otherwise decode the signed query
-        # (sp=%2Ftriggers%2F…) before sending it.
-        url = yarl.URL(self._url.reveal(), encoded=True)
-        try:
-            async with self._http.post(
-                url, data=body, headers=HEADERS, allow_redirects=False
-            ) as response:
-                # The trigger answers 202 Accepted (empty) once it has queued the flow run.
-                if 200 <= response.status < 300:
-                    return Sent()
-                text = await answer_start(response)
-                raise self._error(response.status, text, response.headers)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise connection_error(SERVICE, exc) from None
-
-    def _error(self, status: int, text: str, headers: Any) -> DeliveryError:
-        # The URL's sig= is the credential: an answer that echoes the request must not leak it.
-        secrets = url_secrets(self._url.reveal())
-        detail = answer_detail(text, secrets, redirect_key="webhook_url", status=status)
-        return status_error(SERVICE, status, detail, parse_retry_after(headers.get("Retry-After")))
+        # (sp=%2Ftriggers%2F…) before sending it. The trigger answers 202 Accepted (empty)
+        # once it has queued the flow run.
+        url = self._url.reveal()
+        await post_once(
+            self._http,
+            yarl.URL(url, encoded=True),
+            self.body(notification),
+            HEADERS,
+            service=SERVICE,
+            secrets=lambda: url_secrets(url),  # the URL's sig= is the credential
+            redirect_key="webhook_url",
+        )
+        return Sent()
 
 
 def _card_url(url: str) -> str | None:

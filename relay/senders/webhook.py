@@ -7,9 +7,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping
-from typing import Any
 
-import aiohttp
 from multidict import CIMultiDict
 from standardwebhooks.webhooks import Webhook
 
@@ -20,13 +18,7 @@ from relay.notification import Notification
 from relay.secrets import Secret, mask_url, url_secrets, value_secrets
 from relay.senders.base import DeliveryError, SenderContext, Sent
 from relay.senders.console import printable
-from relay.senders.http import (
-    answer_detail,
-    answer_start,
-    connection_error,
-    parse_retry_after,
-    status_error,
-)
+from relay.senders.http import post_once
 from relay.templates import TemplateFailed, render_json
 
 SERVICE = "webhook"
@@ -115,30 +107,27 @@ class WebhookSender:
         return 0.0
 
     async def send(self, notification: Notification) -> Sent:
-        if self._http is None:
-            raise DeliveryError("no HTTP session", retryable=False)
         body = self.body(notification)
         # Fresh on every attempt: a receiver refuses an old timestamp as a replay.
         headers = self.headers(notification, body, time.time())
-        try:
-            async with self._http.post(
-                self._url.reveal(), data=body, headers=headers, allow_redirects=False
-            ) as response:
-                if 200 <= response.status < 300:
-                    return Sent()
-                text = await answer_start(response)
-                raise self._error(response.status, text, response.headers)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise connection_error(SERVICE, exc) from None
+        await post_once(
+            self._http,
+            self._url.reveal(),
+            body,
+            headers,
+            service=SERVICE,
+            secrets=self._request_secrets,
+            redirect_key="url",
+        )
+        return Sent()
 
-    def _error(self, status: int, text: str, headers: Any) -> DeliveryError:
-        # Whatever of the request an answer echoes back stays out of the attempt record.
+    def _request_secrets(self) -> list[str]:
+        """What of a request an answer may echo back and the attempt record must not keep."""
         secrets = url_secrets(self._url.reveal())
         for value in (self._signing, *self._headers.values()):
             if value is not None:
                 secrets += value_secrets(value.reveal())
-        detail = answer_detail(text, secrets, redirect_key="url", status=status)
-        return status_error(SERVICE, status, detail, parse_retry_after(headers.get("Retry-After")))
+        return secrets
 
 
 def _json(value: object) -> bytes:
