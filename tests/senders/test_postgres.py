@@ -275,27 +275,38 @@ async def test_a_kill_9_mid_stream_leaves_no_duplicate_row(
     assert written_at_kill < count  # the kill did land mid-stream
 
 
+def check_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], destinations: str
+) -> tuple[Path, list[str]]:
+    """Run `relay check` on a config of these destinations (every event to `warehouse`);
+    return the file and the error lines it printed, after checking it exits 1."""
+    path = tmp_path / "relay.yaml"
+    path.write_text(
+        f"destinations:\n{destinations}rules: [{{name: r, send_to: [warehouse]}}]\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(SystemExit) as exited:
+        main(["check", "-c", str(path)])
+    assert exited.value.code == 1
+    return path, capsys.readouterr().err.splitlines()
+
+
 def test_a_table_or_column_that_is_not_an_identifier_is_a_check_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "relay.yaml"
-    path.write_text(
-        "destinations:\n"
+    path, errors = check_errors(
+        tmp_path,
+        capsys,
         "  warehouse:\n"
         "    type: postgres\n"
         '    dsn: "postgresql://relay:pw@db/bithuman"\n'
         '    table: "events; drop"\n'
         "    columns:\n"
         '      "agent id": agent_id\n'
-        "      delivery_key: event_id\n"
-        "rules: [{name: r, send_to: [warehouse]}]\n",
-        encoding="utf-8",
+        "      delivery_key: event_id\n",
     )
 
-    with pytest.raises(SystemExit) as exited:
-        main(["check", "-c", str(path)])
-    assert exited.value.code == 1
-    assert capsys.readouterr().err.splitlines() == [
+    assert errors == [
         f'{path}:5: destinations.warehouse.table: "events; drop": "events; drop" is not a plain'
         " identifier (letters, digits and _, not starting with a digit)",
         f'{path}:7: destinations.warehouse.columns.agent id: column "agent id" is not a plain'
@@ -562,17 +573,13 @@ async def test_a_restart_of_the_database_costs_no_attempt(
 def test_a_password_holding_an_at_sign_is_a_check_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "relay.yaml"
-    path.write_text(
-        "destinations:\n"
-        '  warehouse: { type: postgres, dsn: "postgresql://relay:K@tTail-secret@db/bithuman" }\n'
-        "rules: [{name: r, send_to: [warehouse]}]\n",
-        encoding="utf-8",
+    path, errors = check_errors(
+        tmp_path,
+        capsys,
+        '  warehouse: { type: postgres, dsn: "postgresql://relay:K@tTail-secret@db/bithuman" }\n',
     )
 
-    with pytest.raises(SystemExit):
-        main(["check", "-c", str(path)])
-    assert capsys.readouterr().err.splitlines() == [
+    assert errors == [
         f"{path}:2: destinations.warehouse.dsn: its password holds an @: write it %40"
         " (value not shown)"
     ]
