@@ -128,9 +128,11 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
-    from relay.delivery_log import print_deliveries
+    from relay.delivery_log import print_deliveries, print_delivery
 
     config = _load_or_exit(_config_path(args))
+    if args.id is not None:
+        return asyncio.run(print_delivery(config, args.id, sys.stdout))
     return asyncio.run(print_deliveries(config, args.status, args.limit, sys.stdout))
 
 
@@ -228,6 +230,9 @@ def _parser() -> argparse.ArgumentParser:
     deliveries = command("deliveries", "the delivery log, newest first")
     deliveries.add_argument("--status", choices=("pending", "failed", "dead", "sent"))
     deliveries.add_argument("--limit", type=int, default=50)
+    deliveries.add_argument(
+        "--id", type=int, metavar="N", help="one delivery: its event, its rule and every attempt"
+    )
     deliveries.set_defaults(func=cmd_deliveries)
 
     replay = command("replay", "put dead-lettered deliveries back in the queue")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import time
 from collections.abc import Sequence
 from typing import TextIO
 
 from relay.config.model import Config
 from relay.durations import format_duration
-from relay.store import DeliveryStatus, StoreUnavailable, open_store
+from relay.senders.console import printable
+from relay.store import Delivery, DeliveryStatus, StoreUnavailable, open_store
 
 
 async def print_deliveries(
@@ -34,6 +37,53 @@ async def print_deliveries(
         columns = f"{row.id:>8}  {row.destination:<20} {row.status:<8} {row.attempts:>8}"
         out.write(f"{columns}  {age:>5}  {error}\n")
     return 0
+
+
+async def print_delivery(config: Config, delivery_id: int, out: TextIO) -> int:
+    """Print one delivery: what it is, its event as received, and every attempt."""
+    store = open_store(config.store.url)
+    try:
+        await store.open()
+        delivery = await store.get_delivery(delivery_id)
+        attempts = await store.attempts(delivery_id) if delivery is not None else []
+    except StoreUnavailable as exc:
+        out.write(f"store unavailable: {exc}\n")
+        return 1
+    finally:
+        await store.close()
+    if delivery is None:
+        out.write(f"no delivery {delivery_id} (it may have been purged: store.retention)\n")
+        return 1
+    out.write(_describe(delivery))
+    out.write(f"attempts: {len(attempts)}\n" if attempts else "attempts: none yet\n")
+    for attempt in attempts:
+        when = _when(attempt.started_at)
+        detail = printable(" ".join((attempt.detail or "").split()))
+        line = f"  #{attempt.number:<3} {when}  {attempt.outcome:<7} {attempt.duration_s:8.3f}s"
+        out.write(f"{line}  {detail}".rstrip() + "\n")
+    return 0
+
+
+def _describe(delivery: Delivery) -> str:
+    """A delivery's head and its event: pretty JSON when it is JSON, as stored otherwise."""
+    try:
+        body = json.dumps(json.loads(delivery.body), indent=2, ensure_ascii=False)
+    except ValueError:
+        body = delivery.body.decode("utf-8", "replace")
+    lines = [
+        f"delivery {delivery.id}: {delivery.status}, to {delivery.destination}"
+        f" by rule {delivery.rule}"
+        + (f" (template {delivery.template})" if delivery.template else ""),
+        f"created {_when(delivery.created_at)}" + (", a digest" if delivery.digest else ""),
+        f"event {delivery.event_id}:",
+        *(f"  {line}" for line in printable(body).splitlines()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _when(seconds: float) -> str:
+    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
 
 
 async def replay(config: Config, ids: Sequence[int] | None, out: TextIO) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from relay.store.base import (
     AcceptResult,
+    Attempt,
     Delivery,
     DeliveryStatus,
     NewDelivery,
@@ -32,6 +33,7 @@ def open_store(url: str, *, retention_s: float = 0.0) -> Store:
 
 __all__ = [
     "AcceptResult",
+    "Attempt",
     "Delivery",
     "DeliveryStatus",
     "NewDelivery",

@@ -66,6 +66,22 @@ class Delivery:
     digest: bool = False  # a digest: its events come from Store.digest_events
 
 
+AttemptOutcome = Literal["sent", "retried", "dead"]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try at a delivery, as the delivery log keeps it (SPEC 5)."""
+
+    number: int  # 1 for the first; a replayed delivery's attempts count on
+    started_at: float
+    duration_s: float
+    outcome: AttemptOutcome
+    # The error or the answer in short (an HTTP status, a service's error code, an SMTP
+    # reply, a SQLSTATE): what the sender said, which never holds a secret.
+    detail: str | None
+
+
 class Purged(NamedTuple):
     """What one step of the retention purge deleted."""
 
@@ -120,16 +136,36 @@ class Store(Protocol):
         """Return when the destination's next delivery can be claimed, if any."""
 
     async def record_sent(
-        self, delivery_id: int, now: float, note: str | None = None, *, owner: str
+        self,
+        delivery_id: int,
+        now: float,
+        note: str | None = None,
+        *,
+        owner: str,
+        started_at: float | None = None,
     ) -> bool:
         """Mark a delivery the owner holds sent (a note, a partial failure, shows in the
-        delivery log) and release it; False, changing nothing, when it no longer holds it."""
+        delivery log), keep the attempt (begun at `started_at`, default `now`) and release
+        it; False, changing nothing, when it no longer holds it."""
 
     async def record_failure(
-        self, delivery_id: int, error: str, *, retry_at: float | None, now: float, owner: str
+        self,
+        delivery_id: int,
+        error: str,
+        *,
+        retry_at: float | None,
+        now: float,
+        owner: str,
+        started_at: float | None = None,
     ) -> bool:
         """Record a failed attempt of a delivery the owner holds and release it: retry at
         `retry_at`, or dead-letter when it is None. False when it no longer holds it."""
+
+    async def attempts(self, delivery_id: int) -> list[Attempt]:
+        """Return a delivery's attempts, first first (Redis keeps the latest 100)."""
+
+    async def get_delivery(self, delivery_id: int) -> Delivery | None:
+        """Return one delivery, or None when there is none with that id."""
 
     async def reserve(self, key: str, now: float, rate_per_s: float | None, burst: int) -> float:
         """Take a turn at a rate-limited target (relay/limits.py), for every process that

@@ -27,6 +27,8 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from relay.secrets import without_password
 from relay.store.base import (
     AcceptResult,
+    Attempt,
+    AttemptOutcome,
     Delivery,
     DeliveryStatus,
     NewDelivery,
@@ -44,6 +46,9 @@ PREFIX = "relay:{relay}:"
 _SCRIPTS = (
     "accept", "claim", "renew", "release", "finish", "replay", "purge", "limits", "threads",
 )  # fmt: skip
+# How many attempts a delivery keeps, the latest: a list per delivery stays bounded however
+# often it is replayed.
+ATTEMPTS_KEPT = 100
 # A step of the retention purge, and how often one runs.
 _PURGE_ROWS = 500
 _PURGE_EVERY_S = 5.0
@@ -76,6 +81,14 @@ def _text(value: Any) -> str:
 def _fields(flat: Sequence[Any]) -> dict[str, Any]:
     """Turn HGETALL's flat [field, value, …] into a dict of str fields."""
     return {_text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _attempt(row: str) -> Attempt:
+    """Read an attempt as finish.lua keeps it: number, started_at, duration, outcome, text."""
+    number, started_at, duration, outcome, text = row.split("\t", 4)
+    return Attempt(
+        int(number), float(started_at), float(duration), cast(AttemptOutcome, outcome), text or None
+    )
 
 
 def _delivery(member: Any, fields: dict[str, Any], event_id: Any, body: Any) -> Delivery:
@@ -191,19 +204,51 @@ class RedisStore:
         return await self._call(earliest)
 
     async def record_sent(
-        self, delivery_id: int, now: float, note: str | None = None, *, owner: str
+        self,
+        delivery_id: int,
+        now: float,
+        note: str | None = None,
+        *,
+        owner: str,
+        started_at: float | None = None,
     ) -> bool:
-        args = [_member(delivery_id), owner, "sent", _time(now), note or ""]
-        return bool(await self._script("finish", args))
+        began = now if started_at is None else started_at
+        args = [_member(delivery_id), owner, "sent", _time(now), note or "", ""]
+        return bool(await self._script("finish", [*args, _time(began), ATTEMPTS_KEPT]))
 
     async def record_failure(
-        self, delivery_id: int, error: str, *, retry_at: float | None, now: float, owner: str
+        self,
+        delivery_id: int,
+        error: str,
+        *,
+        retry_at: float | None,
+        now: float,
+        owner: str,
+        started_at: float | None = None,
     ) -> bool:
         outcome = "dead" if retry_at is None else "failed"
-        args = [_member(delivery_id), owner, outcome, _time(now), error or "failed"]
-        if retry_at is not None:
-            args.append(_time(retry_at))
-        return bool(await self._script("finish", args))
+        began = now if started_at is None else started_at
+        retry = "" if retry_at is None else _time(retry_at)
+        args = [_member(delivery_id), owner, outcome, _time(now), error or "failed", retry]
+        return bool(await self._script("finish", [*args, _time(began), ATTEMPTS_KEPT]))
+
+    async def attempts(self, delivery_id: int) -> list[Attempt]:
+        key = f"{PREFIX}attempts:{_member(delivery_id)}"
+        rows = await self._call(lambda client: client.lrange(key, 0, -1))
+        return [_attempt(_text(row)) for row in rows]
+
+    async def get_delivery(self, delivery_id: int) -> Delivery | None:
+        member = _member(delivery_id)
+
+        async def one(client: aioredis.Redis) -> Delivery | None:
+            fields = {_text(k): v for k, v in (await client.hgetall(f"{PREFIX}d:{member}")).items()}
+            if not fields:
+                return None
+            ref = _text(fields["event_ref"])
+            event_id, body = await client.hmget(f"{PREFIX}e:{ref}", "event_id", "body")
+            return _delivery(member, fields, event_id or b"?", body or b"")
+
+        return await self._call(one)
 
     async def reserve(self, key: str, now: float, rate_per_s: float | None, burst: int) -> float:
         rate = "" if rate_per_s is None else _time(rate_per_s)

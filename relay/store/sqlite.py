@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from relay.store import sqlite_ops as ops
 from relay.store.base import (
     AcceptResult,
+    Attempt,
     Delivery,
     DeliveryStatus,
     NewDelivery,
@@ -183,18 +184,41 @@ class SqliteStore:
         return await self._submit(lambda conn: ops.next_due_at(conn, destination, now))
 
     async def record_sent(
-        self, delivery_id: int, now: float, note: str | None = None, *, owner: str
+        self,
+        delivery_id: int,
+        now: float,
+        note: str | None = None,
+        *,
+        owner: str,
+        started_at: float | None = None,
     ) -> bool:
         """Mark a delivery the owner holds sent; False when it no longer holds it."""
-        return await self._submit(lambda conn: ops.record_sent(conn, delivery_id, owner, now, note))
+        began = now if started_at is None else started_at
+        return await self._submit(
+            lambda conn: ops.record_sent(conn, delivery_id, owner, now, note, began)
+        )
 
     async def record_failure(
-        self, delivery_id: int, error: str, *, retry_at: float | None, now: float, owner: str
+        self,
+        delivery_id: int,
+        error: str,
+        *,
+        retry_at: float | None,
+        now: float,
+        owner: str,
+        started_at: float | None = None,
     ) -> bool:
         """Record a failed attempt of a delivery the owner holds; False when it does not."""
+        began = now if started_at is None else started_at
         return await self._submit(
-            lambda conn: ops.record_failure(conn, delivery_id, owner, error, retry_at, now)
+            lambda conn: ops.record_failure(conn, delivery_id, owner, error, retry_at, now, began)
         )
+
+    async def attempts(self, delivery_id: int) -> list[Attempt]:
+        return await self._submit(lambda conn: ops.attempts(conn, delivery_id))
+
+    async def get_delivery(self, delivery_id: int) -> Delivery | None:
+        return await self._submit(lambda conn: ops.get_delivery(conn, delivery_id))
 
     async def reserve(self, key: str, now: float, rate_per_s: float | None, burst: int) -> float:
         """Take a turn at a limited target: 0 to send now, else how long to wait."""

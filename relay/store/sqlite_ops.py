@@ -14,6 +14,8 @@ from typing import Any, cast
 from relay.limits import take_token
 from relay.store.base import (
     AcceptResult,
+    Attempt,
+    AttemptOutcome,
     Delivery,
     DeliveryStatus,
     NewDelivery,
@@ -21,7 +23,7 @@ from relay.store.base import (
     StoreUnavailable,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # events.id, not events.event_id, is the key: the same event id may be accepted again once
 # its dedupe window has passed, and each acceptance is its own event row.
@@ -118,8 +120,22 @@ UPDATE threads SET last_at = (julianday('now') - 2440587.5) * 86400.0;
 CREATE INDEX threads_by_last_at ON threads (last_at);
 """
 
+# Version 7: every attempt of a delivery (SPEC 5), numbered on across replays.
+_SCHEMA_V7 = """
+CREATE TABLE attempts (
+    delivery_id INTEGER NOT NULL,
+    number INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    duration_s REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT,
+    PRIMARY KEY (delivery_id, number)
+) WITHOUT ROWID;
+"""
+
 _MIGRATIONS = {
     1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5, 6: _SCHEMA_V6,
+    7: _SCHEMA_V7,
 }  # fmt: skip
 
 UNFINISHED = "status IN ('pending', 'failed')"
@@ -357,6 +373,7 @@ def purge_history(
     if last_delivery is not None:
         deliveries = conn.execute("DELETE FROM deliveries WHERE id <= ?", (last_delivery,)).rowcount
         conn.execute("DELETE FROM digest_events WHERE delivery_id <= ?", (last_delivery,))
+        conn.execute("DELETE FROM attempts WHERE delivery_id <= ?", (last_delivery,))
     first_kept = conn.execute("SELECT event_ref FROM deliveries ORDER BY id LIMIT 1").fetchone()
     last_event = _last_of_prefix(
         conn.execute(
@@ -443,10 +460,15 @@ _UNCLAIM = "claimed_by = NULL, lease_until = 0"
 
 
 def record_sent(
-    conn: sqlite3.Connection, delivery_id: int, owner: str, now: float, note: str | None
+    conn: sqlite3.Connection,
+    delivery_id: int,
+    owner: str,
+    now: float,
+    note: str | None,
+    started_at: float,
 ) -> bool:
     """Mark a held delivery sent; `note` (e.g. refused recipients) replaces the last error."""
-    return (
+    held = (
         conn.execute(
             f"UPDATE deliveries SET status = 'sent', attempts = attempts + 1, last_error = ?,"
             f" finished_at = ?, {_UNCLAIM} WHERE {_HELD}",
@@ -454,6 +476,9 @@ def record_sent(
         ).rowcount
         == 1
     )
+    if held:
+        _keep_attempt(conn, delivery_id, started_at, now, "sent", note)
+    return held
 
 
 def record_failure(
@@ -463,6 +488,7 @@ def record_failure(
     error: str,
     retry_at: float | None,
     now: float,
+    started_at: float,
 ) -> bool:
     """Record a failed attempt of a held delivery: failed until `retry_at`, or dead."""
     if retry_at is None:
@@ -476,7 +502,50 @@ def record_failure(
             f" next_attempt_at = ?, {_UNCLAIM} WHERE {_HELD}"
         )
     moment = now if retry_at is None else retry_at
-    return conn.execute(sql, (error, moment, delivery_id, owner)).rowcount == 1
+    held = conn.execute(sql, (error, moment, delivery_id, owner)).rowcount == 1
+    if held:
+        outcome = "dead" if retry_at is None else "retried"
+        _keep_attempt(conn, delivery_id, started_at, now, outcome, error)
+    return held
+
+
+def _keep_attempt(
+    conn: sqlite3.Connection,
+    delivery_id: int,
+    started_at: float,
+    now: float,
+    outcome: str,
+    detail: str | None,
+) -> None:
+    """Add an attempt, numbered after the delivery's last (a replay does not restart it)."""
+    conn.execute(
+        "INSERT INTO attempts (delivery_id, number, started_at, duration_s, outcome, detail)"
+        " SELECT ?, coalesce(max(number), 0) + 1, ?, ?, ?, ? FROM attempts WHERE delivery_id = ?",
+        (delivery_id, started_at, max(now - started_at, 0.0), outcome, detail, delivery_id),
+    )
+
+
+def attempts(conn: sqlite3.Connection, delivery_id: int) -> list[Attempt]:
+    """Return a delivery's attempts in order."""
+    rows = conn.execute(
+        "SELECT number, started_at, duration_s, outcome, detail FROM attempts"
+        " WHERE delivery_id = ? ORDER BY number",
+        (delivery_id,),
+    ).fetchall()
+    return [
+        Attempt(int(n), float(at), float(took), cast(AttemptOutcome, outcome), detail)
+        for n, at, took, outcome, detail in rows
+    ]
+
+
+def get_delivery(conn: sqlite3.Connection, delivery_id: int) -> Delivery | None:
+    """Return one delivery, or None."""
+    sql = (
+        f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d JOIN events AS e ON e.id = d.event_ref"
+        " WHERE d.id = ?"
+    )
+    found = _deliveries(conn.execute(sql, (delivery_id,)).fetchall())
+    return found[0] if found else None
 
 
 def reserve(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.store.base import NewDelivery, NewEvent, Store
+from relay.store.base import Attempt, NewDelivery, NewEvent, Store
 from relay.store.redis import RedisStore
 from relay.store.sqlite import SqliteStore
 
@@ -400,3 +400,75 @@ async def test_a_purged_digest_takes_its_events_with_it(stores: Stores) -> None:
     assert len(await stores.one.digest_events(digest.id)) == 2
     assert await stores.one.record_sent(digest.id, 1004.0, owner=A)
     assert await stores.other.purge(5000.0) == (1, 2, 0)
+
+
+# Attempts (SPEC 5: every attempt is recorded) ----------------------------------------
+
+
+async def attempt(
+    store: Store, owner: str, now: float, error: str | None, retry_at: float | None = None
+) -> int:
+    """Claim the one due delivery and record one attempt at it, begun 0.25 s before `now`:
+    sent when `error` is None, else failed (retried at `retry_at`, or dead)."""
+    [held] = await store.claim("slack", now, 10, owner=owner, lease_s=LEASE_S)
+    if error is None:
+        assert await store.record_sent(held.id, now, owner=owner, started_at=now - 0.25)
+    else:
+        assert await store.record_failure(
+            held.id, error, retry_at=retry_at, now=now, owner=owner, started_at=now - 0.25
+        )
+    return held.id
+
+
+async def test_every_attempt_is_kept_in_order_with_its_outcome_and_duration(
+    stores: Stores,
+) -> None:
+    await accept(stores.one, "e1")
+    for n, error in enumerate(("Slack answered 500", "Discord answered 429", "timed out")):
+        delivery_id = await attempt(stores.one, A, 1000.0 + 10 * n, error, retry_at=1005 + 10 * n)
+    await attempt(stores.other, B, 1030.0, None)
+
+    kept = await stores.one.attempts(delivery_id)
+    assert [(a.number, a.started_at, a.outcome, a.detail) for a in kept] == [
+        (1, 999.75, "retried", "Slack answered 500"),
+        (2, 1009.75, "retried", "Discord answered 429"),
+        (3, 1019.75, "retried", "timed out"),
+        (4, 1029.75, "sent", None),
+    ]
+    assert [a.duration_s for a in kept] == pytest.approx([0.25] * 4)
+    assert await stores.other.attempts(delivery_id) == kept
+
+
+async def test_a_replayed_dead_letter_shows_all_of_its_attempts(stores: Stores) -> None:
+    await accept(stores.one, "e1")
+    delivery_id = await attempt(stores.one, A, 1000.0, "SMTP 451 try later", retry_at=1001.0)
+    await attempt(stores.one, A, 1001.0, "webhook answered 410: gone")  # dead
+    assert await stores.other.replay([delivery_id], 1002.0) == 1
+    await attempt(stores.other, B, 1003.0, None)
+
+    kept = await stores.one.attempts(delivery_id)
+    assert [(a.number, a.outcome) for a in kept] == [(1, "retried"), (2, "dead"), (3, "sent")]
+    delivery = await stores.one.get_delivery(delivery_id)
+    assert delivery is not None and (delivery.status, delivery.event_id) == ("sent", "e1")
+    assert await stores.one.get_delivery(delivery_id + 1000) is None
+
+
+async def test_retention_purges_attempts_with_their_delivery(stores: Stores) -> None:
+    await accept(stores.one, "old", ["s1"])
+    await accept(stores.one, "new", ["s2"], at=5000.0)
+    old = await attempt(stores.one, A, 1001.0, None)
+
+    assert (await stores.other.purge(2000.0)).deliveries == 1
+
+    assert await stores.one.attempts(old) == []
+    assert await stores.one.get_delivery(old) is None
+
+
+async def test_an_attempt_without_a_start_took_no_time(stores: Stores) -> None:
+    await accept(stores.one, "e1")
+    [held] = await stores.one.claim("slack", 1000.0, 10, owner=A, lease_s=LEASE_S)
+    assert await stores.one.record_sent(held.id, 1001.0, "1 recipient refused", owner=A)
+
+    assert await stores.other.attempts(held.id) == [
+        Attempt(1, 1001.0, 0.0, "sent", "1 recipient refused")
+    ]

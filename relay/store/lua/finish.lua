@@ -2,13 +2,16 @@
 
 KEYS[1]  the store's key prefix (see accept.lua)
 ARGV     member, owner, outcome ('sent', 'dead' or 'failed'), now, text ('' for none: the
-         note of a send, the error of a failure), retry_at (for 'failed')
+         note of a send, the error of a failure), retry_at ('' unless 'failed'),
+         started_at (when the attempt began), kept (how many attempts a delivery keeps)
 Returns  1 when recorded, 0 (nothing changed) when the owner no longer holds the claim
-Atomic:  the outcome, the release of the claim and the session's next head go together:
-         once a delivery is finished, its session's next delivery becomes claimable.
+Atomic:  the outcome, the attempt's record, the release of the claim and the session's
+         next head go together: once a delivery is finished, its session's next delivery
+         becomes claimable.
 ]]
 local P = KEYS[1]
 local member, owner, outcome, now, text = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local started_at, kept = ARGV[7], tonumber(ARGV[8])
 local key = P .. 'd:' .. member
 local fields = redis.call('HMGET', key, 'claimed_by', 'status', 'destination', 'session_key')
 local status, destination, session = fields[2], fields[3], fields[4]
@@ -18,6 +21,15 @@ end
 local id = tonumber(member)
 local waiting = P .. 'waiting:' .. destination
 redis.call('HINCRBY', key, 'attempts', 1)
+-- The attempt, as "number TAB started_at TAB duration TAB outcome TAB text": numbered on
+-- across replays (which reset `attempts`), the latest `kept` of them kept.
+local number = redis.call('HINCRBY', key, 'tries', 1)
+local took = math.max(tonumber(now) - tonumber(started_at), 0)
+local shown = outcome == 'failed' and 'retried' or outcome
+local attempts = P .. 'attempts:' .. member
+redis.call('RPUSH', attempts, number .. '\t' .. started_at .. '\t' .. string.format('%.6f', took)
+  .. '\t' .. shown .. '\t' .. text)
+redis.call('LTRIM', attempts, -kept, -1)
 redis.call('HSET', key, 'claimed_by', '', 'lease_until', 0, 'status', outcome)
 redis.call('SREM', P .. 'owner:' .. owner, member)
 redis.call('ZREM', P .. 'status:' .. status, member)

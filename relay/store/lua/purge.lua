@@ -23,7 +23,7 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', P .. 'finished', '-inf', '('
   for _, ref in ipairs(redis.call('LRANGE', joined, 1, -1)) do  -- [0] is its own event
     redis.call('HINCRBY', P .. 'e:' .. ref, 'remaining', -1)
   end
-  redis.call('DEL', key, joined)
+  redis.call('DEL', key, joined, P .. 'attempts:' .. member)
   deliveries = deliveries + 1
 end
 local events = 0

@@ -1,0 +1,141 @@
+"""One attempt at one delivery: build its notification, send it, record the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from relay.delivery.context import Worker, log
+from relay.delivery.conversations import Conversations, in_thread
+from relay.delivery.digests import with_transcript
+from relay.events import EventError, parse_event
+from relay.notification import Notification, build_notification
+from relay.senders.base import DeliveryError
+from relay.store import Delivery, StoreUnavailable
+
+Pause = Callable[[float], Awaitable[None]]  # hold the destination until a time
+
+
+async def deliver(
+    worker: Worker, delivery: Delivery, *, pause: Pause, conversations: Conversations
+) -> None:
+    """Send a claimed delivery once and record what came of it; never raise."""
+    extra = {"event_id": delivery.event_id, "destination": delivery.destination}
+    started_at = worker.clock()
+    try:
+        note = await _send(worker, delivery, conversations)
+    except DeliveryError as error:
+        await _record_failure(worker, delivery, error, pause, started_at)
+        return
+    except Exception as exc:  # a bug in a sender must not stop the lane
+        log.exception("unexpected error sending delivery %s", delivery.id, extra=extra)
+        internal = DeliveryError(f"internal error: {type(exc).__name__}", retryable=True)
+        await _record_failure(worker, delivery, internal, pause, started_at)
+        return
+    now = worker.clock()
+    worker.metrics.deliveries.labels(delivery.destination, "sent").inc()
+    worker.metrics.delivery_seconds.labels(delivery.destination).observe(
+        max(now - delivery.created_at, 0.0)
+    )
+    log.debug("delivered %s (attempt %d)", delivery.id, delivery.attempts + 1, extra=extra)
+    if note:
+        log.warning("delivered %s only in part: %s", delivery.id, note, extra=extra)
+    write = worker.store.record_sent(
+        delivery.id, now, note, owner=worker.owner, started_at=started_at
+    )
+    await _record(write, delivery)
+
+
+async def build(worker: Worker, delivery: Delivery) -> Notification:
+    """The notification a delivery sends: its event, template, transcript and thread."""
+    try:
+        event = parse_event(
+            delivery.body, event_id=delivery.event_id, received_at=delivery.created_at
+        )
+        template = worker.config.templates.get(delivery.template) if delivery.template else None
+        notification = build_notification(event, delivery.rule, template)
+    except EventError as exc:
+        raise DeliveryError(f"cannot read the stored event: {exc}", retryable=False) from exc
+    if notification.template_error:
+        extra = {"event_id": delivery.event_id, "destination": delivery.destination}
+        log.warning("%s; sending the default layout", notification.template_error, extra=extra)
+    if delivery.digest:
+        notification = await with_transcript(worker, notification, delivery)
+    return await in_thread(worker, notification, delivery)
+
+
+async def _send(worker: Worker, delivery: Delivery, conversations: Conversations) -> str | None:
+    sender = worker.senders.get(delivery.destination)
+    if sender is None:
+        raise DeliveryError(
+            f'destination "{delivery.destination}" is no longer configured', retryable=False
+        )
+    notification = await build(worker, delivery)
+    timeout_s = worker.config.delivery.timeout_s
+    try:
+        sent = await asyncio.wait_for(sender.send(notification), timeout=timeout_s)
+    except TimeoutError:
+        raise DeliveryError(f"timed out after {timeout_s:g}s", retryable=True) from None
+    await conversations.after_send(notification, sent)
+    return sent.note
+
+
+async def _record_failure(
+    worker: Worker, delivery: Delivery, error: DeliveryError, pause: Pause, started_at: float
+) -> None:
+    now = worker.clock()
+    attempts = delivery.attempts + 1
+    retry_at = worker.policy.retry_at(error, attempts, now, worker.rng)
+    if error.retryable and error.retry_after_s is not None:
+        # The service asked for a pause: hold the whole destination, not just this
+        # delivery, and every process sending to the same target.
+        await pause(now + error.retry_after_s)
+    extra = {"event_id": delivery.event_id, "destination": delivery.destination}
+    outcome = "dead" if retry_at is None else "retried"
+    worker.metrics.deliveries.labels(delivery.destination, outcome).inc()
+    if retry_at is None:
+        log.error(
+            "dead-lettered %s after %d attempt(s): %s", delivery.id, attempts, error, extra=extra
+        )
+    else:
+        log.warning(
+            "delivery %s failed (attempt %d), retry in %.2fs: %s",
+            delivery.id,
+            attempts,
+            retry_at - now,
+            error,
+            extra=extra,
+        )
+    write = worker.store.record_failure(
+        delivery.id,
+        str(error),
+        retry_at=retry_at,
+        now=now,
+        owner=worker.owner,
+        started_at=started_at,
+    )
+    await _record(write, delivery)
+
+
+async def _record(write: Coroutine[Any, Any, bool], delivery: Delivery) -> None:
+    """Wait until a send's outcome is committed, before the session's next send.
+
+    So a crash can repeat at most the sends in flight: every earlier one is on disk.
+    The commit is shared with other sends and with incoming events.
+    """
+    extra = {"event_id": delivery.event_id, "destination": delivery.destination}
+    try:
+        held = await write
+    except StoreUnavailable as exc:
+        # At-least-once: unrecorded, the delivery is claimed and tried again once its
+        # lease runs out.
+        log.error("could not record delivery %s: %s", delivery.id, exc, extra=extra)
+        return
+    if not held:
+        log.warning(
+            "delivery %s was claimed by another process after this one's lease ran out;"
+            " its outcome is the other process's to record",
+            delivery.id,
+            extra=extra,
+        )

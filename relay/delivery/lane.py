@@ -1,0 +1,180 @@
+"""A destination's lane: it claims due deliveries with a lease, sends up to
+`delivery.concurrency` at once (each of a different session, each session in order), and
+waits out the destination's pauses and pacing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Iterable
+
+from relay.delivery.attempt import deliver
+from relay.delivery.context import Worker, log
+from relay.delivery.conversations import Conversations
+from relay.store import Delivery, StoreUnavailable
+
+# A safety net, and how a lane notices what another process did: lanes are woken on every
+# accept and every finished send of their own process.
+IDLE_POLL_S = 5.0
+# After an idle lane is woken, wait this long before asking for due deliveries, so that a
+# burst of events is fetched by one query, not one each.
+GATHER_S = 0.02
+
+
+class Lane:
+    """Sends one destination's deliveries: up to `delivery.concurrency` at once, each of a
+    different session, and each session's in accepted order.
+
+    The lane claims what it sends with a lease (the store's claim), so several relay
+    processes on one store never send the same delivery; a finished send frees a slot and
+    the lane claims again, which is how a session's next delivery follows its last.
+    """
+
+    def __init__(self, worker: Worker, destination: str) -> None:
+        self.destination = destination
+        self._worker = worker
+        self._wake = asyncio.Event()
+        self._paused_until = 0.0
+        self.sending: dict[int, asyncio.Task[None]] = {}
+        # Sends whose claim a renewal found taken by another process: not sent here.
+        self._lost: set[int] = set()
+        self.task: asyncio.Task[None] | None = None
+        self.conversations = Conversations(worker, destination, self._wait_for_turn)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        worker = self._worker
+        try:
+            while not worker.stopping:
+                await self._claim_and_send()
+        finally:
+            # In-flight sends finish (worker.stop bounds how long); those still waiting
+            # for their turn see `stopping` and leave their claim to be released.
+            await asyncio.gather(*self.sending.values(), return_exceptions=True)
+
+    async def stop_updates(self) -> None:
+        """Drop the parent updates not made yet."""
+        await self.conversations.stop()
+
+    def claims_lost(self, ids: Iterable[int]) -> None:
+        """Another process holds these now (this one's lease ran out): a send of them
+        still waiting for its turn does not go out from here."""
+        self._lost.update(i for i in ids if i in self.sending)
+
+    async def _claim_and_send(self) -> None:
+        worker = self._worker
+        now = worker.clock()
+        if self._paused_until > now:
+            await self._sleep(self._paused_until - now)
+            return
+        free = worker.config.delivery.concurrency - len(self.sending)
+        if free <= 0:
+            await self._sleep(IDLE_POLL_S)  # a finished send wakes the lane
+            return
+        try:
+            batch = await worker.store.claim(
+                self.destination, now, free, owner=worker.owner, lease_s=worker.lease_s
+            )
+            if not batch:
+                idle = not self.sending
+                await self._sleep(await self._idle_time(now) if idle else IDLE_POLL_S)
+                if idle:
+                    await asyncio.sleep(GATHER_S)
+                return
+        except StoreUnavailable as exc:
+            log.warning(
+                "store unavailable, retrying: %s", exc, extra={"destination": self.destination}
+            )
+            await self._sleep(1.0)
+            return
+        for delivery in batch:
+            if delivery.id in self.sending:
+                # This process's own send, still under way: its lease ran out (a store
+                # outage or a clock jump held renewal back) and the claim took it back.
+                # Sending it again would repeat it; the claim only renewed its lease, and
+                # made the claim this process's again if another had taken it meanwhile.
+                self._lost.discard(delivery.id)
+                continue
+            task = asyncio.create_task(self._deliver_in_turn(delivery))
+            self.sending[delivery.id] = task
+            task.add_done_callback(functools.partial(self._sent, delivery.id))
+
+    def _sent(self, delivery_id: int, _: asyncio.Task[None]) -> None:
+        self.sending.pop(delivery_id, None)
+        self._lost.discard(delivery_id)
+        self.wake()
+
+    async def _deliver_in_turn(self, delivery: Delivery) -> None:
+        """Wait for the destination's pace and pauses, then send, unless relay stops or
+        another process took the claim meanwhile."""
+        if not await self._wait_for_turn():
+            return
+        if delivery.id in self._lost:
+            log.warning(
+                "delivery %s was claimed by another process while it waited its turn here;"
+                " it is sent from there",
+                delivery.id,
+                extra={"event_id": delivery.event_id, "destination": delivery.destination},
+            )
+            return
+        await deliver(self._worker, delivery, pause=self._pause, conversations=self.conversations)
+
+    async def _wait_for_turn(self) -> bool:
+        """Wait while the destination is paused or its pacing says so; False if stopping."""
+        worker = self._worker
+        while not worker.stopping:
+            wait_s = await self._wait_s()
+            if wait_s <= 0:
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.stopped.wait(), timeout=wait_s)
+        return False
+
+    async def _wait_s(self) -> float:
+        """How long to wait before sending: this lane's own pause, then the target's shared
+        pause and pace (a token is taken when it answers 0), then the sender's own say."""
+        worker = self._worker
+        now = worker.clock()
+        if self._paused_until > now:
+            return self._paused_until - now
+        sender = worker.senders.get(self.destination)
+        if sender is None:
+            return 0.0  # gone from the config: dead-lettered at once by _send
+        limit = sender.limit
+        if limit is not None:
+            try:
+                wait_s = await worker.store.reserve(limit.key, now, limit.rate_per_s, limit.burst)
+            except StoreUnavailable:
+                return 1.0  # nothing could be recorded either: wait for the store
+            if wait_s > 0:
+                return wait_s
+        return sender.wait_s()
+
+    async def _pause(self, until: float) -> None:
+        self._paused_until = max(self._paused_until, until)
+        sender = self._worker.senders.get(self.destination)
+        if sender is not None and sender.limit is not None:
+            with contextlib.suppress(StoreUnavailable):  # the lane's own pause still holds
+                await self._worker.store.pause(sender.limit.key, until)
+
+    async def _idle_time(self, now: float) -> float:
+        next_due = await self._worker.store.next_due_at(self.destination, now)
+        if next_due is None:
+            return IDLE_POLL_S
+        return min(max(next_due - now, 0.05), IDLE_POLL_S)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep until woken or `seconds` pass.
+
+        The flag is cleared after waking, not before sleeping: a wake that came while the
+        lane was busy (new deliveries, a finished send, or stop) must cut the next sleep
+        short, not be lost.
+        """
+        if self._worker.stopping:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        self._wake.clear()

@@ -1,0 +1,171 @@
+"""The delivery worker: a lane per destination, their leases, reloads and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+
+from relay.config.model import Config
+from relay.delivery.context import Clock, log
+from relay.delivery.lane import Lane
+from relay.delivery.retry import RetryPolicy
+from relay.metrics import Metrics
+from relay.senders.base import Sender
+from relay.store import Store, StoreUnavailable
+
+
+class DeliveryWorker:
+    """Owns one lane per destination; a slow or failing destination holds up no other."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        senders: Mapping[str, Sender],
+        *,
+        clock: Clock = time.time,
+        rng: random.Random | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.stopping = False
+        self.stopped = asyncio.Event()  # set with `stopping`, for waits that must end then
+        self.config = config
+        self.senders: Mapping[str, Sender] = senders
+        self.policy = RetryPolicy.from_config(config.delivery)
+        # Who holds this process's claims in a store shared with other processes.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._lanes: dict[str, Lane] = {}
+        self._unconfigured: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
+
+    @property
+    def lease_s(self) -> float:
+        return self.config.delivery.lease_s
+
+    @property
+    def in_flight(self) -> int:
+        """How many claimed deliveries are being sent, or wait their turn to be."""
+        return sum(len(lane.sending) for lane in self._lanes.values())
+
+    def start(self) -> None:
+        """Start a lane for every configured destination, and, once, for every destination
+        the store still has deliveries queued for."""
+        for name in self.senders:
+            self._lane(name)
+        if self._renewer is None:
+            self._renewer = asyncio.create_task(self._renew_leases(), name="relay-leases")
+        if self._unconfigured is None:
+            self._unconfigured = asyncio.create_task(
+                self._start_unconfigured_lanes(), name="relay-unconfigured-lanes"
+            )
+
+    async def _renew_leases(self) -> None:
+        """Renew the leases of every delivery being sent, three times a lease.
+
+        A send may take as long as it takes (delivery.timeout bounds it, pacing may hold it
+        back); only a process that stops renewing, because it died, loses its claims. While
+        relay stops, renewing goes on until the sends in flight are over: a lease that ran
+        out under a send still going would let another process repeat it.
+        """
+        while True:
+            if self.stopping:
+                await asyncio.sleep(self.lease_s / 3)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopped.wait(), timeout=self.lease_s / 3)
+            ids = [i for lane in self._lanes.values() for i in lane.sending]
+            if not ids:
+                if self.stopping:
+                    return
+                continue
+            try:
+                held = await self.store.renew(self.owner, ids, self.clock() + self.lease_s)
+            except StoreUnavailable as exc:
+                log.warning("cannot renew the leases of %d send(s): %s", len(ids), exc)
+                continue
+            lost = sorted(set(ids) - held)
+            if lost:
+                log.warning("lost the claim on deliveries %s (finished or claimed elsewhere)", lost)
+                for lane in self._lanes.values():
+                    lane.claims_lost(lost)
+
+    async def _start_unconfigured_lanes(self) -> None:
+        """Give deliveries queued for a destination that is gone from the config a lane.
+
+        It dead-letters them with the reason, as it does after a reload that removes a
+        destination: they show in `relay deliveries --status dead`, can be replayed once
+        the destination is back, and no longer sit in the queue (and in the way of the
+        retention purge) for ever.
+        """
+        try:
+            queued = await self.store.queue_depths()
+        except StoreUnavailable as exc:
+            log.warning("cannot look for deliveries to removed destinations: %s", exc)
+            return
+        for name in queued:
+            if name not in self.senders and not self.stopping:
+                self._lane(name)
+
+    def _lane(self, destination: str) -> Lane:
+        lane = self._lanes.get(destination)
+        if lane is None:
+            lane = self._lanes[destination] = Lane(self, destination)
+            lane.task = asyncio.create_task(lane.run(), name=f"relay-lane-{destination}")
+        return lane
+
+    def reconfigure(self, config: Config, senders: Mapping[str, Sender]) -> None:
+        """Swap in a new config and senders; lanes, pauses and queues carry over."""
+        self.config = config
+        self.senders = senders
+        self.policy = RetryPolicy.from_config(config.delivery)
+        self.start()
+
+    def wake(self, destinations: Iterable[str]) -> None:
+        """Tell the lanes of these destinations that new deliveries are waiting.
+
+        While stopping, nothing is: events accepted then stay for the next process.
+        """
+        if self.stopping:
+            return
+        for name in destinations:
+            self._lane(name).wake()
+
+    async def stop(self, timeout_s: float) -> None:
+        """Let in-flight sends finish (up to timeout_s), stop every lane, and release the
+        claims left, so another process sends them at once rather than after their lease."""
+        self.stopping = True
+        self.stopped.set()
+        if self._unconfigured is not None:
+            await asyncio.gather(self._unconfigured, return_exceptions=True)
+        for lane in self._lanes.values():
+            lane.wake()
+        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            sends = [t for lane in self._lanes.values() for t in lane.sending.values()]
+            for task in [*pending, *sends]:
+                task.cancel()
+            await asyncio.gather(*pending, *sends, return_exceptions=True)
+        # Only now: the leases of the sends above were renewed for as long as they went on.
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
+        for lane in self._lanes.values():
+            await lane.stop_updates()
+        try:
+            released = await self.store.release(self.owner)
+        except StoreUnavailable as exc:
+            log.warning("could not release claims (their leases will run out): %s", exc)
+            return
+        if released:
+            log.info("released %d claimed deliveries for the next process", released)
