@@ -180,14 +180,20 @@ def _transcript_line(event: Event) -> str:
 
 
 def _digest(notification: Notification) -> Summary:
-    """A conversation's window of events as one notification: a transcript in order."""
+    """A conversation's window of events as one notification: a transcript in order, each
+    line as the rule's template text renders it, else the default line."""
     first = notification.transcript[0]
     count = len(notification.transcript)
-    lines = tuple(_transcript_line(event) for event in notification.transcript)
+    shaped = notification.transcript_lines or (None,) * count
+    lines = tuple(
+        line if line is not None else _transcript_line(event)
+        for event, line in zip(notification.transcript, shaped, strict=True)
+    )
     who = f" with {first.agent_id}" if first.agent_id else ""
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(first.timestamp))
+    default_title = f"Conversation{who}: {count} event{'s' if count != 1 else ''}"
     return Summary(
-        title=f"Conversation{who}: {count} event{'s' if count != 1 else ''}",
+        title=notification.title if notification.title is not None else default_title,
         text="\n".join(lines),
         fields=_fields(first, ()),
         footer=f"digest · rule {notification.rule} · from {when}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import jinja2
@@ -31,6 +32,9 @@ class Notification:
     broadcast: bool = False  # a reply is also shown in the channel (Slack)
     # A digest (SPEC 4.2): every event of the window, in order; `event` is the first.
     transcript: tuple[Event, ...] = ()
+    # Each event's transcript line as the rule's template text renders it (None where it
+    # failed on that event, or without a template: the default line is used).
+    transcript_lines: tuple[str | None, ...] = ()
 
 
 def build_notification(event: Event, rule: str, template: Template | None) -> Notification:
@@ -51,3 +55,25 @@ def build_notification(event: Event, rule: str, template: Template | None) -> No
         error = f"template {template.name} failed: {exc}"
         return Notification(event=event, rule=rule, template_error=error)
     return Notification(event=event, rule=rule, title=title, text=text)
+
+
+def as_digest(
+    notification: Notification, events: tuple[Event, ...], template: Template | None
+) -> Notification:
+    """Make a notification a digest of `events`, in order (none: its own event alone).
+
+    A rule's template shapes a digest this way: its title, rendered for the first event,
+    titles the digest; its text, rendered for each event, is that event's line.
+    """
+    events = events or (notification.event,)
+    lines: tuple[str | None, ...] = ()
+    if template is not None and template.text is not None:
+        lines = tuple(_line(template.text, event) for event in events)
+    return dataclasses.replace(notification, transcript=events, transcript_lines=lines)
+
+
+def _line(text: jinja2.Template, event: Event) -> str | None:
+    try:
+        return " ".join(render(text, event.context()).split())  # one line, as the default
+    except jinja2.TemplateError:
+        return None

@@ -6,9 +6,9 @@ import dataclasses
 import time
 from typing import TextIO
 
-from relay.config.model import Config, Rule
+from relay.config.model import Config, Rule, Template
 from relay.events import EventError, parse_event
-from relay.notification import Notification, build_notification
+from relay.notification import Notification, as_digest, build_notification
 from relay.rules import explain, route
 from relay.senders import SenderContext, build_senders
 from relay.senders.console import printable
@@ -48,7 +48,7 @@ def explain_route(config: Config, body: bytes, *, source: str, out: TextIO) -> i
         out.write(header + " ---\n")
         notification = build_notification(event, dispatch.rule, template)
         rule = config.rules_by_name[dispatch.rule]
-        notification = _as_the_rule_sends_it(rule, notification, out)
+        notification = _as_the_rule_sends_it(rule, notification, template, out)
         if notification.template_error:
             out.write(f"warning: {notification.template_error}; the default layout is used\n")
             status = 1
@@ -56,7 +56,9 @@ def explain_route(config: Config, body: bytes, *, source: str, out: TextIO) -> i
     return status
 
 
-def _as_the_rule_sends_it(rule: Rule, notification: Notification, out: TextIO) -> Notification:
+def _as_the_rule_sends_it(
+    rule: Rule, notification: Notification, template: Template | None, out: TextIO
+) -> Notification:
     """Say what a digested or threaded rule does, and shape the preview as it would."""
     event = notification.event
     if rule.digest_s is not None:
@@ -64,7 +66,7 @@ def _as_the_rule_sends_it(rule: Rule, notification: Notification, out: TextIO) -
             f"digest: {rule.digest_s:g}s: the conversation's events of that window go out"
             " together, as one transcript, when it closes (this event alone shown below)\n"
         )
-        notification = dataclasses.replace(notification, transcript=(event,))
+        notification = as_digest(notification, (event,), template)
     if rule.thread is not None:
         out.write(_thread_note(event.session, rule.broadcast))
         if event.session is not None:  # as the conversation's first notification

@@ -12,13 +12,16 @@ from typing import Any
 
 import aiohttp
 
+from relay.app import create_app
 from relay.delivery import PARENT_UPDATE_EVERY_S
+from relay.store import StoreUnavailable
+from relay.store.sqlite import SqliteStore
 from tests.conftest import RelayClientFactory
 from tests.senders.test_slack import assert_valid_blocks
 from tests.support.fake_discord import FakeDiscord, assert_valid_payloads, wait_until
 from tests.support.fake_slack import BOT_TOKEN, FakeSlack, Received, api_error
 from tests.support.processes import RelayProcesses
-from tests.support.relay import SECRET, event_body, signed_headers
+from tests.support.relay import SECRET, Output, event_body, make_config, signed_headers
 from tests.test_delivery import Client, deliveries, wait_for_status
 
 SESSION_A = "8d947f06-2c36-4d98-aafe-b232da2433ff"
@@ -263,3 +266,38 @@ async def test_a_reply_whose_parent_is_gone_starts_a_new_parent_that_says_so(
         "Continues a conversation whose earlier thread is gone."
     )
     assert reply.body["thread_ts"] == new_parent.answer["ts"]
+
+
+class ThreadsFailFirst(SqliteStore):
+    """A real SQLite store whose first writes of a thread fail, as a full or locked disk
+    makes them fail."""
+
+    def __init__(self, path: str, failures: int) -> None:
+        super().__init__(path)
+        self.failures = failures
+
+    async def start_thread(
+        self, destination: str, conversation: str, value: str, now: float
+    ) -> str:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreUnavailable("database or disk is full (injected)")
+        return await super().start_thread(destination, conversation, value, now)
+
+
+async def test_a_store_fault_while_keeping_a_thread_never_starts_a_second_one(
+    aiohttp_client: Any, slack: FakeSlack, tmp_path: Path
+) -> None:
+    store = ThreadsFailFirst(str(tmp_path / "relay.db"), failures=3)
+    app = create_app(make_config(config(slack), tmp_path), store=store, stdout=Output())
+    client = await aiohttp_client(app)
+    for n in range(3):
+        await post(client, SESSION_A, f"message {n}")
+
+    parent, *replies = await slack.wait_for_delivered(3, timeout_s=15)
+
+    assert store.failures == 0  # the thread's write failed, and was tried again
+    assert "thread_ts" not in parent.body
+    assert [r.body["thread_ts"] for r in replies] == [parent.answer["ts"]] * 2
+    assert len(slack.requests) == 3  # one parent, not one per failure
+    await wait_for_status(client, "sent", count=3)

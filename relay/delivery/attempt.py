@@ -61,7 +61,7 @@ async def build(worker: Worker, delivery: Delivery) -> Notification:
         extra = {"event_id": delivery.event_id, "destination": delivery.destination}
         log.warning("%s; sending the default layout", notification.template_error, extra=extra)
     if delivery.digest:
-        notification = await with_transcript(worker, notification, delivery)
+        notification = await with_transcript(worker, notification, delivery, template)
     return await in_thread(worker, notification, delivery)
 
 

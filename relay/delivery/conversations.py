@@ -17,6 +17,10 @@ from relay.store import Delivery, StoreUnavailable
 # A conversation's parent message shows its count and last activity: updated at most this
 # often, however fast the conversation goes (Slack paces chat.update like any message).
 PARENT_UPDATE_EVERY_S = 2.0
+# Keeping a new thread while the store is unavailable: tried again this soon, then backing
+# off to this.
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 2.0
 
 
 def conversation_key(conversation: str) -> str:
@@ -65,14 +69,34 @@ class Conversations:
                 await self._count_reply(key, notification.thread)
             return
         # Kept before this send is recorded, so the session's next notification, which
-        # waits for that record, finds it. If the store fails here, the next one starts a
-        # thread of its own.
-        now = self._worker.clock()
-        with contextlib.suppress(StoreUnavailable):
-            if sent.replaces_thread:
-                await store.replace_thread(self._destination, key, sent.thread, now)
-            else:
-                await store.start_thread(self._destination, key, sent.thread, now)
+        # waits for that record, finds it: a store that fails here is tried again until
+        # it answers, or a second thread would start.
+        now, thread = self._worker.clock(), sent.thread
+        if sent.replaces_thread:
+            await self._keep(lambda: store.replace_thread(self._destination, key, thread, now))
+        else:
+            await self._keep(lambda: store.start_thread(self._destination, key, thread, now))
+
+    async def _keep(self, write: Callable[[], Awaitable[object]]) -> None:
+        """Write a conversation's thread, trying again while the store is unavailable.
+
+        The send stays in flight meanwhile: its lease is renewed, and its session's next
+        notification is not claimed, so nothing goes out unthreaded. Only a stop gives up.
+        """
+        wait_s = RETRY_FIRST_S
+        while True:
+            try:
+                await write()
+                return
+            except StoreUnavailable as exc:
+                extra = {"destination": self._destination}
+                if self._worker.stopping:
+                    log.error("could not keep a conversation's thread: %s", exc, extra=extra)
+                    return
+                log.warning("cannot keep a conversation's thread yet: %s", exc, extra=extra)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._worker.stopped.wait(), timeout=wait_s)
+            wait_s = min(wait_s * 2, RETRY_MAX_S)
 
     async def stop(self) -> None:
         """Drop the parent updates not made yet: a parent's count is cosmetic, not worth

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
-
+from relay.config.model import Template
 from relay.delivery.context import Worker
 from relay.events import EventError, parse_event
-from relay.notification import Notification
+from relay.notification import Notification, as_digest
 from relay.senders.base import DeliveryError
 from relay.store import Delivery, StoreUnavailable
 
 
 async def with_transcript(
-    worker: Worker, notification: Notification, delivery: Delivery
+    worker: Worker, notification: Notification, delivery: Delivery, template: Template | None
 ) -> Notification:
-    """Give a digest every event that joined it, in order."""
+    """Give a digest every event that joined it, in order, shaped by its rule's template."""
     try:
         stored = await worker.store.digest_events(delivery.id)
         events = tuple(
@@ -25,4 +24,4 @@ async def with_transcript(
         raise DeliveryError(f"cannot read the digest's events: {exc}", retryable=True) from None
     except EventError as exc:
         raise DeliveryError(f"cannot read a stored event: {exc}", retryable=False) from exc
-    return dataclasses.replace(notification, transcript=events or (notification.event,))
+    return as_digest(notification, events, template)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Collection, Sequence
 from typing import TextIO
 
 from relay.config.model import Config
 from relay.formatting import Summary, summarize, truncate
-from relay.notification import Notification, build_notification
+from relay.notification import Notification, as_digest, build_notification
 from relay.rule_tests.cases import Case, ExpectedNotification
 from relay.rules import Dispatch, explain, route
 
@@ -50,7 +49,7 @@ def _notification(config: Config, case: Case, dispatch: Dispatch) -> Notificatio
     template = config.templates.get(dispatch.template) if dispatch.template else None
     notification = build_notification(case.event, dispatch.rule, template)
     if dispatch.digest_s is not None:  # a digest is a transcript; here, of this event alone
-        notification = dataclasses.replace(notification, transcript=(case.event,))
+        notification = as_digest(notification, (case.event,), template)
     return notification
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,27 +73,46 @@ def build_blocks(summary: Summary) -> list[Block]:
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text=truncate(escape(summary.title), HEADER_LIMIT) or " "))
     ]
-    if summary.text:
-        text = (
-            fit_lines([escape(line) for line in summary.lines], SECTION_LIMIT)
-            if summary.lines
-            else truncate(escape(summary.text), SECTION_LIMIT)
-        )
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=text, verbatim=True)))
     fields = [
         MarkdownTextObject(
             text=truncate(f"*{escape(name)}*\n{escape(value)}", FIELD_LIMIT), verbatim=True
         )
         for name, value in summary.fields[:MAX_FIELDS]
     ]
+    after: list[Block] = []
     if fields:
-        blocks.append(SectionBlock(fields=fields))
+        after.append(SectionBlock(fields=fields))
     if summary.link is not None:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=link_markup(summary.link))))
-    blocks.append(DividerBlock())
+        after.append(SectionBlock(text=MarkdownTextObject(text=link_markup(summary.link))))
+    after.append(DividerBlock())
     footer = truncate(escape(summary.footer), SECTION_LIMIT)
-    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=footer, verbatim=True)]))
-    return blocks[:MAX_BLOCKS]
+    after.append(ContextBlock(elements=[MarkdownTextObject(text=footer, verbatim=True)]))
+    if summary.lines:  # a digest's transcript: as many sections as the blocks left allow
+        texts = transcript_sections(
+            [escape(line) for line in summary.lines], MAX_BLOCKS - len(blocks) - len(after)
+        )
+    else:
+        texts = [truncate(escape(summary.text), SECTION_LIMIT)] if summary.text else []
+    blocks += [SectionBlock(text=MarkdownTextObject(text=t, verbatim=True)) for t in texts]
+    return blocks + after
+
+
+def transcript_sections(lines: Sequence[str], max_sections: int) -> list[str]:
+    """Pack whole lines, in order, into section texts of at most SECTION_LIMIT characters
+    each, at most `max_sections` of them; the last ends "… and N more" when lines are left."""
+    sections: list[str] = []
+    current: list[str] = []
+    size = 0
+    for index, line in enumerate(lines):
+        line = truncate(line, SECTION_LIMIT)
+        if current and size + 1 + len(line) > SECTION_LIMIT:
+            if len(sections) == max_sections - 1:  # the last section: cut visibly
+                return [*sections, fit_lines([*current, *lines[index:]], SECTION_LIMIT)]
+            sections.append("\n".join(current))
+            current, size = [], 0
+        current.append(line)
+        size += len(line) + (1 if size else 0)
+    return [*sections, "\n".join(current)] if current else sections
 
 
 def build_message(notification: Notification) -> dict[str, Any]:
