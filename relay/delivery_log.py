@@ -41,11 +41,17 @@ async def print_deliveries(
 
 async def print_delivery(config: Config, delivery_id: int, out: TextIO) -> int:
     """Print one delivery: what it is, its event as received, and every attempt."""
+    if not 0 < delivery_id < 2**63:  # no store hands out such an id
+        out.write(f"no delivery {delivery_id}: ids are positive\n")
+        return 1
     store = open_store(config.store.url)
+    joined: list[tuple[str, bytes]] = []
     try:
         await store.open()
         delivery = await store.get_delivery(delivery_id)
         attempts = await store.attempts(delivery_id) if delivery is not None else []
+        if delivery is not None and delivery.digest:
+            joined = await store.digest_events(delivery_id)
     except StoreUnavailable as exc:
         out.write(f"store unavailable: {exc}\n")
         return 1
@@ -55,6 +61,9 @@ async def print_delivery(config: Config, delivery_id: int, out: TextIO) -> int:
         out.write(f"no delivery {delivery_id} (it may have been purged: store.retention)\n")
         return 1
     out.write(_describe(delivery))
+    if len(joined) > 1:
+        others = ", ".join(event_id for event_id, _ in joined[1:])
+        out.write(f"a digest of {len(joined)} events: this one, then {others}\n")
     out.write(f"attempts: {len(attempts)}\n" if attempts else "attempts: none yet\n")
     for attempt in attempts:
         when = _when(attempt.started_at)

@@ -9,7 +9,7 @@ import jinja2
 
 from relay.config.model import Template
 from relay.events import Event
-from relay.templates import render
+from relay.templates import RENDER_ERRORS, render
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def build_notification(event: Event, rule: str, template: Template | None) -> No
     try:
         title = render(template.title, context) if template.title is not None else None
         text = render(template.text, context) if template.text is not None else None
-    except jinja2.TemplateError as exc:
+    except RENDER_ERRORS as exc:
         error = f"template {template.name} failed: {exc}"
         return Notification(event=event, rule=rule, template_error=error)
     return Notification(event=event, rule=rule, title=title, text=text)
@@ -66,14 +66,20 @@ def as_digest(
     titles the digest; its text, rendered for each event, is that event's line.
     """
     events = events or (notification.event,)
+    if template is None:
+        return dataclasses.replace(notification, transcript=events)
+    # Each part on its own: a text that fails on the first event keeps the title, and
+    # the other way round.
+    title = _line(template.title, events[0]) if template.title is not None else None
     lines: tuple[str | None, ...] = ()
-    if template is not None and template.text is not None:
+    if template.text is not None:
         lines = tuple(_line(template.text, event) for event in events)
-    return dataclasses.replace(notification, transcript=events, transcript_lines=lines)
+    return dataclasses.replace(notification, title=title, transcript=events, transcript_lines=lines)
 
 
 def _line(text: jinja2.Template, event: Event) -> str | None:
+    """Render a template for one event as one line; None when it fails on that event."""
     try:
         return " ".join(render(text, event.context()).split())  # one line, as the default
-    except jinja2.TemplateError:
+    except RENDER_ERRORS:
         return None

@@ -63,7 +63,7 @@ class NotJson(TemplateFailed):
 
 # What rendering can raise on one event's values, besides Jinja's own errors: the sandbox
 # lets a template compute, and a computation can fail.
-_RENDER_ERRORS = (
+RENDER_ERRORS = (
     jinja2.TemplateError,
     TypeError,
     ValueError,
@@ -82,7 +82,7 @@ def render_json(template: jinja2.Template, context: dict[str, Any]) -> bytes:
     try:
         text = render(template, context)
         body = text.encode()  # a lone surrogate in an event's text cannot be sent
-    except _RENDER_ERRORS as exc:
+    except RENDER_ERRORS as exc:
         raise TemplateFailed(f"failed: {exc}") from None
     try:
         json.loads(text, parse_constant=_not_json)

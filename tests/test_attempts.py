@@ -145,3 +145,17 @@ rules:
     assert attempt.detail is not None and "535" in attempt.detail
     assert password not in attempt.detail
     assert handler.mails == []
+
+
+@pytest.mark.parametrize("delivery_id", ["0", "-1", "99999999999999999999"])
+async def test_deliveries_id_of_no_delivery_says_so_and_exits_1(
+    tmp_path: Path, delivery_id: str
+) -> None:
+    config = tmp_path / "relay.yaml"
+    config.write_text(f"store: {{ url: 'sqlite:{tmp_path / 'relay.db'}' }}\n", encoding="utf-8")
+
+    status, out = await run_cli("deliveries", "--id", delivery_id, "-c", str(config))
+
+    assert status == 1
+    assert out.startswith(f"no delivery {delivery_id}")
+    assert "Traceback" not in out

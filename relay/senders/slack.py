@@ -110,8 +110,8 @@ def transcript_sections(lines: Sequence[str], max_sections: int) -> list[str]:
                 return [*sections, fit_lines([*current, *lines[index:]], SECTION_LIMIT)]
             sections.append("\n".join(current))
             current, size = [], 0
+        size += len(line) + (1 if current else 0)  # the newline before it, if any
         current.append(line)
-        size += len(line) + (1 if size else 0)
     return [*sections, "\n".join(current)] if current else sections
 
 

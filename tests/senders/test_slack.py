@@ -16,6 +16,7 @@ from relay.formatting import TRUNCATION_MARKER
 from relay.notification import Notification
 from relay.senders import DeliveryError, Sender, SenderContext, build_senders
 from relay.senders.base import Sent
+from relay.senders.slack import SECTION_LIMIT, transcript_sections
 from tests.support.fake_slack import (
     BOT_TOKEN,
     FakeSlack,
@@ -321,3 +322,23 @@ async def test_scripted_503_429_200_is_three_single_attempts(
     assert outcomes == [(True, None), (True, 1.0), Sent()]
     assert [r.status for r in slack.requests] == [503, 429, 200]
     assert len(slack.delivered) == 1
+
+
+@pytest.mark.parametrize(
+    ("lines", "max_sections"),
+    [
+        (["", "", "w" * 2_999], 45),  # empty lines still take their newline
+        (["", "", *["w" * 999] * 9], 45),
+        (["", "", "w" * 2_999, "x"], 1),
+        (["v" * 10_000], 45),
+        (["u" * 3_000] * 3, 45),
+        (["t" * 300] * 40, 2),
+    ],
+)
+def test_transcript_sections_stay_within_slacks_section_limit(
+    lines: list[str], max_sections: int
+) -> None:
+    sections = transcript_sections(lines, max_sections)
+
+    assert 0 < len(sections) <= max_sections
+    assert all(len(section) <= SECTION_LIMIT for section in sections)
