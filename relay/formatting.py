@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from relay.durations import format_duration
 from relay.events import Event
 from relay.notification import Notification
 
@@ -133,6 +134,47 @@ def _account_layout(event: Event) -> _Layout | None:
     return None
 
 
+def _seconds(value: object) -> str | None:
+    """A number of seconds as a person reads it at a glance (`2m`, `3s`); None if not one."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return format_duration(float(value))
+    return None
+
+
+def _signal_layout(event: Event) -> _Layout | None:
+    """The events relay raises itself (SPEC 4.4), read at a glance."""
+    agent, data = event.agent_id or "(unknown)", event.data
+    if event.kind == "conversation.unanswered":
+        waited = _seconds(data.get("waited_s"))
+        title = (
+            f"No answer for {waited} from agent {agent}"
+            if waited
+            else f"No answer from agent {agent}"
+        )
+        asked = _text_of(data.get("message"))
+        return _Layout(title, f"'{asked}'" if asked is not None else "")
+    if event.kind == "conversation.ended":
+        took = _seconds(data.get("duration_s"))
+        title = f"Conversation with {agent} ended" + (f" after {took}" if took else "")
+        return _Layout(title, _ended_text(data))
+    return None
+
+
+def _ended_text(data: Mapping[str, Any]) -> str:
+    """`5 visitor messages, 4 answers, first answer after 3s`, from what data holds."""
+    parts = []
+    visitors, answers = _text_of(data.get("visitor_messages")), _text_of(data.get("agent_messages"))
+    if visitors is not None:
+        parts.append(f"{visitors} visitor message{'' if visitors == '1' else 's'}")
+    if answers is not None:
+        parts.append(f"{answers} answer{'' if answers == '1' else 's'}")
+    first = _seconds(data.get("first_answer_s"))
+    parts.append(f"first answer after {first}" if first else "no answer")
+    if data.get("unanswered") is True and first:
+        parts.append("the last visitor message got no answer")
+    return ", ".join(parts)
+
+
 def _other_layout(event: Event) -> _Layout:
     """Any other event type: the values of its data, as many as fit."""
     shown = ("room_name", "session_id", "agent_id", "code")
@@ -174,7 +216,7 @@ def _transcript_line(event: Event) -> str:
     if event.kind == "chat.push":
         said = f"{event.role or 'someone'}: {event.message or ''}"
     else:
-        layout = _session_layout(event) or _other_layout(event)
+        layout = _session_layout(event) or _signal_layout(event) or _other_layout(event)
         said = f"{event.event_type}: {layout.title}"
     return " ".join(f"{when} {said}".split())  # one line, whatever the message held
 
@@ -206,9 +248,9 @@ def summarize(notification: Notification) -> Summary:
     if notification.transcript:
         return _digest(notification)
     event = notification.event
-    layout = (_account_layout(event) if event.account else _session_layout(event)) or (
-        _other_layout(event)
-    )
+    layout = (
+        _account_layout(event) if event.account else _session_layout(event) or _signal_layout(event)
+    ) or _other_layout(event)
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(event.timestamp))
     return Summary(
         title=notification.title if notification.title is not None else layout.title,
