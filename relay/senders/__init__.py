@@ -12,18 +12,25 @@ from relay.senders.base import DeliveryError, Sender, SenderContext
 from relay.senders.console import ConsoleSender
 from relay.senders.discord import DiscordSender
 from relay.senders.email import EmailSender
-from relay.senders.postgres import PostgresSender
 from relay.senders.slack import build_slack_sender
 from relay.senders.teams import TeamsSender
 from relay.senders.webhook import WebhookSender
 
 SenderFactory = Callable[[Any, SenderContext], Sender]
 
+
+def _postgres_sender(config: Any, context: SenderContext) -> Sender:
+    # psycopg takes about 0.1 s to import: only a config with a database pays for it.
+    from relay.senders.postgres import PostgresSender
+
+    return PostgresSender(config, context)
+
+
 SENDERS: dict[str, SenderFactory] = {
     "console": ConsoleSender,
     "discord": DiscordSender,
     "email": EmailSender,
-    "postgres": PostgresSender,
+    "postgres": _postgres_sender,
     "slack": build_slack_sender,
     "teams": TeamsSender,
     "webhook": WebhookSender,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import email.utils
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import aiohttp
 import yarl
@@ -58,9 +58,7 @@ async def answer_start(response: aiohttp.ClientResponse) -> str:
 DETAIL_LIMIT = 200  # how much of a refusing answer goes into the attempt record
 
 
-def answer_detail(
-    text: str, secrets: Iterable[str], *, redirect_key: str | None = None, status: int = 0
-) -> str:
+def answer_detail(text: str, secrets: Sequence[str]) -> str:
     """Return the start of a refusing answer for the attempt record: one printable line,
     with every secret the request carried masked. The mask comes before the cut, so an
     echo of the request leaks no part of a secret that straddles the limit."""
@@ -69,12 +67,7 @@ def answer_detail(
     for value in sorted(secrets, key=len, reverse=True):
         if value:
             start = start.replace(value, "<secret>")
-    detail = " ".join(printable(start).split())[:DETAIL_LIMIT]
-    if redirect_key is not None and 300 <= status < 400:
-        detail = f"redirects are not followed; set {redirect_key} to where it points" + (
-            f" ({detail})" if detail else ""
-        )
-    return detail
+    return " ".join(printable(start).split())[:DETAIL_LIMIT]
 
 
 def status_error(
@@ -117,10 +110,10 @@ async def post_once(
         async with http.post(url, data=body, headers=headers, allow_redirects=False) as response:
             if 200 <= response.status < 300:
                 return
-            text = await answer_start(response)
-            detail = answer_detail(
-                text, list(secrets()), redirect_key=redirect_key, status=response.status
-            )
+            detail = answer_detail(await answer_start(response), list(secrets()))
+            if 300 <= response.status < 400:
+                redirect = f"redirects are not followed; set {redirect_key} to where it points"
+                detail = redirect + (f" ({detail})" if detail else "")
             retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
             raise status_error(service, response.status, detail, retry_after_s)
     except (aiohttp.ClientError, TimeoutError) as exc:
