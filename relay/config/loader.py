@@ -13,7 +13,13 @@ from relay.config.conditions import read_when
 from relay.config.destinations import read_destinations
 from relay.config.errors import ConfigError, ConfigIssue
 from relay.config.model import AllCondition, Config, Destination, Rule, Template
-from relay.config.sections import read_delivery, read_server, read_store, read_verify
+from relay.config.sections import (
+    read_conversations,
+    read_delivery,
+    read_server,
+    read_store,
+    read_verify,
+)
 from relay.config.template_reader import template
 from relay.config.yamlnodes import (
     Context,
@@ -28,7 +34,10 @@ from relay.config.yamlnodes import (
     one_of,
 )
 
-_SECTIONS = ("server", "verify", "store", "delivery", "destinations", "rules", "templates")
+_SECTIONS = (
+    "server", "verify", "store", "delivery", "destinations", "rules", "templates",
+    "conversations",
+)  # fmt: skip
 _RULE_KEYS = ("name", "when", "send_to", "template", "stop", "thread", "broadcast", "digest")
 
 
@@ -95,6 +104,7 @@ def _config(ctx: Context, root: yaml.Node) -> Config:
         destinations=destinations,
         rules=tuple(draft.rule for draft in drafts),
         templates=templates,
+        conversations=top.opt("conversations", read_conversations),
     )
 
 

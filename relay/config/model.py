@@ -88,6 +88,17 @@ class DeliveryConfig:
     lease_s: float = 10.0
 
 
+@dataclass(frozen=True)
+class ConversationsConfig:
+    """`conversations`: relay watches each conversation and raises events (SPEC 4.4)."""
+
+    # A visitor message with no agent message after it for this long raises
+    # conversation.unanswered; 0: never.
+    unanswered_after_s: float = 120.0
+    # No event of the conversation for this long raises conversation.ended; 0: never.
+    ended_after_s: float = 600.0
+
+
 # Destinations -----------------------------------------------------------------------------
 
 
@@ -275,6 +286,7 @@ class Config:
     destinations: Mapping[str, Destination] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
     templates: Mapping[str, Template] = field(default_factory=dict)
+    conversations: ConversationsConfig | None = None  # None: no signals are raised
     # Each rule by its name (names are unique): a delivery names the rule that decided it.
     rules_by_name: Mapping[str, Rule] = field(init=False, repr=False, compare=False)
 

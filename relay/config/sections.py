@@ -10,6 +10,7 @@ import yaml
 from relay.config.model import (
     AccountVerifyConfig,
     BackoffConfig,
+    ConversationsConfig,
     DeliveryConfig,
     IPNetwork,
     ServerConfig,
@@ -24,6 +25,7 @@ from relay.config.yamlnodes import (
     duration,
     duration_where,
     int_range,
+    is_null,
     list_of,
     nonempty_string,
     secret,
@@ -219,3 +221,33 @@ def _backoff(ctx: Context, node: yaml.Node, path: str) -> BackoffConfig:
         section.error("first must not be longer than max")
     section.done()
     return backoff
+
+
+def read_conversations(ctx: Context, node: yaml.Node, path: str) -> ConversationsConfig:
+    """Read `conversations` (SPEC 4.4). An empty section turns signals on with defaults."""
+    defaults = ConversationsConfig()
+    if is_null(node):
+        return defaults
+    section = Section(ctx, node, path, ("unanswered_after", "ended_after"))
+    conversations = ConversationsConfig(
+        unanswered_after_s=section.get(
+            "unanswered_after", _signal_window, defaults.unanswered_after_s
+        ),
+        ended_after_s=section.get("ended_after", _signal_window, defaults.ended_after_s),
+    )
+    section.done()
+    return conversations
+
+
+# A signal due further out than this is a typo (`2d` for `2m`), and would keep every
+# conversation's watch for that long.
+_MAX_SIGNAL_WINDOW_S = 7 * 86400.0
+
+
+def _signal_window(ctx: Context, node: yaml.Node, path: str) -> float:
+    value = duration(ctx, node, path)
+    if value > _MAX_SIGNAL_WINDOW_S:
+        ctx.fail(node, path, f"must be at most 7d (0 turns it off), got {value:g}s")
+    if 0 < value < 1:
+        ctx.fail(node, path, f"must be at least 1s (0 turns it off), got {value:g}s")
+    return value

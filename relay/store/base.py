@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
+from relay.conversations.watch import Observation, SignalKind, Watch
+
 DeliveryStatus = Literal["pending", "failed", "dead", "sent"]
 """pending: not tried yet; failed: tried, will be retried; dead: given up; sent: done."""
 
@@ -39,6 +41,17 @@ class NewDelivery:
     # A digest: the session's open digest of this rule and destination takes the event;
     # without one, this delivery opens a digest that is due this long after (SPEC 4.2).
     digest_s: float | None = None
+
+
+@dataclass(frozen=True)
+class NewSignal:
+    """An event relay raises itself (SPEC 4.4): stored like an accepted event, but only
+    while its conversation's watch still owes it."""
+
+    conversation: str
+    kind: SignalKind
+    number: int  # the stretch or the end it is for (watch.may_raise)
+    event: NewEvent  # its received_at is when it was raised: the watch must be due then
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,7 @@ class Purged(NamedTuple):
     deliveries: int
     events: int
     threads: int
+    watches: int = 0
 
 
 class Store(Protocol):
@@ -108,12 +122,37 @@ class Store(Protocol):
         deliveries: Sequence[NewDelivery],
         *,
         dedupe_window_s: float,
+        observation: Observation | None = None,
     ) -> AcceptResult:
-        """Store an event, its deliveries and its dedupe key in one transaction.
+        """Store an event, its deliveries and its dedupe key in one transaction, and move
+        its conversation's watch on by `observation` (watch.observe) in the same one.
 
-        Return `duplicate=True` (storing nothing) when the event id was accepted within
-        the dedupe window. Return only after the transaction is durable.
+        Return `duplicate=True` (storing nothing, the watch untouched) when the event id
+        was accepted within the dedupe window. Return only after the transaction is
+        durable.
         """
+
+    async def claim_watches(
+        self, now: float, limit: int, *, owner: str, lease_s: float
+    ) -> list[Watch]:
+        """Claim up to `limit` watches due at `now` (Watch.due_at), earliest first, that no
+        live claim holds, for `owner` until `now + lease_s`."""
+
+    async def raise_signal(
+        self,
+        signal: NewSignal,
+        deliveries: Sequence[NewDelivery],
+        *,
+        owner: str,
+        dedupe_window_s: float,
+    ) -> bool:
+        """In one transaction: if the conversation's watch still owes the signal at its
+        event's received_at (watch.may_raise), mark it raised (watch.raised) and accept
+        its event and deliveries as `accept` does; then, either way, give up the owner's
+        claim on the watch. Return whether the signal was raised."""
+
+    async def watch(self, conversation: str) -> Watch | None:
+        """Return a conversation's watch, if it has one."""
 
     async def claim(
         self, destination: str, now: float, limit: int, *, owner: str, lease_s: float
@@ -211,6 +250,7 @@ class Store(Protocol):
 
     async def purge(self, before: float) -> Purged:
         """Delete one bounded step of history: deliveries that finished before `before`,
-        then, oldest first, events received before it with no delivery left; and the
+        then, oldest first, events received before it with no delivery left; the
         threads of conversations with no message since `before` (a later message starts
-        a new thread). A store with a retention runs this by itself."""
+        a new thread); and the watches of conversations with no event received since
+        `before`. A store with a retention runs this by itself."""

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from relay.conversations.watch import Observation, Watch
 from relay.store import sqlite_ops as ops
+from relay.store import sqlite_watches
 from relay.store.base import (
     AcceptResult,
     Attempt,
@@ -32,6 +34,7 @@ from relay.store.base import (
     DeliveryStatus,
     NewDelivery,
     NewEvent,
+    NewSignal,
     Purged,
     StoreUnavailable,
 )
@@ -66,6 +69,7 @@ class StoreStats:
     purged_deliveries: int = 0
     purged_events: int = 0
     purged_threads: int = 0
+    purged_watches: int = 0
 
 
 @dataclass(eq=False)
@@ -151,15 +155,41 @@ class SqliteStore:
         deliveries: Sequence[NewDelivery],
         *,
         dedupe_window_s: float,
+        observation: Observation | None = None,
     ) -> AcceptResult:
         """Store an event, its deliveries and its dedupe key once the commit is durable."""
         deliveries = tuple(deliveries)
         self._latest_received_at = max(self._latest_received_at, event.received_at)
 
         def op(conn: sqlite3.Connection) -> AcceptResult:
-            return ops.accept(conn, event, deliveries, dedupe_window_s)
+            return ops.accept(conn, event, deliveries, dedupe_window_s, observation)
 
         return await self._submit(op, accept=True)
+
+    async def claim_watches(
+        self, now: float, limit: int, *, owner: str, lease_s: float
+    ) -> list[Watch]:
+        """Claim up to `limit` due watches for `owner`, earliest due first."""
+        until = now + lease_s
+        return await self._submit(lambda conn: sqlite_watches.claim(conn, now, limit, owner, until))
+
+    async def raise_signal(
+        self,
+        signal: NewSignal,
+        deliveries: Sequence[NewDelivery],
+        *,
+        owner: str,
+        dedupe_window_s: float,
+    ) -> bool:
+        """Store a signal its watch still owes; release the owner's claim on the watch."""
+        deliveries = tuple(deliveries)
+        return await self._submit(
+            lambda conn: ops.raise_signal(conn, signal, deliveries, dedupe_window_s, owner)
+        )
+
+    async def watch(self, conversation: str) -> Watch | None:
+        """Return a conversation's watch, if it has one."""
+        return await self._submit(lambda conn: sqlite_watches.find(conn, conversation))
 
     async def claim(
         self, destination: str, now: float, limit: int, *, owner: str, lease_s: float
@@ -393,10 +423,12 @@ class SqliteStore:
             conn, before, _PURGE_HISTORY_ROWS, _PURGE_HISTORY_BYTES
         )
         threads = ops.purge_threads(conn, before, _PURGE_HISTORY_ROWS)
+        watches = sqlite_watches.purge(conn, before, _PURGE_HISTORY_ROWS)
         self.stats.purged_deliveries += deliveries
         self.stats.purged_events += events
         self.stats.purged_threads += threads
-        purged = Purged(deliveries, events, threads)
+        self.stats.purged_watches += watches
+        purged = Purged(deliveries, events, threads, watches)
         if any(purged):
             log.debug("purged past retention: %s", purged)
         return purged

@@ -11,7 +11,9 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, cast
 
+from relay.conversations.watch import Observation
 from relay.limits import take_token
+from relay.store import sqlite_watches as watches
 from relay.store.base import (
     AcceptResult,
     Attempt,
@@ -20,10 +22,11 @@ from relay.store.base import (
     DeliveryStatus,
     NewDelivery,
     NewEvent,
+    NewSignal,
     StoreUnavailable,
 )
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # events.id, not events.event_id, is the key: the same event id may be accepted again once
 # its dedupe window has passed, and each acceptance is its own event row.
@@ -135,7 +138,7 @@ CREATE TABLE attempts (
 
 _MIGRATIONS = {
     1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5, 6: _SCHEMA_V6,
-    7: _SCHEMA_V7,
+    7: _SCHEMA_V7, 8: watches.SCHEMA_V8,
 }  # fmt: skip
 
 UNFINISHED = "status IN ('pending', 'failed')"
@@ -241,8 +244,10 @@ def accept(
     event: NewEvent,
     deliveries: Sequence[NewDelivery],
     dedupe_window_s: float,
+    observation: Observation | None = None,
 ) -> AcceptResult:
-    """Store the event, its deliveries and its dedupe key, unless it is a duplicate."""
+    """Store the event, its deliveries and its dedupe key, and move its conversation's
+    watch on, unless it is a duplicate."""
     # One statement both checks and claims the key: it inserts a new key or renews an
     # expired one, and changes nothing (rowcount 0) while the key is still live.
     claimed = conn.execute(
@@ -253,6 +258,8 @@ def accept(
     ).rowcount
     if claimed == 0:
         return AcceptResult(duplicate=True, event_id=event.event_id, deliveries=0)
+    if observation is not None:
+        watches.observe_event(conn, observation)
     cur = conn.execute(
         "INSERT INTO events (event_id, body, received_at) VALUES (?, ?, ?)",
         (event.event_id, event.body, event.received_at),
@@ -281,6 +288,21 @@ def accept(
         ],
     )
     return AcceptResult(duplicate=False, event_id=event.event_id, deliveries=count)
+
+
+def raise_signal(
+    conn: sqlite3.Connection,
+    signal: NewSignal,
+    deliveries: Sequence[NewDelivery],
+    dedupe_window_s: float,
+    owner: str,
+) -> bool:
+    """Accept a signal's event if its watch still owes it; release the owner's claim."""
+    now = signal.event.received_at
+    if not watches.mark_raised(conn, signal.conversation, signal.kind, signal.number, now, owner):
+        return False
+    accept(conn, signal.event, deliveries, dedupe_window_s)
+    return True
 
 
 def _add_to_digest(

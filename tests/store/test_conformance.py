@@ -8,42 +8,16 @@ worker and ingest rely on nothing else.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 
 import pytest
 
 from relay.store.base import Attempt, NewDelivery, NewEvent, Store
-from relay.store.redis import RedisStore
-from relay.store.sqlite import SqliteStore
+from tests.store.conftest import Stores
 
 WINDOW_S = 3600.0
 A, B = "process-a", "process-b"
 LEASE_S = 10.0
-
-
-@dataclass
-class Stores:
-    one: Store  # one relay process
-    other: Store  # another, on the same data
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
-    one: Store
-    other: Store
-    if request.param == "sqlite":
-        path = str(tmp_path / "relay.db")
-        one, other = SqliteStore(path), SqliteStore(path)
-    else:
-        url = request.getfixturevalue("redis_url")
-        one, other = RedisStore(url), RedisStore(url)
-    await one.open()
-    await other.open()
-    yield Stores(one, other)
-    await other.close()
-    await one.close()
 
 
 async def accept(
@@ -289,10 +263,10 @@ async def test_retention_purges_finished_history_and_keeps_the_rest(stores: Stor
     assert await stores.one.record_sent(sent.id, 1001.0, owner=A)
     assert await stores.one.record_failure(retrying.id, "503", retry_at=9000.0, now=1001.0, owner=A)
 
-    assert await stores.other.purge(2000.0) == (1, 1, 0)  # the sent delivery, and its event
+    assert await stores.other.purge(2000.0) == (1, 1, 0, 0)  # the sent delivery, and its event
 
     assert [d.event_id for d in await stores.one.list_deliveries()] == ["recent", "retrying"]
-    assert await stores.one.purge(2000.0) == (0, 0, 0)  # the retried one holds back the rest
+    assert await stores.one.purge(2000.0) == (0, 0, 0, 0)  # the retried one holds back the rest
 
 
 async def test_a_paced_target_is_shared_by_every_process(stores: Stores) -> None:
@@ -396,10 +370,10 @@ async def test_a_purged_digest_takes_its_events_with_it(stores: Stores) -> None:
     await accept_digested(stores.one, "e2", 1001.0)
     await accept(stores.one, "later", ["s9"], at=9000.0)  # the newest, still to be sent
     [digest] = await stores.one.claim("mail", 1003.0, 10, owner=A, lease_s=LEASE_S)
-    assert await stores.one.purge(5000.0) == (0, 0, 0)  # unfinished: its events stay
+    assert await stores.one.purge(5000.0) == (0, 0, 0, 0)  # unfinished: its events stay
     assert len(await stores.one.digest_events(digest.id)) == 2
     assert await stores.one.record_sent(digest.id, 1004.0, owner=A)
-    assert await stores.other.purge(5000.0) == (1, 2, 0)
+    assert await stores.other.purge(5000.0) == (1, 2, 0, 0)
 
 
 # Attempts (SPEC 5: every attempt is recorded) ----------------------------------------

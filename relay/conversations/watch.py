@@ -1,0 +1,246 @@
+"""A conversation's watch: what relay keeps to notice what did not happen (SPEC 4.4).
+
+The store keeps one watch per conversation and moves it on with every accepted event
+(`observe`), in the same transaction as the event: O(1) per event, and nothing is lost on
+a crash. A watch is due when one of its deadlines has passed; the raiser claims due
+watches and raises their signals (`due_signals`), each stored only if the watch still
+agrees that it is due (`may_raise`), so each is raised once, whoever raises it.
+
+This module is the one statement of those rules. The SQLite store runs it as is; the
+Redis store runs the same steps in Lua (store/lua/watch.lua), and the conformance suite
+holds both to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from typing import Literal
+
+from relay.events import Event, normalize_event_type
+
+SignalKind = Literal["unanswered", "ended"]
+Role = Literal["visitor", "agent", "other"]
+
+UNANSWERED = "conversation.unanswered"
+ENDED = "conversation.ended"
+SIGNAL_TYPES = {"unanswered": UNANSWERED, "ended": ENDED}
+_SIGNAL_KINDS = frozenset(SIGNAL_TYPES.values())
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one accepted event tells its conversation's watch."""
+
+    conversation: str  # data.session_id
+    agent_id: str
+    room_name: str | None
+    role: Role
+    message: str | None  # a visitor's message
+    timestamp: float  # the event's own: figures come from these
+    received_at: float  # relay's clock: deadlines come from these
+    unanswered_after_s: float  # 0: never
+    ended_after_s: float  # 0: never
+
+
+@dataclass(frozen=True)
+class Watch:
+    """One conversation as its watch sees it."""
+
+    conversation: str
+    opened_at: float  # received_at of its first event: tells a conversation from a later
+    # one with the same session id once retention forgot the first
+    agent_id: str
+    room_name: str | None
+    started_at: float  # the earliest event timestamp
+    last_event_at: float  # the latest event timestamp
+    last_received_at: float
+    visitor_messages: int = 0
+    agent_messages: int = 0
+    first_visitor_at: float | None = None
+    first_answer_s: float | None = None
+    stretch: int = 0  # unanswered stretches begun so far; the current one's number
+    stretch_open: bool = False  # the last visitor message has had no agent message since
+    stretch_raised: bool = False  # the current stretch raised conversation.unanswered
+    asked_at: float | None = None  # the stretch's first visitor message: its timestamp,
+    asked_received_at: float | None = None  # when relay received it,
+    asked_message: str | None = None  # and what it said
+    unanswered_due: float | None = None
+    ends: int = 0  # conversation.ended raised so far
+    ended: bool = False  # no event since the last conversation.ended
+    end_due: float | None = None
+
+    @property
+    def due_at(self) -> float | None:
+        """When the watch next has a signal to raise, if ever."""
+        times = []
+        if self.stretch_open and not self.stretch_raised and self.unanswered_due is not None:
+            times.append(self.unanswered_due)
+        if not self.ended and self.end_due is not None:
+            times.append(self.end_due)
+        return min(times) if times else None
+
+
+# The fields in the order the stores keep them (SQLite columns, Redis hash fields).
+WATCH_FIELDS = tuple(f.name for f in dataclasses.fields(Watch))
+
+
+def observation_of(
+    event: Event, *, unanswered_after_s: float, ended_after_s: float
+) -> Observation | None:
+    """Return what an accepted event tells its conversation, or None when it has none to
+    tell: an account webhook, an event without a session, or a signal itself."""
+    if event.account or event.session is None or event.kind in _SIGNAL_KINDS:
+        return None
+    role: Role = "other"
+    if event.kind == "chat.push":
+        role = {"user": "visitor", "assistant": "agent"}.get(event.role or "", "other")  # type: ignore[assignment]
+    return Observation(
+        conversation=event.session,
+        agent_id=event.agent_id,
+        room_name=event.room,
+        role=role,
+        message=event.message if role == "visitor" else None,
+        timestamp=event.timestamp,
+        received_at=event.received_at,
+        unanswered_after_s=unanswered_after_s,
+        ended_after_s=ended_after_s,
+    )
+
+
+def is_signal(event_type: str) -> bool:
+    """Whether an event type is one relay raises itself."""
+    return normalize_event_type(event_type) in _SIGNAL_KINDS
+
+
+def observe(watch: Watch | None, seen: Observation) -> Watch:
+    """Return the watch moved on by one accepted event (a new one for a first event)."""
+    if watch is None:
+        watch = Watch(
+            conversation=seen.conversation,
+            opened_at=seen.received_at,
+            agent_id=seen.agent_id,
+            room_name=seen.room_name,
+            started_at=seen.timestamp,
+            last_event_at=seen.timestamp,
+            last_received_at=seen.received_at,
+        )
+    changes: dict[str, object] = {
+        "agent_id": seen.agent_id or watch.agent_id,
+        "room_name": seen.room_name or watch.room_name,
+        "started_at": min(watch.started_at, seen.timestamp),
+        "last_event_at": max(watch.last_event_at, seen.timestamp),
+        "last_received_at": max(watch.last_received_at, seen.received_at),
+        # Every event pushes the end further away; a conversation that had ended carries on.
+        "ended": False,
+        "end_due": _deadline(seen.received_at, seen.ended_after_s),
+    }
+    if seen.role == "visitor":
+        changes["visitor_messages"] = watch.visitor_messages + 1
+        if watch.first_visitor_at is None:
+            changes["first_visitor_at"] = seen.timestamp
+        if not watch.stretch_open:  # a new stretch; a later message keeps the first's
+            changes.update(
+                stretch=watch.stretch + 1,
+                stretch_open=True,
+                stretch_raised=False,
+                asked_at=seen.timestamp,
+                asked_received_at=seen.received_at,
+                asked_message=seen.message,
+                unanswered_due=_deadline(seen.received_at, seen.unanswered_after_s),
+            )
+    elif seen.role == "agent":
+        changes["agent_messages"] = watch.agent_messages + 1
+        if watch.first_answer_s is None and watch.first_visitor_at is not None:
+            changes["first_answer_s"] = max(0.0, seen.timestamp - watch.first_visitor_at)
+        changes.update(stretch_open=False, unanswered_due=None)
+    return dataclasses.replace(watch, **changes)  # type: ignore[arg-type]
+
+
+def _deadline(received_at: float, after_s: float) -> float | None:
+    return received_at + after_s if after_s > 0 else None
+
+
+@dataclass(frozen=True)
+class DueSignal:
+    """A signal a watch owes at some moment: its kind, its number and its data."""
+
+    kind: SignalKind
+    number: int  # the stretch (unanswered) or the end (ended) it is for
+    data: dict[str, object]
+
+
+def due_signals(watch: Watch, now: float) -> list[DueSignal]:
+    """Return the signals the watch owes at `now`, an unanswered one first."""
+    owed = []
+    if may_raise(watch, "unanswered", watch.stretch, now):
+        waited = now - (watch.asked_received_at or now)
+        owed.append(
+            DueSignal(
+                "unanswered",
+                watch.stretch,
+                {
+                    "session_id": watch.conversation,
+                    "room_name": watch.room_name,
+                    "message": watch.asked_message,
+                    "asked_at": watch.asked_at,
+                    "waited_s": round(waited, 3),
+                },
+            )
+        )
+    if may_raise(watch, "ended", watch.ends + 1, now):
+        owed.append(
+            DueSignal(
+                "ended",
+                watch.ends + 1,
+                {
+                    "session_id": watch.conversation,
+                    "room_name": watch.room_name,
+                    "started_at": watch.started_at,
+                    "last_event_at": watch.last_event_at,
+                    "duration_s": round(watch.last_event_at - watch.started_at, 3),
+                    "visitor_messages": watch.visitor_messages,
+                    "agent_messages": watch.agent_messages,
+                    "first_answer_s": (
+                        None if watch.first_answer_s is None else round(watch.first_answer_s, 3)
+                    ),
+                    "unanswered": watch.stretch_open,
+                },
+            )
+        )
+    return owed
+
+
+def may_raise(watch: Watch, kind: SignalKind, number: int, now: float) -> bool:
+    """Whether the watch owes this signal at `now`: checked again, by the store, in the
+    transaction that raises it, so an answer or an event that came meanwhile wins."""
+    if kind == "unanswered":
+        return (
+            watch.stretch == number
+            and watch.stretch_open
+            and not watch.stretch_raised
+            and watch.unanswered_due is not None
+            and watch.unanswered_due <= now
+        )
+    return (
+        watch.ends == number - 1
+        and not watch.ended
+        and watch.end_due is not None
+        and watch.end_due <= now
+    )
+
+
+def raised(watch: Watch, kind: SignalKind, number: int) -> Watch:
+    """Return the watch once it has raised a signal."""
+    if kind == "unanswered":
+        return dataclasses.replace(watch, stretch_raised=True)
+    return dataclasses.replace(watch, ended=True, ends=number)
+
+
+def signal_event_id(watch: Watch, kind: SignalKind, number: int) -> str:
+    """Return a signal's event id: the same for the same conversation, kind and number,
+    whichever process raises it, and short and printable whatever the session id holds."""
+    conversation = f"{watch.conversation}\0{watch.opened_at!r}".encode("utf-8", "surrogatepass")
+    digest = hashlib.sha256(conversation).hexdigest()[:24]
+    return f"{SIGNAL_TYPES[kind]}:{digest}:{number}"
