@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from relay.config.model import Config
+from relay.conversations.raiser import SignalRaiser
 from relay.delivery import Clock, DeliveryWorker
 from relay.ingest import handle_webhook
 from relay.metrics import CONTENT_TYPE_LATEST
@@ -84,10 +85,14 @@ def create_app(
                     state.store, config, state.senders, clock=state.clock, metrics=state.metrics
                 )
                 state.worker.start()
+                state.raiser = SignalRaiser(state, state.worker.owner)
+                state.raiser.start()
             try:
                 yield
             finally:
                 state.draining = True
+                if state.raiser is not None:
+                    await state.raiser.stop()
                 if state.worker is not None:
                     await state.worker.stop(state.config.server.shutdown_timeout_s)
                 await close_senders(state.senders.values())

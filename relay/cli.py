@@ -50,12 +50,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from relay.serve import UNAUTHENTICATED_WARNING
+    from relay.durations import format_duration
+    from relay.serve import UNAUTHENTICATED_WARNING, signals_never_raised
 
     config = _load_or_exit(_config_path(args))
     if not config.verify.authenticates_sessions:
         print(f"warning: {UNAUTHENTICATED_WARNING}", file=sys.stderr)
-    print(f"OK: {len(config.rules)} rules, {len(config.destinations)} destinations")
+    for warning in signals_never_raised(config):
+        print(f"warning: {warning}", file=sys.stderr)
+    summary = f"OK: {len(config.rules)} rules, {len(config.destinations)} destinations"
+    watching = config.conversations
+    if watching is not None:
+        windows = [
+            f"{what} after {format_duration(after_s)}"
+            for what, after_s in (
+                ("unanswered", watching.unanswered_after_s),
+                ("ended", watching.ended_after_s),
+            )
+            if after_s > 0
+        ]
+        summary += f"; conversations watched ({', '.join(windows) or 'no signal: both are 0'})"
+    print(summary)
     return 0
 
 

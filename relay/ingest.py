@@ -10,6 +10,7 @@ from typing import NoReturn
 from aiohttp import web
 
 from relay.config.model import Config
+from relay.conversations.watch import observation_of
 from relay.events import (
     MAX_EVENT_ID_LENGTH,
     Event,
@@ -19,7 +20,7 @@ from relay.events import (
     parse_account_event,
     parse_session_event,
 )
-from relay.rules import Router
+from relay.rules import Dispatch, Router
 from relay.state import RelayState
 from relay.store import NewDelivery, NewEvent, StoreUnavailable
 from relay.verify import (
@@ -190,19 +191,35 @@ def _parse_account(request: web.Request, body: bytes, config: Config, now: float
         _reject(400, str(exc), "invalid_event")
 
 
+def deliveries_for(event: Event, dispatches: list[Dispatch]) -> list[NewDelivery]:
+    """Return what the store keeps of an event's routing: a conversation's deliveries to a
+    destination go out in order, one at a time."""
+    session_key = event.session or event.event_id
+    return [
+        NewDelivery(d.destination, d.rule, d.template, session_key, d.digest_s) for d in dispatches
+    ]
+
+
 async def _accept(
     state: RelayState, config: Config, router: Router, event: Event, body: bytes, now: float
 ) -> web.Response:
-    dispatches = router.route(event)
-    session_key = event.session or event.event_id
-    deliveries = [
-        NewDelivery(d.destination, d.rule, d.template, session_key, d.digest_s) for d in dispatches
-    ]
+    deliveries = deliveries_for(event, router.route(event))
+    watching = config.conversations
+    observation = (
+        None
+        if watching is None
+        else observation_of(
+            event,
+            unanswered_after_s=watching.unanswered_after_s,
+            ended_after_s=watching.ended_after_s,
+        )
+    )
     try:
         result = await state.store.accept(
             NewEvent(event.event_id, body, now),
             deliveries,
             dedupe_window_s=config.delivery.dedupe_window_s,
+            observation=observation,
         )
     except StoreUnavailable as exc:
         log.error("store unavailable, answering 503: %s", exc, extra={"event_id": event.event_id})

@@ -7,6 +7,7 @@ import time
 from typing import TextIO
 
 from relay.config.model import Config, Rule, Template
+from relay.conversations.watch import is_signal
 from relay.events import EventError, parse_event
 from relay.notification import Notification, as_digest, build_notification
 from relay.rules import explain, route
@@ -22,6 +23,8 @@ def explain_route(config: Config, body: bytes, *, source: str, out: TextIO) -> i
         out.write(f"{source}: {exc}\n")
         return 1
     family = "account webhook" if event.account else "session event"
+    if is_signal(event.event_type):
+        family = "conversation signal"
     agent = event.agent_id or "no agent"
     out.write(f"{family} {event.event_type} from {agent} (event_id {event.event_id})\n\n")
     for verdict in explain(config.rules, event):

@@ -12,7 +12,8 @@ from aiohttp import web
 
 from relay.app import STATE, create_app, reload
 from relay.config import ConfigError, load
-from relay.config.model import Config
+from relay.config.model import Config, GlobCondition
+from relay.conversations.watch import is_signal
 from relay.listener import Listener
 
 log = logging.getLogger("relay.serve")
@@ -34,10 +35,32 @@ UNAUTHENTICATED_WARNING = (
 )
 
 
+def signals_never_raised(config: Config) -> list[str]:
+    """Say which rules wait for a conversation signal that relay will not raise, because
+    `conversations` is not set (SPEC 4.4): a rule that can never match is a mistake."""
+    if config.conversations is not None:
+        return []
+    found = []
+    for rule in config.rules:
+        for condition in rule.when.conditions:
+            if not isinstance(condition, GlobCondition) or condition.key != "event":
+                continue
+            named = sorted({p for p in condition.patterns if is_signal(p)})
+            if named and all(is_signal(p) for p in condition.patterns):
+                found.append(
+                    f"rule {rule.name} matches {', '.join(named)}, which relay raises only"
+                    " when the conversations section is set: add `conversations:` to turn"
+                    " them on"
+                )
+    return found
+
+
 def warn_about(config: Config) -> None:
     """Log what a careful operator would want to hear about at start."""
     if not config.verify.authenticates_sessions:
         log.warning(UNAUTHENTICATED_WARNING)
+    for warning in signals_never_raised(config):
+        log.warning(warning)
 
 
 # Settings bound when relay starts: the listener's, and the store. Every other one, in

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from relay.config.model import Config
 from relay.delivery import Clock, DeliveryWorker
@@ -13,6 +14,9 @@ from relay.metrics import Metrics
 from relay.rules import Router
 from relay.senders.base import Sender, SenderContext
 from relay.store import Store
+
+if TYPE_CHECKING:  # the raiser reads this state: a runtime import would be circular
+    from relay.conversations.raiser import SignalRaiser
 
 
 @dataclass
@@ -29,6 +33,7 @@ class RelayState:
     senders: Mapping[str, Sender] = field(default_factory=dict)
     sender_context: SenderContext = field(default_factory=SenderContext)
     worker: DeliveryWorker | None = None
+    raiser: SignalRaiser | None = None  # raises conversation signals (SPEC 4.4)
     metrics: Metrics = field(default_factory=Metrics)
     draining: bool = False  # after SIGTERM: /readyz says 503; events are still taken
     clock: Clock = time.time

@@ -16,6 +16,7 @@ from relay.delivery import Clock
 from relay.logs import TextFormatter
 from tests.support.bithuman import ACCOUNT_SECRET, DASHBOARD_HEADER_VALUE
 from tests.support.fake_discord import FakeDiscord
+from tests.support.fake_receiver import FakeReceiver
 from tests.support.fake_slack import BOT_TOKEN, WEBHOOK_SECRET, FakeSlack
 from tests.support.postgres import ADMIN_PASSWORD as PG_ADMIN_PASSWORD
 from tests.support.postgres import PASSWORD as PG_PASSWORD
@@ -46,6 +47,14 @@ async def discord() -> AsyncIterator[FakeDiscord]:
 async def other_discord() -> AsyncIterator[FakeDiscord]:
     """A second fake Discord, for tests about one destination not holding up another."""
     fake = await FakeDiscord().start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[FakeReceiver]:
+    """A webhook receiver (a CRM) on 127.0.0.1 that verifies each request's signature."""
+    fake = await FakeReceiver().start()
     yield fake
     await fake.close()
 

@@ -376,3 +376,75 @@ async def test_serve_that_cannot_start_says_why_in_one_line(tmp_path: Path) -> N
         "relay serve: cannot start: cannot open sqlite store /proc/no/such/dir/relay.db: "
         "[Errno 2] No such file or directory: '/proc/no'"
     )
+
+
+SIGNAL_RULES = """\
+destinations:
+  out: { type: console }
+rules:
+  - name: no-answer
+    when: { event: conversation_unanswered }
+    send_to: [out]
+  - name: logged
+    when: { event: [chat.push, conversation.ended] }
+    send_to: [out]
+"""
+
+
+def test_check_says_what_is_watched_and_warns_of_signals_never_raised(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "relay.yaml"
+    config.write_text(SIGNAL_RULES + "conversations:\n  ended_after: 0\n")
+    assert main(["check", "-c", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert out == "OK: 2 rules, 1 destinations; conversations watched (unanswered after 2m)\n"
+
+    config.write_text(SIGNAL_RULES)
+    assert main(["check", "-c", str(config)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "OK: 2 rules, 1 destinations\n"
+    # Only the rule that can never match: `logged` matches chat.push too.
+    warnings = [line for line in captured.err.splitlines() if "conversation" in line]
+    assert warnings == [
+        "warning: rule no-answer matches conversation.unanswered, which relay raises only"
+        " when the conversations section is set: add `conversations:` to turn them on"
+    ]
+
+
+def test_route_previews_a_conversation_signal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "relay.yaml"
+    config.write_text(SIGNAL_RULES + "conversations:\n")
+    event = tmp_path / "ended.json"
+    data = {
+        "session_id": "s1",
+        "room_name": "support-room",
+        "started_at": 1790607000,
+        "last_event_at": 1790607240,
+        "duration_s": 240,
+        "visitor_messages": 5,
+        "agent_messages": 4,
+        "first_answer_s": 3,
+        "unanswered": False,
+    }
+    event.write_text(
+        json.dumps(
+            {
+                "agent_id": "A80HVD8577",
+                "event_type": "conversation.ended",
+                "timestamp": 1790607840,
+                "data": data,
+            }
+        )
+    )
+    assert main(["route", str(event), "-c", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("conversation signal conversation.ended from A80HVD8577 (event_id ")
+    assert "rule no-answer: no match\n" in out
+    assert "rule logged: MATCHED -> out\n" in out
+    assert (
+        "== Conversation with A80HVD8577 ended after 4m ==\n"
+        "5 visitor messages, 4 answers, first answer after 3s\n"
+    ) in out

@@ -398,3 +398,35 @@ tests:
 """,
     )
     assert (status, out) == (0, "PASS  the agent comes from the environment\n1 passed, 0 failed\n")
+
+
+def test_a_conversation_signal_is_a_case_like_any_event(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rule = """\
+  - name: no-answer
+    when: { event: conversation.unanswered }
+    send_to: [support]
+"""
+    config = CONFIG.replace("templates:", rule + "templates:")
+    (tmp_path / "relay.yaml").write_text(config + "conversations:\n  unanswered_after: 2m\n")
+    status, out, err = relay_test(
+        capsys,
+        """\
+tests:
+  - name: no answer reaches support
+    event:
+      agent_id: A80HVD8577
+      event_type: conversation.unanswered
+      timestamp: 1790607400
+      data: {session_id: s1, message: "Hello, I need help with my order", waited_s: 120}
+    expect:
+      destinations: [support]
+      notifications:
+        support:
+          rule: no-answer
+          title: "No answer for 2m from agent A80HVD8577"
+          text: "'Hello, I need help with my order'"
+""",
+    )
+    assert (status, err, out) == (0, "", "PASS  no answer reaches support\n1 passed, 0 failed\n")

@@ -31,6 +31,7 @@ from relay.config.yamlnodes import (
     secret,
     string,
 )
+from relay.durations import format_duration
 from relay.secrets import Secret
 
 _SERVER_KEYS = (
@@ -247,7 +248,7 @@ _MAX_SIGNAL_WINDOW_S = 7 * 86400.0
 def _signal_window(ctx: Context, node: yaml.Node, path: str) -> float:
     value = duration(ctx, node, path)
     if value > _MAX_SIGNAL_WINDOW_S:
-        ctx.fail(node, path, f"must be at most 7d (0 turns it off), got {value:g}s")
+        ctx.fail(node, path, f"must be at most 7d (0 turns it off), got {format_duration(value)}")
     if 0 < value < 1:
         ctx.fail(node, path, f"must be at least 1s (0 turns it off), got {value:g}s")
     return value

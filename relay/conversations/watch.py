@@ -7,8 +7,8 @@ watches and raises their signals (`due_signals`), each stored only if the watch 
 agrees that it is due (`may_raise`), so each is raised once, whoever raises it.
 
 This module is the one statement of those rules. The SQLite store runs it as is; the
-Redis store runs the same steps in Lua (store/lua/watch.lua), and the conformance suite
-holds both to it.
+Redis store runs the same steps in Lua (store/lua/lib_watch.lua), and the conformance
+suite holds both to it.
 """
 
 from __future__ import annotations
@@ -97,16 +97,26 @@ def observation_of(
     if event.kind == "chat.push":
         role = {"user": "visitor", "assistant": "agent"}.get(event.role or "", "other")  # type: ignore[assignment]
     return Observation(
-        conversation=event.session,
-        agent_id=event.agent_id,
-        room_name=event.room,
+        conversation=_storable(event.session),
+        agent_id=_storable(event.agent_id),
+        room_name=None if event.room is None else _storable(event.room),
         role=role,
-        message=event.message if role == "visitor" else None,
+        message=_storable(event.message)
+        if role == "visitor" and event.message is not None
+        else None,
         timestamp=event.timestamp,
         received_at=event.received_at,
         unanswered_after_s=unanswered_after_s,
         ended_after_s=ended_after_s,
     )
+
+
+def _storable(text: str) -> str:
+    """Return text a store can keep: JSON may carry a lone surrogate ("\\ud800"), which no
+    UTF-8 column takes; it becomes U+FFFD, as it would in PostgreSQL."""
+    if text.isascii():
+        return text  # nearly always, and cheap to tell
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def is_signal(event_type: str) -> bool:
@@ -182,7 +192,7 @@ def due_signals(watch: Watch, now: float) -> list[DueSignal]:
                 watch.stretch,
                 {
                     "session_id": watch.conversation,
-                    "room_name": watch.room_name,
+                    **_room(watch),
                     "message": watch.asked_message,
                     "asked_at": watch.asked_at,
                     "waited_s": round(waited, 3),
@@ -196,7 +206,7 @@ def due_signals(watch: Watch, now: float) -> list[DueSignal]:
                 watch.ends + 1,
                 {
                     "session_id": watch.conversation,
-                    "room_name": watch.room_name,
+                    **_room(watch),
                     "started_at": watch.started_at,
                     "last_event_at": watch.last_event_at,
                     "duration_s": round(watch.last_event_at - watch.started_at, 3),
@@ -210,6 +220,10 @@ def due_signals(watch: Watch, now: float) -> list[DueSignal]:
             )
         )
     return owed
+
+
+def _room(watch: Watch) -> dict[str, object]:
+    return {} if watch.room_name is None else {"room_name": watch.room_name}
 
 
 def may_raise(watch: Watch, kind: SignalKind, number: int, now: float) -> bool:

@@ -1,8 +1,9 @@
 """A Store on Redis, for several relay replicas sharing one queue.
 
 Every change that must be atomic is a Lua script in `lua/`, each with a header saying
-its keys, arguments and guarantees. Every key starts with one prefix holding a hash tag,
-`relay:{relay}:`, so the whole store sits in one slot and could move to a Redis Cluster.
+its keys, arguments and guarantees (what several scripts share is in `lua/lib_*.lua`).
+Every key starts with one prefix holding a hash tag, `relay:{relay}:`, so the whole store
+sits in one slot and could move to a Redis Cluster.
 
 Redis answers a write once it holds it in memory; whether it survives a crash depends on
 Redis's own settings, which `open()` checks (SPEC 5): AOF on, `appendfsync always`,
@@ -12,6 +13,7 @@ Redis's own settings, which `open()` checks (SPEC 5): AOF on, `appendfsync alway
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -24,6 +26,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from relay.conversations.watch import WATCH_FIELDS, Observation, Watch
 from relay.secrets import without_password
 from relay.store.base import (
     AcceptResult,
@@ -33,6 +36,7 @@ from relay.store.base import (
     DeliveryStatus,
     NewDelivery,
     NewEvent,
+    NewSignal,
     Purged,
     StoreUnavailable,
 )
@@ -45,7 +49,11 @@ T = TypeVar("T")
 PREFIX = "relay:{relay}:"
 _SCRIPTS = (
     "accept", "claim", "renew", "release", "finish", "replay", "purge", "limits", "threads",
+    "watch",
 )  # fmt: skip
+# The shared Lua (lua/lib_*.lua) each of these scripts runs, prepended to its own text when
+# it is registered: one copy of the logic several scripts need.
+_LIBS = {"accept": ("lib_event", "lib_watch"), "watch": ("lib_event", "lib_watch")}
 # How many attempts a delivery keeps, the latest: a list per delivery stays bounded however
 # often it is replayed.
 ATTEMPTS_KEPT = 100
@@ -70,6 +78,21 @@ def _session_part(destination: str, session_key: str) -> str:
     return hashlib.sha256(joined).hexdigest()[:32]
 
 
+def _utf8(text: str) -> bytes:
+    """Encode text from an event as it came: a JSON body may hold a lone surrogate."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _conversation_part(conversation: str) -> str:
+    """Return what a watch's key names its conversation by: a digest of the session id."""
+    return hashlib.sha256(_utf8(conversation)).hexdigest()[:32]
+
+
+def _optional(text: str | None) -> bytes:
+    """An optional text argument, as lib_watch.lua reads it: '' for None."""
+    return b"" if text is None else b"=" + _utf8(text)
+
+
 def _member(delivery_id: int) -> str:
     return f"{delivery_id:016d}"
 
@@ -89,6 +112,58 @@ def _attempt(row: str) -> Attempt:
     return Attempt(
         int(number), float(started_at), float(duration), cast(AttemptOutcome, outcome), text or None
     )
+
+
+def _event_args(
+    event: NewEvent, deliveries: Sequence[NewDelivery], dedupe_window_s: float
+) -> list[Any]:
+    """The arguments of lib_event.lua's store_event: an event and its deliveries."""
+    args: list[Any] = [
+        event.event_id,
+        event.body,
+        _time(event.received_at),
+        _time(dedupe_window_s),
+        len(deliveries),
+    ]
+    for d in deliveries:
+        digest = "" if d.digest_s is None else _time(d.digest_s)
+        session = _session_part(d.destination, d.session_key)
+        args += [d.destination, d.rule, d.template or "", session, digest]
+    return args
+
+
+def _observation_args(seen: Observation) -> list[Any]:
+    """The arguments of lib_watch.lua's watch_observe."""
+    return [
+        _conversation_part(seen.conversation),
+        _utf8(seen.conversation),
+        _utf8(seen.agent_id),
+        _optional(seen.room_name),
+        seen.role,
+        _optional(seen.message),
+        _time(seen.timestamp),
+        _time(seen.received_at),
+        _time(seen.unanswered_after_s),
+        _time(seen.ended_after_s),
+    ]
+
+
+# How a watch's hash field reads back, by the field's type in Watch (a None one is absent).
+_WATCH_TYPES = {f.name: str(f.type).split(" | ")[0] for f in dataclasses.fields(Watch)}
+_READ: dict[str, Callable[[bytes], object]] = {
+    "float": float,
+    "int": int,
+    "bool": lambda raw: raw == b"1",
+    "str": lambda raw: raw.decode("utf-8", "surrogatepass"),
+}
+
+
+def _watch(fields: dict[str, Any]) -> Watch:
+    values: dict[str, Any] = {}
+    for name in WATCH_FIELDS:
+        raw = fields.get(name)
+        values[name] = None if raw is None else _READ[_WATCH_TYPES[name]](raw)
+    return Watch(**values)
 
 
 def _delivery(member: Any, fields: dict[str, Any], event_id: Any, body: Any) -> Delivery:
@@ -139,7 +214,8 @@ class RedisStore:
         self._client = client
         lua = resources.files("relay.store") / "lua"
         for name in _SCRIPTS:
-            source = (lua / f"{name}.lua").read_text(encoding="utf-8")
+            parts = (*_LIBS.get(name, ()), name)
+            source = "".join((lua / f"{part}.lua").read_text(encoding="utf-8") for part in parts)
             self._scripts[name] = client.register_script(source)
         await self.ping()
         await self._check_durability()
@@ -159,22 +235,44 @@ class RedisStore:
         await self._call(lambda client: client.ping())
 
     async def accept(
-        self, event: NewEvent, deliveries: Sequence[NewDelivery], *, dedupe_window_s: float
+        self,
+        event: NewEvent,
+        deliveries: Sequence[NewDelivery],
+        *,
+        dedupe_window_s: float,
+        observation: Observation | None = None,
     ) -> AcceptResult:
-        args: list[Any] = [
-            event.event_id,
-            event.body,
-            _time(event.received_at),
-            _time(dedupe_window_s),
-            len(deliveries),
-        ]
-        for d in deliveries:
-            digest = "" if d.digest_s is None else _time(d.digest_s)
-            session = _session_part(d.destination, d.session_key)
-            args += [d.destination, d.rule, d.template or "", session, digest]
+        args = _event_args(event, deliveries, dedupe_window_s)
+        if observation is not None:  # without one, accept.lua touches no watch
+            args += _observation_args(observation)
         duplicate = await self._accepts.call(args)
         count = 0 if duplicate else len(deliveries)
         return AcceptResult(duplicate=bool(duplicate), event_id=event.event_id, deliveries=count)
+
+    async def claim_watches(
+        self, now: float, limit: int, *, owner: str, lease_s: float
+    ) -> list[Watch]:
+        args = ["claim", _time(now), limit, owner, _time(now + lease_s)]
+        watches = [_watch(_fields(flat)) for flat in await self._script("watch", args)]
+        return sorted(watches, key=lambda w: (w.due_at or 0.0, w.conversation))
+
+    async def raise_signal(
+        self,
+        signal: NewSignal,
+        deliveries: Sequence[NewDelivery],
+        *,
+        owner: str,
+        dedupe_window_s: float,
+    ) -> bool:
+        digest = _conversation_part(signal.conversation)
+        args = ["raise", digest, signal.kind, signal.number, owner]
+        args += _event_args(signal.event, deliveries, dedupe_window_s)
+        return bool(await self._script("watch", args))
+
+    async def watch(self, conversation: str) -> Watch | None:
+        key = f"{PREFIX}watch:{_conversation_part(conversation)}"
+        fields = await self._call(lambda client: client.hgetall(key))
+        return _watch({_text(k): v for k, v in fields.items()}) if fields else None
 
     async def claim(
         self, destination: str, now: float, limit: int, *, owner: str, lease_s: float
@@ -350,11 +448,12 @@ class RedisStore:
             after = int(last)
 
     async def purge(self, before: float) -> Purged:
-        """Delete history finished or received before `before`, and threads quiet since
-        then; one bounded step."""
+        """Delete history finished or received before `before`, and threads and watches
+        quiet since then; one bounded step."""
         deliveries, events = await self._script("purge", [_time(before), _PURGE_ROWS])
         threads = await self._script("threads", ["purge", _time(before), _PURGE_ROWS])
-        return Purged(int(deliveries), int(events), int(threads))
+        watches = await self._script("watch", ["purge", _time(before), _PURGE_ROWS])
+        return Purged(int(deliveries), int(events), int(threads), int(watches))
 
     # --- plumbing --------------------------------------------------------------------------
 

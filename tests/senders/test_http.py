@@ -43,13 +43,6 @@ STATUS_TABLE: list[tuple[int, bool | None]] = [
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[FakeReceiver]:
-    fake = await FakeReceiver().start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
 async def teams() -> AsyncIterator[FakeTeams]:
     fake = await FakeTeams().start()
     yield fake

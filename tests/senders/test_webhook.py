@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,6 @@ API_KEY = "crm-api-key-90a7be31"
 watch(RECEIVER_SECRET, CRM_TOKEN, API_KEY)
 
 GRACE_S = 0.3  # with backoff capped at 50 ms, a wrongful retry would come well within this
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[FakeReceiver]:
-    fake = await FakeReceiver().start()
-    yield fake
-    await fake.close()
 
 
 def webhook_config(

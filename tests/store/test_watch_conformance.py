@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,7 @@ A, B = "process-a", "process-b"
 LEASE_S = 10.0
 UNANSWERED_S, ENDED_S = 120.0, 600.0
 _counter = iter(range(1_000_000))
+Raised = tuple[str, int, dict[str, Any]]  # kind, number, data
 
 
 async def see(
@@ -61,16 +63,14 @@ async def see(
     return result.duplicate
 
 
-async def raise_due(store: Store, now: float, owner: str = A) -> list[tuple[str, int, dict]]:
+async def raise_due(store: Store, now: float, owner: str = A) -> list[Raised]:
     """Claim what is due and raise it, as relay's raiser does; return (kind, number, data)."""
     claimed = await store.claim_watches(now, 100, owner=owner, lease_s=LEASE_S)
     return await raise_claimed(store, claimed, now, owner)
 
 
-async def raise_claimed(
-    store: Store, claimed: list[Watch], now: float, owner: str
-) -> list[tuple[str, int, dict]]:
-    done = []
+async def raise_claimed(store: Store, claimed: list[Watch], now: float, owner: str) -> list[Raised]:
+    done: list[Raised] = []
     for watch in claimed:
         for due in due_signals(watch, now):
             body = json.dumps({"event_type": due.kind, "data": due.data}).encode()

@@ -1,0 +1,178 @@
+--[[ lib_watch: a conversation's watch, relay/conversations/watch.py's rules in Lua.
+
+Not a script of its own: redis.py prepends it to the scripts that use it (accept, watch).
+watch_observe is watch.observe, watch_owes watch.may_raise, watch_raised watch.raised.
+
+Keys     watch:<digest>  hash: one conversation's watch, named by a digest of its session
+                         id (redis.py's _conversation_part), which it keeps whole as
+                         `conversation`. Its fields are watch.py's WATCH_FIELDS, a None one
+                         absent; booleans are '0' or '1'; floats are Python's repr or
+                         %.17g, text that reads back as the very same double. Besides:
+                         due_at (Watch.due_at, absent for None), claimed_by ('' for
+                         nobody) and lease_until.
+         watches-due     zset: the watches with a due_at, by when they may next be claimed:
+                         the later of due_at and lease_until (watch.lua's claim)
+         watches-quiet   zset: every watch by its last_received_at (watch.lua's purge)
+]]
+
+-- What the rules read of a watch: all but its texts, which may be long (a session id is
+-- up to 10 KB) and are only ever written.
+local WATCH_STATE = {'opened_at', 'started_at', 'last_event_at', 'last_received_at',
+  'visitor_messages', 'agent_messages', 'first_visitor_at', 'first_answer_s', 'stretch',
+  'stretch_open', 'stretch_raised', 'unanswered_due', 'ends', 'ended', 'end_due', 'due_at',
+  'claimed_by', 'lease_until'}
+
+-- Read a watch as a table, field -> text (nil when absent): its state, or with
+-- `whole`, every field.
+local function watch_read(P, digest, whole)
+  local key = P .. 'watch:' .. digest
+  local w = {}
+  if whole then
+    local flat = redis.call('HGETALL', key)
+    for i = 1, #flat, 2 do
+      w[flat[i]] = flat[i + 1]
+    end
+  else
+    local values = redis.call('HMGET', key, unpack(WATCH_STATE))
+    for i, name in ipairs(WATCH_STATE) do
+      w[name] = values[i] or nil
+    end
+  end
+  return w
+end
+
+-- The earlier or the later of two times as its own text: a time only copied is never
+-- written out again.
+local function earlier(a, b)
+  if tonumber(b) < tonumber(a) then return b end
+  return a
+end
+
+local function later(a, b)
+  if tonumber(b) > tonumber(a) then return b end
+  return a
+end
+
+-- watch._deadline, false for None. A sum of two doubles is the double Python computes,
+-- and %.17g writes it out exactly.
+local function deadline(received_at, after_s)
+  local after = tonumber(after_s)
+  if after > 0 then
+    return string.format('%.17g', tonumber(received_at) + after)
+  end
+  return false
+end
+
+-- Apply changes (field -> text, or false for None) to the watch `w` as read, and write
+-- them with its new due_at, keeping its place in watches-due in step.
+local function watch_save(P, digest, w, changes)
+  for name, value in pairs(changes) do
+    w[name] = value or nil
+  end
+  local due = nil  -- Watch.due_at
+  if w.stretch_open == '1' and w.stretch_raised ~= '1' and w.unanswered_due then
+    due = w.unanswered_due
+  end
+  if w.ended ~= '1' and w.end_due then
+    due = due and earlier(due, w.end_due) or w.end_due
+  end
+  w.due_at, changes.due_at = due, due or false
+  local set, unset = {}, {}
+  for name, value in pairs(changes) do
+    if value then
+      set[#set + 1] = name
+      set[#set + 1] = value
+    else
+      unset[#unset + 1] = name
+    end
+  end
+  local key = P .. 'watch:' .. digest
+  if #set > 0 then
+    redis.call('HSET', key, unpack(set))
+  end
+  if #unset > 0 then
+    redis.call('HDEL', key, unpack(unset))
+  end
+  if due then
+    redis.call('ZADD', P .. 'watches-due', later(due, w.lease_until), digest)
+  else
+    redis.call('ZREM', P .. 'watches-due', digest)
+  end
+end
+
+-- An optional text argument: '' for None, else the text after a leading '='.
+local function optional(arg)
+  if arg == '' then return false end
+  return string.sub(arg, 2)
+end
+
+--[[ watch_observe(P, at): move a conversation's watch on by one accepted event; a claim
+on it stays. ARGV from `at`: digest, conversation, agent_id, room_name (optional), role,
+message (optional), timestamp, received_at, unanswered_after_s, ended_after_s ]]
+local function watch_observe(P, at)
+  local digest, conversation, agent_id = ARGV[at], ARGV[at + 1], ARGV[at + 2]
+  local room_name, role, message = optional(ARGV[at + 3]), ARGV[at + 4], optional(ARGV[at + 5])
+  local timestamp, received_at = ARGV[at + 6], ARGV[at + 7]
+  local w = watch_read(P, digest)
+  local c = {}
+  if not w.opened_at then  -- a first event: a new watch
+    c = {conversation = conversation, opened_at = received_at, agent_id = agent_id,
+      room_name = room_name, started_at = timestamp, last_event_at = timestamp,
+      last_received_at = received_at, visitor_messages = '0', agent_messages = '0',
+      stretch = '0', stretch_open = '0', stretch_raised = '0', ends = '0', ended = '0',
+      claimed_by = '', lease_until = '0'}
+    for name, value in pairs(c) do
+      w[name] = value or nil
+    end
+  end
+  if agent_id ~= '' then
+    c.agent_id = agent_id
+  end
+  if room_name and room_name ~= '' then
+    c.room_name = room_name
+  end
+  c.started_at = earlier(w.started_at, timestamp)
+  c.last_event_at = later(w.last_event_at, timestamp)
+  c.last_received_at = later(w.last_received_at, received_at)
+  -- Every event pushes the end further away; a conversation that had ended carries on.
+  c.ended, c.end_due = '0', deadline(received_at, ARGV[at + 9])
+  if role == 'visitor' then
+    c.visitor_messages = tostring(tonumber(w.visitor_messages) + 1)
+    if not w.first_visitor_at then
+      c.first_visitor_at = timestamp
+    end
+    if w.stretch_open ~= '1' then  -- a new stretch; a later message keeps the first's
+      c.stretch, c.stretch_open, c.stretch_raised = tostring(tonumber(w.stretch) + 1), '1', '0'
+      c.asked_at, c.asked_received_at, c.asked_message = timestamp, received_at, message
+      c.unanswered_due = deadline(received_at, ARGV[at + 8])
+    end
+  elseif role == 'agent' then
+    c.agent_messages = tostring(tonumber(w.agent_messages) + 1)
+    if not w.first_answer_s and w.first_visitor_at then
+      local waited = tonumber(timestamp) - tonumber(w.first_visitor_at)
+      c.first_answer_s = string.format('%.17g', math.max(0, waited))
+    end
+    c.stretch_open, c.unanswered_due = '0', false
+  end
+  watch_save(P, digest, w, c)
+  redis.call('ZADD', P .. 'watches-quiet', w.last_received_at, digest)
+end
+
+-- Whether the watch `w` owes signal `number` of `kind` at `now` (a number).
+local function watch_owes(w, kind, number, now)
+  if kind == 'unanswered' then
+    return tonumber(w.stretch) == number and w.stretch_open == '1'
+      and w.stretch_raised ~= '1' and w.unanswered_due ~= nil
+      and tonumber(w.unanswered_due) <= now
+  end
+  return tonumber(w.ends) == number - 1 and w.ended ~= '1' and w.end_due ~= nil
+    and tonumber(w.end_due) <= now
+end
+
+-- The changes that mark signal `number` of `kind` raised.
+local function watch_raised(kind, number)
+  if kind == 'unanswered' then
+    return {stretch_raised = '1'}
+  end
+  return {ended = '1', ends = tostring(number)}
+end
