@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -104,6 +105,29 @@ class Event:
             event_id=self.event_id,
         )
         return context
+
+
+def stored_event_type(body: bytes) -> str:
+    """Return a stored event's type, in the payload spelling ('' when it has none)."""
+    try:
+        payload: Any = _DECODER.decode(bytes(body).decode("utf-8", "replace"))
+    except ValueError:
+        return ""
+    if not isinstance(payload, dict):
+        return ""
+    kind = payload.get("event_type", payload.get("event"))
+    return normalize_event_type(kind) if isinstance(kind, str) else ""
+
+
+def searchable_text(body: bytes) -> str:
+    """Return a stored event as text to search in, case folded: JSON's \\u escapes
+    resolved, so that "café" is found whether the sender wrote it as é or as \\u00e9."""
+    text = bytes(body).decode("utf-8", "replace")
+    # A stored event parsed once; should it not now, its text is searched as it is.
+    with contextlib.suppress(ValueError, RecursionError):
+        if "\\u" in text:
+            text = json.dumps(_DECODER.decode(text), ensure_ascii=False)
+    return text.casefold()
 
 
 def decode_body(body: bytes) -> object:

@@ -79,6 +79,30 @@ class Delivery:
     digest: bool = False  # a digest: its events come from Store.digest_events
 
 
+STATUSES: tuple[DeliveryStatus, ...] = ("pending", "failed", "dead", "sent")
+
+
+@dataclass(frozen=True)
+class DeliveryFilter:
+    """Which deliveries a listing selects (the console's filters, SPEC 8); None: any."""
+
+    status: DeliveryStatus | None = None
+    destination: str | None = None
+    event_type: str | None = None  # either spelling: room_join is room.join
+    since: float | None = None  # created at or after (Unix seconds)
+    until: float | None = None  # created before
+    text: str | None = None  # in the event's raw body, case-insensitive
+
+
+@dataclass(frozen=True)
+class DeliveryCounts:
+    """How many deliveries there are, kept as they change: reading them costs the same
+    whatever the store holds."""
+
+    by_status: dict[str, int]  # every status, 0 included
+    by_destination: dict[str, dict[str, int]]  # destination -> status -> count (nonzero)
+
+
 AttemptOutcome = Literal["sent", "retried", "dead"]
 
 
@@ -244,6 +268,15 @@ class Store(Protocol):
         self, status: DeliveryStatus | None = None, limit: int = 50
     ) -> list[Delivery]:
         """Return the newest deliveries, optionally of one status."""
+
+    async def find_deliveries(
+        self, where: DeliveryFilter, *, before_id: int | None = None, limit: int = 50
+    ) -> list[Delivery]:
+        """Return up to `limit` deliveries `where` selects, newest first, with an id below
+        `before_id` when given (the next page starts below the last id of this one)."""
+
+    async def delivery_counts(self) -> DeliveryCounts:
+        """Return how many deliveries there are, by status and by destination."""
 
     async def replay(self, ids: Sequence[int] | None, now: float) -> int:
         """Put dead deliveries (the given ones, or all when None) back in the queue."""

@@ -27,12 +27,16 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from relay.conversations.watch import WATCH_FIELDS, Observation, Watch
+from relay.events import normalize_event_type, searchable_text, stored_event_type
 from relay.secrets import without_password
 from relay.store.base import (
+    STATUSES,
     AcceptResult,
     Attempt,
     AttemptOutcome,
     Delivery,
+    DeliveryCounts,
+    DeliveryFilter,
     DeliveryStatus,
     NewDelivery,
     NewEvent,
@@ -49,7 +53,7 @@ T = TypeVar("T")
 PREFIX = "relay:{relay}:"
 _SCRIPTS = (
     "accept", "claim", "renew", "release", "finish", "replay", "purge", "limits", "threads",
-    "watch",
+    "watch", "counts",
 )  # fmt: skip
 # The shared Lua (lua/lib_*.lua) each of these scripts runs, prepended to its own text when
 # it is registered: one copy of the logic several scripts need.
@@ -57,6 +61,8 @@ _LIBS = {"accept": ("lib_event", "lib_watch"), "watch": ("lib_event", "lib_watch
 # How many attempts a delivery keeps, the latest: a list per delivery stays bounded however
 # often it is replayed.
 ATTEMPTS_KEPT = 100
+# How many deliveries a filtered listing reads from Redis in one round trip.
+_FIND_CHUNK = 200
 # A step of the retention purge, and how often one runs.
 _PURGE_ROWS = 500
 _PURGE_EVERY_S = 5.0
@@ -166,6 +172,22 @@ def _watch(fields: dict[str, Any]) -> Watch:
     return Watch(**values)
 
 
+def _selects(where: DeliveryFilter, delivery: Delivery) -> bool:
+    """Whether a delivery passes the filter's tests other than its status (the index)."""
+    if where.destination is not None and delivery.destination != where.destination:
+        return False
+    if where.since is not None and delivery.created_at < where.since:
+        return False
+    if where.until is not None and delivery.created_at >= where.until:
+        return False
+    if where.event_type is not None and stored_event_type(delivery.body) != normalize_event_type(
+        where.event_type
+    ):
+        return False
+    text = where.text
+    return text is None or text.casefold() in searchable_text(delivery.body)
+
+
 def _delivery(member: Any, fields: dict[str, Any], event_id: Any, body: Any) -> Delivery:
     def optional(name: str) -> str | None:
         value = fields.get(name)
@@ -219,6 +241,8 @@ class RedisStore:
             self._scripts[name] = client.register_script(source)
         await self.ping()
         await self._check_durability()
+        if await self._script("counts", []):
+            log.info("counted the deliveries of %s by status and destination", self.shown_url)
         if self._retention_s > 0:
             self._purger = asyncio.create_task(self._purge_forever(), name="relay-redis-purge")
 
@@ -426,6 +450,56 @@ class RedisStore:
             ]
 
         return await self._call(newest)
+
+    async def find_deliveries(
+        self, where: DeliveryFilter, *, before_id: int | None = None, limit: int = 50
+    ) -> list[Delivery]:
+        """Walk the status's index (or every delivery's) newest first, a chunk at a time,
+        and keep what the rest of the filter selects."""
+        index = f"{PREFIX}status:{where.status}" if where.status else f"{PREFIX}all"
+        upper = "+inf" if before_id is None else f"({before_id}"
+        found: list[Delivery] = []
+        while len(found) < limit:
+            chunk = await self._deliveries_below(index, upper, _FIND_CHUNK)
+            found += [d for d in chunk if _selects(where, d)]
+            if len(chunk) < _FIND_CHUNK:
+                break
+            upper = f"({chunk[-1].id}"
+        return found[:limit]
+
+    async def _deliveries_below(self, index: str, upper: str, count: int) -> list[Delivery]:
+        async def chunk(client: aioredis.Redis) -> list[Delivery]:
+            members = await client.zrevrangebyscore(index, upper, "-inf", start=0, num=count)
+            async with client.pipeline(transaction=False) as pipe:
+                for member in members:
+                    pipe.hgetall(f"{PREFIX}d:{_text(member)}")
+                rows = await pipe.execute()
+            found = [
+                (m, {_text(k): v for k, v in r.items()})
+                for m, r in zip(members, rows, strict=True)
+                if r
+            ]
+            async with client.pipeline(transaction=False) as pipe:
+                for _, fields in found:
+                    pipe.hmget(f"{PREFIX}e:{_text(fields['event_ref'])}", "event_id", "body")
+                events = await pipe.execute()
+            return [
+                _delivery(m, fields, event[0] or b"?", event[1] or b"")
+                for (m, fields), event in zip(found, events, strict=True)
+            ]
+
+        return await self._call(chunk)
+
+    async def delivery_counts(self) -> DeliveryCounts:
+        kept = await self._call(lambda client: client.hgetall(f"{PREFIX}counts"))
+        by_status: dict[str, int] = dict.fromkeys(STATUSES, 0)
+        by_destination: dict[str, dict[str, int]] = {}
+        for field, value in sorted((_text(f), int(v)) for f, v in kept.items()):
+            status, _, destination = field.partition("\t")
+            if value > 0:
+                by_status[status] = by_status.get(status, 0) + value
+                by_destination.setdefault(destination, {})[status] = value
+        return DeliveryCounts(by_status, dict(sorted(by_destination.items())))
 
     async def replay(self, ids: Sequence[int] | None, now: float) -> int:
         total = 0

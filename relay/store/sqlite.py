@@ -25,12 +25,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from relay.conversations.watch import Observation, Watch
+from relay.store import sqlite_listing, sqlite_watches
 from relay.store import sqlite_ops as ops
-from relay.store import sqlite_watches
 from relay.store.base import (
     AcceptResult,
     Attempt,
     Delivery,
+    DeliveryCounts,
+    DeliveryFilter,
     DeliveryStatus,
     NewDelivery,
     NewEvent,
@@ -298,6 +300,16 @@ class SqliteStore:
         """Return the newest deliveries, optionally of one status."""
         return await self._submit(lambda conn: ops.list_deliveries(conn, status, limit))
 
+    async def find_deliveries(
+        self, where: DeliveryFilter, *, before_id: int | None = None, limit: int = 50
+    ) -> list[Delivery]:
+        """Return up to `limit` deliveries `where` selects, newest first, below `before_id`."""
+        return await self._submit(lambda conn: sqlite_listing.find(conn, where, before_id, limit))
+
+    async def delivery_counts(self) -> DeliveryCounts:
+        """Return how many deliveries there are, by status and by destination."""
+        return await self._submit(sqlite_listing.counts)
+
     async def replay(self, ids: Sequence[int] | None, now: float) -> int:
         """Put dead deliveries (the given ones, or all when None) back in the queue.
 
@@ -356,6 +368,7 @@ class SqliteStore:
             # Checkpoints run beside the commits, on a connection of their own (Checkpointer):
             # inside a COMMIT, one would hold up every webhook of the next batch.
             conn.execute("PRAGMA wal_autocheckpoint = 0")
+            sqlite_listing.register_functions(conn)
             ops.migrate(conn)
             # From now on BEGIN is the only statement that can wait for a lock; _begin
             # sets a timeout just for it, off the event loop.

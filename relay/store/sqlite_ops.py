@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import cast
 
 from relay.conversations.watch import Observation
 from relay.limits import take_token
+from relay.store import sqlite_listing
 from relay.store import sqlite_watches as watches
 from relay.store.base import (
     AcceptResult,
@@ -25,8 +26,9 @@ from relay.store.base import (
     NewSignal,
     StoreUnavailable,
 )
+from relay.store.sqlite_rows import DELIVERY_COLUMNS, deliveries_of
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 # events.id, not events.event_id, is the key: the same event id may be accepted again once
 # its dedupe window has passed, and each acceptance is its own event row.
@@ -138,15 +140,10 @@ CREATE TABLE attempts (
 
 _MIGRATIONS = {
     1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5, 6: _SCHEMA_V6,
-    7: _SCHEMA_V7, 8: watches.SCHEMA_V8,
+    7: _SCHEMA_V7, 8: watches.SCHEMA_V8, 9: sqlite_listing.SCHEMA_V9,
 }  # fmt: skip
 
 UNFINISHED = "status IN ('pending', 'failed')"
-
-_DELIVERY_COLUMNS = """
-    d.id, e.event_id, d.destination, d.rule, d.template, d.status, d.attempts,
-    d.created_at, d.next_attempt_at, d.last_error, e.body, d.digest_until IS NOT NULL
-"""
 
 # A session head: no earlier unfinished delivery of the same session to the same destination.
 _IS_HEAD = f"""
@@ -174,7 +171,7 @@ RETURNING id
 """
 
 _CLAIMED_SQL = f"""
-SELECT {_DELIVERY_COLUMNS}
+SELECT {DELIVERY_COLUMNS}
 FROM deliveries AS d JOIN events AS e ON e.id = d.event_ref
 WHERE d.id IN (SELECT value FROM json_each(?))
 ORDER BY d.id
@@ -223,10 +220,22 @@ def upgrade_schema(conn: sqlite3.Connection, version: int) -> None:
     """Bring the schema from `version` (0: none) to the current one, in the caller's
     transaction: a new database runs every step, an old one the steps it lacks."""
     for step in range(version + 1, SCHEMA_VERSION + 1):
-        for statement in _MIGRATIONS[step].split(";"):
-            if statement.strip():
-                conn.execute(statement)
+        for statement in _statements(_MIGRATIONS[step]):
+            conn.execute(statement)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements: at each `;` that ends one, not at those inside a
+    trigger's body (executescript would do this, but it commits the caller's transaction)."""
+    statements, pending = [], ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending)
+            pending = ""
+    return statements
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:
@@ -440,7 +449,7 @@ def claim(
     ids = [row[0] for row in conn.execute(CLAIM_SQL, {**params, "limit": limit}).fetchall()]
     if not ids:
         return []
-    return _deliveries(conn.execute(_CLAIMED_SQL, (json.dumps(ids),)).fetchall())
+    return deliveries_of(conn.execute(_CLAIMED_SQL, (json.dumps(ids),)).fetchall())
 
 
 def renew(conn: sqlite3.Connection, owner: str, ids: Sequence[int], until: float) -> set[int]:
@@ -563,10 +572,10 @@ def attempts(conn: sqlite3.Connection, delivery_id: int) -> list[Attempt]:
 def get_delivery(conn: sqlite3.Connection, delivery_id: int) -> Delivery | None:
     """Return one delivery, or None."""
     sql = (
-        f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d JOIN events AS e ON e.id = d.event_ref"
+        f"SELECT {DELIVERY_COLUMNS} FROM deliveries AS d JOIN events AS e ON e.id = d.event_ref"
         " WHERE d.id = ?"
     )
-    found = _deliveries(conn.execute(sql, (delivery_id,)).fetchall())
+    found = deliveries_of(conn.execute(sql, (delivery_id,)).fetchall())
     return found[0] if found else None
 
 
@@ -670,10 +679,10 @@ def list_deliveries(
     """Return the newest deliveries, optionally of one status."""
     where, params = ("", ()) if status is None else ("WHERE d.status = ?", (status,))
     sql = (
-        f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d JOIN events AS e ON e.id = d.event_ref"
+        f"SELECT {DELIVERY_COLUMNS} FROM deliveries AS d JOIN events AS e ON e.id = d.event_ref"
         f" {where} ORDER BY d.id DESC LIMIT ?"
     )
-    return _deliveries(conn.execute(sql, (*params, limit)).fetchall())
+    return deliveries_of(conn.execute(sql, (*params, limit)).fetchall())
 
 
 # last_error is kept on replay: the delivery log keeps showing why it died until the next
@@ -699,23 +708,3 @@ def replay(conn: sqlite3.Connection, ids: Sequence[int] | None, now: float) -> i
 def ping(conn: sqlite3.Connection) -> None:
     """Read something trivial."""
     conn.execute("SELECT 1").fetchone()
-
-
-def _deliveries(rows: list[Any]) -> list[Delivery]:
-    return [
-        Delivery(
-            id=r[0],
-            event_id=r[1],
-            destination=r[2],
-            rule=r[3],
-            template=r[4],
-            status=cast(DeliveryStatus, r[5]),
-            attempts=r[6],
-            created_at=r[7],
-            next_attempt_at=r[8],
-            last_error=r[9],
-            body=r[10],
-            digest=bool(r[11]),
-        )
-        for r in rows
-    ]

@@ -34,6 +34,10 @@ redis.call('HSET', key, 'claimed_by', '', 'lease_until', 0, 'status', outcome)
 redis.call('SREM', P .. 'owner:' .. owner, member)
 redis.call('ZREM', P .. 'status:' .. status, member)
 redis.call('ZADD', P .. 'status:' .. outcome, id, member)
+if outcome ~= status then  -- see counts.lua
+  redis.call('HINCRBY', P .. 'counts', status .. '\t' .. destination, -1)
+  redis.call('HINCRBY', P .. 'counts', outcome .. '\t' .. destination, 1)
+end
 if text == '' then
   redis.call('HDEL', key, 'last_error')
 else

@@ -80,6 +80,7 @@ local function store_event(P, at)
       redis.call('ZADD', P .. 'queue:' .. destination, id, member)
       redis.call('ZADD', P .. 'all', id, member)
       redis.call('ZADD', P .. 'status:pending', id, member)
+      redis.call('HINCRBY', P .. 'counts', 'pending\t' .. destination, 1)  -- see counts.lua
       local session_key = P .. 'session:' .. destination .. ':' .. session
       redis.call('ZADD', session_key, id, member)
       if redis.call('ZCARD', session_key) == 1 then

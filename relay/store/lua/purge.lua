@@ -14,7 +14,8 @@ local deliveries = 0
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', P .. 'finished', '-inf', '(' .. before,
     'LIMIT', 0, limit)) do
   local key = P .. 'd:' .. member
-  local fields = redis.call('HMGET', key, 'status', 'event_ref')
+  local fields = redis.call('HMGET', key, 'status', 'event_ref', 'destination')
+  redis.call('HINCRBY', P .. 'counts', fields[1] .. '\t' .. fields[3], -1)  -- see counts.lua
   redis.call('ZREM', P .. 'finished', member)
   redis.call('ZREM', P .. 'all', member)
   redis.call('ZREM', P .. 'status:' .. fields[1], member)

@@ -31,6 +31,8 @@ for _, member in ipairs(members) do
     redis.call('HDEL', key, 'finished_at')
     redis.call('ZREM', P .. 'status:dead', member)
     redis.call('ZADD', P .. 'status:pending', id, member)
+    redis.call('HINCRBY', P .. 'counts', 'dead\t' .. destination, -1)  -- see counts.lua
+    redis.call('HINCRBY', P .. 'counts', 'pending\t' .. destination, 1)
     redis.call('ZREM', P .. 'finished', member)
     redis.call('ZADD', P .. 'queue:' .. destination, id, member)
     local session_key = P .. 'session:' .. destination .. ':' .. fields[3]
