@@ -10,7 +10,7 @@ from typing import NoReturn
 from aiohttp import web
 
 from relay.config.model import Config
-from relay.conversations.watch import observation_of
+from relay.conversations.watch import is_signal_event_id, observation_of
 from relay.events import (
     MAX_EVENT_ID_LENGTH,
     Event,
@@ -203,17 +203,13 @@ def deliveries_for(event: Event, dispatches: list[Dispatch]) -> list[NewDelivery
 async def _accept(
     state: RelayState, config: Config, router: Router, event: Event, body: bytes, now: float
 ) -> web.Response:
+    if is_signal_event_id(event.event_id):
+        message = f"event id {event.event_id!r} is reserved for relay's conversation signals"
+        _reject(400, message, "invalid_event_id", event)
     deliveries = deliveries_for(event, router.route(event))
     watching = config.conversations
-    observation = (
-        None
-        if watching is None
-        else observation_of(
-            event,
-            unanswered_after_s=watching.unanswered_after_s,
-            ended_after_s=watching.ended_after_s,
-        )
-    )
+    windows = None if watching is None else (watching.unanswered_after_s, watching.ended_after_s)
+    observation = observation_of(event, windows)
     try:
         result = await state.store.accept(
             NewEvent(event.event_id, body, now),

@@ -8,13 +8,14 @@ a fake Slack Web API.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import Any
 
 import pytest
 
-from relay.app import STATE
+from relay.app import STATE, reload
 from relay.conversations.raiser import SignalRaiser
 from tests.conftest import RelayClientFactory
 from tests.senders.test_postgres import rows
@@ -392,3 +393,40 @@ async def test_a_lone_surrogate_in_a_session_id_is_watched_not_refused(
     [signal] = received(receiver)
     assert signal["data"]["session_id"] == "s-\ufffd"
     assert signal["data"]["message"] == "hi \ufffd"
+
+
+async def test_answers_given_while_watching_was_off_raise_no_stale_alert(
+    relay_client: RelayClientFactory, receiver: FakeReceiver
+) -> None:
+    watching = crm_config(receiver, conversations="  unanswered_after: 2m", rules=SIGNALS_ONLY)
+    client, clock = await start(relay_client, watching)
+    t0 = clock.start
+    await post(client, body("chat.push", message="Hello?", timestamp=t0))
+    config = client.app[STATE].config
+    reload(client.app, dataclasses.replace(config, conversations=None))
+    clock.at(60)
+    await post(client, body("chat.push", role="assistant", message="Hi!", timestamp=t0 + 60))
+    clock.at(86400)
+    reload(client.app, config)
+    assert await raiser(client).raise_due() == 0
+    # Watched afresh from its next event.
+    await post(client, body("chat.push", message="Still there?", timestamp=t0 + 86400))
+    clock.at(86400 + 120)
+    assert await raiser(client).raise_due() == 1
+    await receiver.wait_for_requests(1)
+    assert [s["data"]["message"] for s in received(receiver)] == ["Still there?"]
+
+
+async def test_the_signals_event_ids_are_reserved(
+    relay_client: RelayClientFactory, receiver: FakeReceiver
+) -> None:
+    client, clock = await start(relay_client, crm_config(receiver, conversations=""))
+    raw = body("chat.push", message="hi", timestamp=clock.start)
+    taken = "conversation.unanswered:0123456789abcdef01234567:1"
+    headers = {**signed_headers(raw), "X-bitHuman-Event-Id": taken}
+    response = await client.post("/webhook", data=raw, headers=headers)
+    assert response.status == 400
+    assert await response.json() == {
+        "error": f"event id '{taken}' is reserved for relay's conversation signals"
+    }
+    assert await client.app[STATE].store.watch(SESSION) is None

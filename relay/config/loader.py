@@ -12,8 +12,16 @@ import yaml
 from relay.config.conditions import read_when
 from relay.config.destinations import read_destinations
 from relay.config.errors import ConfigError, ConfigIssue
-from relay.config.model import AllCondition, Config, Destination, Rule, Template
+from relay.config.model import (
+    AllCondition,
+    Config,
+    ConversationsConfig,
+    Destination,
+    Rule,
+    Template,
+)
 from relay.config.sections import (
+    read_console,
     read_conversations,
     read_delivery,
     read_server,
@@ -33,10 +41,11 @@ from relay.config.yamlnodes import (
     nonempty_string,
     one_of,
 )
+from relay.durations import format_duration
 
 _SECTIONS = (
     "server", "verify", "store", "delivery", "destinations", "rules", "templates",
-    "conversations",
+    "conversations", "console",
 )  # fmt: skip
 _RULE_KEYS = ("name", "when", "send_to", "template", "stop", "thread", "broadcast", "digest")
 
@@ -95,17 +104,52 @@ def _config(ctx: Context, root: yaml.Node) -> Config:
     _check_references(ctx, drafts, _declared(top, "destinations"), _declared(top, "templates"))
     _check_threads(ctx, drafts, destinations)
     _check_digests(ctx, drafts, destinations)
+    store = top.get("store", read_store, defaults.store)
+    conversations = top.opt("conversations", read_conversations)
+    if conversations is not None:
+        _check_retention(ctx, top, store.retention_s, conversations)
+    server = top.get("server", read_server, defaults.server)
+    console = top.opt("console", read_console)
+    if console is not None and console.port != 0 and console.port == server.port:
+        listen = top.value_node("console")
+        assert listen is not None
+        ctx.error(
+            listen,
+            "console.listen",
+            f"the console needs a port of its own, not the webhook port {server.port}",
+        )
     return Config(
         source=ctx.source,
-        server=top.get("server", read_server, defaults.server),
+        server=server,
         verify=top.get("verify", read_verify, defaults.verify),
-        store=top.get("store", read_store, defaults.store),
+        store=store,
         delivery=top.get("delivery", read_delivery, defaults.delivery),
         destinations=destinations,
         rules=tuple(draft.rule for draft in drafts),
         templates=templates,
-        conversations=top.opt("conversations", read_conversations),
+        conversations=conversations,
+        console=console,
     )
+
+
+def _check_retention(
+    ctx: Context, top: Section, retention_s: float, conversations: ConversationsConfig
+) -> None:
+    """A watch is forgotten after store.retention without an event: a deadline further
+    out than that would be forgotten with it, and its signal never raised."""
+    if retention_s <= 0:
+        return
+    longest = max(conversations.unanswered_after_s, conversations.ended_after_s)
+    if longest > retention_s:
+        node = top.value_node("conversations")
+        assert node is not None
+        ctx.error(
+            node,
+            "conversations",
+            f"a window of {format_duration(longest)} is longer than store.retention"
+            f" ({format_duration(retention_s)}): a conversation's watch would be forgotten"
+            " before its signal is due",
+        )
 
 
 def _declared(top: Section, key: str) -> list[str]:

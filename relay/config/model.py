@@ -99,6 +99,17 @@ class ConversationsConfig:
     ended_after_s: float = 600.0
 
 
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """`console`: the web console (SPEC 8), on a listener of its own, behind Basic auth."""
+
+    password: Secret
+    host: str = "127.0.0.1"
+    port: int = 8081
+    username: str = "relay"
+    history_s: float = 30 * 86400.0  # how long the activity figures are kept (SPEC 8.1)
+
+
 # Destinations -----------------------------------------------------------------------------
 
 
@@ -287,6 +298,7 @@ class Config:
     rules: tuple[Rule, ...] = ()
     templates: Mapping[str, Template] = field(default_factory=dict)
     conversations: ConversationsConfig | None = None  # None: no signals are raised
+    console: ConsoleConfig | None = None  # None: no console listener
     # Each rule by its name (names are unique): a delivery names the rule that decided it.
     rules_by_name: Mapping[str, Rule] = field(init=False, repr=False, compare=False)
 

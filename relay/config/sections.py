@@ -10,6 +10,7 @@ import yaml
 from relay.config.model import (
     AccountVerifyConfig,
     BackoffConfig,
+    ConsoleConfig,
     ConversationsConfig,
     DeliveryConfig,
     IPNetwork,
@@ -251,4 +252,44 @@ def _signal_window(ctx: Context, node: yaml.Node, path: str) -> float:
         ctx.fail(node, path, f"must be at most 7d (0 turns it off), got {format_duration(value)}")
     if 0 < value < 1:
         ctx.fail(node, path, f"must be at least 1s (0 turns it off), got {value:g}s")
+    return value
+
+
+def read_console(ctx: Context, node: yaml.Node, path: str) -> ConsoleConfig:
+    """Read `console` (SPEC 8): its listener, its credentials and its history."""
+    section = Section(ctx, node, path, ("listen", "username", "password", "history"))
+    defaults = ConsoleConfig(password=Secret(""))
+    host, port = section.get("listen", _listen, (defaults.host, defaults.port))
+    password = section.require("password", secret)
+    console = ConsoleConfig(
+        password=password or defaults.password,
+        host=host,
+        port=port,
+        username=section.get("username", _username, defaults.username),
+        history_s=section.get(
+            "history",
+            duration_where(lambda s: 3600 <= s <= 400 * 86400, "must be between 1h and 400d"),
+            defaults.history_s,
+        ),
+    )
+    section.done()
+    if password is None:
+        raise Invalid
+    return console
+
+
+def _listen(ctx: Context, node: yaml.Node, path: str) -> tuple[str, int]:
+    """Read `HOST:PORT` (`[::1]:8081` for IPv6); port 0 asks the OS for a free one."""
+    value = string(ctx, node, path).strip()
+    host, _, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or int(port) > 65535:
+        ctx.fail(node, path, f'expected HOST:PORT like 127.0.0.1:8081, got "{value}"')
+    return host, int(port)
+
+
+def _username(ctx: Context, node: yaml.Node, path: str) -> str:
+    value = nonempty_string(ctx, node, path)
+    if ":" in value:  # Basic auth joins username and password with the first colon
+        ctx.fail(node, path, 'must not contain ":"')
     return value

@@ -27,6 +27,7 @@ UNANSWERED = "conversation.unanswered"
 ENDED = "conversation.ended"
 SIGNAL_TYPES = {"unanswered": UNANSWERED, "ended": ENDED}
 _SIGNAL_KINDS = frozenset(SIGNAL_TYPES.values())
+_SIGNAL_ID_PREFIXES = tuple(f"{event_type}:" for event_type in SIGNAL_TYPES.values())
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,16 @@ class Observation:
 
 
 @dataclass(frozen=True)
+class Forget:
+    """What an accepted event tells its conversation's watch while relay does not watch
+    (no `conversations` section): forget it. Should the section come back, the
+    conversation is watched afresh from its next event, not from a watch that missed the
+    answers given meanwhile."""
+
+    conversation: str
+
+
+@dataclass(frozen=True)
 class Watch:
     """One conversation as its watch sees it."""
 
@@ -58,8 +69,10 @@ class Watch:
     last_received_at: float
     visitor_messages: int = 0
     agent_messages: int = 0
-    first_visitor_at: float | None = None
-    first_answer_s: float | None = None
+    first_visitor_at: float | None = None  # the earliest visitor message's timestamp
+    first_answer_at: float | None = None  # the earliest agent message at or after it
+    first_agent_at: float | None = None  # the earliest agent message's timestamp
+    last_agent_at: float | None = None  # the latest agent message's timestamp
     stretch: int = 0  # unanswered stretches begun so far; the current one's number
     stretch_open: bool = False  # the last visitor message has had no agent message since
     stretch_raised: bool = False  # the current stretch raised conversation.unanswered
@@ -87,12 +100,16 @@ WATCH_FIELDS = tuple(f.name for f in dataclasses.fields(Watch))
 
 
 def observation_of(
-    event: Event, *, unanswered_after_s: float, ended_after_s: float
-) -> Observation | None:
-    """Return what an accepted event tells its conversation, or None when it has none to
-    tell: an account webhook, an event without a session, or a signal itself."""
+    event: Event, windows: tuple[float, float] | None
+) -> Observation | Forget | None:
+    """Return what an accepted event tells its conversation, watched with these windows
+    (unanswered_after_s, ended_after_s), or not watched (None); None when it has nothing
+    to tell: an account webhook, an event without a session, or a signal itself."""
     if event.account or event.session is None or event.kind in _SIGNAL_KINDS:
         return None
+    if windows is None:
+        return Forget(_storable(event.session))
+    unanswered_after_s, ended_after_s = windows
     role: Role = "other"
     if event.kind == "chat.push":
         role = {"user": "visitor", "assistant": "agent"}.get(event.role or "", "other")  # type: ignore[assignment]
@@ -144,13 +161,22 @@ def observe(watch: Watch | None, seen: Observation) -> Watch:
         "last_received_at": max(watch.last_received_at, seen.received_at),
         # Every event pushes the end further away; a conversation that had ended carries on.
         "ended": False,
-        "end_due": _deadline(seen.received_at, seen.ended_after_s),
+        # From the latest event received: one accepted by a replica whose clock is behind
+        # must not pull the end back.
+        "end_due": _deadline(max(watch.last_received_at, seen.received_at), seen.ended_after_s),
     }
+    # Events may arrive out of order (two replicas, a retry): what answers what, and the
+    # first answer, follow the events' own timestamps, not the order relay got them in.
     if seen.role == "visitor":
         changes["visitor_messages"] = watch.visitor_messages + 1
-        if watch.first_visitor_at is None:
-            changes["first_visitor_at"] = seen.timestamp
-        if not watch.stretch_open:  # a new stretch; a later message keeps the first's
+        first = _earliest(watch.first_visitor_at, seen.timestamp)
+        changes["first_visitor_at"] = first
+        changes["first_answer_at"] = _first_answer(
+            watch.first_answer_at, watch.first_agent_at, first
+        )
+        # A message older than the latest answer was answered: it opens no stretch.
+        answered = watch.last_agent_at is not None and seen.timestamp < watch.last_agent_at
+        if not watch.stretch_open and not answered:  # a new stretch; later ones keep it
             changes.update(
                 stretch=watch.stretch + 1,
                 stretch_open=True,
@@ -162,10 +188,30 @@ def observe(watch: Watch | None, seen: Observation) -> Watch:
             )
     elif seen.role == "agent":
         changes["agent_messages"] = watch.agent_messages + 1
-        if watch.first_answer_s is None and watch.first_visitor_at is not None:
-            changes["first_answer_s"] = max(0.0, seen.timestamp - watch.first_visitor_at)
-        changes.update(stretch_open=False, unanswered_due=None)
+        changes["first_agent_at"] = _earliest(watch.first_agent_at, seen.timestamp)
+        changes["last_agent_at"] = _latest(watch.last_agent_at, seen.timestamp)
+        asked_first = watch.first_visitor_at
+        if asked_first is not None and seen.timestamp >= asked_first:
+            changes["first_answer_at"] = _earliest(watch.first_answer_at, seen.timestamp)
+        # Only an answer at or after the stretch's question closes it.
+        if watch.stretch_open and watch.asked_at is not None and seen.timestamp >= watch.asked_at:
+            changes.update(stretch_open=False, unanswered_due=None)
     return dataclasses.replace(watch, **changes)  # type: ignore[arg-type]
+
+
+def _earliest(known: float | None, seen: float) -> float:
+    return seen if known is None else min(known, seen)
+
+
+def _latest(known: float | None, seen: float) -> float:
+    return seen if known is None else max(known, seen)
+
+
+def _first_answer(answer: float | None, first_agent: float | None, first: float) -> float | None:
+    """The earliest agent message at or after the first visitor message, once an earlier
+    visitor message has come in: the one known, or the earliest agent message of all."""
+    found = [t for t in (answer, first_agent) if t is not None and t >= first]
+    return min(found) if found else None
 
 
 def _deadline(received_at: float, after_s: float) -> float | None:
@@ -206,20 +252,24 @@ def due_signals(watch: Watch, now: float) -> list[DueSignal]:
                 watch.ends + 1,
                 {
                     "session_id": watch.conversation,
-                    **_room(watch),
+                    "room_name": watch.room_name,
                     "started_at": watch.started_at,
                     "last_event_at": watch.last_event_at,
                     "duration_s": round(watch.last_event_at - watch.started_at, 3),
                     "visitor_messages": watch.visitor_messages,
                     "agent_messages": watch.agent_messages,
-                    "first_answer_s": (
-                        None if watch.first_answer_s is None else round(watch.first_answer_s, 3)
-                    ),
+                    "first_answer_s": _first_answer_s(watch),
                     "unanswered": watch.stretch_open,
                 },
             )
         )
     return owed
+
+
+def _first_answer_s(watch: Watch) -> float | None:
+    if watch.first_answer_at is None or watch.first_visitor_at is None:
+        return None
+    return round(watch.first_answer_at - watch.first_visitor_at, 3)
 
 
 def _room(watch: Watch) -> dict[str, object]:
@@ -250,6 +300,11 @@ def raised(watch: Watch, kind: SignalKind, number: int) -> Watch:
     if kind == "unanswered":
         return dataclasses.replace(watch, stretch_raised=True)
     return dataclasses.replace(watch, ended=True, ends=number)
+
+
+def is_signal_event_id(event_id: str) -> bool:
+    """Whether an event id is of the form relay gives its signals (reserved for them)."""
+    return event_id.startswith(_SIGNAL_ID_PREFIXES)
 
 
 def signal_event_id(watch: Watch, kind: SignalKind, number: int) -> str:

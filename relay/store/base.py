@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
-from relay.conversations.watch import Observation, SignalKind, Watch
+from relay.conversations.watch import Forget, Observation, SignalKind, Watch
 
 DeliveryStatus = Literal["pending", "failed", "dead", "sent"]
 """pending: not tried yet; failed: tried, will be retried; dead: given up; sent: done."""
@@ -146,10 +146,11 @@ class Store(Protocol):
         deliveries: Sequence[NewDelivery],
         *,
         dedupe_window_s: float,
-        observation: Observation | None = None,
+        observation: Observation | Forget | None = None,
     ) -> AcceptResult:
         """Store an event, its deliveries and its dedupe key in one transaction, and move
-        its conversation's watch on by `observation` (watch.observe) in the same one.
+        its conversation's watch on by `observation` (watch.observe), or delete it (Forget),
+        in the same one.
 
         Return `duplicate=True` (storing nothing, the watch untouched) when the event id
         was accepted within the dedupe window. Return only after the transaction is

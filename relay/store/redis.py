@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from relay.conversations.watch import WATCH_FIELDS, Observation, Watch
+from relay.conversations.watch import WATCH_FIELDS, Forget, Observation, Watch
 from relay.events import normalize_event_type, searchable_text, stored_event_type
 from relay.secrets import without_password
 from relay.store.base import (
@@ -138,8 +138,10 @@ def _event_args(
     return args
 
 
-def _observation_args(seen: Observation) -> list[Any]:
-    """The arguments of lib_watch.lua's watch_observe."""
+def _observation_args(seen: Observation | Forget) -> list[Any]:
+    """The arguments of lib_watch.lua's watch_observe (role 'forget': delete the watch)."""
+    if isinstance(seen, Forget):
+        return [_conversation_part(seen.conversation), "", "", "", "forget", "", "", "", "", ""]
     return [
         _conversation_part(seen.conversation),
         _utf8(seen.conversation),
@@ -264,7 +266,7 @@ class RedisStore:
         deliveries: Sequence[NewDelivery],
         *,
         dedupe_window_s: float,
-        observation: Observation | None = None,
+        observation: Observation | Forget | None = None,
     ) -> AcceptResult:
         args = _event_args(event, deliveries, dedupe_window_s)
         if observation is not None:  # without one, accept.lua touches no watch

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from relay.conversations.watch import Observation, Watch
+from relay.conversations.watch import Forget, Observation, Watch
 from relay.store import sqlite_listing, sqlite_watches
 from relay.store import sqlite_ops as ops
 from relay.store.base import (
@@ -157,7 +157,7 @@ class SqliteStore:
         deliveries: Sequence[NewDelivery],
         *,
         dedupe_window_s: float,
-        observation: Observation | None = None,
+        observation: Observation | Forget | None = None,
     ) -> AcceptResult:
         """Store an event, its deliveries and its dedupe key once the commit is durable."""
         deliveries = tuple(deliveries)

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import cast
 
-from relay.conversations.watch import Observation
+from relay.conversations.watch import Forget, Observation
 from relay.limits import take_token
 from relay.store import sqlite_listing
 from relay.store import sqlite_watches as watches
@@ -253,7 +253,7 @@ def accept(
     event: NewEvent,
     deliveries: Sequence[NewDelivery],
     dedupe_window_s: float,
-    observation: Observation | None = None,
+    observation: Observation | Forget | None = None,
 ) -> AcceptResult:
     """Store the event, its deliveries and its dedupe key, and move its conversation's
     watch on, unless it is a duplicate."""
@@ -310,8 +310,8 @@ def raise_signal(
     now = signal.event.received_at
     if not watches.mark_raised(conn, signal.conversation, signal.kind, signal.number, now, owner):
         return False
-    accept(conn, signal.event, deliveries, dedupe_window_s)
-    return True
+    # Its id was taken (ingest reserves them, so never by a posted event): nothing stored.
+    return not accept(conn, signal.event, deliveries, dedupe_window_s).duplicate
 
 
 def _add_to_digest(

@@ -10,7 +10,15 @@ import dataclasses
 import sqlite3
 from typing import Any
 
-from relay.conversations.watch import WATCH_FIELDS, Observation, Watch, may_raise, observe, raised
+from relay.conversations.watch import (
+    WATCH_FIELDS,
+    Forget,
+    Observation,
+    Watch,
+    may_raise,
+    observe,
+    raised,
+)
 
 # Version 8: conversation watches. due_at is Watch.due_at, kept as a column so the due
 # ones are found through an index that holds only watches with something left to raise.
@@ -26,7 +34,9 @@ CREATE TABLE watches (
     visitor_messages INTEGER NOT NULL,
     agent_messages INTEGER NOT NULL,
     first_visitor_at REAL,
-    first_answer_s REAL,
+    first_answer_at REAL,
+    first_agent_at REAL,
+    last_agent_at REAL,
     stretch INTEGER NOT NULL,
     stretch_open INTEGER NOT NULL,
     stretch_raised INTEGER NOT NULL,
@@ -88,8 +98,12 @@ def _save(conn: sqlite3.Connection, watch: Watch, claimed_by: str | None, lease:
     conn.execute(_SAVE_SQL, (*values, watch.due_at, claimed_by, lease))
 
 
-def observe_event(conn: sqlite3.Connection, seen: Observation) -> None:
-    """Move a conversation's watch on by one accepted event; a claim on it stays."""
+def observe_event(conn: sqlite3.Connection, seen: Observation | Forget) -> None:
+    """Move a conversation's watch on by one accepted event (a claim on it stays), or
+    forget it."""
+    if isinstance(seen, Forget):
+        conn.execute("DELETE FROM watches WHERE conversation = ?", (seen.conversation,))
+        return
     found = _find(conn, seen.conversation)
     if found is None:
         _save(conn, observe(None, seen), None, 0.0)

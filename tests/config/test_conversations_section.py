@@ -49,6 +49,11 @@ def test_windows_and_zero_for_never() -> None:
             ' "unanswered_after"?)',
         ),
         ("conversations: 2m\n", "relay.yaml:1: conversations: expected a mapping, got a string"),
+        (
+            "store:\n  retention: 5m\nconversations:\n  ended_after: 1d\n",
+            "relay.yaml:4: conversations: a window of 1d is longer than store.retention (5m):"
+            " a conversation's watch would be forgotten before its signal is due",
+        ),
     ],
 )
 def test_errors_name_the_key_and_the_line(text: str, error: str) -> None:

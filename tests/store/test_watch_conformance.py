@@ -7,16 +7,20 @@ but Redis, which runs them in Lua: so every figure is asserted exactly, on both.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import random
 from typing import Any
 
 import pytest
 
 from relay.conversations.watch import (
+    Forget,
     Observation,
     Role,
     Watch,
     due_signals,
+    observe,
     signal_event_id,
 )
 from relay.store.base import NewDelivery, NewEvent, NewSignal, Store
@@ -298,3 +302,81 @@ async def test_any_session_id_is_a_conversation(stores: Stores, conversation: st
     assert watch is not None and watch.conversation == conversation
     (raised,) = await raise_due(stores.other, 1120.0, owner=B)
     assert raised[2]["session_id"] == conversation
+
+
+async def test_out_of_order_events_answer_by_their_timestamps(stores: Stores) -> None:
+    # The answer (ts 504) is received before the question it answers (ts 500).
+    await see(stores.one, "agent", at=1000.0, timestamp=504.0)
+    await see(stores.other, "visitor", at=1000.5, timestamp=500.0, message="hi")
+    watch = await stores.one.watch("s1")
+    assert watch is not None and not watch.stretch_open
+    assert await raise_due(stores.one, 1200.0) == []  # no false alarm
+    (ended,) = await raise_due(stores.one, 1601.0)
+    assert ended[2]["first_answer_s"] == 4.0 and ended[2]["unanswered"] is False
+    # An answer older than the open question does not close it.
+    await see(stores.one, "visitor", at=2000.0, timestamp=600.0, message="and now?")
+    await see(stores.other, "agent", at=2001.0, timestamp=590.0)
+    assert [r[:2] for r in await raise_due(stores.one, 2121.0)] == [("unanswered", 1)]
+
+
+async def test_an_event_received_by_a_slower_clock_does_not_pull_the_end_back(
+    stores: Stores,
+) -> None:
+    await see(stores.one, "visitor", at=1000.0, message="hi")
+    await see(stores.other, "agent", at=100.0)  # a replica 900 s behind
+    watch = await stores.one.watch("s1")
+    assert watch is not None and watch.end_due == 1600.0
+
+
+async def test_every_store_moves_a_watch_on_exactly_as_watch_py_says(stores: Stores) -> None:
+    """Random conversations with realistic times, through each store and through
+    relay/conversations/watch.py: the same watch after every event."""
+    rng = random.Random(1605)
+    for round_ in range(6):
+        conversation, expected = f"r{round_}", None
+        received, stamp = 1_790_000_000.0 + rng.random(), 1_790_000_000.0 + rng.random()
+        for _ in range(40):
+            received += rng.choice([0.001, 0.37, 1.5, 61.25])
+            stamp += rng.uniform(-3.0, 30.0)  # sometimes older than the one before
+            seen = Observation(
+                conversation=conversation,
+                agent_id=rng.choice(["A1", "", "A2"]),
+                room_name=rng.choice([None, "", "room-9"]),
+                role=rng.choice(["visitor", "agent", "other"]),
+                message=None,
+                timestamp=round(stamp, rng.choice([0, 3, 6])),
+                received_at=received,
+                unanswered_after_s=rng.choice([0.0, 120.0, 7.5]),
+                ended_after_s=rng.choice([0.0, 600.0]),
+            )
+            if seen.role == "visitor":
+                seen = dataclasses.replace(seen, message=rng.choice(["", "hi", "é\n?"]))
+            store = rng.choice([stores.one, stores.other])
+            result = await store.accept(
+                NewEvent(f"{conversation}-{received!r}", b"{}", received),
+                [],
+                dedupe_window_s=WINDOW_S,
+                observation=seen,
+            )
+            assert not result.duplicate
+            expected = observe(expected, seen)
+            assert await store.watch(conversation) == expected
+
+
+async def test_an_event_while_relay_does_not_watch_forgets_the_conversation(
+    stores: Stores,
+) -> None:
+    await see(stores.one, "visitor", at=1000.0, message="hi")
+    await see(stores.one, "visitor", at=1000.0, conversation="s2", message="hi")
+    forget = Forget("s1")
+    result = await stores.other.accept(
+        NewEvent("answer", b"{}", 1100.0), [], dedupe_window_s=WINDOW_S, observation=forget
+    )
+    assert not result.duplicate
+    assert await stores.one.watch("s1") is None
+    raised = await raise_due(stores.one, 5000.0)  # s1 owes nothing; s2 had no event since
+    assert [(r[0], r[2]["session_id"]) for r in raised] == [
+        ("unanswered", "s2"),
+        ("ended", "s2"),
+    ]
+    assert (await stores.one.purge(9e9)).watches == 1  # only s2's was left

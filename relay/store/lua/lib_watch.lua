@@ -18,9 +18,9 @@ Keys     watch:<digest>  hash: one conversation's watch, named by a digest of it
 -- What the rules read of a watch: all but its texts, which may be long (a session id is
 -- up to 10 KB) and are only ever written.
 local WATCH_STATE = {'opened_at', 'started_at', 'last_event_at', 'last_received_at',
-  'visitor_messages', 'agent_messages', 'first_visitor_at', 'first_answer_s', 'stretch',
-  'stretch_open', 'stretch_raised', 'unanswered_due', 'ends', 'ended', 'end_due', 'due_at',
-  'claimed_by', 'lease_until'}
+  'visitor_messages', 'agent_messages', 'first_visitor_at', 'first_answer_at',
+  'first_agent_at', 'last_agent_at', 'stretch', 'stretch_open', 'stretch_raised', 'asked_at',
+  'unanswered_due', 'ends', 'ended', 'end_due', 'due_at', 'claimed_by', 'lease_until'}
 
 -- Read a watch as a table, field -> text (nil when absent): its state, or with
 -- `whole`, every field.
@@ -51,6 +51,27 @@ end
 local function later(a, b)
   if tonumber(b) > tonumber(a) then return b end
   return a
+end
+
+-- watch._earliest and watch._latest: the first time seen stands when nothing was known.
+local function earliest(known, seen)
+  return known and earlier(known, seen) or seen
+end
+
+local function latest(known, seen)
+  return known and later(known, seen) or seen
+end
+
+-- watch._first_answer: the earliest of the known answer and the first agent message that
+-- are at or after `first`, or false.
+local function first_answer(answer, first_agent, first)
+  local found = false
+  for _, t in ipairs({answer or false, first_agent or false}) do
+    if t and tonumber(t) >= tonumber(first) then
+      found = found and earlier(found, t) or t
+    end
+  end
+  return found
 end
 
 -- watch._deadline, false for None. A sum of two doubles is the double Python computes,
@@ -107,12 +128,20 @@ local function optional(arg)
 end
 
 --[[ watch_observe(P, at): move a conversation's watch on by one accepted event; a claim
-on it stays. ARGV from `at`: digest, conversation, agent_id, room_name (optional), role,
-message (optional), timestamp, received_at, unanswered_after_s, ended_after_s ]]
+on it stays; or, with role 'forget', delete it (watch.Forget). ARGV from `at`: digest,
+conversation, agent_id, room_name (optional), role, message (optional), timestamp,
+received_at, unanswered_after_s, ended_after_s ]]
 local function watch_observe(P, at)
   local digest, conversation, agent_id = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   local room_name, role, message = optional(ARGV[at + 3]), ARGV[at + 4], optional(ARGV[at + 5])
   local timestamp, received_at = ARGV[at + 6], ARGV[at + 7]
+  if role == 'forget' then  -- watch.Forget: relay does not watch; forget the conversation
+    if redis.call('DEL', P .. 'watch:' .. digest) == 1 then
+      redis.call('ZREM', P .. 'watches-due', digest)
+      redis.call('ZREM', P .. 'watches-quiet', digest)
+    end
+    return
+  end
   local w = watch_read(P, digest)
   local c = {}
   if not w.opened_at then  -- a first event: a new watch
@@ -135,24 +164,32 @@ local function watch_observe(P, at)
   c.last_event_at = later(w.last_event_at, timestamp)
   c.last_received_at = later(w.last_received_at, received_at)
   -- Every event pushes the end further away; a conversation that had ended carries on.
-  c.ended, c.end_due = '0', deadline(received_at, ARGV[at + 9])
+  -- From the latest event received: a replica whose clock is behind must not pull it back.
+  c.ended, c.end_due = '0', deadline(c.last_received_at, ARGV[at + 9])
+  -- What answers what, and the first answer, follow the events' own timestamps.
   if role == 'visitor' then
     c.visitor_messages = tostring(tonumber(w.visitor_messages) + 1)
-    if not w.first_visitor_at then
-      c.first_visitor_at = timestamp
-    end
-    if w.stretch_open ~= '1' then  -- a new stretch; a later message keeps the first's
+    local first = earliest(w.first_visitor_at, timestamp)
+    c.first_visitor_at = first
+    c.first_answer_at = first_answer(w.first_answer_at, w.first_agent_at, first)
+    local answered = w.last_agent_at and tonumber(timestamp) < tonumber(w.last_agent_at)
+    if w.stretch_open ~= '1' and not answered then  -- a new stretch; later ones keep it
       c.stretch, c.stretch_open, c.stretch_raised = tostring(tonumber(w.stretch) + 1), '1', '0'
       c.asked_at, c.asked_received_at, c.asked_message = timestamp, received_at, message
       c.unanswered_due = deadline(received_at, ARGV[at + 8])
     end
   elseif role == 'agent' then
     c.agent_messages = tostring(tonumber(w.agent_messages) + 1)
-    if not w.first_answer_s and w.first_visitor_at then
-      local waited = tonumber(timestamp) - tonumber(w.first_visitor_at)
-      c.first_answer_s = string.format('%.17g', math.max(0, waited))
+    c.first_agent_at = earliest(w.first_agent_at, timestamp)
+    c.last_agent_at = latest(w.last_agent_at, timestamp)
+    local asked_first = w.first_visitor_at
+    if asked_first and tonumber(timestamp) >= tonumber(asked_first) then
+      c.first_answer_at = earliest(w.first_answer_at, timestamp)
     end
-    c.stretch_open, c.unanswered_due = '0', false
+    -- Only an answer at or after the stretch's question closes it.
+    if w.stretch_open == '1' and w.asked_at and tonumber(timestamp) >= tonumber(w.asked_at) then
+      c.stretch_open, c.unanswered_due = '0', false
+    end
   end
   watch_save(P, digest, w, c)
   redis.call('ZADD', P .. 'watches-quiet', w.last_received_at, digest)

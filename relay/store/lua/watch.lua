@@ -63,7 +63,9 @@ if op == 'raise' then
   if not owed then
     return 0
   end
-  store_event(P, 6)
+  if store_event(P, 6) then  -- its id was taken: nothing stored (ingest reserves them)
+    return 0
+  end
   return 1
 end
 
