@@ -13,6 +13,7 @@ from aiohttp import web
 from relay.app import STATE, create_app, reload
 from relay.config import ConfigError, load
 from relay.config.model import Config, GlobCondition
+from relay.console import create_console_app
 from relay.conversations.watch import is_signal
 from relay.listener import Listener
 
@@ -75,16 +76,28 @@ _BOUND_AT_START = (
     ("server", "read_timeout_s"),  # for connections; a body's wait takes the new one
     ("store", "url"),
     ("store", "retention_s"),
+    # The console's listener (its credentials are read per request: a reload changes
+    # them at once). Adding or removing `console` applies on restart too.
+    ("console", "host"),
+    ("console", "port"),
 )
+# Where relay.yaml spells a setting otherwise than `section.name`.
+_KEY_NAMES = {("console", "host"): "console.listen", ("console", "port"): "console.listen"}
+
+
+def _bound(config: Config, section: str, name: str) -> object:
+    part = getattr(config, section)
+    return None if part is None else getattr(part, name)  # an optional section unset
 
 
 def changes_needing_a_restart(running: Config, config: Config) -> list[str]:
     """Return the keys, as relay.yaml names them, that differ and apply only on restart."""
-    return [
-        f"{section}.{name.removesuffix('_s')}"
+    keys = [
+        _KEY_NAMES.get((section, name), f"{section}.{name.removesuffix('_s')}")
         for section, name in _BOUND_AT_START
-        if getattr(getattr(running, section), name) != getattr(getattr(config, section), name)
+        if _bound(running, section, name) != _bound(config, section, name)
     ]
+    return list(dict.fromkeys(keys))  # each once, in order
 
 
 def _reload(app: web.Application, path: str) -> None:
@@ -144,6 +157,12 @@ async def serve(path: str, config: Config) -> None:
     for address in addresses:
         host, port = address[:2]
         log.info("listening on %s://%s:%d%s", scheme, host, port, server.path)
+    try:
+        console = await _start_console(app, config)
+    except BaseException:
+        await listener.close()
+        await runner.cleanup()
+        raise
     warn_about(config)
     _tune_gc()
 
@@ -165,5 +184,38 @@ async def serve(path: str, config: Config) -> None:
     if state.worker is not None:
         await state.worker.stop(state.config.server.shutdown_timeout_s)
     await listener.close()
+    if console is not None:
+        await console.cleanup()  # before the store closes: its pages read the store
     await runner.cleanup()  # answers the requests in progress, then closes their connections
     log.info("stopped")
+
+
+# How long a console page in progress at shutdown may take to finish.
+CONSOLE_SHUTDOWN_TIMEOUT_S = 5.0
+
+
+async def _start_console(app: web.Application, config: Config) -> web.AppRunner | None:
+    """Start the console (SPEC 8), when configured, on a listener of its own sharing the
+    webhook app's state; return its runner, for the shutdown."""
+    console = config.console
+    if console is None:
+        return None
+    runner = web.AppRunner(
+        create_console_app(app[STATE]),
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=CONSOLE_SHUTDOWN_TIMEOUT_S,
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, console.host, console.port, reuse_address=True).start()
+    except BaseException as exc:
+        await runner.cleanup()
+        if isinstance(exc, OSError):  # say it is the console's address, not the webhook's
+            raise OSError(exc.errno, f"console.listen: {exc.strerror or exc}") from exc
+        raise
+    for address in runner.addresses:
+        host, port = address[:2]
+        shown = f"[{host}]" if ":" in host else host
+        log.info("console listening on http://%s:%d/", shown, port)
+    return runner

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,6 @@ watch(URL_TOKEN, QUERY_TOKEN)
 
 # The email tests' STARTTLS server with a login, as a fixture of this module too.
 starttls_server = test_email.tls_smtp
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[FakeReceiver]:
-    fake = await FakeReceiver(secret=None).start()
-    yield fake
-    await fake.close()
 
 
 @pytest.fixture

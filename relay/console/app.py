@@ -1,0 +1,59 @@
+"""The console's aiohttp application: its routes, guards and templates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from relay.console import views
+from relay.console.answers import error
+from relay.console.auth import require_login
+from relay.console.csrf import CsrfTokens
+from relay.console.keys import CSRF, STATE
+from relay.console.present import iso, when
+from relay.console.security import Handler, add_headers, guard_posts
+from relay.state import RelayState
+from relay.store import StoreUnavailable
+
+STATIC = Path(__file__).parent / "static"
+# A console POST is a small form: nothing else needs reading.
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_console_app(state: RelayState, *, csrf: CsrfTokens | None = None) -> web.Application:
+    """Build the console for a running relay: the same store, config and metrics, served
+    by a listener of its own (serve.py), never on the webhook port."""
+    app = web.Application(
+        middlewares=[require_login, _errors, guard_posts], client_max_size=MAX_BODY_BYTES
+    )
+    app[STATE] = state
+    app[CSRF] = csrf or CsrfTokens()
+    templates = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.PackageLoader("relay.console", "templates"),
+        autoescape=True,  # event content is text, never markup (SPEC 8)
+        undefined=jinja2.StrictUndefined,
+        default_helpers=False,
+    )
+    templates.globals.update(when=when, iso=iso)
+    app.on_response_prepare.append(add_headers)
+    app.router.add_get("/", views.home, name="home")
+    app.router.add_get("/deliveries", views.deliveries, name="deliveries")
+    app.router.add_get(r"/deliveries/{id}", views.delivery, name="delivery")
+    app.router.add_post(r"/deliveries/{id}/replay", views.replay, name="replay")
+    app.router.add_static("/static/", STATIC, name="static")
+    return app
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer an unknown page, and a store that does not answer, as the console's errors."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return error(request, 404, f"no page at {request.path[:200]}")
+    except StoreUnavailable as exc:
+        return error(request, 503, f"store unavailable: {exc}")

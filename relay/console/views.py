@@ -1,0 +1,153 @@
+"""The console's pages: the deliveries, one delivery, and a replay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from relay.console import answers
+from relay.console.filters import (
+    LIST_PATH,
+    MAX_ID,
+    STATUSES,
+    FilterError,
+    ListQuery,
+    only,
+    read_query,
+)
+from relay.console.keys import STATE
+from relay.console.present import attempt_json, delivery_json, pretty, row
+from relay.conversations.watch import SIGNAL_TYPES
+from relay.events import ACCOUNT_EVENT_TYPES, SESSION_EVENT_TYPES
+from relay.store.base import DeliveryCounts
+
+PAGE_SIZE = 50
+FORM_FIELDS = ("status", "destination", "event_type", "since", "until", "text")
+# Offered in the event type field (any other may be typed): what bitHuman documents and
+# the conversation signals relay raises itself (SPEC 4.4).
+KNOWN_EVENT_TYPES = (*SESSION_EVENT_TYPES, *ACCOUNT_EVENT_TYPES, *SIGNAL_TYPES.values())
+
+
+async def home(request: web.Request) -> web.StreamResponse:
+    """The console opens on the deliveries (the other pages of SPEC 8.1 come beside them)."""
+    query = request.rel_url.raw_query_string
+    raise web.HTTPFound(f"{LIST_PATH}?{query}" if query else LIST_PATH)
+
+
+async def deliveries(request: web.Request) -> web.Response:
+    """The deliveries, newest first, PAGE_SIZE a page, as the URL's filters select."""
+    try:
+        query = read_query(request.query)
+    except FilterError as exc:
+        return answers.error(request, 400, str(exc))
+    store = request.app[STATE].store
+    # One more than a page: whether there is an older page, without counting.
+    found = await store.find_deliveries(query.where, before_id=query.before_id, limit=PAGE_SIZE + 1)
+    counts = await store.delivery_counts()
+    shown = [row(delivery) for delivery in found[:PAGE_SIZE]]
+    older = query.older(found[PAGE_SIZE - 1].id) if len(found) > PAGE_SIZE else None
+    params = query.params()
+    if answers.wants_json(request):
+        return answers.data(
+            {
+                "deliveries": [r.as_json() for r in shown],
+                "counts": {"by_status": counts.by_status, "by_destination": counts.by_destination},
+                "filter": params,
+                "next": older.url() if older else None,
+                "next_before": older.before_id if older else None,
+            }
+        )
+    context = {
+        "query": query,
+        "form": {name: params.get(name, "") for name in FORM_FIELDS},
+        "rows": shown,
+        "older": older,
+        "statuses": STATUSES,
+        "destinations": _destinations(request, counts, query),
+        "event_types": KNOWN_EVENT_TYPES,
+        "counts": _count_links(counts),
+    }
+    return answers.page(request, "deliveries.html", context)
+
+
+def _destinations(request: web.Request, counts: DeliveryCounts, query: ListQuery) -> list[str]:
+    """The filter's choice of destinations: those configured, and those deliveries name
+    (a destination since removed from the config still has its history)."""
+    names = {*request.app[STATE].config.destinations, *counts.by_destination}
+    if query.where.destination:
+        names.add(query.where.destination)
+    return sorted(names)
+
+
+def _count_links(counts: DeliveryCounts) -> dict[str, Any]:
+    """The counts, each with the link that shows what it counts."""
+    by_status = [
+        (status, counts.by_status.get(status, 0), only(status=status).url()) for status in STATUSES
+    ]
+    by_destination = [
+        (
+            destination,
+            sum(by.values()),
+            only(destination=destination).url(),
+            [
+                (status, by[status], only(destination=destination, status=status).url())
+                for status in STATUSES
+                if by.get(status)
+            ],
+        )
+        for destination, by in sorted(counts.by_destination.items())
+    ]
+    return {"by_status": by_status, "by_destination": by_destination}
+
+
+def _delivery_id(request: web.Request) -> int | None:
+    text = request.match_info["id"]
+    number = int(text) if text.isascii() and text.isdigit() else 0
+    return number if 0 < number <= MAX_ID else None
+
+
+async def delivery(request: web.Request) -> web.Response:
+    """One delivery: its event, where it went and why, and every attempt."""
+    delivery_id = _delivery_id(request)
+    store = request.app[STATE].store
+    found = await store.get_delivery(delivery_id) if delivery_id is not None else None
+    if found is None:
+        return _no_delivery(request)
+    attempts = await store.attempts(found.id)
+    joined = await store.digest_events(found.id) if found.digest else []
+    if answers.wants_json(request):
+        return answers.data(delivery_json(found, attempts, joined))
+    destination = request.app[STATE].config.destinations.get(found.destination)
+    context = {
+        "row": row(found),
+        "delivery": found,
+        "destination_type": destination.type if destination is not None else None,
+        "event": pretty(found.body),
+        "joined": [(event_id, pretty(body)) for event_id, body in joined],
+        "attempts": [attempt_json(attempt) for attempt in attempts],
+    }
+    return answers.page(request, "delivery.html", context)
+
+
+async def replay(request: web.Request) -> web.StreamResponse:
+    """Put one dead delivery back in the queue, then show it (a POST, guarded by
+    security.guard_posts)."""
+    delivery_id = _delivery_id(request)
+    state = request.app[STATE]
+    found = await state.store.get_delivery(delivery_id) if delivery_id is not None else None
+    if found is None:
+        return _no_delivery(request)
+    replayed = await state.store.replay([found.id], state.clock())
+    if replayed and state.worker is not None:
+        state.worker.wake([found.destination])
+    if answers.wants_json(request):
+        return answers.data({"replayed": replayed})
+    raise web.HTTPSeeOther(f"/deliveries/{found.id}")
+
+
+def _no_delivery(request: web.Request) -> web.Response:
+    shown = request.match_info["id"][:40]
+    return answers.error(
+        request, 404, f"no delivery {shown} (it may have been purged: store.retention)"
+    )
