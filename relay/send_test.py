@@ -85,9 +85,10 @@ def sample_account_event(event_type: str, agent_id: str, created: int) -> dict[s
     }
 
 
-def _session_request(
+def session_request(
     args: argparse.Namespace, config: Config | None
 ) -> tuple[bytes, dict[str, str]]:
+    """Return a sample session event's body and headers, as the config authenticates it."""
     agent = args.agent or DEFAULT_AGENT
     body = json.dumps(sample_session_event(args.event, args.message, agent)).encode()
     headers = {"Content-Type": "application/json"}
@@ -104,9 +105,10 @@ def _session_request(
     return body, headers
 
 
-def _account_request(
+def account_request(
     args: argparse.Namespace, config: Config | None
 ) -> tuple[bytes, dict[str, str]]:
+    """Return a sample account webhook's body and headers, signed with the account secret."""
     secrets = config.verify.account.secrets if config else ()
     secret = args.secret or (secrets[0].reveal() if secrets else None)
     if not secret:
@@ -128,20 +130,23 @@ def _account_request(
     return body, headers
 
 
-def _default_url(config: Config | None) -> str:
+def default_url(config: Config | None) -> str:
+    """Return relay's webhook URL as this host reaches it."""
     if config is None:
         return DEFAULT_URL
     server = config.server
     host = "127.0.0.1" if server.host in ("0.0.0.0", "::", "") else server.host
+    if ":" in host:  # an IPv6 address goes in brackets in a URL
+        host = f"[{host}]"
     scheme = "https" if server.tls else "http"
     return f"{scheme}://{host}:{server.port}{server.path}"
 
 
 async def send_test(args: argparse.Namespace, config: Config | None) -> int:
     """Send the sample; print the answer; return 0 on 2xx, else 1."""
-    url = args.url or _default_url(config)
+    url = args.url or default_url(config)
     try:
-        build = _account_request if args.event in ACCOUNT_EVENT_TYPES else _session_request
+        build = account_request if args.event in ACCOUNT_EVENT_TYPES else session_request
         body, headers = build(args, config)
     except SendTestError as exc:
         print(f"relay send-test: {exc}", file=sys.stderr)

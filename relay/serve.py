@@ -14,6 +14,7 @@ from relay.app import STATE, create_app, reload
 from relay.config import ConfigError, load
 from relay.config.model import Config, GlobCondition
 from relay.console import create_console_app
+from relay.console.sample import local_webhook_url
 from relay.conversations.watch import is_signal
 from relay.listener import Listener
 
@@ -158,7 +159,8 @@ async def serve(path: str, config: Config) -> None:
         host, port = address[:2]
         log.info("listening on %s://%s:%d%s", scheme, host, port, server.path)
     try:
-        console = await _start_console(app, config)
+        # The port the webhook listener took (port 0 picks one): the Test button posts there.
+        console = await _start_console(app, config, addresses[0][1])
     except BaseException:
         await listener.close()
         await runner.cleanup()
@@ -194,14 +196,16 @@ async def serve(path: str, config: Config) -> None:
 CONSOLE_SHUTDOWN_TIMEOUT_S = 5.0
 
 
-async def _start_console(app: web.Application, config: Config) -> web.AppRunner | None:
+async def _start_console(
+    app: web.Application, config: Config, webhook_port: int
+) -> web.AppRunner | None:
     """Start the console (SPEC 8), when configured, on a listener of its own sharing the
     webhook app's state; return its runner, for the shutdown."""
     console = config.console
     if console is None:
         return None
     runner = web.AppRunner(
-        create_console_app(app[STATE]),
+        create_console_app(app[STATE], webhook_url=local_webhook_url(config, webhook_port)),
         handle_signals=False,
         access_log=None,
         shutdown_timeout=CONSOLE_SHUTDOWN_TIMEOUT_S,

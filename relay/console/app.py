@@ -8,13 +8,15 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from relay.console import views
+from relay.console import bulk, live, sample, views
 from relay.console.answers import error
 from relay.console.auth import require_login
 from relay.console.csrf import CsrfTokens
-from relay.console.keys import CSRF, STATE
+from relay.console.keys import CSRF, NOTICES, STATE, STREAMS, WEBHOOK_URL
+from relay.console.notices import Notices
 from relay.console.present import iso, when
 from relay.console.security import Handler, add_headers, guard_posts
+from relay.console.streams import LiveSettings, Streams
 from relay.state import RelayState
 from relay.store import StoreUnavailable
 
@@ -23,14 +25,29 @@ STATIC = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 64 * 1024
 
 
-def create_console_app(state: RelayState, *, csrf: CsrfTokens | None = None) -> web.Application:
+def create_console_app(
+    state: RelayState,
+    *,
+    csrf: CsrfTokens | None = None,
+    webhook_url: str | None = None,
+    live_settings: LiveSettings | None = None,
+) -> web.Application:
     """Build the console for a running relay: the same store, config and metrics, served
-    by a listener of its own (serve.py), never on the webhook port."""
+    by a listener of its own (serve.py), never on the webhook port.
+
+    `webhook_url` is where the Test button posts: relay's own listener, as reached from
+    here (sample.local_webhook_url gives it for the port bound); without it, the config's
+    server section says, which cannot when its port is 0.
+    """
     app = web.Application(
         middlewares=[require_login, _errors, guard_posts], client_max_size=MAX_BODY_BYTES
     )
     app[STATE] = state
     app[CSRF] = csrf or CsrfTokens()
+    app[NOTICES] = Notices()
+    app[WEBHOOK_URL] = webhook_url
+    app[STREAMS] = streams = Streams(live_settings or LiveSettings())
+    app.on_shutdown.append(streams.close_all)
     templates = aiohttp_jinja2.setup(
         app,
         loader=jinja2.PackageLoader("relay.console", "templates"),
@@ -42,6 +59,12 @@ def create_console_app(state: RelayState, *, csrf: CsrfTokens | None = None) -> 
     app.on_response_prepare.append(add_headers)
     app.router.add_get("/", views.home, name="home")
     app.router.add_get("/deliveries", views.deliveries, name="deliveries")
+    # Before /deliveries/{id}, which would take these names for ids.
+    app.router.add_get(bulk.CONFIRM_PATH, bulk.confirm, name="replay_all_confirm")
+    app.router.add_post(bulk.CONFIRM_PATH, bulk.replay_all, name="replay_all")
+    # No HEAD: it would hold a stream open to send nothing.
+    app.router.add_get(live.LIVE_PATH, live.live, name="live", allow_head=False)
+    app.router.add_post(sample.TEST_PATH, sample.send_test, name="send_test")
     app.router.add_get(r"/deliveries/{id}", views.delivery, name="delivery")
     app.router.add_post(r"/deliveries/{id}/replay", views.replay, name="replay")
     app.router.add_static("/static/", STATIC, name="static")

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import aiohttp_jinja2
 from aiohttp import web
 
-from relay.console import answers
-from relay.console.filters import (
-    LIST_PATH,
-    MAX_ID,
-    STATUSES,
-    FilterError,
-    ListQuery,
-    only,
-    read_query,
-)
-from relay.console.keys import STATE
+from relay.console import answers, notices, sample
+from relay.console.bulk import confirm_url, dead_count
+from relay.console.filters import LIST_PATH, MAX_ID, STATUSES, FilterError, ListQuery, read_query
+from relay.console.keys import NOTICES, STATE
+from relay.console.listing import read_page, render
+from relay.console.live import live_url
 from relay.console.present import attempt_json, delivery_json, pretty, row
 from relay.conversations.watch import SIGNAL_TYPES
 from relay.events import ACCOUNT_EVENT_TYPES, SESSION_EVENT_TYPES
 from relay.store.base import DeliveryCounts
 
-PAGE_SIZE = 50
 FORM_FIELDS = ("status", "destination", "event_type", "since", "until", "text")
 # Offered in the event type field (any other may be typed): what bitHuman documents and
 # the conversation signals relay raises itself (SPEC 4.4).
@@ -41,32 +34,43 @@ async def deliveries(request: web.Request) -> web.Response:
         query = read_query(request.query)
     except FilterError as exc:
         return answers.error(request, 400, str(exc))
-    store = request.app[STATE].store
-    # One more than a page: whether there is an older page, without counting.
-    found = await store.find_deliveries(query.where, before_id=query.before_id, limit=PAGE_SIZE + 1)
-    counts = await store.delivery_counts()
-    shown = [row(delivery) for delivery in found[:PAGE_SIZE]]
-    older = query.older(found[PAGE_SIZE - 1].id) if len(found) > PAGE_SIZE else None
+    state = request.app[STATE]
+    page = await read_page(state.store, query)
+    dead = await dead_count(state.store, query.where, page.counts)
     params = query.params()
     if answers.wants_json(request):
         return answers.data(
             {
-                "deliveries": [r.as_json() for r in shown],
-                "counts": {"by_status": counts.by_status, "by_destination": counts.by_destination},
+                "deliveries": [r.as_json() for r in page.rows],
+                "counts": {
+                    "by_status": page.counts.by_status,
+                    "by_destination": page.counts.by_destination,
+                },
                 "filter": params,
-                "next": older.url() if older else None,
-                "next_before": older.before_id if older else None,
+                "next": page.older.url() if page.older else None,
+                "next_before": page.older.before_id if page.older else None,
+                "dead": {"count": dead.n, "more": dead.more, "replay": confirm_url(query.where)},
             }
         )
+    fragments = render(aiohttp_jinja2.get_env(request.app), page, dead)
+    notice = request.app[NOTICES].get(request.query.get(notices.PARAMETER, ""))
     context = {
         "query": query,
         "form": {name: params.get(name, "") for name in FORM_FIELDS},
-        "rows": shown,
-        "older": older,
         "statuses": STATUSES,
-        "destinations": _destinations(request, counts, query),
+        "destinations": _destinations(request, page.counts, query),
         "event_types": KNOWN_EVENT_TYPES,
-        "counts": _count_links(counts),
+        "counts_html": fragments.counts,
+        "results_html": fragments.results,
+        # Live on the newest page only: an older one would not gain rows at its top.
+        "live_url": live_url(query, fragments.version) if query.before_id is None else None,
+        "notice": notice,
+        "send_test": {
+            "action": query.newest().url(sample.TEST_PATH),
+            "events": sample.events_offered(state.config),
+            "default": sample.DEFAULT_EVENT,
+            "message": sample.DEFAULT_MESSAGE,
+        },
     }
     return answers.page(request, "deliveries.html", context)
 
@@ -78,27 +82,6 @@ def _destinations(request: web.Request, counts: DeliveryCounts, query: ListQuery
     if query.where.destination:
         names.add(query.where.destination)
     return sorted(names)
-
-
-def _count_links(counts: DeliveryCounts) -> dict[str, Any]:
-    """The counts, each with the link that shows what it counts."""
-    by_status = [
-        (status, counts.by_status.get(status, 0), only(status=status).url()) for status in STATUSES
-    ]
-    by_destination = [
-        (
-            destination,
-            sum(by.values()),
-            only(destination=destination).url(),
-            [
-                (status, by[status], only(destination=destination, status=status).url())
-                for status in STATUSES
-                if by.get(status)
-            ],
-        )
-        for destination, by in sorted(counts.by_destination.items())
-    ]
-    return {"by_status": by_status, "by_destination": by_destination}
 
 
 def _delivery_id(request: web.Request) -> int | None:

@@ -3,9 +3,12 @@ posts events to relay and reads the console, as an operator would."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import html
+import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,3 +128,83 @@ class Console:
 def ids_shown(page: str) -> list[int]:
     """The delivery ids a list page links to, in order."""
     return [int(n) for n in re.findall(r'<td><a href="/deliveries/(\d+)">', page)]
+
+
+def hidden_fields(page: str, form_id: str) -> dict[str, str]:
+    """The hidden fields of a form on a page, as a browser would post them."""
+    found = re.search(rf'<form\b[^>]*\bid="{form_id}"[^>]*>(.*?)</form>', page, re.S)
+    assert found is not None, f"no form #{form_id}"
+    return {
+        html.unescape(name): html.unescape(value)
+        for name, value in re.findall(
+            r'<input type="hidden" name="([^"]*)" value="([^"]*)">', found.group(1)
+        )
+    }
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One Server-Sent Event: its type, id and data; or a comment (`comment` set)."""
+
+    event: str = "message"
+    id: str | None = None
+    data: str = ""
+    comment: str | None = None
+
+
+class EventStream:
+    """Reads a text/event-stream answer an event at a time, each read bounded."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+
+    async def next(self, timeout_s: float = 10.0) -> Sent | None:
+        """The next event or comment; None at the end of the stream."""
+        fields: dict[str, str] = {}
+        data: list[str] = []
+        async with asyncio.timeout(timeout_s):
+            while True:
+                raw = await self.response.content.readline()
+                if not raw:
+                    return None
+                line = raw.decode().rstrip("\n")
+                if line.startswith(":"):
+                    return Sent(comment=line[1:].strip())
+                if not line:
+                    if data or fields.get("event"):
+                        return Sent(
+                            fields.get("event", "message"), fields.get("id"), "\n".join(data)
+                        )
+                    continue  # the end of a `retry:` block
+                name, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if name == "data":
+                    data.append(value)
+                else:
+                    fields[name] = value
+
+    async def until(
+        self, what: str, predicate: Callable[[Sent], bool], timeout_s: float = 10.0
+    ) -> Sent:
+        """Read until an event satisfies `predicate`; fail, naming `what`, at the deadline or
+        at the end of the stream."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                sent = await self.next(max(left, 0.001))
+            except TimeoutError:
+                raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}") from None
+            assert sent is not None, f"the stream ended before {what}"
+            if predicate(sent):
+                return sent
+
+    async def update(
+        self, what: str, predicate: Callable[[dict[str, str]], bool]
+    ) -> dict[str, str]:
+        """Read until an `update` event whose fragments satisfy `predicate`; return them."""
+        sent = await self.until(
+            what, lambda s: s.event == "update" and predicate(json.loads(s.data))
+        )
+        fragments: dict[str, str] = json.loads(sent.data)
+        return fragments

@@ -27,7 +27,7 @@ from tests.console.support import (
 )
 from tests.support.fake_receiver import Answer, FakeReceiver
 from tests.support.relay import SECRET
-from tests.test_delivery import post_event, wait_for_status
+from tests.test_delivery import deliveries, post_event, wait_for_status
 
 ROUTES = [
     ("GET", "/"),
@@ -42,6 +42,14 @@ ROUTES = [
     ("HEAD", "/deliveries"),
     ("POST", "/deliveries/1/replay"),
     ("POST", "/deliveries"),
+    ("GET", "/deliveries/replay"),
+    ("GET", "/deliveries/replay?destination=crm"),
+    ("POST", "/deliveries/replay"),
+    ("POST", "/deliveries/test"),
+    ("GET", "/deliveries/live"),
+    ("GET", "/deliveries/live?status=dead"),
+    ("HEAD", "/deliveries/live"),
+    ("GET", "/static/live.js"),
 ]
 
 
@@ -93,7 +101,9 @@ async def test_every_route_needs_the_credentials(
             assert CONSOLE_PASSWORD not in await response.text()
         response = await console.client.request(method, path, headers=AUTH, allow_redirects=False)
         assert response.status != 401, f"{method} {path} with the credentials"
+        response.close()  # a live stream goes on until it is closed
     assert len(receiver.requests) == 1  # the one event; no replay got through
+    assert len(await deliveries(console.relay)) == 2  # and no test event
 
 
 async def test_every_answer_carries_the_consoles_headers(
@@ -118,12 +128,21 @@ async def test_every_answer_carries_the_consoles_headers(
         (await console.replay(sent.id, token=None), 403),
         (await console.replay(sent.id, token=console.client.app[CSRF].token(USERNAME)), 303),
         (await console.client.put("/deliveries", headers=own), 405),
+        (await console.get("/deliveries/replay?destination=crm"), 200),
+        (await console.get("/deliveries/replay?since=never"), 400),
+        (await console.client.post("/deliveries/replay", headers=AUTH), 403),
+        (await console.client.post("/deliveries/test", headers=AUTH), 403),
+        (await console.get("/deliveries/live"), 200),
+        (await console.get("/deliveries/live?status=lost"), 400),
+        (await console.get("/static/live.js"), 200),
     ]
     for response, status in answers:
         assert response.status == status, (response.url, await response.text())
         assert_console_headers(response)
     css = answers[8][0]
     assert css.content_type == "text/css"
+    assert answers[-3][0].content_type == "text/event-stream"
+    answers[-3][0].close()
 
 
 async def test_pages_have_a_title_a_main_and_labelled_controls(
@@ -136,11 +155,18 @@ async def test_pages_have_a_title_a_main_and_labelled_controls(
         assert re.search(r"<title>[^<]+</title>", page), path
         assert page.count("<main") == 1, path
         assert '<a class="skip" href="#main">' in page
-        assert "<script" not in page and " style=" not in page and "<style" not in page
+        # Scripts only from the console's own files, never inline; no inline style.
+        scripts = re.findall(r"<script\b[^>]*>(.*?)</script>", page, re.S)
+        assert page.count("<script") == len(scripts), path
+        assert all(not body.strip() for body in scripts), path
+        assert re.findall(r"<script\b([^>]*)>", page) in ([], [' src="/static/live.js" defer'])
+        assert " style=" not in page and "<style" not in page
         controls = re.findall(r'<(?:input|select)\b[^>]*\bid="([^"]+)"', page)
         for control in controls:
             assert f'<label for="{control}">' in page, f"{path}: #{control} has no label"
-    assert len(re.findall(r"<(?:input|select)\b", await console.page("/deliveries"))) == 6
+    visible = r'<(?:input|select)\b(?![^>]*type="hidden")'
+    # The six filters, and the Test button's event type and message.
+    assert len(re.findall(visible, await console.page("/deliveries"))) == 8
 
 
 HOSTILE = "<script>alert(1)</script> <img src=x onerror=alert(1)> {{7*7}} refund"
@@ -160,7 +186,8 @@ async def test_hostile_event_content_is_shown_as_text(
     shown = await console.page(f"/deliveries/{delivery_id}")
     assert len(ids_shown(listing)) == 2  # the text search found them, hostile as it is
     for page in (listing, shown):
-        assert "<script" not in page
+        # The one script is the console's own file: the event's never becomes one.
+        assert page.count("<script") == page.count('<script src="/static/live.js" defer>')
         assert "<img" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in shown
     assert "&lt;img src=x onerror=alert(1)&gt;" in shown
@@ -193,10 +220,20 @@ async def test_no_secret_on_any_page_or_in_any_json(
         f"/deliveries/{dead.id}",
         "/deliveries/424242",
         "/deliveries?status=lost",
+        "/deliveries/replay?destination=crm",
+        "/deliveries/replay?status=dead&text=refund",
     ):
         for as_json in (False, True):
             response = await console.get(path, as_json=as_json)
             texts.append(await response.text())
+    # What the Test button says relay answered.
+    token = console.client.app[CSRF].token(USERNAME)
+    own = {"Origin": console.origin, **AUTH}
+    pressed = await console.client.post(
+        "/deliveries/test", data={"csrf_token": token}, headers=own, allow_redirects=False
+    )
+    texts.append(await console.page(pressed.headers["Location"]))
+    assert "relay accepted the test event" in texts[-1]
     assert "webhook answered 400" in texts[6]  # the dead delivery's page shows its errors
     for text in texts:
         for secret in (URL_TOKEN, QUERY_TOKEN, BEARER_TOKEN, CONSOLE_PASSWORD, SECRET):

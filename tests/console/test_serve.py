@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import html
 import re
+import signal
 import socket
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,8 +16,8 @@ import aiohttp
 
 from relay.config.model import ConsoleConfig
 from relay.secrets import Secret
-from relay.serve import changes_needing_a_restart
-from tests.console.support import AUTH, CONSOLE_PASSWORD, USERNAME
+from relay.serve import CONSOLE_SHUTDOWN_TIMEOUT_S, changes_needing_a_restart
+from tests.console.support import AUTH, CONSOLE_PASSWORD, JSON, USERNAME, EventStream, hidden_fields
 from tests.support.processes import RelayProcess, RelayProcesses, run_cli
 from tests.support.relay import SECRET, make_config
 
@@ -112,3 +116,58 @@ async def test_a_console_address_in_use_stops_relay_saying_so(tmp_path: Path) ->
     assert "console.listen: error while attempting to bind on address" in said
     assert said.endswith("address already in use")
     assert "Traceback" not in out
+
+
+async def test_an_open_live_stream_does_not_hold_up_the_shutdown(
+    processes: RelayProcesses, tmp_path: Path
+) -> None:
+    process = await processes.start(
+        write_config(tmp_path), env={"CONSOLE_PASSWORD": CONSOLE_PASSWORD}
+    )
+    console = console_url(process)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{console}/deliveries/live", headers=AUTH) as response,
+    ):
+        assert response.status == 200
+        assert response.content_type == "text/event-stream"
+        events = EventStream(response)
+        await events.until("the first update", lambda sent: sent.event == "update")
+        started = time.monotonic()
+        process.popen.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(CONSOLE_SHUTDOWN_TIMEOUT_S):
+            while await events.next() is not None:
+                pass  # the stream ends as relay starts shutting down
+        assert await process.wait_exit() == 0
+    # Well within what the console's shutdown would wait for a page still in progress.
+    assert time.monotonic() - started < CONSOLE_SHUTDOWN_TIMEOUT_S
+    assert "stopped" in process.log()
+
+
+async def test_the_test_button_of_a_real_relay(processes: RelayProcesses, tmp_path: Path) -> None:
+    # The webhook listener on port 0: the console posts to the port it took.
+    path = write_config(tmp_path)
+    process = await processes.start(path, env={"CONSOLE_PASSWORD": CONSOLE_PASSWORD})
+    console = console_url(process)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{console}/deliveries", headers=AUTH) as response:
+            token = hidden_fields(await response.text(), "send-test")["csrf_token"]
+        form = {"csrf_token": token, "event": "room.join", "message": ""}
+        origin = {"Origin": console, **AUTH}
+        async with http.post(
+            f"{console}/deliveries/test", data=form, headers=origin, allow_redirects=False
+        ) as response:
+            assert response.status == 303, await response.text()
+            location = response.headers["Location"]
+        async with http.get(console + location, headers=AUTH) as response:
+            page = html.unescape(await response.text())
+        found = re.search(r"relay accepted the test event (\S+): 1 delivery", page)
+        assert found is not None, page
+        async with http.get(f"{console}/deliveries", headers={**AUTH, **JSON}) as response:
+            [row] = (await response.json())["deliveries"]
+    assert (row["event_id"], row["event_type"], row["destination"]) == (
+        found.group(1),
+        "room.join",
+        "audit",
+    )
+    assert await process.terminate() == 0
