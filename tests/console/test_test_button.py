@@ -46,7 +46,7 @@ async def press(
 async def the_form(console: Console, path: str = "/deliveries") -> dict[str, str]:
     page = await console.page(path)
     assert '<button type="submit">Send a test event</button>' in page
-    assert '<label for="t-event">Event type</label>' in page
+    assert '<label for="t-event">Test event type</label>' in page
     return hidden_fields(page, "send-test")
 
 
