@@ -427,31 +427,7 @@ class RedisStore:
     async def list_deliveries(
         self, status: DeliveryStatus | None = None, limit: int = 50
     ) -> list[Delivery]:
-        index = f"{PREFIX}status:{status}" if status else f"{PREFIX}all"
-
-        async def newest(client: aioredis.Redis) -> list[Delivery]:
-            if limit <= 0:
-                return []
-            members = await client.zrevrange(index, 0, limit - 1)
-            async with client.pipeline(transaction=False) as pipe:
-                for member in members:
-                    pipe.hgetall(f"{PREFIX}d:{_text(member)}")
-                rows = await pipe.execute()
-            found = [
-                (m, {_text(k): v for k, v in r.items()})
-                for m, r in zip(members, rows, strict=True)
-                if r
-            ]
-            async with client.pipeline(transaction=False) as pipe:
-                for _, fields in found:
-                    pipe.hmget(f"{PREFIX}e:{_text(fields['event_ref'])}", "event_id", "body")
-                events = await pipe.execute()
-            return [
-                _delivery(m, fields, event[0] or b"?", event[1] or b"")
-                for (m, fields), event in zip(found, events, strict=True)
-            ]
-
-        return await self._call(newest)
+        return await self.find_deliveries(DeliveryFilter(status=status), limit=limit)
 
     async def find_deliveries(
         self, where: DeliveryFilter, *, before_id: int | None = None, limit: int = 50
