@@ -49,9 +49,12 @@ class Page:
 
 async def read_page(store: Store, query: ListQuery) -> Page:
     """Read the deliveries a query shows, PAGE_SIZE a page, and the counts."""
+    # The counts first: an event accepted between the two reads then shows in the rows
+    # and is counted at the next read, where the other order would show counts that hold
+    # a delivery over rows that say "No delivery.".
+    counts = await store.delivery_counts()
     # One more than a page: whether there is an older page, without counting.
     found = await store.find_deliveries(query.where, before_id=query.before_id, limit=PAGE_SIZE + 1)
-    counts = await store.delivery_counts()
     older = query.older(found[PAGE_SIZE - 1].id) if len(found) > PAGE_SIZE else None
     return Page(query, [row(delivery) for delivery in found[:PAGE_SIZE]], older, counts)
 
