@@ -28,7 +28,7 @@ from relay.store.base import (
 )
 from relay.store.sqlite_rows import DELIVERY_COLUMNS, deliveries_of
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 # events.id, not events.event_id, is the key: the same event id may be accepted again once
 # its dedupe window has passed, and each acceptance is its own event row.
@@ -141,6 +141,7 @@ CREATE TABLE attempts (
 _MIGRATIONS = {
     1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5, 6: _SCHEMA_V6,
     7: _SCHEMA_V7, 8: watches.SCHEMA_V8, 9: sqlite_listing.SCHEMA_V9,
+    10: watches.SCHEMA_V10,
 }  # fmt: skip
 
 UNFINISHED = "status IN ('pending', 'failed')"

@@ -7,7 +7,9 @@ watch are relay.conversations.watch's: these functions only read and write rows.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sqlite3
+from dataclasses import dataclass
 from typing import Any
 
 from relay.conversations.watch import (
@@ -55,24 +57,86 @@ CREATE INDEX watches_due ON watches (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX watches_by_last_received_at ON watches (last_received_at);
 """
 
+# Version 10: what each event writes. A watch's row changes with every event, but its two
+# index entries need not: an entry that moves costs its old page and its new one, and with
+# many open conversations each page is a different one (three pages an event, where the
+# row alone is one). So the indexes hold bounds that an event seldom moves:
+# - due_floor: at most due_at. Every event pushes the end further away, which leaves the
+#   floor where it was; only an earlier deadline (a stretch opening) lowers it. A claim
+#   raises floors that have passed without their watch being due to its real due_at.
+# - quiet_at: at most last_received_at and at most QUIET_STEP_S behind it, so the purge
+#   finds quiet watches through it and an event moves it once in QUIET_STEP_S.
+# UPDATE, unlike INSERT OR REPLACE, leaves alone the indexes whose columns it does not set.
+SCHEMA_V10 = """
+ALTER TABLE watches ADD COLUMN due_floor REAL;
+ALTER TABLE watches ADD COLUMN quiet_at REAL NOT NULL DEFAULT 0;
+UPDATE watches SET due_floor = due_at, quiet_at = last_received_at;
+DROP INDEX watches_due;
+DROP INDEX watches_by_last_received_at;
+CREATE INDEX watches_due_floor ON watches (due_floor) WHERE due_floor IS NOT NULL;
+CREATE INDEX watches_quiet ON watches (quiet_at);
+"""
+
+QUIET_STEP_S = 600.0
+# How many passed floors one claim raises before it claims: more than a poll's batch, so
+# the claim's own scan seldom meets one.
+_REINDEX_ROWS = 1000
+
 _COLUMNS = ", ".join(WATCH_FIELDS)
 _BOOLEANS = frozenset({"stretch_open", "stretch_raised", "ended"})
 # UPDATE … RETURNING gives a REAL column that holds a whole number back as an int.
 _REALS = frozenset(f.name for f in dataclasses.fields(Watch) if str(f.type).startswith("float"))
-_SAVE_SQL = (
-    f"INSERT OR REPLACE INTO watches ({_COLUMNS}, due_at, claimed_by, lease_until)"
-    f" VALUES ({', '.join('?' * len(WATCH_FIELDS))}, ?, ?, ?)"
+_ROW = (*WATCH_FIELDS, "due_at", "due_floor", "quiet_at", "claimed_by", "lease_until")
+_INSERT_SQL = f"INSERT INTO watches ({', '.join(_ROW)}) VALUES ({', '.join('?' * len(_ROW))})"
+_FIND_SQL = (
+    f"SELECT {_COLUMNS}, due_floor, quiet_at, claimed_by, lease_until"
+    " FROM watches WHERE conversation = ?"
 )
-_FIND_SQL = f"SELECT {_COLUMNS}, claimed_by, lease_until FROM watches WHERE conversation = ?"
+_REINDEX_SQL = """
+UPDATE watches SET due_floor = due_at
+WHERE conversation IN (
+    SELECT conversation FROM watches INDEXED BY watches_due_floor
+    WHERE due_floor IS NOT NULL AND due_floor <= :now AND (due_at IS NULL OR due_at > :now)
+    ORDER BY due_floor LIMIT :limit
+)
+"""
 _CLAIM_SQL = f"""
 UPDATE watches SET claimed_by = :owner, lease_until = :until
 WHERE conversation IN (
-    SELECT conversation FROM watches INDEXED BY watches_due
-    WHERE due_at IS NOT NULL AND due_at <= :now AND lease_until <= :now
-    ORDER BY due_at LIMIT :limit
+    SELECT conversation FROM watches INDEXED BY watches_due_floor
+    WHERE due_floor IS NOT NULL AND due_floor <= :now
+      AND due_at <= :now AND lease_until <= :now
+    ORDER BY due_floor LIMIT :limit
 )
 RETURNING {_COLUMNS}
 """
+_PURGE_SQL = """
+DELETE FROM watches WHERE conversation IN (
+    SELECT conversation FROM watches INDEXED BY watches_quiet
+    WHERE quiet_at < :before AND last_received_at < :before
+    ORDER BY quiet_at LIMIT :limit
+)
+"""
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """A watch's row: the watch and what the store keeps beside it."""
+
+    watch: Watch
+    due_floor: float | None
+    quiet_at: float
+    claimed_by: str | None
+    lease_until: float
+
+
+@functools.cache
+def _update_sql(set_due_floor: bool, set_quiet_at: bool) -> str:
+    """The UPDATE that sets a row's columns, leaving out the indexed ones that keep their
+    values so that their index entries stay where they are."""
+    names = [*WATCH_FIELDS[1:], "due_at", "claimed_by", "lease_until"]
+    names += ["due_floor"] * set_due_floor + ["quiet_at"] * set_quiet_at
+    return f"UPDATE watches SET {', '.join(f'{n} = ?' for n in names)} WHERE conversation = ?"
 
 
 def _watch(row: Any) -> Watch:
@@ -86,16 +150,36 @@ def _watch(row: Any) -> Watch:
     return Watch(**values)
 
 
-def _find(conn: sqlite3.Connection, conversation: str) -> tuple[Watch, str | None, float] | None:
+def _find(conn: sqlite3.Connection, conversation: str) -> _Stored | None:
     row = conn.execute(_FIND_SQL, (conversation,)).fetchone()
     if row is None:
         return None
-    return _watch(row), row[-2], float(row[-1])
+    due_floor, quiet_at, claimed_by, lease_until = row[-4:]
+    return _Stored(_watch(row), due_floor, float(quiet_at), claimed_by, float(lease_until))
 
 
-def _save(conn: sqlite3.Connection, watch: Watch, claimed_by: str | None, lease: float) -> None:
+def _insert(conn: sqlite3.Connection, watch: Watch) -> None:
     values = [getattr(watch, name) for name in WATCH_FIELDS]
-    conn.execute(_SAVE_SQL, (*values, watch.due_at, claimed_by, lease))
+    conn.execute(
+        _INSERT_SQL, (*values, watch.due_at, watch.due_at, watch.last_received_at, None, 0.0)
+    )
+
+
+def _update(conn: sqlite3.Connection, old: _Stored, new: _Stored) -> None:
+    """Write a row, moving an index entry only where its bound changed."""
+    set_due_floor = new.due_floor != old.due_floor
+    set_quiet_at = new.quiet_at != old.quiet_at
+    values: list[Any] = [getattr(new.watch, name) for name in WATCH_FIELDS[1:]]
+    values += [new.watch.due_at, new.claimed_by, new.lease_until]
+    values += [new.due_floor] * set_due_floor + [new.quiet_at] * set_quiet_at
+    conn.execute(_update_sql(set_due_floor, set_quiet_at), (*values, new.watch.conversation))
+
+
+def _floor(floor: float | None, due_at: float | None) -> float | None:
+    """The due floor after an event: lowered to an earlier deadline, otherwise kept."""
+    if floor is None or due_at is None:
+        return due_at
+    return min(floor, due_at)
 
 
 def observe_event(conn: sqlite3.Connection, seen: Observation | Forget) -> None:
@@ -106,16 +190,23 @@ def observe_event(conn: sqlite3.Connection, seen: Observation | Forget) -> None:
         return
     found = _find(conn, seen.conversation)
     if found is None:
-        _save(conn, observe(None, seen), None, 0.0)
-    else:
-        watch, claimed_by, lease = found
-        _save(conn, observe(watch, seen), claimed_by, lease)
+        _insert(conn, observe(None, seen))
+        return
+    watch = observe(found.watch, seen)
+    quiet_at = found.quiet_at
+    if watch.last_received_at - quiet_at >= QUIET_STEP_S:
+        quiet_at = watch.last_received_at
+    moved = _Stored(
+        watch, _floor(found.due_floor, watch.due_at), quiet_at, found.claimed_by, found.lease_until
+    )
+    _update(conn, found, moved)
 
 
 def claim(
     conn: sqlite3.Connection, now: float, limit: int, owner: str, until: float
 ) -> list[Watch]:
     """Claim up to `limit` due watches no live claim holds, earliest due first."""
+    conn.execute(_REINDEX_SQL, {"now": now, "limit": _REINDEX_ROWS})
     params = {"owner": owner, "until": until, "now": now, "limit": limit}
     watches = [_watch(row) for row in conn.execute(_CLAIM_SQL, params).fetchall()]
     return sorted(watches, key=lambda w: (w.due_at or 0.0, w.conversation))
@@ -129,27 +220,24 @@ def mark_raised(
     found = _find(conn, conversation)
     if found is None:
         return False
-    watch, claimed_by, lease = found
+    watch, claimed_by, lease = found.watch, found.claimed_by, found.lease_until
     owed = may_raise(watch, kind, number, now)
     if owed:
         watch = raised(watch, kind, number)
     if claimed_by == owner:
         claimed_by, lease = None, 0.0
     if owed or claimed_by is None:
-        _save(conn, watch, claimed_by, lease)
+        # Rare (a signal, a claim's end), so the floor goes to the exact due_at.
+        _update(conn, found, _Stored(watch, watch.due_at, found.quiet_at, claimed_by, lease))
     return owed
 
 
 def find(conn: sqlite3.Connection, conversation: str) -> Watch | None:
     """Return a conversation's watch, if it has one."""
     found = _find(conn, conversation)
-    return None if found is None else found[0]
+    return None if found is None else found.watch
 
 
 def purge(conn: sqlite3.Connection, before: float, limit: int) -> int:
     """Forget at most `limit` watches of conversations with no event since `before`."""
-    return conn.execute(
-        "DELETE FROM watches WHERE conversation IN (SELECT conversation FROM watches"
-        " WHERE last_received_at < ? ORDER BY last_received_at LIMIT ?)",
-        (before, limit),
-    ).rowcount
+    return conn.execute(_PURGE_SQL, {"before": before, "limit": limit}).rowcount

@@ -598,3 +598,32 @@ async def test_threads_kept_before_version_6_count_as_active_at_the_upgrade(
         assert await store.thread("slack", "s1") is None
     finally:
         await store.close()
+
+
+async def test_watches_kept_before_version_10_are_claimed_and_purged_after_the_upgrade(
+    db_path: str,
+) -> None:
+    """Version 10 indexes bounds instead of deadlines: a watch written before it is still
+    claimed when due, not before, and still forgotten by the purge."""
+    Path(db_path).parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as conn:
+        for version in range(1, 10):
+            for statement in sqlite_ops._statements(sqlite_ops._MIGRATIONS[version]):
+                conn.execute(statement)
+        conn.execute(
+            "INSERT INTO watches (conversation, opened_at, agent_id, started_at, last_event_at,"
+            " last_received_at, visitor_messages, agent_messages, stretch, stretch_open,"
+            " stretch_raised, ends, ended, end_due, due_at)"
+            " VALUES ('s1', 1000, 'A1', 1000, 1000, 1000, 0, 0, 0, 0, 0, 0, 0, 1600, 1600)"
+        )
+        conn.execute("PRAGMA user_version = 9")
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        assert await store.claim_watches(1599.0, 10, owner="a", lease_s=10.0) == []
+        [due] = await store.claim_watches(1600.0, 10, owner="a", lease_s=10.0)
+        assert (due.conversation, due.end_due) == ("s1", 1600.0)
+        assert (await store.purge(1000.5)).watches == 1
+        assert await store.watch("s1") is None
+    finally:
+        await store.close()

@@ -286,6 +286,44 @@ async def test_claims_take_the_earliest_due_first_up_to_the_limit(stores: Stores
     assert [w.conversation for w in rest] == ["s3", "s4"]
 
 
+async def test_a_conversation_kept_alive_is_not_due_at_its_old_deadlines(stores: Stores) -> None:
+    """Each event pushes the end away: the first event's deadline, passed, claims nothing."""
+    for at in (1000.0, 1500.0, 2000.0):
+        await see(stores.one, "other", at=at)
+    for now in (1600.0, 2100.0, 2599.9):
+        assert await stores.other.claim_watches(now, 10, owner=B, lease_s=LEASE_S) == []
+    assert [kind for kind, _, _ in await raise_due(stores.one, 2600.0)] == ["ended"]
+
+
+async def test_passed_deadlines_beyond_a_claims_limit_do_not_hide_the_due(stores: Stores) -> None:
+    for i in range(6):  # six conversations kept alive past their first deadline
+        await see(stores.one, "other", at=1000.0 + i, conversation=f"alive{i}")
+        await see(stores.one, "other", at=1500.0 + i, conversation=f"alive{i}")
+    await see(stores.one, "other", at=1590.0, conversation="quiet")
+    await see(stores.one, "other", at=1000.0, conversation="early")
+    # At 1,700 the six first deadlines have passed, but only "early" is due.
+    claimed = await stores.other.claim_watches(1700.0, 1, owner=B, lease_s=LEASE_S)
+    assert [w.conversation for w in claimed] == ["early"]
+    assert [kind for kind, _, _ in await raise_claimed(stores.other, claimed, 1700.0, B)] == [
+        "ended"
+    ]
+    assert await stores.other.claim_watches(2099.0, 1, owner=B, lease_s=LEASE_S) == []
+    claimed = await stores.one.claim_watches(2110.0, 10, owner=A, lease_s=LEASE_S)
+    assert [w.conversation for w in claimed] == [f"alive{i}" for i in range(6)]
+    assert len(await raise_claimed(stores.one, claimed, 2110.0, A)) == 6
+    claimed = await stores.one.claim_watches(2190.0, 10, owner=A, lease_s=LEASE_S)
+    assert [w.conversation for w in claimed] == ["quiet"]
+
+
+async def test_retention_keeps_a_watch_with_a_recent_event(stores: Stores) -> None:
+    await see(stores.one, "other", at=1000.0, conversation="alive")
+    await see(stores.one, "other", at=1550.0, conversation="alive")
+    assert (await stores.other.purge(1500.0)).watches == 0
+    assert await stores.one.watch("alive") is not None
+    assert (await stores.other.purge(1551.0)).watches == 1
+    assert await stores.one.watch("alive") is None
+
+
 async def test_retention_forgets_quiet_watches(stores: Stores) -> None:
     await see(stores.one, "other", at=1000.0, conversation="old")
     await see(stores.one, "other", at=3000.0, conversation="new")

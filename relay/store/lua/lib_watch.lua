@@ -9,18 +9,28 @@ Keys     watch:<digest>  hash: one conversation's watch, named by a digest of it
                          absent; booleans are '0' or '1'; floats are Python's repr or
                          %.17g, text that reads back as the very same double. Besides:
                          due_at (Watch.due_at, absent for None), claimed_by ('' for
-                         nobody) and lease_until.
-         watches-due     zset: the watches with a due_at, by when they may next be claimed:
-                         the later of due_at and lease_until (watch.lua's claim)
-         watches-quiet   zset: every watch by its last_received_at (watch.lua's purge)
+                         nobody), lease_until, and due_floor and quiet_at: its scores in
+                         the two zsets below (absent in a watch written before them).
+         watches-due     zset: the watches with a due_at, each by a floor of when it may
+                         next be claimed (the later of due_at and lease_until)
+         watches-quiet   zset: every watch by a floor of its last_received_at, at most
+                         QUIET_STEP_S behind it (watch.lua's purge)
+
+Floors, not the times themselves, so that an event seldom moves a watch in a zset: every
+event pushes the end further away, which leaves the floor where it was; only an earlier
+deadline (a stretch opening) lowers it. watch.lua's claim and purge put a watch whose floor
+has passed, but not its time, at its time (relay/store/sqlite_watches.py does the same).
 ]]
+
+local QUIET_STEP_S = 600
 
 -- What the rules read of a watch: all but its texts, which may be long (a session id is
 -- up to 10 KB) and are only ever written.
 local WATCH_STATE = {'opened_at', 'started_at', 'last_event_at', 'last_received_at',
   'visitor_messages', 'agent_messages', 'first_visitor_at', 'first_answer_at',
   'first_agent_at', 'last_agent_at', 'stretch', 'stretch_open', 'stretch_raised', 'asked_at',
-  'unanswered_due', 'ends', 'ended', 'end_due', 'due_at', 'claimed_by', 'lease_until'}
+  'unanswered_due', 'ends', 'ended', 'end_due', 'due_at', 'claimed_by', 'lease_until',
+  'due_floor', 'quiet_at'}
 
 -- Read a watch as a table, field -> text (nil when absent): its state, or with
 -- `whole`, every field.
@@ -85,8 +95,9 @@ local function deadline(received_at, after_s)
 end
 
 -- Apply changes (field -> text, or false for None) to the watch `w` as read, and write
--- them with its new due_at, keeping its place in watches-due in step.
-local function watch_save(P, digest, w, changes)
+-- them with its new due_at. Its place in watches-due moves only when it must (`exact`:
+-- to when it may next be claimed; otherwise only to an earlier floor).
+local function watch_save(P, digest, w, changes, exact)
   for name, value in pairs(changes) do
     w[name] = value or nil
   end
@@ -98,6 +109,22 @@ local function watch_save(P, digest, w, changes)
     due = due and earlier(due, w.end_due) or w.end_due
   end
   w.due_at, changes.due_at = due, due or false
+  local floor = due
+  if due then
+    if exact then
+      floor = later(due, w.lease_until)
+    elseif w.due_floor then
+      floor = earlier(w.due_floor, due)
+    end
+  end
+  if exact or floor ~= w.due_floor then
+    if floor then
+      redis.call('ZADD', P .. 'watches-due', floor, digest)
+    else
+      redis.call('ZREM', P .. 'watches-due', digest)
+    end
+    w.due_floor, changes.due_floor = floor, floor or false
+  end
   local set, unset = {}, {}
   for name, value in pairs(changes) do
     if value then
@@ -113,11 +140,6 @@ local function watch_save(P, digest, w, changes)
   end
   if #unset > 0 then
     redis.call('HDEL', key, unpack(unset))
-  end
-  if due then
-    redis.call('ZADD', P .. 'watches-due', later(due, w.lease_until), digest)
-  else
-    redis.call('ZREM', P .. 'watches-due', digest)
   end
 end
 
@@ -191,8 +213,11 @@ local function watch_observe(P, at)
       c.stretch_open, c.unanswered_due = '0', false
     end
   end
-  watch_save(P, digest, w, c)
-  redis.call('ZADD', P .. 'watches-quiet', w.last_received_at, digest)
+  if not w.quiet_at or tonumber(c.last_received_at) - tonumber(w.quiet_at) >= QUIET_STEP_S then
+    c.quiet_at = c.last_received_at
+    redis.call('ZADD', P .. 'watches-quiet', c.quiet_at, digest)
+  end
+  watch_save(P, digest, w, c, false)
 end
 
 -- Whether the watch `w` owes signal `number` of `kind` at `now` (a number).

@@ -9,7 +9,7 @@ ARGV     'claim', now, limit, owner, lease_until
          or 'purge', before, limit
 Returns  for 'claim', an array of the claimed watches' fields (HGETALL), at most `limit`,
          earliest due first (a watch whose claim ran out counts as due from its lease's
-         end: its score in watches-due);
+         end);
          for 'raise', 1 when the watch still owed the signal (raised), else 0;
          for 'purge', how many watches went
 Atomic:  a watch is claimed by one owner at a time: it must be due, and any lease on it
@@ -26,21 +26,32 @@ local op = ARGV[1]
 if op == 'claim' then
   local now, limit, owner, lease_until = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
   local claimed = {}
-  for _, digest in ipairs(redis.call('ZRANGEBYSCORE', P .. 'watches-due', '-inf', now,
-      'LIMIT', 0, limit)) do
-    local w = watch_read(P, digest, true)
-    if w.due_at and tonumber(later(w.due_at, w.lease_until)) <= now then
-      watch_save(P, digest, w, {claimed_by = owner, lease_until = lease_until})
-      local fields = {}
-      for name, value in pairs(w) do
-        fields[#fields + 1] = name
-        fields[#fields + 1] = value
+  -- Every watch read leaves the range (claimed, put at its time, or gone), so each round
+  -- reads new ones; a floor that passed before its watch was due does not use up `limit`.
+  -- At most limit + 1000 are read in one call.
+  local budget = limit + 1000
+  while #claimed < limit and budget > 0 do
+    local found = redis.call('ZRANGEBYSCORE', P .. 'watches-due', '-inf', now, 'LIMIT', 0,
+      math.min(limit - #claimed, budget))
+    if #found == 0 then
+      break
+    end
+    budget = budget - #found
+    for _, digest in ipairs(found) do
+      local w = watch_read(P, digest, true)
+      if w.due_at and tonumber(later(w.due_at, w.lease_until)) <= now then
+        watch_save(P, digest, w, {claimed_by = owner, lease_until = lease_until}, true)
+        local fields = {}
+        for name, value in pairs(w) do
+          fields[#fields + 1] = name
+          fields[#fields + 1] = value
+        end
+        claimed[#claimed + 1] = fields
+      elseif w.opened_at then  -- its floor passed, but it is not due: put it at its time
+        watch_save(P, digest, w, {}, true)
+      else
+        redis.call('ZREM', P .. 'watches-due', digest)
       end
-      claimed[#claimed + 1] = fields
-    elseif w.opened_at then  -- out of place: not due now after all
-      watch_save(P, digest, w, {})
-    else
-      redis.call('ZREM', P .. 'watches-due', digest)
     end
   end
   return claimed
@@ -58,7 +69,7 @@ if op == 'raise' then
     changes.claimed_by, changes.lease_until = '', '0'
   end
   if next(changes) then
-    watch_save(P, digest, w, changes)
+    watch_save(P, digest, w, changes, true)
   end
   if not owed then
     return 0
@@ -69,15 +80,32 @@ if op == 'raise' then
   return 1
 end
 
--- 'purge'
+-- 'purge': a watch's score in watches-quiet is a floor of its last_received_at; one whose
+-- floor is quiet but not its last event is put at that event, once, and kept.
 local before, limit = ARGV[2], tonumber(ARGV[3])
-local quiet = redis.call('ZRANGEBYSCORE', P .. 'watches-quiet', '-inf', '(' .. before,
-  'LIMIT', 0, limit)
-if #quiet > 0 then
-  for _, digest in ipairs(quiet) do
-    redis.call('DEL', P .. 'watch:' .. digest)
+local gone = {}
+local budget = limit + 1000
+while #gone < limit and budget > 0 do
+  local found = redis.call('ZRANGEBYSCORE', P .. 'watches-quiet', '-inf', '(' .. before,
+    'LIMIT', 0, math.min(limit - #gone, budget))
+  if #found == 0 then
+    break
   end
-  redis.call('ZREM', P .. 'watches-quiet', unpack(quiet))
-  redis.call('ZREM', P .. 'watches-due', unpack(quiet))
+  budget = budget - #found
+  for _, digest in ipairs(found) do
+    local key = P .. 'watch:' .. digest
+    local last = redis.call('HGET', key, 'last_received_at')
+    if last and tonumber(last) >= tonumber(before) then
+      redis.call('HSET', key, 'quiet_at', last)
+      redis.call('ZADD', P .. 'watches-quiet', last, digest)
+    else
+      redis.call('DEL', key)
+      gone[#gone + 1] = digest
+      redis.call('ZREM', P .. 'watches-quiet', digest)
+    end
+  end
 end
-return #quiet
+if #gone > 0 then
+  redis.call('ZREM', P .. 'watches-due', unpack(gone))
+end
+return #gone
