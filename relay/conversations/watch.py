@@ -97,6 +97,9 @@ class Watch:
 
 # The fields in the order the stores keep them (SQLite columns, Redis hash fields).
 WATCH_FIELDS = tuple(f.name for f in dataclasses.fields(Watch))
+_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(Watch) if f.default is not dataclasses.MISSING
+}
 
 
 def observation_of(
@@ -144,14 +147,17 @@ def is_signal(event_type: str) -> bool:
 def observe(watch: Watch | None, seen: Observation) -> Watch:
     """Return the watch moved on by one accepted event (a new one for a first event)."""
     if watch is None:
-        watch = Watch(
-            conversation=seen.conversation,
-            opened_at=seen.received_at,
-            agent_id=seen.agent_id,
-            room_name=seen.room_name,
-            started_at=seen.timestamp,
-            last_event_at=seen.timestamp,
-            last_received_at=seen.received_at,
+        watch = watch_of(
+            {
+                **_DEFAULTS,
+                "conversation": seen.conversation,
+                "opened_at": seen.received_at,
+                "agent_id": seen.agent_id,
+                "room_name": seen.room_name,
+                "started_at": seen.timestamp,
+                "last_event_at": seen.timestamp,
+                "last_received_at": seen.received_at,
+            }
         )
     changes: dict[str, object] = {
         "agent_id": seen.agent_id or watch.agent_id,
@@ -196,7 +202,22 @@ def observe(watch: Watch | None, seen: Observation) -> Watch:
         # Only an answer at or after the stretch's question closes it.
         if watch.stretch_open and watch.asked_at is not None and seen.timestamp >= watch.asked_at:
             changes.update(stretch_open=False, unanswered_due=None)
-    return dataclasses.replace(watch, **changes)  # type: ignore[arg-type]
+    return _replace(watch, changes)
+
+
+def _replace(watch: Watch, changes: dict[str, object]) -> Watch:
+    """dataclasses.replace, at a fraction of its cost: observe runs in the store's
+    transaction for every event."""
+    return watch_of({**watch.__dict__, **changes})
+
+
+def watch_of(fields: dict[str, object]) -> Watch:
+    """Return the Watch with these fields, every one of them given. A frozen dataclass's
+    __init__ sets each field through object.__setattr__, three times the cost of filling
+    its __dict__ at once; the watch is as frozen either way."""
+    watch = object.__new__(Watch)
+    watch.__dict__.update(fields)
+    return watch
 
 
 def _earliest(known: float | None, seen: float) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from relay.conversations.watch import (
     may_raise,
     observe,
     raised,
+    watch_of,
 )
 
 # Version 8: conversation watches. due_at is Watch.due_at, kept as a column so the due
@@ -86,6 +88,10 @@ _COLUMNS = ", ".join(WATCH_FIELDS)
 _BOOLEANS = frozenset({"stretch_open", "stretch_raised", "ended"})
 # UPDATE … RETURNING gives a REAL column that holds a whole number back as an int.
 _REALS = frozenset(f.name for f in dataclasses.fields(Watch) if str(f.type).startswith("float"))
+# How each column of a row reads back as its Watch field (None: as it is).
+_READS: tuple[Callable[[Any], Any] | None, ...] = tuple(
+    bool if name in _BOOLEANS else float if name in _REALS else None for name in WATCH_FIELDS
+)
 _ROW = (*WATCH_FIELDS, "due_at", "due_floor", "quiet_at", "claimed_by", "lease_until")
 _INSERT_SQL = f"INSERT INTO watches ({', '.join(_ROW)}) VALUES ({', '.join('?' * len(_ROW))})"
 _FIND_SQL = (
@@ -140,14 +146,12 @@ def _update_sql(set_due_floor: bool, set_quiet_at: bool) -> str:
 
 
 def _watch(row: Any) -> Watch:
-    values: dict[str, Any] = {}
-    for name, value in zip(WATCH_FIELDS, row, strict=False):
-        if name in _BOOLEANS:
-            value = bool(value)
-        elif name in _REALS and value is not None:
-            value = float(value)
-        values[name] = value
-    return Watch(**values)
+    return watch_of(
+        {
+            name: value if read is None or value is None else read(value)
+            for name, read, value in zip(WATCH_FIELDS, _READS, row, strict=False)
+        }
+    )
 
 
 def _find(conn: sqlite3.Connection, conversation: str) -> _Stored | None:
