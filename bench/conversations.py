@@ -4,9 +4,10 @@ with the number of open conversations.
     python bench/conversations.py                    # SQLite and Redis, every part
     python bench/conversations.py --no-redis         # SQLite only
     python bench/conversations.py --parts onoff --rounds 5
+    python bench/conversations.py --parts chats --chat-length 20
     python bench/conversations.py --parts scale,store --scale-rounds 3
 
-Three parts, each on SQLite and (unless --no-redis) on a redis-server of its own per run
+Four parts, each on SQLite and (unless --no-redis) on a redis-server of its own per run
 (AOF, appendfsync always, as bench/run.py starts it):
 
 onoff   `relay serve` measured from outside with wrk exactly as bench/run.py measures it
@@ -14,6 +15,10 @@ onoff   `relay serve` measured from outside with wrk exactly as bench/run.py mea
         with a `conversations:` section, alternating off, on, off, on … for --rounds
         rounds; each run on an empty store. Prints every run and, per round and as the
         median, the ratio on/off of req/s (target >= 0.90) and of CPU per request.
+chats   the same, with bodies in conversations of --chat-length events (default 10; 1,000
+        conversations at a time, their events interleaved, run.py's mix of kinds and
+        roles), as avatars' traffic comes: the first event of each opens a watch, the
+        others move it on. onoff is the worst case, every event a new conversation.
 scale   the same relay with `conversations:` on, started on a store pre-filled through the
         store's own API (Store.accept with an Observation, 256 callers so group commit
         batches them) with --prefill-events events (default: the largest N) spread over N
@@ -35,7 +40,8 @@ waits up to S seconds before each run for the machine to be quiet.
 Validity, as bench/run.py: relay must answer only 200 accepted, no body may be reused, and
 the store must hold one event per accepted answer (plus the prefill, plus at most one in
 flight per connection at wrk's stop); besides, the store must hold no watch with
-conversations off, one per stored event on (every run.py body is a new session), exactly N
+conversations off, one per stored event on (every run.py body is a new session), one per
+conversation with an event in chats (SQLite; Redis keeps no index to count by), exactly N
 in the scale part (no request opened a new conversation), and relay must have raised no
 signal (none is due within a run: the prefill's deadlines are 2m and 10m out). Any failure
 prints INVALID and exits 1; --strict exits 2 when a target is missed. See bench/README.md.
@@ -88,7 +94,7 @@ DISTURBED = 0.25  # cores other processes kept busy during a run that make it di
 PREFILL_CALLERS = 256
 STORE_CALLERS = 64
 REDIS_PREFIX = "relay:{relay}:"
-ALL_PARTS = ("onoff", "scale", "store")
+ALL_PARTS = ("onoff", "chats", "scale", "store")
 
 
 # ---------------------------------------------------------------------------- bodies
@@ -108,6 +114,23 @@ def _event_in(rng: random.Random, body_tag: str, n: int, session: str) -> bytes:
     data["session_id"] = session
     data["seq"] = f"{body_tag}.{n}"
     return json.dumps(event, separators=(",", ":")).encode()
+
+
+def write_chat_bodies(path: Path, count: int, length: int, tag: str, open_: int = 1000) -> None:
+    """Write `count` unique signed bodies (run.py's format) in conversations of `length`
+    events: `open_` conversations at a time, their events interleaved, then the next
+    `open_`; so any first stretch of the file (what a run sends) holds conversations of
+    `length` events, as avatars' traffic does."""
+    rng = random.Random(1705312200 + length)
+    body_tag = os.urandom(4).hex()
+    key = SECRET.encode()
+    block = length * open_
+    with path.open("wb") as out:
+        for n in range(count):
+            session = session_name(tag, (n // block) * open_ + n % open_)
+            body = _event_in(rng, body_tag, n, session)
+            signature = "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+            out.write(signature.encode() + b"\t" + body + b"\n")
 
 
 def write_scale_bodies(path: Path, count: int, conversations: int, tag: str) -> None:
@@ -217,6 +240,17 @@ def store_counts(url: str) -> Counts:
         events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
         watches = conn.execute("SELECT count(*) FROM watches").fetchone()[0]
     return Counts(int(events), int(watches))
+
+
+def distinct_sessions(url: str, otherwise: int) -> int:
+    """How many conversations the stored events are in; on Redis, which keeps no index
+    of them, `otherwise` (the watch count stands unchecked there)."""
+    if url.startswith("redis"):
+        return otherwise
+    db = url.removeprefix("sqlite:")
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        query = "SELECT count(DISTINCT json_extract(body, '$.data.session_id')) FROM events"
+        return int(conn.execute(query).fetchone()[0])
 
 
 def _redis_persistence(url: str) -> dict[str, Any]:
@@ -459,25 +493,32 @@ def relay_run(
 # ---------------------------------------------------------------------------- the parts
 
 
-def onoff_part(bench: Bench, kind: str, bodies: Path) -> tuple[list[Row], list[str]]:
+def onoff_part(
+    bench: Bench, kind: str, bodies: Path, part: str = "onoff"
+) -> tuple[list[Row], list[str]]:
     rows, problems = [], []
     for round_ in range(1, bench.args.rounds + 1):
         for mode in ("off", "on"):
-            label = f"onoff-{kind}-{round_}-{mode}"
+            label = f"{part}-{kind}-{round_}-{mode}"
             rundir = bench.rundir(label)
             store = fresh_store(bench, kind, rundir)
             runs, scraped = relay_run(
                 bench, label, store, rundir, conversations=mode == "on", bodies=bodies
             )
             counts = store_counts(store.url)
-            watches = counts.events if mode == "on" else 0  # every body a new session
             problems += answer_problems(label, runs)
+            if mode == "off":
+                watches = 0
+            elif part == "onoff":
+                watches = counts.events  # every body a new session
+            else:  # one per conversation that had an event
+                watches = distinct_sessions(store.url, counts.watches)
             problems += store_problems(label, runs, counts, 0, watches, bench.args.connections)
             if scraped["raised"]:
                 problems.append(f"{label}: relay raised {int(scraped['raised'])} signals")
             if store.redis:
                 bench.procs.stop(store.redis)
-            rows.append(Row("onoff", kind, round_, mode, _figures(runs[-1], scraped)))
+            rows.append(Row(part, kind, round_, mode, _figures(runs[-1], scraped)))
             bench.done_with(rundir)
     return rows, problems
 
@@ -585,8 +626,8 @@ def _disturbed_note(rows: Sequence[Row]) -> None:
         )
 
 
-def report_onoff(rows: Sequence[Row], kinds: Sequence[str]) -> bool:
-    print("\n== conversations off / on: relay serve, run.py's load, alternating ==")
+def report_onoff(rows: Sequence[Row], kinds: Sequence[str], load: str) -> bool:
+    print(f"\n== conversations off / on: relay serve, {load}, alternating ==")
     print_wrk_rows(rows)
     met = True
     for kind in kinds:
@@ -704,7 +745,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--parts", default=",".join(ALL_PARTS), help="onoff,scale,store")
+    parser.add_argument("--parts", default=",".join(ALL_PARTS), help=",".join(ALL_PARTS))
     parser.add_argument("--rounds", type=int, default=3, help="off/on rounds per store")
     parser.add_argument("--scale-rounds", type=int, default=2, help="10/100k rounds per store")
     parser.add_argument(
@@ -716,6 +757,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="events prefilled in every case (default: the largest case)",
     )
     parser.add_argument("--store-accepts", type=int, default=20_000, help="per store-part run")
+    parser.add_argument(
+        "--chat-length", type=int, default=10, help="events per conversation in the chats part"
+    )
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per run")
     parser.add_argument("--connections", type=int, default=64)
@@ -777,8 +821,11 @@ def bench_all(args: argparse.Namespace, tmp: Path, procs: run.Processes) -> int:
     started = time.monotonic()
     onoff_bodies = tmp / "bodies-onoff.txt"
     scale_bodies = {n: tmp / f"bodies-{n}.txt" for n in args.cases}
+    chats_bodies = tmp / "bodies-chats.txt"
     if "onoff" in args.parts:
         run.write_bodies(onoff_bodies, count, SECRET)
+    if "chats" in args.parts:
+        write_chat_bodies(chats_bodies, count, args.chat_length, "chat" + bench.tag)
     if "scale" in args.parts:
         for n, path in scale_bodies.items():
             write_scale_bodies(path, count, n, bench.tag)
@@ -790,6 +837,9 @@ def bench_all(args: argparse.Namespace, tmp: Path, procs: run.Processes) -> int:
     for kind in kinds:
         if "onoff" in args.parts:
             more, wrong = onoff_part(bench, kind, onoff_bodies)
+            rows, problems = rows + more, problems + wrong
+        if "chats" in args.parts:
+            more, wrong = onoff_part(bench, kind, chats_bodies, "chats")
             rows, problems = rows + more, problems + wrong
         if "scale" in args.parts or "store" in args.parts:
             more, wrong = scale_part(bench, kind, scale_bodies, args.parts)
@@ -815,7 +865,11 @@ def report(
         if not part_rows:
             continue
         if part == "onoff":
-            met = report_onoff(part_rows, kinds) and met
+            load = "run.py's load (each event a new conversation)"
+            met = report_onoff(part_rows, kinds, load) and met
+        elif part == "chats":
+            load = f"conversations of {args.chat_length} events, 1,000 open at a time"
+            met = report_onoff(part_rows, kinds, load) and met
         else:
             met = report_scale(part_rows, kinds, part) and met
     for problem in problems:
