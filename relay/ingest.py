@@ -20,6 +20,7 @@ from relay.events import (
     parse_account_event,
     parse_session_event,
 )
+from relay.request_record import record_request
 from relay.rules import Dispatch, Router
 from relay.state import RelayState
 from relay.store import NewDelivery, NewEvent, StoreUnavailable
@@ -201,7 +202,7 @@ def deliveries_for(event: Event, dispatches: list[Dispatch]) -> list[NewDelivery
 
 
 async def _accept(
-    state: RelayState, config: Config, router: Router, event: Event, body: bytes, now: float
+    state: RelayState, config: Config, router: Router, event: Event, new: NewEvent
 ) -> web.Response:
     if is_signal_event_id(event.event_id):
         message = f"event id {event.event_id!r} is reserved for relay's conversation signals"
@@ -212,7 +213,7 @@ async def _accept(
     observation = observation_of(event, windows)
     try:
         result = await state.store.accept(
-            NewEvent(event.event_id, body, now),
+            new,
             deliveries,
             dedupe_window_s=config.delivery.dedupe_window_s,
             observation=observation,
@@ -256,11 +257,15 @@ async def _handle(request: web.Request, state: RelayState) -> web.Response:
         body = await _read_body(request, server.max_body_bytes, server.read_timeout_s)
         now = state.clock()
         # An account webhook is told apart by its timestamp header (SPEC 1.2).
-        if ACCOUNT_TIMESTAMP_HEADER in request.headers:
+        account = ACCOUNT_TIMESTAMP_HEADER in request.headers
+        if account:
             event = _parse_account(request, body, config, now)
         else:
             event = _parse_session(request, body, config, now)
-        return await _accept(state, config, router, event, body, now)
+        # Verified: what mattered of the request is kept with the event, for the console.
+        kept = record_request(request.headers, request.remote, config.verify, account=account)
+        new = NewEvent(event.event_id, body, now, kept)
+        return await _accept(state, config, router, event, new)
     except Rejected as rejected:
         state.metrics.rejected.labels(rejected.reason).inc()
         state.metrics.events.labels(event_type_label(rejected.event), "rejected").inc()

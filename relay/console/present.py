@@ -2,6 +2,7 @@
 
 Nothing here reads the config's destinations: a delivery names its destination, and the
 stored body is what bitHuman sent, so no webhook URL, token or password can reach a page.
+The request kept with an event never held a credential's value (relay/request_record.py).
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import datetime
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from relay.conversations.watch import is_signal_event_id
 from relay.events import EventError, parse_event
 from relay.store.base import Attempt, Delivery
 
@@ -85,6 +87,36 @@ def row(delivery: Delivery) -> Row:
     return Row(delivery, event.event_type, event.agent_id)
 
 
+RequestKept = Literal["received", "raised_by_relay", "not_recorded"]
+
+
+@dataclass(frozen=True)
+class RequestShown:
+    """What a delivery's page says of the request that brought its event in."""
+
+    kept: RequestKept
+    peer: str | None
+    headers: tuple[tuple[str, str], ...]  # (name, value): no value is a secret
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "kept": self.kept,
+            "peer": self.peer,
+            "headers": [{"name": name, "value": value} for name, value in self.headers],
+        }
+
+
+def request_shown(delivery: Delivery) -> RequestShown:
+    """The request of a delivery's event, as the store kept it at accept (the record never
+    held a secret's value: relay/request_record.py), or why there is none."""
+    kept = delivery.request
+    if kept is not None:
+        return RequestShown("received", kept.peer, kept.headers)
+    if is_signal_event_id(delivery.event_id):  # ingest refuses these ids to senders
+        return RequestShown("raised_by_relay", None, ())
+    return RequestShown("not_recorded", None, ())
+
+
 def attempt_json(attempt: Attempt) -> dict[str, Any]:
     return {
         "number": attempt.number,
@@ -99,10 +131,12 @@ def attempt_json(attempt: Attempt) -> dict[str, Any]:
 def delivery_json(
     delivery: Delivery, attempts: list[Attempt], joined: list[tuple[str, bytes]]
 ) -> dict[str, Any]:
-    """One delivery for its page's JSON twin: its fields, its event and its attempts."""
+    """One delivery for its page's JSON twin: its fields, its event, the request that
+    brought the event in, and its attempts."""
     return {
         "delivery": row(delivery).as_json(),
         "event": decoded(delivery.body),
+        "request": request_shown(delivery).as_json(),
         "digest_events": [
             {"event_id": event_id, "event": decoded(body)} for event_id, body in joined
         ],

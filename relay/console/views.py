@@ -11,7 +11,7 @@ from relay.console.filters import LIST_PATH, MAX_ID, STATUSES, FilterError, List
 from relay.console.keys import NOTICES, STATE
 from relay.console.listing import read_page, render
 from relay.console.live import live_url
-from relay.console.present import attempt_json, delivery_json, pretty, row
+from relay.console.present import attempt_json, delivery_json, pretty, request_shown, row
 from relay.conversations.watch import SIGNAL_TYPES
 from relay.events import ACCOUNT_EVENT_TYPES, SESSION_EVENT_TYPES
 from relay.store.base import DeliveryCounts
@@ -107,6 +107,7 @@ async def delivery(request: web.Request) -> web.Response:
         "delivery": found,
         "destination_type": destination.type if destination is not None else None,
         "event": pretty(found.body),
+        "request": request_shown(found),
         "joined": [(event_id, pretty(body)) for event_id, body in joined],
         "attempts": [attempt_json(attempt) for attempt in attempts],
     }

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
 from relay.conversations.watch import Forget, Observation, SignalKind, Watch
+from relay.request_record import RequestRecord
 
 DeliveryStatus = Literal["pending", "failed", "dead", "sent"]
 """pending: not tried yet; failed: tried, will be retried; dead: given up; sent: done."""
@@ -28,6 +29,9 @@ class NewEvent:
     event_id: str
     body: bytes
     received_at: float
+    # The request that brought it in, what matters of it (relay/request_record.py); None
+    # for an event relay raised itself or stored by another path than a webhook's.
+    request: RequestRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,9 @@ class Delivery:
     last_error: str | None
     body: bytes  # the event's raw body (a digest's first event)
     digest: bool = False  # a digest: its events come from Store.digest_events
+    # Its event's NewEvent.request. Only get_delivery reads it (the console's delivery
+    # page): claims and listings, which never show it, leave it None.
+    request: RequestRecord | None = None
 
 
 STATUSES: tuple[DeliveryStatus, ...] = ("pending", "failed", "dead", "sent")
@@ -229,7 +236,8 @@ class Store(Protocol):
         """Return a delivery's attempts, first first (Redis keeps the latest 100)."""
 
     async def get_delivery(self, delivery_id: int) -> Delivery | None:
-        """Return one delivery, or None when there is none with that id."""
+        """Return one delivery, with its event's request (Delivery.request), or None when
+        there is none with that id."""
 
     async def reserve(self, key: str, now: float, rate_per_s: float | None, burst: int) -> float:
         """Take a turn at a rate-limited target (relay/limits.py), for every process that

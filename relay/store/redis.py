@@ -28,6 +28,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from relay.conversations.watch import WATCH_FIELDS, Forget, Observation, Watch
 from relay.events import normalize_event_type, searchable_text, stored_event_type
+from relay.request_record import RequestRecord
 from relay.secrets import without_password
 from relay.store.base import (
     STATUSES,
@@ -129,6 +130,7 @@ def _event_args(
         event.body,
         _time(event.received_at),
         _time(dedupe_window_s),
+        "" if event.request is None else event.request.to_json(),
         len(deliveries),
     ]
     for d in deliveries:
@@ -369,8 +371,11 @@ class RedisStore:
             if not fields:
                 return None
             ref = _text(fields["event_ref"])
-            event_id, body = await client.hmget(f"{PREFIX}e:{ref}", "event_id", "body")
-            return _delivery(member, fields, event_id or b"?", body or b"")
+            event_id, body, request = await client.hmget(
+                f"{PREFIX}e:{ref}", "event_id", "body", "request"
+            )
+            found = _delivery(member, fields, event_id or b"?", body or b"")
+            return dataclasses.replace(found, request=RequestRecord.from_json(request))
 
         return await self._call(one)
 

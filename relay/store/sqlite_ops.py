@@ -6,6 +6,7 @@ none of them commits. Keeping them free of threading makes them easy to read and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from typing import cast
 
 from relay.conversations.watch import Forget, Observation
 from relay.limits import take_token
+from relay.request_record import RequestRecord
 from relay.store import sqlite_listing
 from relay.store import sqlite_watches as watches
 from relay.store.base import (
@@ -28,7 +30,7 @@ from relay.store.base import (
 )
 from relay.store.sqlite_rows import DELIVERY_COLUMNS, deliveries_of
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 # events.id, not events.event_id, is the key: the same event id may be accepted again once
 # its dedupe window has passed, and each acceptance is its own event row.
@@ -138,10 +140,17 @@ CREATE TABLE attempts (
 ) WITHOUT ROWID;
 """
 
+# Version 11: what mattered of the request that brought each event in (RequestRecord's
+# JSON; relay/request_record.py). NULL for an event relay raised itself, and for those
+# stored before this version: their requests are gone.
+_SCHEMA_V11 = """
+ALTER TABLE events ADD COLUMN request TEXT;
+"""
+
 _MIGRATIONS = {
     1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5, 6: _SCHEMA_V6,
     7: _SCHEMA_V7, 8: watches.SCHEMA_V8, 9: sqlite_listing.SCHEMA_V9,
-    10: watches.SCHEMA_V10,
+    10: watches.SCHEMA_V10, 11: _SCHEMA_V11,
 }  # fmt: skip
 
 UNFINISHED = "status IN ('pending', 'failed')"
@@ -270,9 +279,10 @@ def accept(
         return AcceptResult(duplicate=True, event_id=event.event_id, deliveries=0)
     if observation is not None:
         watches.observe_event(conn, observation)
+    request = None if event.request is None else event.request.to_json()
     cur = conn.execute(
-        "INSERT INTO events (event_id, body, received_at) VALUES (?, ?, ?)",
-        (event.event_id, event.body, event.received_at),
+        "INSERT INTO events (event_id, body, received_at, request) VALUES (?, ?, ?, ?)",
+        (event.event_id, event.body, event.received_at, request),
     )
     event_ref = cur.lastrowid
     assert event_ref is not None
@@ -571,13 +581,16 @@ def attempts(conn: sqlite3.Connection, delivery_id: int) -> list[Attempt]:
 
 
 def get_delivery(conn: sqlite3.Connection, delivery_id: int) -> Delivery | None:
-    """Return one delivery, or None."""
+    """Return one delivery, with its event's request, or None."""
     sql = (
-        f"SELECT {DELIVERY_COLUMNS} FROM deliveries AS d JOIN events AS e ON e.id = d.event_ref"
-        " WHERE d.id = ?"
+        f"SELECT {DELIVERY_COLUMNS}, e.request"
+        " FROM deliveries AS d JOIN events AS e ON e.id = d.event_ref WHERE d.id = ?"
     )
-    found = deliveries_of(conn.execute(sql, (delivery_id,)).fetchall())
-    return found[0] if found else None
+    row = conn.execute(sql, (delivery_id,)).fetchone()
+    if row is None:
+        return None
+    [found] = deliveries_of([row])
+    return dataclasses.replace(found, request=RequestRecord.from_json(row[-1]))
 
 
 def reserve(

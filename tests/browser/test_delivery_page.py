@@ -1,4 +1,5 @@
-"""A delivery's page in Chromium: every attempt, and Replay of a dead delivery."""
+"""A delivery's page in Chromium: every attempt, the request its event came in, and Replay
+of a dead delivery."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from playwright.async_api import expect
 from tests.browser.conftest import BrowsingFactory
 from tests.console.support import console_yaml
 from tests.support.fake_receiver import Answer, FakeReceiver
+from tests.support.relay import SECRET
 from tests.test_delivery import post_event, wait_for_status
 
 
@@ -47,7 +49,16 @@ async def test_a_delivery_page_shows_its_three_attempts(
     await expect(fields).to_contain_text("crm (webhook)")
     await expect(page.locator("pre.event")).to_contain_text('"message": "a refund please"')
     await expect(page.get_by_role("button", name="Replay")).to_have_count(0)
-    assert receiver.url() not in await page.content()  # where it went, never its URL
+    # The request the event came in: what mattered of it, the signature by its state.
+    request = page.get_by_role("region", name="Request", exact=True)
+    await expect(request.locator("dt")).to_have_text(
+        ["Peer address", "Content-Type", "Content-Length", "User-Agent", "X-bitHuman-Signature"]
+    )
+    await expect(request.locator("dd").first).to_have_text("127.0.0.1")
+    await expect(request.locator("dd").last).to_have_text("(present, verified)")
+    content = await page.content()
+    assert receiver.url() not in content  # where it went, never its URL
+    assert SECRET not in content
 
 
 async def test_replay_of_a_dead_delivery_sends_it_again_and_the_page_says_so(

@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.support.fake_receiver import FakeReceiver
+from tests.support.relay import event_body, signed_headers
 from tests.support.secrets import watch
 
 Client = TestClient[web.Request, web.Application]
@@ -26,7 +27,13 @@ CONSOLE_PASSWORD = "c0nsole-Pa55-9e1f7d"
 URL_TOKEN = "consoleHookTok3n-41b7"
 QUERY_TOKEN = "consoleQTok3n-c08e"
 BEARER_TOKEN = "consoleBearer-77a2e9f0"
+# The dashboard's header (verify.headers, with `required_header`), and credentials a sender
+# may add that relay does not check.
+HEADER_SECRET = "consoleHdrSecr3t-5d2c"
+SENDER_TOKEN = "consoleSenderTok-0b6e"
+SENDER_API_KEY = "consoleSenderKey-a93d"
 watch(CONSOLE_PASSWORD, URL_TOKEN, QUERY_TOKEN, BEARER_TOKEN)
+watch(HEADER_SECRET, SENDER_TOKEN, SENDER_API_KEY)
 
 
 def basic(username: str, password: str) -> dict[str, str]:
@@ -39,9 +46,17 @@ AUTH = basic(USERNAME, CONSOLE_PASSWORD)
 JSON = {"Accept": "application/json"}
 
 
-def console_yaml(receiver: FakeReceiver, store_section: str = "", *, rules: str = "") -> str:
+def console_yaml(
+    receiver: FakeReceiver,
+    store_section: str = "",
+    *,
+    rules: str = "",
+    required_header: bool = False,
+) -> str:
     """A relay.yaml with a console: messages saying "refund" go to `crm` (the receiver,
-    its URL holding tokens), every event to `audit` (stdout); quick retries."""
+    its URL holding tokens), every event to `audit` (stdout); quick retries. Events are
+    signed, and with `required_header` must also carry X-Webhook-Secret: HEADER_SECRET
+    (post them with post_with_credentials)."""
     url = receiver.url(f"/hooks/{URL_TOKEN}/in?token={QUERY_TOKEN}")
     rules = (
         rules
@@ -53,9 +68,10 @@ def console_yaml(receiver: FakeReceiver, store_section: str = "", *, rules: str 
     send_to: [audit]
 """
     )
+    required = f'\n  headers: {{ X-Webhook-Secret: "{HEADER_SECRET}" }}' if required_header else ""
     return f"""
 verify:
-  secrets: ["${{SECRET}}"]
+  secrets: ["${{SECRET}}"]{required}
 delivery:
   max_attempts: 3
   backoff: {{ first: 10ms, max: 20ms }}
@@ -71,6 +87,28 @@ console:
   username: {USERNAME}
   password: "${{CONSOLE_PASSWORD}}"
 {store_section}"""
+
+
+async def post_with_credentials(
+    relay: Client, message: str = "a refund please", **headers: str
+) -> tuple[str, dict[str, str]]:
+    """Post a chat.push as a bitHuman dashboard set up with the X-Webhook-Secret header
+    sends it, signed, with credentials relay does not check beside it; return its event id
+    and the headers it was sent with (`headers` adds or replaces some)."""
+    body = event_body(message=message, session="s-credentials")
+    sent = signed_headers(
+        body,
+        **{
+            "X-Webhook-Secret": HEADER_SECRET,
+            "Authorization": f"Bearer {SENDER_TOKEN}",
+            "X-API-Key": SENDER_API_KEY,
+            **headers,
+        },
+    )
+    response = await relay.post("/webhook", data=body, headers=sent)
+    answer = await response.json()
+    assert response.status == 200, answer
+    return str(answer["event_id"]), {**sent, "Content-Length": str(len(body))}
 
 
 @dataclass
@@ -128,6 +166,14 @@ class Console:
 def ids_shown(page: str) -> list[int]:
     """The delivery ids a list page links to, in order."""
     return [int(n) for n in re.findall(r'<td><a href="/deliveries/(\d+)">', page)]
+
+
+def request_shown(page: str) -> list[tuple[str, str]]:
+    """The request's headers a delivery's page lists, as (name, value) text, in order."""
+    section = re.search(r'<dl class="headers">(.*?)</dl>', page, re.S)
+    assert section is not None, "the page lists no request headers"
+    pairs = re.findall(r"<dt>(.*?)</dt>\s*<dd>(.*?)</dd>", section.group(1), re.S)
+    return [(html.unescape(re.sub(r"</?code>", "", name)), html.unescape(v)) for name, v in pairs]
 
 
 def hidden_fields(page: str, form_id: str) -> dict[str, str]:

@@ -1,5 +1,6 @@
-"""SPEC 8, A delivery: its event pretty-printed, where it went and by which rule, and every
-attempt (time, outcome, error or answer, duration); its JSON twin; on both stores."""
+"""SPEC 8, A delivery: its event pretty-printed, the headers that mattered of the request it
+came in (never a secret), where it went and by which rule, and every attempt (time,
+outcome, error or answer, duration); its JSON twin; on both stores."""
 
 from __future__ import annotations
 
@@ -8,10 +9,21 @@ import re
 
 import pytest
 
+from relay.app import STATE
+from relay.store.base import NewDelivery, NewEvent
 from tests.console.conftest import ConsoleFactory
-from tests.console.support import console_yaml
+from tests.console.support import (
+    HEADER_SECRET,
+    SENDER_API_KEY,
+    SENDER_TOKEN,
+    console_yaml,
+    post_with_credentials,
+    request_shown,
+)
 from tests.support.fake_receiver import Answer, FakeReceiver
+from tests.support.relay import SECRET, event_body
 from tests.test_delivery import post_event, wait_for_status
+from tests.test_signals import Clock
 
 
 async def test_a_delivery_shows_its_three_attempts_and_its_event(
@@ -94,3 +106,93 @@ async def test_a_digest_lists_its_events(
         "message 1",
         "message 2",
     ]
+
+
+async def test_a_delivery_shows_the_request_its_event_came_in_and_no_secret(
+    open_console: ConsoleFactory, receiver: FakeReceiver, store_section: str
+) -> None:
+    console = await open_console(console_yaml(receiver, store_section, required_header=True))
+    agent = "bitHuman-Webhooks/1.0 (+https://bithuman.ai)"
+    event_id, sent = await post_with_credentials(
+        console.relay, **{"User-Agent": agent, "X-bitHuman-Event-Id": "evt-7f3a"}
+    )
+    assert event_id == "evt-7f3a"
+    [crm] = [d for d in await wait_for_status(console.relay, "sent", 2) if d.destination == "crm"]
+    expected = [
+        ("Peer address", "127.0.0.1"),
+        ("Content-Type", "application/json"),
+        ("Content-Length", sent["Content-Length"]),
+        ("User-Agent", agent),
+        ("X-bitHuman-Event-Id", "evt-7f3a"),
+        ("X-bitHuman-Signature", "(present, verified)"),
+        ("X-Webhook-Secret", "(verified, not shown)"),
+        ("Authorization", "(not shown)"),
+    ]
+
+    page = await console.page(f"/deliveries/{crm.id}")
+    assert '<h2 id="request-heading">Request</h2>' in page
+    assert request_shown(page) == expected
+    twin = await console.json(f"/deliveries/{crm.id}")
+    assert twin["request"] == {
+        "kept": "received",
+        "peer": "127.0.0.1",
+        "headers": [{"name": name, "value": value} for name, value in expected[1:]],
+    }
+    for text in (page, json.dumps(twin)):
+        for secret in (HEADER_SECRET, SECRET, SENDER_TOKEN, SENDER_API_KEY):
+            assert secret not in text
+        assert sent["X-bitHuman-Signature"].removeprefix("sha256=") not in text
+        assert "X-API-Key" not in text  # a header relay does not keep at all
+
+
+async def test_a_hostile_header_is_cut_and_shown_as_text(
+    open_console: ConsoleFactory, receiver: FakeReceiver
+) -> None:
+    console = await open_console(console_yaml(receiver, required_header=True))
+    agent = "<script>alert(1)</script>" + "A" * 5000
+    await post_with_credentials(console.relay, **{"User-Agent": agent})
+    [crm] = [d for d in await wait_for_status(console.relay, "sent", 2) if d.destination == "crm"]
+
+    page = await console.page(f"/deliveries/{crm.id}")
+    assert dict(request_shown(page))["User-Agent"] == agent[:199] + "…"
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;AAA" in page
+    assert page.count("<script") == page.count('<script src="/static/live.js" defer>')
+
+
+SIGNAL_RULES = """
+  - name: signals
+    when: { event: conversation.unanswered }
+    send_to: [audit]
+"""
+
+
+async def test_an_event_relay_raised_or_stored_without_a_request_says_so(
+    open_console: ConsoleFactory, receiver: FakeReceiver, store_section: str
+) -> None:
+    clock = Clock()
+    watching = f"{store_section}\nconversations:\n  unanswered_after: 2m\n"
+    console = await open_console(console_yaml(receiver, watching, rules=SIGNAL_RULES), clock=clock)
+    await post_event(console.relay, "anyone there?")
+    clock.at(120)
+    raiser = console.relay.app[STATE].raiser
+    assert raiser is not None
+    await raiser.raise_due()
+    [signal] = await wait_for_status(console.relay, "sent")
+    assert signal.event_id.startswith("conversation.unanswered:")
+    # An event stored by another path than a webhook's (before relay kept requests: an
+    # older relay's database, upgraded).
+    store = console.relay.app[STATE].store
+    older = NewEvent("kept-before", event_body(message="old"), clock.now)
+    await store.accept(older, [NewDelivery("audit", "r", None, "s-old")], dedupe_window_s=60)
+    [stored] = [d for d in await store.list_deliveries() if d.event_id == "kept-before"]
+
+    for delivery_id, kept, said in (
+        (signal.id, "raised_by_relay", "None: relay raised this event itself"),
+        (stored.id, "not_recorded", "Not recorded: relay kept no request for this event"),
+    ):
+        page = await console.page(f"/deliveries/{delivery_id}")
+        assert '<h2 id="request-heading">Request</h2>' in page
+        assert f'<p class="empty">{said}' in page
+        assert '<dl class="headers">' not in page
+        twin = await console.json(f"/deliveries/{delivery_id}")
+        assert twin["request"] == {"kept": kept, "peer": None, "headers": []}

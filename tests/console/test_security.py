@@ -17,13 +17,18 @@ from tests.console.support import (
     AUTH,
     BEARER_TOKEN,
     CONSOLE_PASSWORD,
+    HEADER_SECRET,
     JSON,
     QUERY_TOKEN,
+    SENDER_API_KEY,
+    SENDER_TOKEN,
     URL_TOKEN,
     USERNAME,
     Console,
     console_yaml,
     ids_shown,
+    post_with_credentials,
+    request_shown,
 )
 from tests.support.fake_receiver import Answer, FakeReceiver
 from tests.support.relay import SECRET
@@ -207,10 +212,13 @@ async def test_no_secret_on_any_page_or_in_any_json(
         Answer(503, f"busy: {url} with Bearer {BEARER_TOKEN}"),
         Answer(400, f"no hook /hooks/{URL_TOKEN}/in, token={QUERY_TOKEN}"),
     )
-    console = await open_console(console_yaml(receiver, store_section))
-    await post_event(console.relay, "a refund please")
+    # The event comes with the dashboard's secret header, signed, and with credentials
+    # relay does not check: its page shows the request, and none of them.
+    console = await open_console(console_yaml(receiver, store_section, required_header=True))
+    _, sent = await post_with_credentials(console.relay, "a refund please")
+    signature = sent["X-bitHuman-Signature"].removeprefix("sha256=")
     [dead] = await wait_for_status(console.relay, "dead")
-    await wait_for_status(console.relay, "sent")
+    [audited] = await wait_for_status(console.relay, "sent")
 
     texts = []
     for path in (
@@ -218,6 +226,7 @@ async def test_no_secret_on_any_page_or_in_any_json(
         "/deliveries?destination=crm",
         "/deliveries?status=dead",
         f"/deliveries/{dead.id}",
+        f"/deliveries/{audited.id}",
         "/deliveries/424242",
         "/deliveries?status=lost",
         "/deliveries/replay?destination=crm",
@@ -234,9 +243,19 @@ async def test_no_secret_on_any_page_or_in_any_json(
     )
     texts.append(await console.page(pressed.headers["Location"]))
     assert "relay accepted the test event" in texts[-1]
+    # The test event's own page: it was sent with the configured secrets, as relay sends it.
+    tested = max(await deliveries(console.relay), key=lambda d: d.id)
+    assert tested.id > audited.id
+    for as_json in (False, True):
+        texts.append(await (await console.get(f"/deliveries/{tested.id}", as_json=as_json)).text())
     assert "webhook answered 400" in texts[6]  # the dead delivery's page shows its errors
+    for shown in (texts[6], texts[8], texts[-2]):  # the delivery pages show their requests
+        assert dict(request_shown(shown))["X-Webhook-Secret"] == "(verified, not shown)"
+    assert dict(request_shown(texts[6]))["Authorization"] == "(not shown)"
     for text in texts:
         for secret in (URL_TOKEN, QUERY_TOKEN, BEARER_TOKEN, CONSOLE_PASSWORD, SECRET):
+            assert secret not in text
+        for secret in (HEADER_SECRET, SENDER_TOKEN, SENDER_API_KEY, signature):
             assert secret not in text
         assert receiver.url("/hooks") not in text
 

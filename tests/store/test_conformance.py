@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from relay.request_record import SECRET_VERIFIED, RequestRecord
 from relay.store.base import Attempt, NewDelivery, NewEvent, Store
 from tests.store.conftest import Stores
 
@@ -446,3 +447,43 @@ async def test_an_attempt_without_a_start_took_no_time(stores: Stores) -> None:
     assert await stores.other.attempts(held.id) == [
         Attempt(1, 1001.0, 0.0, "sent", "1 recipient refused")
     ]
+
+
+async def test_the_request_kept_with_an_event_is_given_back_exactly(stores: Stores) -> None:
+    """The delivery's page shows what ingest kept of the request: every character of it,
+    and nothing where an event was stored without one (a signal, or before relay kept
+    them)."""
+    kept = RequestRecord(
+        "[2001:db8::7]:51234",
+        (
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("User-Agent", 'bitHuman/1.0 (ünïcødé; "quoted", \\ \t tab) ' + "x" * 150 + "…"),
+            ("X-bitHuman-Event-Id", "evt-1"),
+            ("X-Webhook-Secret", SECRET_VERIFIED),
+            ("X-Forwarded-For", "203.0.113.7, 198.51.100.2"),
+        ),
+    )
+    slack = [NewDelivery("slack", "r", None, "s1")]
+    for event_id, request in (
+        ("with", kept),
+        ("without", None),
+        ("empty", RequestRecord(None, ())),
+    ):
+        event = NewEvent(event_id, b"{}", 1000.0, request)
+        assert not (await stores.one.accept(event, slack, dedupe_window_s=WINDOW_S)).duplicate
+    # A digest shows its first event's request.
+    mail = [NewDelivery("mail", "r", None, "s1", digest_s=5.0)]
+    for event_id, request in (("first", kept), ("second", RequestRecord("10.0.0.9", ()))):
+        event = NewEvent(event_id, b"{}", 1001.0, request)
+        await stores.one.accept(event, mail, dedupe_window_s=WINDOW_S)
+
+    listed = await stores.other.list_deliveries()
+    by_event = {d.event_id: d.id for d in listed}
+    assert {d.request for d in listed} == {None}  # a listing does not read it
+    found = {name: await stores.other.get_delivery(n) for name, n in by_event.items()}
+    assert {name: d.request if d else "gone" for name, d in found.items()} == {
+        "with": kept,
+        "without": None,
+        "empty": RequestRecord(None, ()),
+        "first": kept,
+    }

@@ -9,6 +9,7 @@ from typing import cast
 
 import pytest
 
+from relay.request_record import RequestRecord
 from relay.store import sqlite_ops
 from relay.store.base import Delivery, NewDelivery, NewEvent, StoreUnavailable
 from relay.store.sqlite import SqliteStore
@@ -627,3 +628,38 @@ async def test_watches_kept_before_version_10_are_claimed_and_purged_after_the_u
         assert await store.watch("s1") is None
     finally:
         await store.close()
+
+
+async def test_a_version_10_database_keeps_its_events_and_then_their_requests(
+    db_path: str,
+) -> None:
+    """Version 11 keeps the request each event came in: an event stored before it has none
+    (and still goes out), one accepted after it has its own."""
+    Path(db_path).parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as conn:
+        for version in range(1, 11):
+            for statement in sqlite_ops._statements(sqlite_ops._MIGRATIONS[version]):
+                conn.execute(statement)
+        conn.execute("INSERT INTO events VALUES (1, 'old', x'7b7d', 1000.0)")
+        conn.execute(
+            "INSERT INTO deliveries (id, event_ref, destination, rule, session_key, status,"
+            " created_at, next_attempt_at) VALUES (1, 1, 'slack', 'r', 's1', 'pending', 1000, 1000)"
+        )
+        conn.execute("PRAGMA user_version = 10")
+    kept = RequestRecord("10.0.0.2", (("User-Agent", "bitHuman/1.0"),))
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        old = await store.get_delivery(1)
+        assert old is not None and (old.event_id, old.request) == ("old", None)
+        await store.accept(NewEvent("new", b"{}", 1001.0, kept), [delivery()], dedupe_window_s=60)
+        new = await store.get_delivery(2)
+        assert new is not None and (new.event_id, new.request) == ("new", kept)
+        sent = await store.claim("slack", 1001.0, 10, owner=OWNER, lease_s=10.0)
+        assert [d.event_id for d in sent] == ["old"]  # the session's first, unchanged
+    finally:
+        await store.close()
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 11
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(events)")]
+        assert columns == ["id", "event_id", "body", "received_at", "request"]

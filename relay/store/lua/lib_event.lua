@@ -6,8 +6,10 @@ watch), so the logic is written once.
 store_event(P, at)
   P        the store's key prefix (KEYS[1])
   at       where the event's arguments begin in ARGV: event_id, body, received_at,
-           dedupe_window_s, count, then count times: destination, rule, template ('' for
-           none), session_key, digest_s ('' for none: a delivery of its own)
+           dedupe_window_s, request (what mattered of the request that brought it in,
+           RequestRecord's JSON; '' for none: kept as no field), count, then count times:
+           destination, rule, template ('' for none), session_key, digest_s ('' for
+           none: a delivery of its own)
   Returns  true when the event id was accepted within its dedupe window (nothing stored),
            else false; and where the arguments after the deliveries begin.
            An event joining an open digest adds no delivery; its `remaining` counts it all
@@ -31,8 +33,9 @@ end
 local function store_event(P, at)
   local event_id, body, received_at = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   local now, window = tonumber(received_at), tonumber(ARGV[at + 3])
-  local count = tonumber(ARGV[at + 4])
-  local first = at + 5  -- the first delivery's arguments
+  local request = ARGV[at + 4]
+  local count = tonumber(ARGV[at + 5])
+  local first = at + 6  -- the first delivery's arguments
   local after = first + 5 * count
 
   local dedupe = P .. 'dedupe:' .. event_id
@@ -47,6 +50,9 @@ local function store_event(P, at)
   local ref = redis.call('INCR', P .. 'eseq')
   redis.call('HSET', P .. 'e:' .. ref, 'event_id', event_id, 'body', body,
     'received_at', received_at, 'remaining', count)
+  if request ~= '' then
+    redis.call('HSET', P .. 'e:' .. ref, 'request', request)
+  end
   redis.call('ZADD', P .. 'events', ref, ref)
 
   for i = first, after - 1, 5 do
