@@ -167,8 +167,9 @@ class Store(Protocol):
     async def claim_watches(
         self, now: float, limit: int, *, owner: str, lease_s: float
     ) -> list[Watch]:
-        """Claim up to `limit` watches due at `now` (Watch.due_at), earliest first, that no
-        live claim holds, for `owner` until `now + lease_s`."""
+        """Claim up to `limit` watches due at `now` (Watch.due_at) that no live claim holds,
+        for `owner` until `now + lease_s`: about the earliest first (a store may order by a
+        floor of each one's due time; whatever the limit leaves is claimed next)."""
 
     async def raise_signal(
         self,

@@ -90,6 +90,11 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
+# At most this many watch.lua claim calls in one claim_watches: each reads up to its limit
+# + 1,000 watches, so a backlog of 100,000 passed floors is through in one poll.
+_CLAIM_ROUNDS = 100
+
+
 def _conversation_part(conversation: str) -> str:
     """Return what a watch's key names its conversation by: a digest of the session id."""
     return hashlib.sha256(_utf8(conversation)).hexdigest()[:32]
@@ -280,8 +285,16 @@ class RedisStore:
     async def claim_watches(
         self, now: float, limit: int, *, owner: str, lease_s: float
     ) -> list[Watch]:
-        args = ["claim", _time(now), limit, owner, _time(now + lease_s)]
-        watches = [_watch(_fields(flat)) for flat in await self._script("watch", args)]
+        watches: list[Watch] = []
+        # One call reads a bounded number of watches, so that a backlog of floors that
+        # passed before their watches were due (answered questions) never holds Redis up
+        # for long; calling again until it is through keeps it from delaying a due watch.
+        for _ in range(_CLAIM_ROUNDS):
+            args = ["claim", _time(now), limit - len(watches), owner, _time(now + lease_s)]
+            more, *claimed = await self._script("watch", args)
+            watches += [_watch(_fields(flat)) for flat in claimed]
+            if not int(more) or len(watches) >= limit:
+                break
         return sorted(watches, key=lambda w: (w.due_at or 0.0, w.conversation))
 
     async def raise_signal(

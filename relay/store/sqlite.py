@@ -171,7 +171,7 @@ class SqliteStore:
     async def claim_watches(
         self, now: float, limit: int, *, owner: str, lease_s: float
     ) -> list[Watch]:
-        """Claim up to `limit` due watches for `owner`, earliest due first."""
+        """Claim up to `limit` due watches for `owner` (sqlite_watches.claim)."""
         until = now + lease_s
         return await self._submit(lambda conn: sqlite_watches.claim(conn, now, limit, owner, until))
 

@@ -77,11 +77,19 @@ DROP INDEX watches_due;
 DROP INDEX watches_by_last_received_at;
 CREATE INDEX watches_due_floor ON watches (due_floor) WHERE due_floor IS NOT NULL;
 CREATE INDEX watches_quiet ON watches (quiet_at);
+CREATE TRIGGER watches_floors_of_an_older_relay AFTER INSERT ON watches
+WHEN NEW.due_floor IS NULL AND NEW.due_at IS NOT NULL
+BEGIN
+    UPDATE watches SET due_floor = NEW.due_at, quiet_at = NEW.last_received_at
+    WHERE conversation = NEW.conversation;
+END;
 """
+# The trigger: a relay of version 9 still running beside this one during a rolling upgrade
+# writes its watches with INSERT OR REPLACE and no floors; without them the row would be in
+# neither index, claimed never and purged never. This relay's own inserts set the floors.
 
 QUIET_STEP_S = 600.0
-# How many passed floors one claim raises before it claims: more than a poll's batch, so
-# the claim's own scan seldom meets one.
+# How many passed floors one statement of a claim moves (it repeats until none is left).
 _REINDEX_ROWS = 1000
 
 _COLUMNS = ", ".join(WATCH_FIELDS)
@@ -209,8 +217,14 @@ def observe_event(conn: sqlite3.Connection, seen: Observation | Forget) -> None:
 def claim(
     conn: sqlite3.Connection, now: float, limit: int, owner: str, until: float
 ) -> list[Watch]:
-    """Claim up to `limit` due watches no live claim holds, earliest due first."""
-    conn.execute(_REINDEX_SQL, {"now": now, "limit": _REINDEX_ROWS})
+    """Claim up to `limit` due watches no live claim holds, by the floor of when each is
+    due (about the earliest due first; each due one is claimed at its next poll at worst)."""
+    # Every floor that passed before its watch was due, in chunks: each needs moving once
+    # (an answered question leaves one), and one left behind would slow every claim.
+    while (
+        conn.execute(_REINDEX_SQL, {"now": now, "limit": _REINDEX_ROWS}).rowcount == _REINDEX_ROWS
+    ):
+        pass
     params = {"owner": owner, "until": until, "now": now, "limit": limit}
     watches = [_watch(row) for row in conn.execute(_CLAIM_SQL, params).fetchall()]
     return sorted(watches, key=lambda w: (w.due_at or 0.0, w.conversation))

@@ -315,6 +315,19 @@ async def test_passed_deadlines_beyond_a_claims_limit_do_not_hide_the_due(stores
     assert [w.conversation for w in claimed] == ["quiet"]
 
 
+async def test_a_backlog_of_answered_questions_does_not_delay_a_due_watch(
+    stores: Stores,
+) -> None:
+    """Each question answered in time leaves a floor that passes before its watch is due;
+    more of them than a claim reads at once must not hold a due watch back a poll."""
+    for i in range(1200):
+        await see(stores.one, "visitor", at=1000.0, conversation=f"asked{i}", message="?")
+        await see(stores.one, "agent", at=1001.0, conversation=f"asked{i}")
+    await see(stores.one, "other", at=1000.0, conversation="quiet")
+    claimed = await stores.other.claim_watches(1600.5, 1, owner=B, lease_s=LEASE_S)
+    assert [w.conversation for w in claimed] == ["quiet"]
+
+
 async def test_retention_keeps_a_watch_with_a_recent_event(stores: Stores) -> None:
     await see(stores.one, "other", at=1000.0, conversation="alive")
     await see(stores.one, "other", at=1550.0, conversation="alive")

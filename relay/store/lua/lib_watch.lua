@@ -9,8 +9,8 @@ Keys     watch:<digest>  hash: one conversation's watch, named by a digest of it
                          absent; booleans are '0' or '1'; floats are Python's repr or
                          %.17g, text that reads back as the very same double. Besides:
                          due_at (Watch.due_at, absent for None), claimed_by ('' for
-                         nobody), lease_until, and due_floor and quiet_at: its scores in
-                         the two zsets below (absent in a watch written before them).
+                         nobody), lease_until, and quiet_at: its score in watches-quiet
+                         (absent in a watch written before it).
          watches-due     zset: the watches with a due_at, each by a floor of when it may
                          next be claimed (the later of due_at and lease_until)
          watches-quiet   zset: every watch by a floor of its last_received_at, at most
@@ -20,6 +20,9 @@ Floors, not the times themselves, so that an event seldom moves a watch in a zse
 event pushes the end further away, which leaves the floor where it was; only an earlier
 deadline (a stretch opening) lowers it. watch.lua's claim and purge put a watch whose floor
 has passed, but not its time, at its time (relay/store/sqlite_watches.py does the same).
+The due floor is read from the zset itself (ZSCORE), not kept beside it: whatever wrote
+the score last (a relay of an older version during a rolling upgrade included), the floor
+is compared with what the index really holds.
 ]]
 
 local QUIET_STEP_S = 600
@@ -30,7 +33,7 @@ local WATCH_STATE = {'opened_at', 'started_at', 'last_event_at', 'last_received_
   'visitor_messages', 'agent_messages', 'first_visitor_at', 'first_answer_at',
   'first_agent_at', 'last_agent_at', 'stretch', 'stretch_open', 'stretch_raised', 'asked_at',
   'unanswered_due', 'ends', 'ended', 'end_due', 'due_at', 'claimed_by', 'lease_until',
-  'due_floor', 'quiet_at'}
+  'quiet_at'}
 
 -- Read a watch as a table, field -> text (nil when absent): its state, or with
 -- `whole`, every field.
@@ -110,20 +113,23 @@ local function watch_save(P, digest, w, changes, exact)
   end
   w.due_at, changes.due_at = due, due or false
   local floor = due
+  local score = nil  -- its place in watches-due (not read when exact: it moves anyway)
+  if not exact then
+    score = redis.call('ZSCORE', P .. 'watches-due', digest) or nil
+  end
   if due then
     if exact then
       floor = later(due, w.lease_until)
-    elseif w.due_floor then
-      floor = earlier(w.due_floor, due)
+    elseif score then
+      floor = earlier(score, due)
     end
   end
-  if exact or floor ~= w.due_floor then
+  if exact or floor ~= score then
     if floor then
       redis.call('ZADD', P .. 'watches-due', floor, digest)
     else
       redis.call('ZREM', P .. 'watches-due', digest)
     end
-    w.due_floor, changes.due_floor = floor, floor or false
   end
   local set, unset = {}, {}
   for name, value in pairs(changes) do

@@ -7,9 +7,11 @@ ARGV     'claim', now, limit, owner, lease_until
             signal's event and deliveries as lib_event.lua's store_event takes them; the
             event's received_at is the moment the signal is raised at
          or 'purge', before, limit
-Returns  for 'claim', an array of the claimed watches' fields (HGETALL), at most `limit`,
-         earliest due first (a watch whose claim ran out counts as due from its lease's
-         end);
+Returns  for 'claim', 1 when it stopped reading before it could tell that nothing more
+         is due (it reads at most limit + 1000 watches: redis.py calls again), else 0;
+         then the claimed watches' fields (HGETALL), at most `limit`, by the floor of when
+         each is due (lib_watch.lua; a watch whose claim ran out counts as due from its
+         lease's end);
          for 'raise', 1 when the watch still owed the signal (raised), else 0;
          for 'purge', how many watches went
 Atomic:  a watch is claimed by one owner at a time: it must be due, and any lease on it
@@ -30,8 +32,9 @@ if op == 'claim' then
   -- reads new ones; a floor that passed before its watch was due does not use up `limit`.
   -- At most limit + 1000 are read in one call.
   local budget = limit + 1000
+  local found = {}
   while #claimed < limit and budget > 0 do
-    local found = redis.call('ZRANGEBYSCORE', P .. 'watches-due', '-inf', now, 'LIMIT', 0,
+    found = redis.call('ZRANGEBYSCORE', P .. 'watches-due', '-inf', now, 'LIMIT', 0,
       math.min(limit - #claimed, budget))
     if #found == 0 then
       break
@@ -54,6 +57,8 @@ if op == 'claim' then
       end
     end
   end
+  -- First, whether the budget ran out with watches left to read: redis.py calls again.
+  table.insert(claimed, 1, (#claimed < limit and budget <= 0 and #found > 0) and 1 or 0)
   return claimed
 end
 
