@@ -28,7 +28,7 @@ from relay.console.keys import NOTICES, STATE
 from relay.console.notices import with_notice
 from relay.console.present import when
 from relay.store import Store
-from relay.store.base import DeliveryCounts, DeliveryFilter
+from relay.store.base import SCAN_ROWS, DeliveryCounts, DeliveryFilter
 
 CONFIRM_PATH = "/deliveries/replay"
 # One click replays at most this many: each is a write to the store, and a larger
@@ -37,6 +37,13 @@ MAX_BULK = 10_000
 # How many the deliveries page counts, when the kept counts cannot say (a text, type or
 # time filter): it shows "500+" rather than walk further on every load.
 LINK_BOUND = 500
+# And how far it looks for them: the dead ones among the newest LINK_SCAN deliveries, so
+# the link costs the same at a thousand deliveries or a million. Beyond, it says "at
+# least" (or no number): the confirmation page counts them all before anything is done.
+LINK_SCAN = 1_000
+# How far one store call of the confirmation page's count (and of the replay) searches,
+# for such a filter: the count goes on below, call after call, until it has them all.
+COUNT_SCAN = SCAN_ROWS
 CHUNK = 500  # deliveries read, or replayed, per store call
 
 
@@ -48,8 +55,14 @@ class DeadCount:
     more: bool = False
 
     @property
+    def linked(self) -> bool:
+        """Whether the page links to the confirmation page: there may be some."""
+        return self.n > 0 or self.more
+
+    @property
     def shown(self) -> str:
-        return f"{self.n:,}{'+' if self.more else ''}"
+        """The number the link says: '3', '500+' (at least), '' (some may be further)."""
+        return f"{self.n:,}{'+' if self.more else ''}" if self.n else ""
 
 
 def dead_selection(where: DeliveryFilter) -> DeliveryFilter | None:
@@ -67,7 +80,7 @@ def confirm_url(where: DeliveryFilter) -> str:
 async def dead_count(store: Store, where: DeliveryFilter, counts: DeliveryCounts) -> DeadCount:
     """Count, for the deliveries page's link, the dead deliveries a filter selects: from
     the kept counts when the filter is by status and destination only (it costs nothing
-    then), else by reading up to LINK_BOUND of them."""
+    then), else among the newest LINK_SCAN deliveries, up to LINK_BOUND of them."""
     selection = dead_selection(where)
     if selection is None:
         return DeadCount(0)
@@ -75,24 +88,34 @@ async def dead_count(store: Store, where: DeliveryFilter, counts: DeliveryCounts
         if selection.destination is None:
             return DeadCount(counts.by_status.get("dead", 0))
         return DeadCount(counts.by_destination.get(selection.destination, {}).get("dead", 0))
-    found = await store.find_deliveries(selection, limit=LINK_BOUND + 1)
-    return DeadCount(min(len(found), LINK_BOUND), more=len(found) > LINK_BOUND)
+    found = await store.find_deliveries(selection, limit=LINK_BOUND + 1, scan=LINK_SCAN)
+    n = len(found.deliveries)
+    return DeadCount(min(n, LINK_BOUND), more=n > LINK_BOUND or found.stopped_at is not None)
 
 
 async def walk(
     store: Store, selection: DeliveryFilter, *, most: int, upto: int = MAX_ID, downto: int = 1
 ) -> list[tuple[int, str]]:
     """Return up to `most` (id, destination) of the deliveries `selection` picks with
-    downto <= id <= upto, newest first, reading CHUNK at a time."""
+    downto <= id <= upto, newest first, reading CHUNK at a time.
+
+    All of them, exactly: where a call stops short (an unindexed filter searches a
+    stretch of ids a call), the next goes on below. Each call is a read of its own, so
+    a long count shares the store's reader with the other pages and never holds up a
+    webhook.
+    """
     found: list[tuple[int, str]] = []
     before = None if upto >= MAX_ID else upto + 1
     while len(found) < most:
         limit = min(CHUNK, most - len(found))
-        chunk = await store.find_deliveries(selection, before_id=before, limit=limit)
-        found += [(d.id, d.destination) for d in chunk if d.id >= downto]
-        if len(chunk) < limit or chunk[-1].id <= downto:
+        chunk = await store.find_deliveries(
+            selection, before_id=before, limit=limit, scan=COUNT_SCAN
+        )
+        rows = chunk.deliveries
+        found += [(d.id, d.destination) for d in rows if d.id >= downto]
+        before = rows[-1].id if len(rows) == limit else chunk.stopped_at
+        if before is None or before <= downto:
             break
-        before = chunk[-1].id
     return found
 
 

@@ -4,6 +4,10 @@ rendered by the same two fragments, so what the stream sends is what a reload wo
 The fragments are the counts (by status and destination) and the results (the bulk
 replay link, the table or "no delivery", and the pages). The page embeds them; the
 stream (live.py) sends them again when they change.
+
+A filter no index answers (type, text, time) searches SEARCH_ROWS deliveries a request
+(Store.find_deliveries): when those hold less than a page, the page says how far it
+searched and links to the next stretch, as it links to the next page.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from relay.console.bulk import DeadCount, confirm_url
 from relay.console.filters import STATUSES, ListQuery, only
 from relay.console.present import Row, row
 from relay.store import Store
-from relay.store.base import DeliveryCounts
+from relay.store.base import SCAN_ROWS, DeliveryCounts
 
 PAGE_SIZE = 50
+# How many deliveries a search by type, text or time reads a request (the store's bound).
+SEARCH_ROWS = SCAN_ROWS
 
 
 @dataclass(frozen=True)
@@ -31,8 +37,10 @@ class Page:
 
     query: ListQuery
     rows: list[Row]
-    older: ListQuery | None  # the next page, when there is one
+    older: ListQuery | None  # the next page, or the next stretch to search, if any
     counts: DeliveryCounts
+    # The search stopped short at this id (the lowest it read): `older` goes on below it.
+    searched_to: int | None = None
 
     def fingerprint(self) -> Hashable:
         """What the page shows, in short: the stream renders again only when it changes."""
@@ -44,7 +52,8 @@ class Page:
         by_destination = tuple(
             (name, tuple(sorted(by.items()))) for name, by in sorted(counts.by_destination.items())
         )
-        return shown, self.older is None, tuple(sorted(counts.by_status.items())), by_destination
+        by_status = tuple(sorted(counts.by_status.items()))
+        return shown, self.older is None, self.searched_to, by_status, by_destination
 
 
 async def read_page(store: Store, query: ListQuery) -> Page:
@@ -54,9 +63,17 @@ async def read_page(store: Store, query: ListQuery) -> Page:
     # a delivery over rows that say "No delivery.".
     counts = await store.delivery_counts()
     # One more than a page: whether there is an older page, without counting.
-    found = await store.find_deliveries(query.where, before_id=query.before_id, limit=PAGE_SIZE + 1)
-    older = query.older(found[PAGE_SIZE - 1].id) if len(found) > PAGE_SIZE else None
-    return Page(query, [row(delivery) for delivery in found[:PAGE_SIZE]], older, counts)
+    found = await store.find_deliveries(
+        query.where, before_id=query.before_id, limit=PAGE_SIZE + 1, scan=SEARCH_ROWS
+    )
+    rows, stopped_at = found.deliveries, found.stopped_at
+    older = None
+    if len(rows) > PAGE_SIZE:
+        older = query.older(rows[PAGE_SIZE - 1].id)
+    elif stopped_at is not None:
+        older = query.older(stopped_at)
+    shown = [row(delivery) for delivery in rows[:PAGE_SIZE]]
+    return Page(query, shown, older, counts, searched_to=stopped_at)
 
 
 @dataclass(frozen=True)
@@ -75,6 +92,8 @@ def render(env: jinja2.Environment, page: Page, dead: DeadCount | None) -> Fragm
         "query": page.query,
         "rows": page.rows,
         "older": page.older,
+        "searched_to": page.searched_to,
+        "scan_rows": f"{SEARCH_ROWS:,}",
         "counts": count_links(page.counts),
         "dead": dead,
         "bulk_url": confirm_url(page.query.where),

@@ -49,6 +49,8 @@ async def deliveries(request: web.Request) -> web.Response:
                 "filter": params,
                 "next": page.older.url() if page.older else None,
                 "next_before": page.older.before_id if page.older else None,
+                # Set when the search stopped short at this id: `next` searches on below.
+                "searched_to": page.searched_to,
                 "dead": {"count": dead.n, "more": dead.more, "replay": confirm_url(query.where)},
             }
         )

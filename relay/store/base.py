@@ -100,6 +100,30 @@ class DeliveryFilter:
     until: float | None = None  # created before
     text: str | None = None  # in the event's raw body, case-insensitive
 
+    @property
+    def unindexed(self) -> bool:
+        """Whether the filter tests each delivery itself (its event's type or text, its
+        time): no index finds those, so a listing examines at most `scan` of them a call."""
+        return (self.event_type, self.since, self.until, self.text) != (None, None, None, None)
+
+
+# How many deliveries a listing with an unindexed filter examines in one call (Store.
+# find_deliveries): those with the SCAN_ROWS ids below its cursor. A text that matches
+# nothing then costs the same at a million deliveries as at ten thousand (tens of
+# milliseconds), and the console offers to search the next SCAN_ROWS.
+SCAN_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class Found:
+    """What a listing found, and where it stopped short."""
+
+    deliveries: list[Delivery]
+    # When the listing examined its `scan` deliveries without finding `limit` and older
+    # ones are left: the lowest id it examined. The next call goes on below it
+    # (before_id=stopped_at). None when it found `limit`, or nothing older is left.
+    stopped_at: int | None = None
+
 
 @dataclass(frozen=True)
 class DeliveryCounts:
@@ -280,10 +304,22 @@ class Store(Protocol):
         """Return the newest deliveries, optionally of one status."""
 
     async def find_deliveries(
-        self, where: DeliveryFilter, *, before_id: int | None = None, limit: int = 50
-    ) -> list[Delivery]:
+        self,
+        where: DeliveryFilter,
+        *,
+        before_id: int | None = None,
+        limit: int = 50,
+        scan: int = SCAN_ROWS,
+    ) -> Found:
         """Return up to `limit` deliveries `where` selects, newest first, with an id below
-        `before_id` when given (the next page starts below the last id of this one)."""
+        `before_id` when given (the next page starts below the last id of this one).
+
+        An unindexed filter (DeliveryFilter.unindexed) examines only the deliveries whose
+        ids are among the `scan` ids below `before_id` (below the newest id + 1 without
+        one), so at most `scan` of them; when it finds fewer than `limit` there and older
+        deliveries are left, Found.stopped_at says where to go on. Any other filter is
+        answered by an index and reads only what it returns.
+        """
 
     async def delivery_counts(self) -> DeliveryCounts:
         """Return how many deliveries there are, by status and by destination."""

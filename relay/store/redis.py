@@ -31,6 +31,7 @@ from relay.events import normalize_event_type, searchable_text, stored_event_typ
 from relay.request_record import RequestRecord
 from relay.secrets import without_password
 from relay.store.base import (
+    SCAN_ROWS,
     STATUSES,
     AcceptResult,
     Attempt,
@@ -39,6 +40,7 @@ from relay.store.base import (
     DeliveryCounts,
     DeliveryFilter,
     DeliveryStatus,
+    Found,
     NewDelivery,
     NewEvent,
     NewSignal,
@@ -445,27 +447,58 @@ class RedisStore:
     async def list_deliveries(
         self, status: DeliveryStatus | None = None, limit: int = 50
     ) -> list[Delivery]:
-        return await self.find_deliveries(DeliveryFilter(status=status), limit=limit)
+        found = await self.find_deliveries(DeliveryFilter(status=status), limit=limit)
+        return found.deliveries
 
     async def find_deliveries(
-        self, where: DeliveryFilter, *, before_id: int | None = None, limit: int = 50
-    ) -> list[Delivery]:
+        self,
+        where: DeliveryFilter,
+        *,
+        before_id: int | None = None,
+        limit: int = 50,
+        scan: int = SCAN_ROWS,
+    ) -> Found:
         """Walk the status's index (or every delivery's) newest first, a chunk at a time,
-        and keep what the rest of the filter selects."""
+        and keep what the rest of the filter selects; an unindexed filter walks only the
+        `scan` ids below the cursor.
+
+        Each chunk is a few commands of its own, never one script: Redis serves other
+        clients (accepts) between them, and this process's loop other requests.
+        """
         index = f"{PREFIX}status:{where.status}" if where.status else f"{PREFIX}all"
         upper = "+inf" if before_id is None else f"({before_id}"
+        floor = None
+        if where.unindexed:
+            top = before_id - 1 if before_id is not None else await self._end_id(newest=True)
+            if top < 1:
+                return Found([])
+            floor = top - scan + 1
         found: list[Delivery] = []
         while len(found) < limit:
-            chunk = await self._deliveries_below(index, upper, _FIND_CHUNK)
+            chunk = await self._deliveries_below(index, upper, floor, _FIND_CHUNK)
             found += [d for d in chunk if _selects(where, d)]
             if len(chunk) < _FIND_CHUNK:
                 break
             upper = f"({chunk[-1].id}"
-        return found[:limit]
+        if floor is None or len(found) >= limit or floor <= await self._end_id(newest=False):
+            return Found(found[:limit])
+        return Found(found, stopped_at=floor)
 
-    async def _deliveries_below(self, index: str, upper: str, count: int) -> list[Delivery]:
+    async def _end_id(self, *, newest: bool) -> int:
+        """The newest (or oldest) delivery's id; 0 when there is none."""
+        key = f"{PREFIX}all"
+        ends = await self._call(
+            lambda client: client.zrange(key, -1 if newest else 0, -1 if newest else 0)
+        )
+        return int(_text(ends[0])) if ends else 0
+
+    async def _deliveries_below(
+        self, index: str, upper: str, floor: int | None, count: int
+    ) -> list[Delivery]:
+        lower = "-inf" if floor is None else str(floor)
+
         async def chunk(client: aioredis.Redis) -> list[Delivery]:
-            members = await client.zrevrangebyscore(index, upper, "-inf", start=0, num=count)
+            members = await client.zrevrangebyscore(index, upper, lower, start=0, num=count)
             async with client.pipeline(transaction=False) as pipe:
                 for member in members:
                     pipe.hgetall(f"{PREFIX}d:{_text(member)}")

@@ -10,6 +10,11 @@ have to win the GIL back from the busy loop after each one, which made a batch t
 of milliseconds. Only what can block, BEGIN (another process may hold the lock) and COMMIT
 (the fsync), runs on a worker thread; meanwhile the loop serves requests and queues the
 next batch. The connection is used by one side at a time, never both.
+
+What operators read (the console's lists, counts and pages, `relay deliveries`, /metrics)
+is not queued here: it runs on a reader of its own (sqlite_reader.py), so a long read
+never holds up a webhook. The worker's reads that go with its writes (a thread, when the
+next delivery is due, a watch) stay in the queue, ordered with them.
 """
 
 from __future__ import annotations
@@ -28,18 +33,21 @@ from relay.conversations.watch import Forget, Observation, Watch
 from relay.store import sqlite_listing, sqlite_watches
 from relay.store import sqlite_ops as ops
 from relay.store.base import (
+    SCAN_ROWS,
     AcceptResult,
     Attempt,
     Delivery,
     DeliveryCounts,
     DeliveryFilter,
     DeliveryStatus,
+    Found,
     NewDelivery,
     NewEvent,
     NewSignal,
     Purged,
     StoreUnavailable,
 )
+from relay.store.sqlite_reader import Reader
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +111,7 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="relay-sqlite")
         self._checkpointer = Checkpointer(path)
+        self._reader = Reader(path, busy_timeout_ms=busy_timeout_ms)
         self._pending: list[_Job] = []
         self._flusher: asyncio.Task[None] | None = None
         self._closed = True
@@ -118,6 +127,7 @@ class SqliteStore:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = self._conn = await self._blocking(self._connect)
             await self._checkpointer.open()
+            await self._reader.open()
             # Housekeeping after a restart goes on from the last event stored, not from
             # the first one to arrive.
             latest = await self._blocking(lambda: ops.latest_received_at(conn))
@@ -133,6 +143,9 @@ class SqliteStore:
         self._closed = True
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
+        # The reader first: the writer's connection is then the last, and closing it
+        # checkpoints the WAL into the database.
+        await self._reader.close()
         await self._checkpointer.close()
         if self._conn is not None:
             await self._blocking(self._conn.close)
@@ -247,10 +260,10 @@ class SqliteStore:
         )
 
     async def attempts(self, delivery_id: int) -> list[Attempt]:
-        return await self._submit(lambda conn: ops.attempts(conn, delivery_id))
+        return await self._reader.run(lambda conn: ops.attempts(conn, delivery_id))
 
     async def get_delivery(self, delivery_id: int) -> Delivery | None:
-        return await self._submit(lambda conn: ops.get_delivery(conn, delivery_id))
+        return await self._reader.run(lambda conn: ops.get_delivery(conn, delivery_id))
 
     async def reserve(self, key: str, now: float, rate_per_s: float | None, burst: int) -> float:
         """Take a turn at a limited target: 0 to send now, else how long to wait."""
@@ -274,7 +287,9 @@ class SqliteStore:
 
     async def digest_events(self, delivery_id: int) -> list[tuple[str, bytes]]:
         """Return a digest's events, as (event id, raw body), in accepted order."""
-        return await self._submit(lambda conn: ops.digest_events(conn, delivery_id))
+        # On the reader: the worker reads them after its claim committed, the console
+        # and `relay deliveries` whenever.
+        return await self._reader.run(lambda conn: ops.digest_events(conn, delivery_id))
 
     async def replace_thread(
         self, destination: str, conversation: str, value: str, now: float
@@ -292,23 +307,31 @@ class SqliteStore:
 
     async def queue_depths(self) -> dict[str, int]:
         """Return how many deliveries wait (pending or failed), per destination."""
-        return await self._submit(ops.queue_depths)
+        return await self._reader.run(ops.queue_depths)
 
     async def list_deliveries(
         self, status: DeliveryStatus | None = None, limit: int = 50
     ) -> list[Delivery]:
         """Return the newest deliveries, optionally of one status."""
-        return await self._submit(lambda conn: ops.list_deliveries(conn, status, limit))
+        return await self._reader.run(lambda conn: ops.list_deliveries(conn, status, limit))
 
     async def find_deliveries(
-        self, where: DeliveryFilter, *, before_id: int | None = None, limit: int = 50
-    ) -> list[Delivery]:
-        """Return up to `limit` deliveries `where` selects, newest first, below `before_id`."""
-        return await self._submit(lambda conn: sqlite_listing.find(conn, where, before_id, limit))
+        self,
+        where: DeliveryFilter,
+        *,
+        before_id: int | None = None,
+        limit: int = 50,
+        scan: int = SCAN_ROWS,
+    ) -> Found:
+        """Return up to `limit` deliveries `where` selects, newest first, below `before_id`;
+        an unindexed filter examines the `scan` ids below it at most."""
+        return await self._reader.run(
+            lambda conn: sqlite_listing.find(conn, where, before_id, limit, scan)
+        )
 
     async def delivery_counts(self) -> DeliveryCounts:
         """Return how many deliveries there are, by status and by destination."""
-        return await self._submit(sqlite_listing.counts)
+        return await self._reader.run(sqlite_listing.counts)
 
     async def replay(self, ids: Sequence[int] | None, now: float) -> int:
         """Put dead deliveries (the given ones, or all when None) back in the queue.

@@ -3,7 +3,10 @@
 Counts are kept by triggers as deliveries are added, change status and are purged, so
 reading them costs the same at a thousand deliveries or a million. A page walks the
 deliveries newest first through an index (by status, by destination, or the primary key)
-and stops once it has its `limit`.
+and stops once it has its `limit`; a filter no index answers (type, text, time) walks a
+window of ids below the cursor, so a text found nowhere reads `scan` rows, not the store.
+
+These run on the store's reader (sqlite_reader.py), never in the writer's batches.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 
 from relay.events import normalize_event_type, searchable_text, stored_event_type
-from relay.store.base import STATUSES, Delivery, DeliveryCounts, DeliveryFilter
+from relay.store.base import STATUSES, DeliveryCounts, DeliveryFilter, Found
 from relay.store.sqlite_rows import DELIVERY_COLUMNS, deliveries_of
 
 # Version 9: counts by destination and status, kept by triggers; and an index for listing
@@ -56,12 +59,20 @@ def _contains(body: bytes, needle: str) -> bool:
 
 
 def find(
-    conn: sqlite3.Connection, where: DeliveryFilter, before_id: int | None, limit: int
-) -> list[Delivery]:
-    """Return up to `limit` deliveries `where` selects, newest first."""
+    conn: sqlite3.Connection, where: DeliveryFilter, before_id: int | None, limit: int, scan: int
+) -> Found:
+    """Return up to `limit` deliveries `where` selects, newest first; an unindexed filter
+    examines only the `scan` ids below the cursor (Store.find_deliveries)."""
+    floor = None
+    if where.unindexed:
+        top = before_id - 1 if before_id is not None else _newest_id(conn)
+        if top < 1:
+            return Found([])
+        floor = top - scan + 1
     tests, params = ["1"], []
     for test, value in (
         ("d.id < ?", before_id),
+        ("d.id >= ?", floor),
         ("d.status = ?", where.status),
         ("d.destination = ?", where.destination),
         ("d.created_at >= ?", where.since),
@@ -76,7 +87,18 @@ def find(
         f"SELECT {DELIVERY_COLUMNS} FROM deliveries AS d JOIN events AS e ON e.id = d.event_ref"
         f" WHERE {' AND '.join(tests)} ORDER BY d.id DESC LIMIT ?"
     )
-    return deliveries_of(conn.execute(sql, (*params, limit)).fetchall())
+    found = deliveries_of(conn.execute(sql, (*params, limit)).fetchall())
+    if floor is None or len(found) >= limit or floor <= _oldest_id(conn):
+        return Found(found)
+    return Found(found, stopped_at=floor)
+
+
+def _newest_id(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT coalesce(max(id), 0) FROM deliveries").fetchone()[0])
+
+
+def _oldest_id(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT coalesce(min(id), 0) FROM deliveries").fetchone()[0])
 
 
 def _kind(event_type: str | None) -> str | None:

@@ -206,6 +206,49 @@ async def test_one_bulk_replay_is_bounded_and_says_so(
     assert "More than" not in again
 
 
+async def test_the_links_count_reads_the_newest_deliveries_the_confirmation_counts_all(
+    open_quiet_console: ConsoleFactory,
+    receiver: FakeReceiver,
+    store_section: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """For a filter the kept counts cannot answer, the link counts the dead ones among the
+    newest LINK_SCAN deliveries ("N+" or no number when older ones may match); the
+    confirmation page counts them all, however many stretches that takes."""
+    monkeypatch.setattr(bulk, "LINK_SCAN", 2)
+    monkeypatch.setattr(bulk, "COUNT_SCAN", 1)
+    console = await open_quiet_console(two_destinations(receiver, store_section))
+    await post_event(console.relay, "a refund please", session="a")  # crm 1, support 2
+    await post_event(console.relay, "hello", session="b")  # support 3
+    await post_event(console.relay, "hello again", session="c")  # support 4
+    assert await kill(console, "crm") == [1]
+
+    # No dead refund among the newest two (3 and 4): a link all the same, with no number.
+    listing = await console.page("/deliveries?text=refund")
+    assert '<a id="bulk-replay" href="/deliveries/replay?text=refund">Replay all dead…</a>' in (
+        listing
+    )
+    assert (await console.json("/deliveries?text=refund"))["dead"] == {
+        "count": 0,
+        "more": True,
+        "replay": "/deliveries/replay?text=refund",
+    }
+    assert heading(await console.page("/deliveries/replay?text=refund")) == (
+        "Replay 1 dead delivery matching 'refund'?"
+    )
+
+    assert sorted(await kill(console, "support")) == [2, 3, 4]
+    listing = await console.page("/deliveries?event_type=chat.push")
+    assert ">Replay all 2+ dead…</a>" in listing  # 3 and 4, and maybe older ones
+    page = await console.page("/deliveries/replay?event_type=chat.push")
+    assert heading(page) == "Replay 4 dead deliveries of type chat.push?"
+    fields = hidden_fields(page, "replay-all")
+    assert (fields["upto"], fields["downto"], fields["count"]) == ("4", "1", "4")
+    response = await post_bulk(console, fields)
+    assert response.status == 303, await response.text()
+    assert sorted(s for _, s in (await statuses(console)).values()) == ["pending"] * 4
+
+
 async def test_a_count_of_nothing_acts_on_nothing(
     open_quiet_console: ConsoleFactory, receiver: FakeReceiver
 ) -> None:

@@ -1,11 +1,12 @@
 """The Store contract for the console's listings (SPEC 8), on every store: filtered pages
-newest first, and counts kept as deliveries change."""
+newest first, searches that read a bounded stretch a call, and counts kept as deliveries
+change."""
 
 from __future__ import annotations
 
 import json
 
-from relay.store.base import DeliveryFilter, NewDelivery, NewEvent, Store
+from relay.store.base import DeliveryFilter, Found, NewDelivery, NewEvent, Store
 from tests.store.conftest import Stores
 
 WINDOW_S = 3600.0
@@ -33,8 +34,8 @@ async def fill(store: Store) -> None:
     await accept(store, "e3", body("chat.push", "Ça va? café"), 3000.0, ("slack", "crm"))
 
 
-def ids(found: list) -> list[tuple[str, str]]:  # type: ignore[type-arg]
-    return [(d.event_id, d.destination) for d in found]
+def ids(found: Found) -> list[tuple[str, str]]:
+    return [(d.event_id, d.destination) for d in found.deliveries]
 
 
 async def test_listings_are_newest_first_and_page_below_an_id(stores: Stores) -> None:
@@ -45,8 +46,9 @@ async def test_listings_are_newest_first_and_page_below_an_id(stores: Stores) ->
         ("e1", "slack"),
     ]  # fmt: skip
     first = await stores.other.find_deliveries(DeliveryFilter(), limit=4)
-    rest = await stores.other.find_deliveries(DeliveryFilter(), before_id=first[-1].id)
-    assert ids(first + rest) == ids(everything)
+    rest = await stores.other.find_deliveries(DeliveryFilter(), before_id=first.deliveries[-1].id)
+    assert ids(first) + ids(rest) == ids(everything)
+    assert (everything.stopped_at, first.stopped_at, rest.stopped_at) == (None, None, None)
 
 
 async def test_each_filter_selects_alike(stores: Stores) -> None:
@@ -68,10 +70,56 @@ async def test_each_filter_selects_alike(stores: Stores) -> None:
     # Text is found whatever its case, accents included.
     assert ids(await find(DeliveryFilter(text="refund"))) == [("e2", "crm"), ("e2", "slack")]
     assert ids(await find(DeliveryFilter(text="ÇA VA"))) == [("e3", "crm"), ("e3", "slack")]
-    assert await find(DeliveryFilter(text="nothing like it")) == []
+    assert await find(DeliveryFilter(text="nothing like it")) == Found([])
     assert ids(await find(DeliveryFilter(status="pending", destination="slack"), limit=1)) == [
         ("e3", "slack")
     ]
+
+
+async def test_an_unindexed_search_reads_a_stretch_of_ids_a_call_and_says_where_it_stopped(
+    stores: Stores,
+) -> None:
+    find = stores.other.find_deliveries
+    refund = DeliveryFilter(text="refund")
+    assert await find(refund, scan=2) == Found([])  # an empty store: nothing to go on with
+    await fill(stores.one)
+    newest = (await find(DeliveryFilter(), limit=1)).deliveries[0].id
+    # The newest two ids hold no refund (e3's): the next call goes on below them.
+    first = await find(refund, scan=2)
+    assert first == Found([], stopped_at=newest - 1)
+    second = await find(refund, before_id=first.stopped_at, scan=2)
+    assert ids(second) == [("e2", "crm"), ("e2", "slack")]
+    assert second.stopped_at == newest - 3  # fewer than `limit`, and e1's are older
+    # Down to the oldest delivery: nothing is left to search.
+    assert await find(refund, before_id=second.stopped_at, scan=2) == Found([])
+    # Beside an index: the pending ones among the newest three ids.
+    pending = await find(DeliveryFilter(status="pending", text="refund"), scan=3)
+    assert (ids(pending), pending.stopped_at) == ([("e2", "crm")], newest - 2)
+    # A time filter is tested per delivery too.
+    early = await find(DeliveryFilter(until=2000.0), scan=4)
+    assert early == Found([], stopped_at=newest - 3)
+    assert ids(await find(DeliveryFilter(until=2000.0), before_id=early.stopped_at, scan=4)) == [
+        ("e1", "crm"), ("e1", "slack"),
+    ]  # fmt: skip
+
+
+async def test_a_search_that_finds_its_limit_within_its_stretch_is_the_page_as_ever(
+    stores: Stores,
+) -> None:
+    await fill(stores.one)
+    find = stores.other.find_deliveries
+    page = await find(DeliveryFilter(event_type="chat.push"), limit=2, scan=2)
+    assert page == Found(page.deliveries) and ids(page) == [("e3", "crm"), ("e3", "slack")]
+    rest = await find(
+        DeliveryFilter(event_type="chat.push"), before_id=page.deliveries[-1].id, scan=100
+    )
+    assert ids(rest) == [("e2", "crm"), ("e2", "slack")] and rest.stopped_at is None
+    # An index answers status and destination: however small `scan`, they read no more
+    # than they return, and never stop short.
+    assert ids(await find(DeliveryFilter(destination="crm"), scan=1)) == [
+        ("e3", "crm"), ("e2", "crm"), ("e1", "crm"),
+    ]  # fmt: skip
+    assert len((await find(DeliveryFilter(status="pending"), scan=1)).deliveries) == 6
 
 
 async def test_counts_follow_every_change_of_status(stores: Stores) -> None:

@@ -3,7 +3,9 @@ from __future__ import annotations
 import asyncio
 import resource
 import sqlite3
+import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import cast
 
@@ -11,7 +13,7 @@ import pytest
 
 from relay.request_record import RequestRecord
 from relay.store import sqlite_ops
-from relay.store.base import Delivery, NewDelivery, NewEvent, StoreUnavailable
+from relay.store.base import Delivery, DeliveryFilter, NewDelivery, NewEvent, StoreUnavailable
 from relay.store.sqlite import SqliteStore
 
 WINDOW_S = 3600.0
@@ -663,3 +665,84 @@ async def test_a_version_10_database_keeps_its_events_and_then_their_requests(
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 11
         columns = [row[1] for row in conn.execute("PRAGMA table_info(events)")]
         assert columns == ["id", "event_id", "body", "received_at", "request"]
+
+
+# --- the reader: operators' reads beside the writer ---------------------------------------
+
+# The store's pure reads, as the console, `relay deliveries` and /metrics make them: each
+# runs on the reader (sqlite_reader.py), never in the writer's batches.
+READS: dict[str, Callable[[SqliteStore], Awaitable[object]]] = {
+    "find_deliveries": lambda s: s.find_deliveries(DeliveryFilter(text="refund")),
+    "delivery_counts": lambda s: s.delivery_counts(),
+    "list_deliveries": lambda s: s.list_deliveries(),
+    "get_delivery": lambda s: s.get_delivery(1),
+    "attempts": lambda s: s.attempts(1),
+    "digest_events": lambda s: s.digest_events(1),
+    "queue_depths": lambda s: s.queue_depths(),
+}
+
+
+class HeldRead:
+    """A read that holds the store's reader until the test releases it: it counts the
+    deliveries, waits, and counts them again, in its one transaction."""
+
+    def __init__(self) -> None:
+        self.inside = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, conn: sqlite3.Connection) -> tuple[int, int]:
+        first = int(conn.execute("SELECT count(*) FROM deliveries").fetchone()[0])
+        self.inside.set()
+        if not self.release.wait(10):
+            raise AssertionError("the test never released the read")
+        return first, int(conn.execute("SELECT count(*) FROM deliveries").fetchone()[0])
+
+    async def hold(self, store: SqliteStore) -> asyncio.Future[tuple[int, int]]:
+        """Start the read on the store's reader (the internal hook: Reader.run), and
+        return once it holds it."""
+        holding = asyncio.ensure_future(store._reader.run(self))
+        assert await asyncio.to_thread(self.inside.wait, 10), "the read never started"
+        return holding
+
+
+@pytest.mark.parametrize("read", READS)
+async def test_a_long_read_holds_up_no_webhook_only_the_reads_after_it(
+    store: SqliteStore, read: str
+) -> None:
+    await store.accept(event("e1"), [delivery()], dedupe_window_s=WINDOW_S)
+    held = HeldRead()
+    holding = await held.hold(store)
+    queued = asyncio.ensure_future(READS[read](store))
+    # The reader is busy: an accept, and a claim, go through the writer all the same.
+    accepted = await asyncio.wait_for(
+        store.accept(event("e2"), [delivery(session="s2")], dedupe_window_s=WINDOW_S), 10
+    )
+    assert not accepted.duplicate
+    assert len(await asyncio.wait_for(due(store, "slack", 2000.0, 10), 10)) == 2
+    assert not queued.done() and not holding.done()  # reads wait for the read before them
+    held.release.set()
+    assert await holding == (1, 1)  # one snapshot, taken before the accept committed
+    await queued
+    # A read that begins after a commit sees it.
+    assert [d.event_id for d in await store.list_deliveries()] == ["e2", "e1"]
+
+
+async def test_close_lets_the_reads_under_way_finish_then_closes_the_reader(
+    db_path: str,
+) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    await store.accept(event("e1"), [delivery()], dedupe_window_s=WINDOW_S)
+    held = HeldRead()
+    holding = await held.hold(store)
+    closing = asyncio.ensure_future(store.close())
+    held.release.set()
+    assert await holding == (1, 1)
+    await asyncio.wait_for(closing, 10)
+    for read in READS.values():
+        with pytest.raises(StoreUnavailable, match="closed"):
+            await read(store)
+    # Every connection is closed: the last one moved the WAL into the database and
+    # removed it (an open reader would have kept it).
+    assert not Path(db_path + "-wal").exists()
+    assert count_rows(db_path, "deliveries") == 1
