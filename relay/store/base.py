@@ -103,7 +103,9 @@ class DeliveryFilter:
     @property
     def unindexed(self) -> bool:
         """Whether the filter tests each delivery itself (its event's type or text, its
-        time): no index finds those, so a listing examines at most `scan` of them a call."""
+        time): no index finds those, so a listing examines at most `scan` of them a call.
+        A store may bound a filter it has no index for in the same way (Redis: by
+        destination); `Found.stopped_at` says so, and searching on finds the rest."""
         return (self.event_type, self.since, self.until, self.text) != (None, None, None, None)
 
 

@@ -468,18 +468,25 @@ class RedisStore:
         index = f"{PREFIX}status:{where.status}" if where.status else f"{PREFIX}all"
         upper = "+inf" if before_id is None else f"({before_id}"
         floor = None
-        if where.unindexed:
-            top = before_id - 1 if before_id is not None else await self._end_id(newest=True)
+        # Redis indexes deliveries by status only (and unfinished ones by destination, for
+        # the queue): a destination filter tests each delivery, so it is bounded as well.
+        if where.unindexed or where.destination is not None:
+            # The newest delivery below the cursor, not the cursor itself: a cursor far
+            # above every id (a hand-made URL, a replay's `upto`) must not walk empty
+            # windows down.
+            top = await self._newest_below(upper)
             if top < 1:
                 return Found([])
             floor = top - scan + 1
         found: list[Delivery] = []
         while len(found) < limit:
-            chunk = await self._deliveries_below(index, upper, floor, _FIND_CHUNK)
+            read, lowest, chunk = await self._deliveries_below(index, upper, floor, _FIND_CHUNK)
             found += [d for d in chunk if _selects(where, d)]
-            if len(chunk) < _FIND_CHUNK:
+            # By the members read, not the deliveries found: one purged between the two
+            # round trips must not look like the end of the index.
+            if read < _FIND_CHUNK:
                 break
-            upper = f"({chunk[-1].id}"
+            upper = f"({lowest}"
         if floor is None or len(found) >= limit or floor <= await self._end_id(newest=False):
             return Found(found[:limit])
         return Found(found, stopped_at=floor)
@@ -492,12 +499,22 @@ class RedisStore:
         )
         return int(_text(ends[0])) if ends else 0
 
+    async def _newest_below(self, upper: str) -> int:
+        """The newest delivery's id below `upper` (a ZRANGEBYSCORE bound); 0 when none."""
+        key = f"{PREFIX}all"
+        ends = await self._call(
+            lambda client: client.zrevrangebyscore(key, upper, "-inf", start=0, num=1)
+        )
+        return int(_text(ends[0])) if ends else 0
+
     async def _deliveries_below(
         self, index: str, upper: str, floor: int | None, count: int
-    ) -> list[Delivery]:
+    ) -> tuple[int, int, list[Delivery]]:
+        """Read up to `count` members of `index` below `upper` (and from `floor`), newest
+        first: how many were read, the lowest one's id, and the deliveries still there."""
         lower = "-inf" if floor is None else str(floor)
 
-        async def chunk(client: aioredis.Redis) -> list[Delivery]:
+        async def chunk(client: aioredis.Redis) -> tuple[int, int, list[Delivery]]:
             members = await client.zrevrangebyscore(index, upper, lower, start=0, num=count)
             async with client.pipeline(transaction=False) as pipe:
                 for member in members:
@@ -512,10 +529,11 @@ class RedisStore:
                 for _, fields in found:
                     pipe.hmget(f"{PREFIX}e:{_text(fields['event_ref'])}", "event_id", "body")
                 events = await pipe.execute()
-            return [
+            deliveries = [
                 _delivery(m, fields, event[0] or b"?", event[1] or b"")
                 for (m, fields), event in zip(found, events, strict=True)
             ]
+            return len(members), int(_text(members[-1])) if members else 0, deliveries
 
         return await self._call(chunk)
 

@@ -65,7 +65,9 @@ def find(
     examines only the `scan` ids below the cursor (Store.find_deliveries)."""
     floor = None
     if where.unindexed:
-        top = before_id - 1 if before_id is not None else _newest_id(conn)
+        # The newest delivery below the cursor, not the cursor itself: a cursor far above
+        # every id (a hand-made URL, a replay's `upto`) must not walk empty windows down.
+        top = _newest_id(conn, before_id)
         if top < 1:
             return Found([])
         floor = top - scan + 1
@@ -93,8 +95,12 @@ def find(
     return Found(found, stopped_at=floor)
 
 
-def _newest_id(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT coalesce(max(id), 0) FROM deliveries").fetchone()[0])
+def _newest_id(conn: sqlite3.Connection, below: int | None = None) -> int:
+    """The newest delivery's id (below `below`, when given); 0 when there is none."""
+    if below is None:
+        return int(conn.execute("SELECT coalesce(max(id), 0) FROM deliveries").fetchone()[0])
+    query = "SELECT coalesce(max(id), 0) FROM deliveries WHERE id < ?"
+    return int(conn.execute(query, (below,)).fetchone()[0])
 
 
 def _oldest_id(conn: sqlite3.Connection) -> int:

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio
 
 from relay.conversations.watch import Observation
-from relay.store.base import AcceptResult, NewDelivery, NewEvent
+from relay.store.base import AcceptResult, DeliveryFilter, NewDelivery, NewEvent
 from relay.store.redis import PREFIX, RedisStore, _conversation_part, durability_problems
 from tests.support.processes import run_cli
 from tests.support.redis_server import RedisServer
@@ -165,6 +165,27 @@ async def test_a_watch_kept_before_its_floors_is_claimed_when_due_and_purged(
         assert (await store.purge(1511.0)).watches == 1
         assert await store.watch("s1") is None
         assert await client.zcard(f"{PREFIX}watches-due") == 0
+    finally:
+        await client.aclose()
+        await store.close()
+
+
+async def test_a_delivery_purged_while_a_listing_reads_it_does_not_end_the_listing(
+    redis_url: str,
+) -> None:
+    """A listing reads an index's members, then their hashes: a member whose hash went in
+    between (a purge) is left out, and the listing goes on below it."""
+    store = RedisStore(redis_url)
+    await store.open()
+    client = redis.asyncio.from_url(redis_url)
+    try:
+        for n in range(450):
+            await accept_one(store, f"e{n}")
+        newest = (await store.find_deliveries(DeliveryFilter(), limit=1)).deliveries[0].id
+        await client.delete(f"{PREFIX}d:{newest - 10:016d}")  # its member stays in `all`
+        for where in (DeliveryFilter(), DeliveryFilter(text="{}")):
+            found = await store.find_deliveries(where, limit=500, scan=1000)
+            assert len(found.deliveries) == 449 and found.stopped_at is None
     finally:
         await client.aclose()
         await store.close()
