@@ -50,10 +50,8 @@ import json
 import os
 import random
 import re
-import signal
 import sqlite3
 import statistics
-import sys
 import threading
 import time
 import uuid
@@ -944,16 +942,7 @@ def _invalid(problems: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, run._interrupt)
-    procs = run.Processes()
-    with run.workdir(args.keep) as tmp:
-        try:
-            return bench(args, tmp, procs)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-        finally:
-            procs.close()
+    return run.run_in_workdir(args.keep, lambda tmp, procs: bench(args, tmp, procs))
 
 
 if __name__ == "__main__":

@@ -61,7 +61,6 @@ import random
 import re
 import resource
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -887,16 +886,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{tool} not found (Debian: apt-get install {tool}; or --no-redis)", file=sys.stderr
             )
             return 1
-    signal.signal(signal.SIGTERM, run._interrupt)
-    procs = run.Processes()
-    with run.workdir(args.keep) as tmp:
-        try:
-            return bench_all(args, tmp, procs)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-        finally:
-            procs.close()
+    return run.run_in_workdir(args.keep, lambda tmp, procs: bench_all(args, tmp, procs))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -581,11 +581,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("wrk not found (Debian: apt-get install wrk)", file=sys.stderr)
         return 1
+    return run_in_workdir(args.keep, lambda tmp, procs: bench(args, tmp, procs))
+
+
+def run_in_workdir(keep: bool, body: Callable[[Path, Processes], int]) -> int:
+    """Run a benchmark's body in a temp dir (kept with `keep`), stopping every process it
+    started on the way out, whether it ends, fails, is interrupted (130) or terminated."""
     signal.signal(signal.SIGTERM, _interrupt)
     procs = Processes()
-    with workdir(args.keep) as tmp:
+    with workdir(keep) as tmp:
         try:
-            return bench(args, tmp, procs)
+            return body(tmp, procs)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
