@@ -487,16 +487,14 @@ class RedisStore:
             if read < _FIND_CHUNK:
                 break
             upper = f"({lowest}"
-        if floor is None or len(found) >= limit or floor <= await self._end_id(newest=False):
+        if floor is None or len(found) >= limit or floor <= await self._oldest_id():
             return Found(found[:limit])
         return Found(found, stopped_at=floor)
 
-    async def _end_id(self, *, newest: bool) -> int:
-        """The newest (or oldest) delivery's id; 0 when there is none."""
+    async def _oldest_id(self) -> int:
+        """The oldest delivery's id; 0 when there is none."""
         key = f"{PREFIX}all"
-        ends = await self._call(
-            lambda client: client.zrange(key, -1 if newest else 0, -1 if newest else 0)
-        )
+        ends = await self._call(lambda client: client.zrange(key, 0, 0))
         return int(_text(ends[0])) if ends else 0
 
     async def _newest_below(self, upper: str) -> int:

@@ -95,12 +95,13 @@ def find(
     return Found(found, stopped_at=floor)
 
 
-def _newest_id(conn: sqlite3.Connection, below: int | None = None) -> int:
-    """The newest delivery's id (below `below`, when given); 0 when there is none."""
-    if below is None:
-        return int(conn.execute("SELECT coalesce(max(id), 0) FROM deliveries").fetchone()[0])
+_ANY_ID = 2**63 - 1  # above every rowid
+
+
+def _newest_id(conn: sqlite3.Connection, below: int | None) -> int:
+    """The newest delivery's id below `below` (any, when None); 0 when there is none."""
     query = "SELECT coalesce(max(id), 0) FROM deliveries WHERE id < ?"
-    return int(conn.execute(query, (below,)).fetchone()[0])
+    return int(conn.execute(query, (_ANY_ID if below is None else below,)).fetchone()[0])
 
 
 def _oldest_id(conn: sqlite3.Connection) -> int:
