@@ -9,6 +9,7 @@ from typing import NoReturn
 
 from aiohttp import web
 
+from relay.activity.tally import tally_of
 from relay.config.model import Config
 from relay.conversations.watch import is_signal_event_id, observation_of
 from relay.events import (
@@ -207,7 +208,8 @@ async def _accept(
     if is_signal_event_id(event.event_id):
         message = f"event id {event.event_id!r} is reserved for relay's conversation signals"
         _reject(400, message, "invalid_event_id", event)
-    deliveries = deliveries_for(event, router.route(event))
+    routing = router.routing(event)
+    deliveries = deliveries_for(event, routing.dispatches)
     watching = config.conversations
     windows = None if watching is None else (watching.unanswered_after_s, watching.ended_after_s)
     observation = observation_of(event, windows)
@@ -217,6 +219,7 @@ async def _accept(
             deliveries,
             dedupe_window_s=config.delivery.dedupe_window_s,
             observation=observation,
+            tally=tally_of(event, routing.matched, config.console),
         )
     except StoreUnavailable as exc:
         log.error("store unavailable, answering 503: %s", exc, extra={"event_id": event.event_id})

@@ -49,6 +49,14 @@ class Dispatch:
 
 
 @dataclass(frozen=True)
+class Routing:
+    """Where an event goes, and the rules it matched, in rule order."""
+
+    dispatches: list[Dispatch]
+    matched: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class RuleVerdict:
     rule: Rule
     outcome: Outcome
@@ -208,10 +216,17 @@ class Router:
 
     def route(self, event: Event) -> list[Dispatch]:
         """Return each destination the event goes to, once, with the first rule naming it."""
+        return self.routing(event).dispatches
+
+    def routing(self, event: Event) -> Routing:
+        """Return where the event goes and every rule it matched (a rule whose
+        destinations earlier rules took still matched: the console counts it)."""
         dispatches: dict[str, Dispatch] = {}
+        matched: list[str] = []
         for rule, matches in self._rules:
             if not matches(event):
                 continue
+            matched.append(rule.name)
             for destination in rule.send_to:
                 if destination not in dispatches:
                     dispatches[destination] = Dispatch(
@@ -219,7 +234,7 @@ class Router:
                     )
             if rule.stop:
                 break
-        return list(dispatches.values())
+        return Routing(list(dispatches.values()), tuple(matched))
 
 
 def route(rules: Sequence[Rule], event: Event) -> list[Dispatch]:

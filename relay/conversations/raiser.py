@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 
+from relay.activity.tally import tally_of
 from relay.conversations.watch import SIGNAL_TYPES, DueSignal, Watch, due_signals, signal_event_id
 from relay.events import Event, session_event
 from relay.ingest import deliveries_for
@@ -88,7 +89,8 @@ class SignalRaiser:
         state = self.state
         config, router = state.config, state.router  # once, as a webhook handler does
         event = signal_event(watch, due, now)
-        deliveries = deliveries_for(event, router.route(event))
+        routing = router.routing(event)
+        deliveries = deliveries_for(event, routing.dispatches)
         signal = NewSignal(
             watch.conversation, due.kind, due.number, NewEvent(event.event_id, event.raw, now)
         )
@@ -97,6 +99,7 @@ class SignalRaiser:
             deliveries,
             owner=self.owner,
             dedupe_window_s=config.delivery.dedupe_window_s,
+            tally=tally_of(event, routing.matched, config.console),
         )
         if not stored:  # an answer or an event came meanwhile, or another process raised it
             return 0

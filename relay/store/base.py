@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
+from relay.activity.tally import RuleHits, Tally
 from relay.conversations.watch import Forget, Observation, SignalKind, Watch
 from relay.request_record import RequestRecord
 
@@ -180,10 +181,11 @@ class Store(Protocol):
         *,
         dedupe_window_s: float,
         observation: Observation | Forget | None = None,
+        tally: Tally | None = None,
     ) -> AcceptResult:
         """Store an event, its deliveries and its dedupe key in one transaction, and move
         its conversation's watch on by `observation` (watch.observe), or delete it (Forget),
-        in the same one.
+        and add its `tally` to the activity counters, in the same one.
 
         Return `duplicate=True` (storing nothing, the watch untouched) when the event id
         was accepted within the dedupe window. Return only after the transaction is
@@ -204,10 +206,11 @@ class Store(Protocol):
         *,
         owner: str,
         dedupe_window_s: float,
+        tally: Tally | None = None,
     ) -> bool:
         """In one transaction: if the conversation's watch still owes the signal at its
         event's received_at (watch.may_raise), mark it raised (watch.raised) and accept
-        its event and deliveries as `accept` does; then, either way, give up the owner's
+        its event, deliveries and tally as `accept` does; then, either way, give up the owner's
         claim on the watch. Return whether the signal was raised."""
 
     async def watch(self, conversation: str) -> Watch | None:
@@ -328,6 +331,10 @@ class Store(Protocol):
 
     async def replay(self, ids: Sequence[int] | None, now: float) -> int:
         """Put dead deliveries (the given ones, or all when None) back in the queue."""
+
+    async def rule_hits(self, since_hour: int) -> list[RuleHits]:
+        """Return every rule (NO_RULE included) with a hit kept in the counters: its hits
+        in the hours from `since_hour` on, and its latest match of all those kept."""
 
     async def purge(self, before: float) -> Purged:
         """Delete one bounded step of history: deliveries that finished before `before`,

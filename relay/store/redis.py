@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from relay.activity.tally import RuleHits, Tally
 from relay.conversations.watch import WATCH_FIELDS, Forget, Observation, Watch
 from relay.events import normalize_event_type, searchable_text, stored_event_type
 from relay.request_record import RequestRecord
@@ -60,7 +61,10 @@ _SCRIPTS = (
 )  # fmt: skip
 # The shared Lua (lua/lib_*.lua) each of these scripts runs, prepended to its own text when
 # it is registered: one copy of the logic several scripts need.
-_LIBS = {"accept": ("lib_event", "lib_watch"), "watch": ("lib_event", "lib_watch")}
+_LIBS = {
+    "accept": ("lib_event", "lib_watch", "lib_tally"),
+    "watch": ("lib_event", "lib_watch", "lib_tally"),
+}
 # How many attempts a delivery keeps, the latest: a list per delivery stays bounded however
 # often it is replayed.
 ATTEMPTS_KEPT = 100
@@ -162,6 +166,21 @@ def _observation_args(seen: Observation | Forget) -> list[Any]:
         _time(seen.received_at),
         _time(seen.unanswered_after_s),
         _time(seen.ended_after_s),
+    ]
+
+
+def _tally_args(tally: Tally) -> list[Any]:
+    """'tally' and the arguments of lib_tally.lua's tally_add."""
+    return [
+        "tally",
+        tally.hour,
+        _time(tally.keep_until - tally.at),
+        _time(tally.at),
+        _utf8(tally.agent_id),
+        len(tally.counters),
+        *tally.counters,
+        len(tally.rules),
+        *(_utf8(rule) for rule in tally.rules),
     ]
 
 
@@ -276,10 +295,13 @@ class RedisStore:
         *,
         dedupe_window_s: float,
         observation: Observation | Forget | None = None,
+        tally: Tally | None = None,
     ) -> AcceptResult:
         args = _event_args(event, deliveries, dedupe_window_s)
         if observation is not None:  # without one, accept.lua touches no watch
-            args += _observation_args(observation)
+            args += ["watch", *_observation_args(observation)]
+        if tally is not None:
+            args += _tally_args(tally)
         duplicate = await self._accepts.call(args)
         count = 0 if duplicate else len(deliveries)
         return AcceptResult(duplicate=bool(duplicate), event_id=event.event_id, deliveries=count)
@@ -306,10 +328,13 @@ class RedisStore:
         *,
         owner: str,
         dedupe_window_s: float,
+        tally: Tally | None = None,
     ) -> bool:
         digest = _conversation_part(signal.conversation)
         args = ["raise", digest, signal.kind, signal.number, owner]
         args += _event_args(signal.event, deliveries, dedupe_window_s)
+        if tally is not None:
+            args += _tally_args(tally)
         return bool(await self._script("watch", args))
 
     async def watch(self, conversation: str) -> Watch | None:
@@ -565,6 +590,39 @@ class RedisStore:
             if not last:
                 return total
             after = int(last)
+
+    async def rule_hits(self, since_hour: int) -> list[RuleHits]:
+        hits: dict[str, int] = {}
+        last: dict[str, float] = {}
+        for hour, fields in await self._counters():
+            for field, value in fields.items():
+                scope, key, name = _text(field).split("\t")
+                if scope != "rule":
+                    continue
+                if name == "hits":
+                    hits[key] = hits.get(key, 0) + (int(value) if hour >= since_hour else 0)
+                else:
+                    last[key] = max(last.get(key, float("-inf")), float(value))
+        return [RuleHits(rule, hits.get(rule, 0), at) for rule, at in last.items()]
+
+    async def _counters(self) -> list[tuple[int, dict[bytes, bytes]]]:
+        """Return each kept hour's counters hash (lib_tally.lua), in one round trip after
+        the one that finds the hours; an hour whose hash expired leaves the list."""
+        hours_key = f"{PREFIX}counter-hours"
+        found = await self._call(lambda client: client.zrange(hours_key, 0, -1))
+        hours = [int(_text(hour)) for hour in found]
+
+        async def read(client: aioredis.Redis) -> list[dict[bytes, bytes]]:
+            async with client.pipeline(transaction=False) as pipe:
+                for hour in hours:
+                    pipe.hgetall(f"{PREFIX}counters:{hour}")
+                return list(await pipe.execute())
+
+        hashes = await self._call(read) if hours else []
+        gone = [hour for hour, fields in zip(hours, hashes, strict=True) if not fields]
+        if gone:
+            await self._call(lambda client: client.zrem(hours_key, *gone))
+        return [(hour, fields) for hour, fields in zip(hours, hashes, strict=True) if fields]
 
     async def purge(self, before: float) -> Purged:
         """Delete history finished or received before `before`, and threads and watches

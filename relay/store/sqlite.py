@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from relay.activity.tally import RuleHits, Tally
 from relay.conversations.watch import Forget, Observation, Watch
-from relay.store import sqlite_listing, sqlite_watches
+from relay.store import sqlite_counters, sqlite_listing, sqlite_watches
 from relay.store import sqlite_ops as ops
 from relay.store.base import (
     SCAN_ROWS,
@@ -80,6 +81,7 @@ class StoreStats:
     purged_events: int = 0
     purged_threads: int = 0
     purged_watches: int = 0
+    purged_counters: int = 0
 
 
 @dataclass(eq=False)
@@ -171,13 +173,14 @@ class SqliteStore:
         *,
         dedupe_window_s: float,
         observation: Observation | Forget | None = None,
+        tally: Tally | None = None,
     ) -> AcceptResult:
         """Store an event, its deliveries and its dedupe key once the commit is durable."""
         deliveries = tuple(deliveries)
         self._latest_received_at = max(self._latest_received_at, event.received_at)
 
         def op(conn: sqlite3.Connection) -> AcceptResult:
-            return ops.accept(conn, event, deliveries, dedupe_window_s, observation)
+            return ops.accept(conn, event, deliveries, dedupe_window_s, observation, tally)
 
         return await self._submit(op, accept=True)
 
@@ -195,11 +198,12 @@ class SqliteStore:
         *,
         owner: str,
         dedupe_window_s: float,
+        tally: Tally | None = None,
     ) -> bool:
         """Store a signal its watch still owes; release the owner's claim on the watch."""
         deliveries = tuple(deliveries)
         return await self._submit(
-            lambda conn: ops.raise_signal(conn, signal, deliveries, dedupe_window_s, owner)
+            lambda conn: ops.raise_signal(conn, signal, deliveries, dedupe_window_s, owner, tally)
         )
 
     async def watch(self, conversation: str) -> Watch | None:
@@ -333,6 +337,10 @@ class SqliteStore:
         """Return how many deliveries there are, by status and by destination."""
         return await self._reader.run(sqlite_listing.counts)
 
+    async def rule_hits(self, since_hour: int) -> list[RuleHits]:
+        """Each rule's hits from `since_hour` on, on the reader (sqlite_counters)."""
+        return await self._reader.run(lambda conn: sqlite_counters.rule_hits(conn, since_hour))
+
     async def replay(self, ids: Sequence[int] | None, now: float) -> int:
         """Put dead deliveries (the given ones, or all when None) back in the queue.
 
@@ -449,10 +457,16 @@ class SqliteStore:
         jobs = []
         if batches % _PURGE_DEDUPE_EVERY_BATCHES == 0:
             jobs.append(_Job(lambda conn: ops.purge_dedupe(conn, latest), None))
+            jobs.append(_Job(lambda conn: self._purge_counters(conn, latest), None))
         if self._retention_s > 0 and batches % _PURGE_HISTORY_EVERY_BATCHES == 0:
             before = latest - self._retention_s
             jobs.append(_Job(lambda conn: self._purge_history(conn, before), None))
         return jobs
+
+    def _purge_counters(self, conn: sqlite3.Connection, now: float) -> int:
+        counters = sqlite_counters.purge(conn, now, _PURGE_HISTORY_ROWS)
+        self.stats.purged_counters += counters
+        return counters
 
     def _purge_history(self, conn: sqlite3.Connection, before: float) -> Purged:
         deliveries, events = ops.purge_history(

@@ -12,9 +12,11 @@ import sqlite3
 from collections.abc import Sequence
 from typing import cast
 
+from relay.activity.tally import Tally
 from relay.conversations.watch import Forget, Observation
 from relay.limits import take_token
 from relay.request_record import RequestRecord
+from relay.store import sqlite_counters as counters
 from relay.store import sqlite_listing
 from relay.store import sqlite_watches as watches
 from relay.store.base import (
@@ -30,7 +32,7 @@ from relay.store.base import (
 )
 from relay.store.sqlite_rows import DELIVERY_COLUMNS, deliveries_of
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 # events.id, not events.event_id, is the key: the same event id may be accepted again once
 # its dedupe window has passed, and each acceptance is its own event row.
@@ -150,7 +152,7 @@ ALTER TABLE events ADD COLUMN request TEXT;
 _MIGRATIONS = {
     1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5, 6: _SCHEMA_V6,
     7: _SCHEMA_V7, 8: watches.SCHEMA_V8, 9: sqlite_listing.SCHEMA_V9,
-    10: watches.SCHEMA_V10, 11: _SCHEMA_V11,
+    10: watches.SCHEMA_V10, 11: _SCHEMA_V11, 12: counters.SCHEMA_V12,
 }  # fmt: skip
 
 UNFINISHED = "status IN ('pending', 'failed')"
@@ -264,9 +266,10 @@ def accept(
     deliveries: Sequence[NewDelivery],
     dedupe_window_s: float,
     observation: Observation | Forget | None = None,
+    tally: Tally | None = None,
 ) -> AcceptResult:
-    """Store the event, its deliveries and its dedupe key, and move its conversation's
-    watch on, unless it is a duplicate."""
+    """Store the event, its deliveries and its dedupe key, move its conversation's watch
+    on and add its tally to the counters, unless it is a duplicate."""
     # One statement both checks and claims the key: it inserts a new key or renews an
     # expired one, and changes nothing (rowcount 0) while the key is still live.
     claimed = conn.execute(
@@ -279,6 +282,8 @@ def accept(
         return AcceptResult(duplicate=True, event_id=event.event_id, deliveries=0)
     if observation is not None:
         watches.observe_event(conn, observation)
+    if tally is not None:
+        counters.add(conn, tally)
     request = None if event.request is None else event.request.to_json()
     cur = conn.execute(
         "INSERT INTO events (event_id, body, received_at, request) VALUES (?, ?, ?, ?)",
@@ -316,13 +321,14 @@ def raise_signal(
     deliveries: Sequence[NewDelivery],
     dedupe_window_s: float,
     owner: str,
+    tally: Tally | None = None,
 ) -> bool:
     """Accept a signal's event if its watch still owes it; release the owner's claim."""
     now = signal.event.received_at
     if not watches.mark_raised(conn, signal.conversation, signal.kind, signal.number, now, owner):
         return False
     # Its id was taken (ingest reserves them, so never by a posted event): nothing stored.
-    return not accept(conn, signal.event, deliveries, dedupe_window_s).duplicate
+    return not accept(conn, signal.event, deliveries, dedupe_window_s, tally=tally).duplicate
 
 
 def _add_to_digest(

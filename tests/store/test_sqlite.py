@@ -11,6 +11,7 @@ from typing import cast
 
 import pytest
 
+from relay.activity.tally import Tally
 from relay.request_record import RequestRecord
 from relay.store import sqlite_ops
 from relay.store.base import Delivery, DeliveryFilter, NewDelivery, NewEvent, StoreUnavailable
@@ -662,7 +663,7 @@ async def test_a_version_10_database_keeps_its_events_and_then_their_requests(
     finally:
         await store.close()
     with sqlite3.connect(db_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 11
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_ops.SCHEMA_VERSION
         columns = [row[1] for row in conn.execute("PRAGMA table_info(events)")]
         assert columns == ["id", "event_id", "body", "received_at", "request"]
 
@@ -746,3 +747,20 @@ async def test_close_lets_the_reads_under_way_finish_then_closes_the_reader(
     # removed it (an open reader would have kept it).
     assert not Path(db_path + "-wal").exists()
     assert count_rows(db_path, "deliveries") == 1
+
+
+async def test_counters_past_their_history_are_purged_as_the_store_runs(
+    store: SqliteStore, db_path: str
+) -> None:
+    def tally(at: float) -> Tally:
+        hour = int(at // 3600)
+        return Tally(hour, "A1", ("events",), ("all",), at, (hour + 1) * 3600 + 3600.0)
+
+    old = 400_000 * 3600.0  # in 2015; counters kept an hour after their hour: until old + 2 h
+    await store.accept(event("old", old), [], dedupe_window_s=10, tally=tally(old))
+    kept = old + 2 * 3600.0 + 1
+    for i in range(70):  # one batch each: the purge runs every 64 batches
+        await store.accept(event(f"new{i}", kept), [], dedupe_window_s=10, tally=tally(kept))
+    hours = sqlite3.connect(db_path).execute("SELECT DISTINCT hour FROM counters").fetchall()
+    assert hours == [(int(kept // 3600),)]
+    assert store.stats.purged_counters == 2  # the old hour's 'events' and its 'all' hit

@@ -7,19 +7,25 @@ ARGV     the event and its deliveries as lib_event.lua's store_event takes them:
          event_id, body, received_at, dedupe_window_s, request ('' for none), count, then
          count times: destination, rule, template ('' for none), session_key, digest_s
          ('' for none: a delivery of its own);
-         then, only when the event tells its conversation something (an Observation), its
-         watch's arguments as lib_watch.lua's watch_observe takes them
+         then 'watch' and its watch's arguments as lib_watch.lua's watch_observe takes
+         them, only when the event tells its conversation something (an Observation);
+         then 'tally' and its tally's arguments as lib_tally.lua's tally_add takes them,
+         only when relay keeps activity counters
 Returns  1 when the event id was accepted within its dedupe window (nothing stored, the
          watch untouched), else 0.
-Atomic:  the dedupe check, the event, every delivery and the watch go in together or not
-         at all.
+Atomic:  the dedupe check, the event, every delivery, the watch and the counters go in
+         together or not at all.
 ]]
 local P = KEYS[1]
 local duplicate, after = store_event(P, 1)
 if duplicate then
   return 1
 end
-if ARGV[after] then
-  watch_observe(P, after)
+if ARGV[after] == 'watch' then
+  watch_observe(P, after + 1)
+  after = after + 11
+end
+if ARGV[after] == 'tally' then
+  tally_add(P, after + 1)
 end
 return 0

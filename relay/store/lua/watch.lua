@@ -4,8 +4,9 @@ the watches of quiet conversations. (accept.lua moves a watch on with each event
 KEYS[1]  the store's key prefix (see accept.lua); the keys are lib_watch.lua's
 ARGV     'claim', now, limit, owner, lease_until
          or 'raise', digest, kind ('unanswered' or 'ended'), number, owner, then the
-            signal's event and deliveries as lib_event.lua's store_event takes them; the
-            event's received_at is the moment the signal is raised at
+            signal's event and deliveries as lib_event.lua's store_event takes them (the
+            event's received_at is the moment the signal is raised at), then 'tally' and
+            its tally's arguments as lib_tally.lua's tally_add takes them, or nothing
          or 'purge', before, limit
 Returns  for 'claim', 1 when it stopped reading before it could tell that nothing more
          is due (it reads at most limit + 1000 watches: redis.py calls again), else 0;
@@ -79,8 +80,12 @@ if op == 'raise' then
   if not owed then
     return 0
   end
-  if store_event(P, 6) then  -- its id was taken: nothing stored (ingest reserves them)
+  local taken, after = store_event(P, 6)
+  if taken then  -- its id was taken: nothing stored (ingest reserves them)
     return 0
+  end
+  if ARGV[after] == 'tally' then
+    tally_add(P, after + 1)
   end
   return 1
 end

@@ -1,0 +1,41 @@
+--[[ lib_tally: add an accepted event's tally to the activity counters (SPEC 8.1).
+
+Not a script of its own: redis.py prepends it to the scripts that store events (accept,
+watch). relay/activity/tally.py says what a tally is; relay/store/sqlite_counters.py keeps
+the same counters in SQLite.
+
+Keys     counters:<hour>  hash, one per hour that has counters (hour: received_at // 3600):
+                          'agent\t<agent id>\t<counter>' -> count,
+                          'rule\t<rule name>\thits' -> count (name '' : no rule matched),
+                          'rule\t<rule name>\tlast' -> its latest match in the hour.
+                          It expires console.history after its hour, counted from when it
+                          was made (a TTL: relay's clock and Redis's need not agree).
+         counter-hours    zset: the hours that have a counters hash (score: the hour), so
+                          that a reader finds them without a SCAN.
+
+tally_add(P, at): ARGV from `at`: hour, keep_s (how long after the event its hour's
+counters are kept), received_at, agent_id, n, n counter names, m, m rule names.
+]]
+local function tally_add(P, at)
+  local hour, keep_s, received_at, agent_id = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+  local key = P .. 'counters:' .. hour
+  -- EXISTS is only read: unlike setting the TTL on every event, it is not written to the AOF.
+  local new = redis.call('EXISTS', key) == 0
+  local n = tonumber(ARGV[at + 4])
+  for i = at + 5, at + 4 + n do
+    redis.call('HINCRBY', key, 'agent\t' .. agent_id .. '\t' .. ARGV[i], 1)
+  end
+  local m_at = at + 5 + n
+  for i = m_at + 1, m_at + tonumber(ARGV[m_at]) do
+    redis.call('HINCRBY', key, 'rule\t' .. ARGV[i] .. '\thits', 1)
+    local last_field = 'rule\t' .. ARGV[i] .. '\tlast'
+    local last = redis.call('HGET', key, last_field)
+    if not last or tonumber(last) < tonumber(received_at) then
+      redis.call('HSET', key, last_field, received_at)
+    end
+  end
+  if new then
+    redis.call('EXPIRE', key, math.ceil(tonumber(keep_s)))
+    redis.call('ZADD', P .. 'counter-hours', hour, hour)
+  end
+end
