@@ -8,7 +8,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from relay.console import bulk, live, sample, views
+from relay.console import bulk, live, rules_page, sample, views
 from relay.console.answers import error
 from relay.console.auth import require_login
 from relay.console.csrf import CsrfTokens
@@ -67,6 +67,7 @@ def create_console_app(
     app.router.add_post(sample.TEST_PATH, sample.send_test, name="send_test")
     app.router.add_get(r"/deliveries/{id}", views.delivery, name="delivery")
     app.router.add_post(r"/deliveries/{id}/replay", views.replay, name="replay")
+    app.router.add_get(rules_page.RULES_PATH, rules_page.rules, name="rules")
     app.router.add_static("/static/", STATIC, name="static")
     return app
 

@@ -55,6 +55,9 @@ ROUTES = [
     ("GET", "/deliveries/live?status=dead"),
     ("HEAD", "/deliveries/live"),
     ("GET", "/static/live.js"),
+    ("GET", "/rules"),
+    ("GET", "/rules?period=7d"),
+    ("HEAD", "/rules"),
 ]
 
 
