@@ -19,10 +19,10 @@ from relay.conversations.watch import (
     Observation,
     Watch,
     may_raise,
-    observe,
     raised,
     watch_of,
 )
+from relay.store import sqlite_observe
 
 # Version 8: conversation watches. due_at is Watch.due_at, kept as a column so the due
 # ones are found through an index that holds only watches with something left to raise.
@@ -66,8 +66,8 @@ CREATE INDEX watches_by_last_received_at ON watches (last_received_at);
 # - due_floor: at most due_at. Every event pushes the end further away, which leaves the
 #   floor where it was; only an earlier deadline (a stretch opening) lowers it. A claim
 #   raises floors that have passed without their watch being due to its real due_at.
-# - quiet_at: at most last_received_at and at most QUIET_STEP_S behind it, so the purge
-#   finds quiet watches through it and an event moves it once in QUIET_STEP_S.
+# - quiet_at: at most last_received_at and at most QUIET_STEP_S (sqlite_observe) behind
+#   it, so the purge finds quiet watches through it and an event moves it once in that.
 # UPDATE, unlike INSERT OR REPLACE, leaves alone the indexes whose columns it does not set.
 SCHEMA_V10 = """
 ALTER TABLE watches ADD COLUMN due_floor REAL;
@@ -88,7 +88,6 @@ END;
 # writes its watches with INSERT OR REPLACE and no floors; without them the row would be in
 # neither index, claimed never and purged never. This relay's own inserts set the floors.
 
-QUIET_STEP_S = 600.0
 # How many passed floors one statement of a claim moves (it repeats until none is left).
 _REINDEX_ROWS = 1000
 
@@ -100,8 +99,6 @@ _REALS = frozenset(f.name for f in dataclasses.fields(Watch) if str(f.type).star
 _READS: tuple[Callable[[Any], Any] | None, ...] = tuple(
     bool if name in _BOOLEANS else float if name in _REALS else None for name in WATCH_FIELDS
 )
-_ROW = (*WATCH_FIELDS, "due_at", "due_floor", "quiet_at", "claimed_by", "lease_until")
-_INSERT_SQL = f"INSERT INTO watches ({', '.join(_ROW)}) VALUES ({', '.join('?' * len(_ROW))})"
 _FIND_SQL = (
     f"SELECT {_COLUMNS}, due_floor, quiet_at, claimed_by, lease_until"
     " FROM watches WHERE conversation = ?"
@@ -170,13 +167,6 @@ def _find(conn: sqlite3.Connection, conversation: str) -> _Stored | None:
     return _Stored(_watch(row), due_floor, float(quiet_at), claimed_by, float(lease_until))
 
 
-def _insert(conn: sqlite3.Connection, watch: Watch) -> None:
-    values = [getattr(watch, name) for name in WATCH_FIELDS]
-    conn.execute(
-        _INSERT_SQL, (*values, watch.due_at, watch.due_at, watch.last_received_at, None, 0.0)
-    )
-
-
 def _update(conn: sqlite3.Connection, old: _Stored, new: _Stored) -> None:
     """Write a row, moving an index entry only where its bound changed."""
     set_due_floor = new.due_floor != old.due_floor
@@ -187,31 +177,13 @@ def _update(conn: sqlite3.Connection, old: _Stored, new: _Stored) -> None:
     conn.execute(_update_sql(set_due_floor, set_quiet_at), (*values, new.watch.conversation))
 
 
-def _floor(floor: float | None, due_at: float | None) -> float | None:
-    """The due floor after an event: lowered to an earlier deadline, otherwise kept."""
-    if floor is None or due_at is None:
-        return due_at
-    return min(floor, due_at)
-
-
 def observe_event(conn: sqlite3.Connection, seen: Observation | Forget) -> None:
     """Move a conversation's watch on by one accepted event (a claim on it stays), or
     forget it."""
     if isinstance(seen, Forget):
         conn.execute("DELETE FROM watches WHERE conversation = ?", (seen.conversation,))
-        return
-    found = _find(conn, seen.conversation)
-    if found is None:
-        _insert(conn, observe(None, seen))
-        return
-    watch = observe(found.watch, seen)
-    quiet_at = found.quiet_at
-    if watch.last_received_at - quiet_at >= QUIET_STEP_S:
-        quiet_at = watch.last_received_at
-    moved = _Stored(
-        watch, _floor(found.due_floor, watch.due_at), quiet_at, found.claimed_by, found.lease_until
-    )
-    _update(conn, found, moved)
+    else:
+        sqlite_observe.observe(conn, seen)
 
 
 def claim(
