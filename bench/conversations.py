@@ -233,7 +233,7 @@ def store_counts(url: str) -> Counts:
 
         with redis.Redis.from_url(url) as client:
             events = int(client.zcard(REDIS_PREFIX + "events"))
-            return Counts(events, int(client.zcard(REDIS_PREFIX + "watches-quiet")))
+            return Counts(events, int(client.zcard(REDIS_PREFIX + "w-quiet")))
     db = url.removeprefix("sqlite:")
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         events = conn.execute("SELECT count(*) FROM events").fetchone()[0]

@@ -70,6 +70,8 @@ _LIBS = {
 ATTEMPTS_KEPT = 100
 # How many deliveries a filtered listing reads from Redis in one round trip.
 _FIND_CHUNK = 200
+# How many watches an older relay kept one call takes over (watch.lua's 'migrate').
+_MIGRATE_ROWS = 1000
 # A step of the retention purge, and how often one runs.
 _PURGE_ROWS = 500
 _PURGE_EVERY_S = 5.0
@@ -273,8 +275,19 @@ class RedisStore:
         await self._check_durability()
         if await self._script("counts", []):
             log.info("counted the deliveries of %s by status and destination", self.shown_url)
+        await self._take_over_watches()
         if self._retention_s > 0:
             self._purger = asyncio.create_task(self._purge_forever(), name="relay-redis-purge")
+
+    async def _take_over_watches(self) -> None:
+        """Rewrite the watches an older relay kept as hashes as this one keeps them
+        (lib_watch.lua), a bounded step a call; a relay still running beside this one may
+        make more, which claims and reads take over as they meet them."""
+        taken = 0
+        while found := int(await self._script("watch", ["migrate", _MIGRATE_ROWS])):
+            taken += found
+        if taken:
+            log.info("took over %d conversation watches an older relay kept", taken)
 
     async def close(self) -> None:
         if self._purger is not None:
@@ -338,9 +351,8 @@ class RedisStore:
         return bool(await self._script("watch", args))
 
     async def watch(self, conversation: str) -> Watch | None:
-        key = f"{PREFIX}watch:{_conversation_part(conversation)}"
-        fields = await self._call(lambda client: client.hgetall(key))
-        return _watch({_text(k): v for k, v in fields.items()}) if fields else None
+        flat = await self._script("watch", ["read", _conversation_part(conversation)])
+        return _watch(_fields(flat)) if flat else None
 
     async def claim(
         self, destination: str, now: float, limit: int, *, owner: str, lease_s: float

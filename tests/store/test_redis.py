@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio
 
-from relay.conversations.watch import Observation
 from relay.store.base import AcceptResult, DeliveryFilter, NewDelivery, NewEvent
-from relay.store.redis import PREFIX, RedisStore, _conversation_part, durability_problems
+from relay.store.redis import PREFIX, RedisStore, durability_problems
 from tests.support.processes import run_cli
 from tests.support.redis_server import RedisServer
 
@@ -134,40 +133,6 @@ async def accept_one(store: RedisStore, event_id: str) -> AcceptResult:
         [NewDelivery("slack", "r", None, event_id)],
         dedupe_window_s=60.0,
     )
-
-
-async def test_a_watch_kept_before_its_floors_is_claimed_when_due_and_purged(
-    redis_url: str,
-) -> None:
-    """A watch written before watches had floors (no due_floor, no quiet_at; its zset
-    scores its times) is still claimed when due, not before, and forgotten when quiet."""
-    store = RedisStore(redis_url)
-    await store.open()
-    client = redis.asyncio.from_url(redis_url)
-    try:
-        for at in (1000.0, 1500.0):
-            seen = Observation("s1", "A1", None, "other", None, at, at, 120.0, 600.0)
-            await store.accept(
-                NewEvent(f"e{at}", b"{}", at), [], dedupe_window_s=60.0, observation=seen
-            )
-        digest = _conversation_part("s1")
-        await client.hdel(f"{PREFIX}watch:{digest}", "due_floor", "quiet_at")
-        await client.zadd(f"{PREFIX}watches-due", {digest: 2100.0})
-        await client.zadd(f"{PREFIX}watches-quiet", {digest: 1500.0})
-        seen = Observation("s1", "A1", None, "other", None, 1510.0, 1510.0, 120.0, 600.0)
-        await store.accept(
-            NewEvent("e3", b"{}", 1510.0), [], dedupe_window_s=60.0, observation=seen
-        )
-        assert await store.claim_watches(2109.0, 10, owner="a", lease_s=10.0) == []
-        [due] = await store.claim_watches(2110.0, 10, owner="a", lease_s=10.0)
-        assert due.end_due == 2110.0
-        assert (await store.purge(1505.0)).watches == 0
-        assert (await store.purge(1511.0)).watches == 1
-        assert await store.watch("s1") is None
-        assert await client.zcard(f"{PREFIX}watches-due") == 0
-    finally:
-        await client.aclose()
-        await store.close()
 
 
 async def test_a_delivery_purged_while_a_listing_reads_it_does_not_end_the_listing(

@@ -9,7 +9,7 @@ import sqlite3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.conversations.watch import Observation, Watch, observe
+from relay.conversations.watch import Observation, Role, Watch, observe
 from relay.store import sqlite_ops, sqlite_watches
 from relay.store.sqlite_observe import QUIET_STEP_S
 
@@ -18,7 +18,7 @@ TIMES = st.sampled_from([0.0, 1.0, 5.0, 5.0, 9.5, 20.0, 700.0, 1300.0])
 
 @st.composite
 def observations(draw: st.DrawFn) -> Observation:
-    role = draw(st.sampled_from(["visitor", "agent", "other"]))
+    role: Role = draw(st.sampled_from(["visitor", "agent", "other"]))
     return Observation(
         conversation=draw(st.sampled_from(["s1", "s2"])),
         agent_id=draw(st.sampled_from(["A1", "A2", ""])),

@@ -1,5 +1,6 @@
---[[ watch: claim the conversation watches that are due, raise their signals, and forget
-the watches of quiet conversations. (accept.lua moves a watch on with each event.)
+--[[ watch: claim the conversation watches that are due, raise their signals, forget the
+watches of quiet conversations, read one, and take over those an older relay kept.
+(accept.lua moves a watch on with each event.)
 
 KEYS[1]  the store's key prefix (see accept.lua); the keys are lib_watch.lua's
 ARGV     'claim', now, limit, owner, lease_until
@@ -8,13 +9,17 @@ ARGV     'claim', now, limit, owner, lease_until
             event's received_at is the moment the signal is raised at), then 'tally' and
             its tally's arguments as lib_tally.lua's tally_add takes them, or nothing
          or 'purge', before, limit
+         or 'read', digest
+         or 'migrate', limit
 Returns  for 'claim', 1 when it stopped reading before it could tell that nothing more
          is due (it reads at most limit + 1000 watches: redis.py calls again), else 0;
-         then the claimed watches' fields (HGETALL), at most `limit`, by the floor of when
-         each is due (lib_watch.lua; a watch whose claim ran out counts as due from its
-         lease's end);
+         then the claimed watches' fields (lib_watch.lua's watch_fields), at most
+         `limit`, by the floor of when each is due (a watch whose claim ran out counts as
+         due from its lease's end);
          for 'raise', 1 when the watch still owed the signal (raised), else 0;
-         for 'purge', how many watches went
+         for 'purge', how many watches went;
+         for 'read', the watch's fields, or none;
+         for 'migrate', how many watches an older relay kept were taken over
 Atomic:  a watch is claimed by one owner at a time: it must be due, and any lease on it
          over. Claimed, it is scored by its lease's end, so a claim reads only the watches
          it may take. A signal is stored, with its dedupe key, only while its watch still
@@ -26,8 +31,23 @@ Atomic:  a watch is claimed by one owner at a time: it must be due, and any leas
 local P = KEYS[1]
 local op = ARGV[1]
 
+-- Take over up to `limit` watches an older relay kept (each is in its watches-quiet).
+local function migrate(limit)
+  local old = redis.call('ZRANGE', P .. 'watches-quiet', 0, limit - 1)
+  for _, digest in ipairs(old) do
+    if not watch_take_over(P, digest) then
+      redis.call('ZREM', P .. 'watches-quiet', digest)
+    end
+  end
+  return #old
+end
+
 if op == 'claim' then
-  local now, limit, owner, lease_until = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
+  local now, limit, owner = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+  local lease_until = tonumber(ARGV[5])
+  -- An older relay still running beside this one may have made watches since the last
+  -- call: a few each call, so that those come due too.
+  migrate(100)
   local claimed = {}
   -- Every watch read leaves the range (claimed, put at its time, or gone), so each round
   -- reads new ones; a floor that passed before its watch was due does not use up `limit`.
@@ -35,26 +55,24 @@ if op == 'claim' then
   local budget = limit + 1000
   local found = {}
   while #claimed < limit and budget > 0 do
-    found = redis.call('ZRANGEBYSCORE', P .. 'watches-due', '-inf', now, 'LIMIT', 0,
+    found = redis.call('ZRANGEBYSCORE', P .. 'w-due', '-inf', num(now), 'LIMIT', 0,
       math.min(limit - #claimed, budget))
     if #found == 0 then
       break
     end
     budget = budget - #found
     for _, digest in ipairs(found) do
-      local w = watch_read(P, digest, true)
-      if w.due_at and tonumber(later(w.due_at, w.lease_until)) <= now then
-        watch_save(P, digest, w, {claimed_by = owner, lease_until = lease_until}, true)
-        local fields = {}
-        for name, value in pairs(w) do
-          fields[#fields + 1] = name
-          fields[#fields + 1] = value
-        end
-        claimed[#claimed + 1] = fields
-      elseif w.opened_at then  -- its floor passed, but it is not due: put it at its time
-        watch_save(P, digest, w, {}, true)
+      local packed = redis.call('GET', watch_key(P, digest))
+      local w = packed and watch_decode(packed)
+      local due = w and watch_due_at(w)
+      if due and math.max(due, w.lease_until) <= now then
+        w.claimed_by, w.lease_until = owner, lease_until
+        watch_save(P, digest, w, true)
+        claimed[#claimed + 1] = watch_fields(w)
+      elseif w then  -- its floor passed, but it is not due: put it at its time
+        watch_save(P, digest, w, true)
       else
-        redis.call('ZREM', P .. 'watches-due', digest)
+        redis.call('ZREM', P .. 'w-due', digest)
       end
     end
   end
@@ -66,16 +84,19 @@ end
 if op == 'raise' then
   local digest, kind, number, owner = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
   local w = watch_read(P, digest)
-  if not w.opened_at then
+  if not w then
     return 0
   end
   local owed = watch_owes(w, kind, number, tonumber(ARGV[8]))  -- the event's received_at
-  local changes = owed and watch_raised(kind, number) or {}
-  if w.claimed_by == owner then
-    changes.claimed_by, changes.lease_until = '', '0'
+  if owed then
+    watch_raised(w, kind, number)
   end
-  if next(changes) then
-    watch_save(P, digest, w, changes, true)
+  local released = w.claimed_by == owner
+  if released then
+    w.claimed_by, w.lease_until = nil, 0
+  end
+  if owed or released then
+    watch_save(P, digest, w, true)
   end
   if not owed then
     return 0
@@ -90,32 +111,43 @@ if op == 'raise' then
   return 1
 end
 
--- 'purge': a watch's score in watches-quiet is a floor of its last_received_at; one whose
--- floor is quiet but not its last event is put at that event, once, and kept.
-local before, limit = ARGV[2], tonumber(ARGV[3])
+if op == 'read' then
+  local w = watch_read(P, ARGV[2])
+  return w and watch_fields(w) or {}
+end
+
+if op == 'migrate' then
+  return migrate(tonumber(ARGV[2]))
+end
+
+-- 'purge': a watch's score in w-quiet is a floor of its last_received_at; one whose floor
+-- is quiet but not its last event is put at that event, once, and kept.
+local before, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+migrate(limit)
 local gone = {}
 local budget = limit + 1000
 while #gone < limit and budget > 0 do
-  local found = redis.call('ZRANGEBYSCORE', P .. 'watches-quiet', '-inf', '(' .. before,
+  local found = redis.call('ZRANGEBYSCORE', P .. 'w-quiet', '-inf', '(' .. num(before),
     'LIMIT', 0, math.min(limit - #gone, budget))
   if #found == 0 then
     break
   end
   budget = budget - #found
   for _, digest in ipairs(found) do
-    local key = P .. 'watch:' .. digest
-    local last = redis.call('HGET', key, 'last_received_at')
-    if last and tonumber(last) >= tonumber(before) then
-      redis.call('HSET', key, 'quiet_at', last)
-      redis.call('ZADD', P .. 'watches-quiet', last, digest)
+    local packed = redis.call('GET', watch_key(P, digest))
+    local w = packed and watch_decode(packed)
+    if w and w.last_received_at >= before then
+      w.quiet_at = w.last_received_at
+      redis.call('SET', watch_key(P, digest), watch_encode(w))
+      redis.call('ZADD', P .. 'w-quiet', num(w.quiet_at), digest)
     else
-      redis.call('DEL', key)
+      redis.call('DEL', watch_key(P, digest))
       gone[#gone + 1] = digest
-      redis.call('ZREM', P .. 'watches-quiet', digest)
+      redis.call('ZREM', P .. 'w-quiet', digest)
     end
   end
 end
 if #gone > 0 then
-  redis.call('ZREM', P .. 'watches-due', unpack(gone))
+  redis.call('ZREM', P .. 'w-due', unpack(gone))
 end
 return #gone
