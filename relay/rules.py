@@ -2,14 +2,16 @@
 
 Two ways to evaluate the same conditions: `Router` compiles them once into plain
 predicates for the ingest path, and `explain` walks them again to say why, for
-`relay route`. Both are built from the same per-condition checks below.
+`relay route`. Both are built from the same per-condition checks below. `Router` tries
+only the rules that relay.rule_index finds an event could match, which gives what trying
+every rule in order gives (`Router.route_linearly`, the reference its tests compare with).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,7 @@ from relay.config.model import (
     Rule,
 )
 from relay.events import Event
+from relay.rule_index import RuleIndex, literal_prefix
 
 Predicate = Callable[[Event], bool]
 # (description, check): a check gets the message and the message folded for comparison
@@ -162,7 +165,12 @@ def _field_holds(condition: FieldCondition, value: Any) -> bool:
 def compile_condition(condition: Condition) -> Predicate:
     """Compile a condition into a predicate: no reasons, nothing rebuilt per event."""
     if isinstance(condition, GlobCondition):
-        regex, value_of = _glob_regex(condition.patterns), _GLOB_VALUES[condition.key]
+        value_of = _GLOB_VALUES[condition.key]
+        if all(literal_prefix(p) == p for p in condition.patterns):
+            # No wildcard: a set lookup, and no regex to compile (a rule per agent: one each).
+            values = frozenset(condition.patterns)
+            return lambda event: value_of(event) in values
+        regex = _glob_regex(condition.patterns)
         return lambda event: (value := value_of(event)) is not None and bool(regex.match(value))
     if isinstance(condition, MessageCondition):
         fold, checks = _fold(condition), [check for _, check in _message_checks(condition)]
@@ -208,11 +216,15 @@ def _any_of(parts: list[Predicate]) -> Predicate:
     return some
 
 
+CompiledRule = tuple[Rule, Predicate]
+
+
 class Router:
-    """The rules of one config, compiled for the ingest path."""
+    """The rules of one config, compiled and indexed for the ingest path."""
 
     def __init__(self, rules: Sequence[Rule]) -> None:
-        self._rules = [(rule, compile_condition(rule.when)) for rule in rules]
+        self._rules: list[CompiledRule] = [(rule, compile_condition(rule.when)) for rule in rules]
+        self._index = RuleIndex([rule.when for rule in rules])
 
     def route(self, event: Event) -> list[Dispatch]:
         """Return each destination the event goes to, once, with the first rule naming it."""
@@ -221,20 +233,32 @@ class Router:
     def routing(self, event: Event) -> Routing:
         """Return where the event goes and every rule it matched (a rule whose
         destinations earlier rules took still matched: the console counts it)."""
-        dispatches: dict[str, Dispatch] = {}
-        matched: list[str] = []
-        for rule, matches in self._rules:
-            if not matches(event):
-                continue
-            matched.append(rule.name)
-            for destination in rule.send_to:
-                if destination not in dispatches:
-                    dispatches[destination] = Dispatch(
-                        destination, rule.name, rule.template, rule.digest_s
-                    )
-            if rule.stop:
-                break
-        return Routing(list(dispatches.values()), tuple(matched))
+        # Only the rules the event could match, in rule order: the others would fail a
+        # mandatory test, so they could neither add a destination nor stop the walk.
+        candidates = self._index.candidates(event.kind, event.agent_id)
+        return _routing(event, map(self._rules.__getitem__, candidates))
+
+    def route_linearly(self, event: Event) -> Routing:
+        """Route as routing() does, trying every rule in order: the reference it must equal."""
+        return _routing(event, self._rules)
+
+
+def _routing(event: Event, rules: Iterable[CompiledRule]) -> Routing:
+    """Walk rules in order: each match adds the destinations not yet named; `stop` ends it."""
+    dispatches: dict[str, Dispatch] = {}
+    matched: list[str] = []
+    for rule, matches in rules:
+        if not matches(event):
+            continue
+        matched.append(rule.name)
+        for destination in rule.send_to:
+            if destination not in dispatches:
+                dispatches[destination] = Dispatch(
+                    destination, rule.name, rule.template, rule.digest_s
+                )
+        if rule.stop:
+            break
+    return Routing(list(dispatches.values()), tuple(matched))
 
 
 def route(rules: Sequence[Rule], event: Event) -> list[Dispatch]:
