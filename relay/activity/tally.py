@@ -11,19 +11,38 @@ so several processes add to the same counters and a duplicate adds nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from relay.config.model import ConsoleConfig
 from relay.events import Event
 
 HOUR_S = 3600
 
-# An agent's counters.
+# An agent's counters. The first three count events; the others count conversations, and
+# the store adds them from the conversation's watch (SPEC 4.4), so only while
+# `conversations` is set: a conversation's first event (CONVERSATIONS), its first answer
+# (one first-answer counter, by how long it took), and its first conversation.unanswered.
 EVENTS = "events"
 VISITOR_MESSAGES = "visitor_messages"
 AGENT_MESSAGES = "agent_messages"
-UNANSWERED = "unanswered"  # conversation.unanswered raised (SPEC 4.4)
-AGENT_COUNTERS = (EVENTS, VISITOR_MESSAGES, AGENT_MESSAGES, UNANSWERED)
+CONVERSATIONS = "conversations"
+UNANSWERED = "unanswered"
+
+# The first-answer histogram's bucket bounds, in seconds: a first answer counts in the
+# first bucket whose bound it does not pass, or in the last (over an hour). Bounded, so an
+# agent's counters stay a few dozen whatever the answers; a percentile is read to its
+# bucket's bound. store/lua/lib_tally.lua repeats them (a test holds both equal).
+FIRST_ANSWER_BOUNDS_S = (1, 2, 3, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1800, 3600)
+FIRST_ANSWER_OVER = "first_answer_over"
+
+
+def first_answer_counter(seconds: float) -> str:
+    """The counter a first answer after `seconds` adds one to."""
+    for bound in FIRST_ANSWER_BOUNDS_S:
+        if seconds <= bound:
+            return f"first_answer_le_{bound}"
+    return FIRST_ANSWER_OVER
+
 
 # The rule hit counted for an event that matched no rule: no rule can have this name
 # (a rule name is never empty).
@@ -41,6 +60,10 @@ class Tally:
     at: float  # when it was received: a rule's latest match
     keep_until: float  # when its hour's counters may go: console.history after the hour
 
+    def adding(self, counters: Sequence[str]) -> Tally:
+        """Return this tally with more of the agent's counters (what the watch adds)."""
+        return replace(self, counters=(*self.counters, *counters))
+
     @classmethod
     def of(cls, event: Event, matched: Sequence[str], history_s: float) -> Tally:
         """Return what `event`, which matched the rules named `matched`, adds."""
@@ -51,8 +74,6 @@ class Tally:
                 counters.append(VISITOR_MESSAGES)
             elif event.role == "assistant":
                 counters.append(AGENT_MESSAGES)
-        elif event.kind == "conversation.unanswered":
-            counters.append(UNANSWERED)
         return cls(
             hour=hour,
             agent_id=event.agent_id,
@@ -79,3 +100,20 @@ def tally_of(event: Event, matched: Sequence[str], console: ConsoleConfig | None
     if console is None:
         return None
     return Tally.of(event, matched, console.history_s)
+
+
+@dataclass(frozen=True)
+class AgentCount:
+    """One of an agent's counters, summed over a period."""
+
+    agent_id: str
+    counter: str
+    value: int
+
+
+@dataclass(frozen=True)
+class HourCount:
+    """One counter of every agent together, in one hour."""
+
+    hour: int
+    value: int

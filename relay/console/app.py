@@ -8,10 +8,11 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from relay.console import bulk, live, rules_page, sample, views
+from relay.console import activity_page, bulk, live, rules_page, sample, views
 from relay.console.answers import error
 from relay.console.auth import require_login
 from relay.console.csrf import CsrfTokens
+from relay.console.filters import FilterError
 from relay.console.keys import CSRF, NOTICES, STATE, STREAMS, WEBHOOK_URL
 from relay.console.notices import Notices
 from relay.console.present import iso, when
@@ -67,6 +68,7 @@ def create_console_app(
     app.router.add_post(sample.TEST_PATH, sample.send_test, name="send_test")
     app.router.add_get(r"/deliveries/{id}", views.delivery, name="delivery")
     app.router.add_post(r"/deliveries/{id}/replay", views.replay, name="replay")
+    app.router.add_get(activity_page.ACTIVITY_PATH, activity_page.activity, name="activity")
     app.router.add_get(rules_page.RULES_PATH, rules_page.rules, name="rules")
     app.router.add_static("/static/", STATIC, name="static")
     return app
@@ -74,9 +76,12 @@ def create_console_app(
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer an unknown page, and a store that does not answer, as the console's errors."""
+    """Answer an unknown page, a query the console cannot read, and a store that does not
+    answer, as the console's errors."""
     try:
         return await handler(request)
+    except FilterError as exc:
+        return error(request, 400, str(exc))
     except web.HTTPNotFound:
         return error(request, 404, f"no page at {request.path[:200]}")
     except StoreUnavailable as exc:

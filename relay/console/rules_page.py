@@ -15,9 +15,8 @@ from aiohttp import web
 from relay.activity.tally import NO_RULE, RuleHits
 from relay.config.model import Rule
 from relay.console import answers
-from relay.console.filters import FilterError
 from relay.console.keys import STATE
-from relay.console.periods import Period, read_period
+from relay.console.periods import Period, requested_period
 from relay.console.present import iso
 
 RULES_PATH = "/rules"
@@ -88,14 +87,9 @@ def figures(rules: tuple[Rule, ...], hits: list[RuleHits], period: Period) -> Ru
 
 async def rules(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    console = state.config.console
-    assert console is not None  # the console runs only when configured
-    try:
-        period = read_period(request.query, console.history_s, state.clock())
-    except FilterError as exc:
-        return answers.error(request, 400, str(exc))
+    period = requested_period(request)
     shown = figures(state.config.rules, await state.store.rule_hits(period.since_hour), period)
     if answers.wants_json(request):
         return answers.data(shown.as_json())
-    context = {"figures": shown, "periods": period.offered(console.history_s)}
+    context = {"figures": shown, "period": period}
     return answers.page(request, "rules.html", context)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
-from relay.activity.tally import RuleHits, Tally
+from relay.activity.tally import AgentCount, HourCount, RuleHits, Tally
 from relay.conversations.watch import Forget, Observation, SignalKind, Watch
 from relay.request_record import RequestRecord
 
@@ -335,6 +335,13 @@ class Store(Protocol):
     async def rule_hits(self, since_hour: int) -> list[RuleHits]:
         """Return every rule (NO_RULE included) with a hit kept in the counters: its hits
         in the hours from `since_hour` on, and its latest match of all those kept."""
+
+    async def agent_counts(self, since_hour: int) -> list[AgentCount]:
+        """Return each agent's counters summed over the hours from `since_hour` on."""
+
+    async def hourly_counts(self, since_hour: int, counter: str) -> list[HourCount]:
+        """Return one agent counter of all agents together, hour by hour from
+        `since_hour` on, oldest first; an hour without any is left out."""
 
     async def purge(self, before: float) -> Purged:
         """Delete one bounded step of history: deliveries that finished before `before`,

@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from relay.activity.tally import RuleHits, Tally
+from relay.activity.tally import AgentCount, HourCount, RuleHits, Tally
 from relay.conversations.watch import WATCH_FIELDS, Forget, Observation, Watch
 from relay.events import normalize_event_type, searchable_text, stored_event_type
 from relay.request_record import RequestRecord
@@ -62,8 +62,8 @@ _SCRIPTS = (
 # The shared Lua (lua/lib_*.lua) each of these scripts runs, prepended to its own text when
 # it is registered: one copy of the logic several scripts need.
 _LIBS = {
-    "accept": ("lib_event", "lib_watch", "lib_tally"),
-    "watch": ("lib_event", "lib_watch", "lib_tally"),
+    "accept": ("lib_event", "lib_tally", "lib_watch"),  # lib_watch uses lib_tally's bounds
+    "watch": ("lib_event", "lib_tally", "lib_watch"),
 }
 # How many attempts a delivery keeps, the latest: a list per delivery stays bounded however
 # often it is replayed.
@@ -169,6 +169,14 @@ def _observation_args(seen: Observation | Forget) -> list[Any]:
         _time(seen.unanswered_after_s),
         _time(seen.ended_after_s),
     ]
+
+
+def _counter_field(field: bytes) -> tuple[str, str, str]:
+    """Read a counters hash field (lib_tally.lua): scope, key and name; the key, an agent
+    id or a rule's name, may itself hold a tab."""
+    scope, rest = _text(field).split("\t", 1)
+    key, name = rest.rsplit("\t", 1)
+    return scope, key, name
 
 
 def _tally_args(tally: Tally) -> list[Any]:
@@ -608,7 +616,7 @@ class RedisStore:
         last: dict[str, float] = {}
         for hour, fields in await self._counters():
             for field, value in fields.items():
-                scope, key, name = _text(field).split("\t")
+                scope, key, name = _counter_field(field)
                 if scope != "rule":
                     continue
                 if name == "hits":
@@ -616,6 +624,29 @@ class RedisStore:
                 else:
                     last[key] = max(last.get(key, float("-inf")), float(value))
         return [RuleHits(rule, hits.get(rule, 0), at) for rule, at in last.items()]
+
+    async def agent_counts(self, since_hour: int) -> list[AgentCount]:
+        sums: dict[tuple[str, str], int] = {}
+        for hour, fields in await self._counters():
+            if hour < since_hour:
+                continue
+            for field, value in fields.items():
+                scope, agent, name = _counter_field(field)
+                if scope == "agent":
+                    sums[agent, name] = sums.get((agent, name), 0) + int(value)
+        return [AgentCount(agent, name, value) for (agent, name), value in sums.items()]
+
+    async def hourly_counts(self, since_hour: int, counter: str) -> list[HourCount]:
+        counts = []
+        for hour, fields in await self._counters():
+            total = 0
+            for field, value in fields.items():
+                scope, _, name = _counter_field(field)
+                if scope == "agent" and name == counter:
+                    total += int(value)
+            if hour >= since_hour and total:
+                counts.append(HourCount(hour, total))
+        return counts
 
     async def _counters(self) -> list[tuple[int, dict[bytes, bytes]]]:
         """Return each kept hour's counters hash (lib_tally.lua), in one round trip after

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from relay.activity.tally import RuleHits, Tally
+from relay.activity.tally import AgentCount, HourCount, RuleHits, Tally
 from relay.conversations.watch import Forget, Observation, Watch
 from relay.store import sqlite_counters, sqlite_listing, sqlite_watches
 from relay.store import sqlite_ops as ops
@@ -340,6 +340,16 @@ class SqliteStore:
     async def rule_hits(self, since_hour: int) -> list[RuleHits]:
         """Each rule's hits from `since_hour` on, on the reader (sqlite_counters)."""
         return await self._reader.run(lambda conn: sqlite_counters.rule_hits(conn, since_hour))
+
+    async def agent_counts(self, since_hour: int) -> list[AgentCount]:
+        """Each agent's counters from `since_hour` on, on the reader (sqlite_counters)."""
+        return await self._reader.run(lambda conn: sqlite_counters.agent_counts(conn, since_hour))
+
+    async def hourly_counts(self, since_hour: int, counter: str) -> list[HourCount]:
+        """One counter of all agents, hour by hour, on the reader (sqlite_counters)."""
+        return await self._reader.run(
+            lambda conn: sqlite_counters.hourly_counts(conn, since_hour, counter)
+        )
 
     async def replay(self, ids: Sequence[int] | None, now: float) -> int:
         """Put dead deliveries (the given ones, or all when None) back in the queue.

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import sqlite3
 
-from relay.activity.tally import RuleHits, Tally
+from relay.activity.tally import AgentCount, HourCount, RuleHits, Tally
 
-# Version 12: the counters. scope is 'agent' (key: an agent id; name: one of
-# tally.AGENT_COUNTERS) or 'rule' (key: a rule's name, tally.NO_RULE for none; name:
+# Version 12: the counters. scope is 'agent' (key: an agent id; name: one of tally's
+# agent counters) or 'rule' (key: a rule's name, tally.NO_RULE for none; name:
 # 'hits'). keep_until is set when an hour's row is made: console.history after the hour.
 SCHEMA_V12 = """
 CREATE TABLE counters (
@@ -52,6 +52,26 @@ def rule_hits(conn: sqlite3.Connection, since_hour: int) -> list[RuleHits]:
     """Return each rule's hits from `since_hour` on, and its latest match of all kept."""
     rows = conn.execute(_RULE_HITS_SQL, {"since": since_hour}).fetchall()
     return [RuleHits(rule, int(hits), float(last_at)) for rule, hits, last_at in rows]
+
+
+def agent_counts(conn: sqlite3.Connection, since_hour: int) -> list[AgentCount]:
+    """Return each agent's counters summed from `since_hour` on."""
+    rows = conn.execute(
+        "SELECT key, name, sum(value) FROM counters WHERE hour >= ? AND scope = 'agent'"
+        " GROUP BY key, name",
+        (since_hour,),
+    ).fetchall()
+    return [AgentCount(agent, name, int(value)) for agent, name, value in rows]
+
+
+def hourly_counts(conn: sqlite3.Connection, since_hour: int, counter: str) -> list[HourCount]:
+    """Return one agent counter of all agents, hour by hour from `since_hour` on."""
+    rows = conn.execute(
+        "SELECT hour, sum(value) FROM counters WHERE hour >= ? AND scope = 'agent'"
+        " AND name = ? GROUP BY hour ORDER BY hour",
+        (since_hour, counter),
+    ).fetchall()
+    return [HourCount(int(hour), int(value)) for hour, value in rows]
 
 
 def purge(conn: sqlite3.Connection, now: float, limit: int) -> int:

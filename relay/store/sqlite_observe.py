@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from relay.activity.tally import CONVERSATIONS, first_answer_counter
 from relay.conversations.watch import Observation
 
 # The quiet floor (sqlite_watches' quiet_at) moves once in this long.
@@ -78,7 +79,7 @@ INSERT INTO watches (
     visitor_messages, agent_messages, first_visitor_at, first_answer_at, first_agent_at,
     last_agent_at, stretch, stretch_open, stretch_raised, asked_at, asked_received_at,
     asked_message, unanswered_due, ends, ended, end_due, due_at, due_floor, quiet_at,
-    claimed_by, lease_until
+    claimed_by, lease_until, events
 ) VALUES (
     :conversation, :received_at, :agent_id, :room_name, :timestamp, :timestamp, :received_at,
     {_VISITOR}, {_AGENT}, CASE WHEN {_VISITOR} THEN :timestamp END, NULL,
@@ -88,7 +89,7 @@ INSERT INTO watches (
     CASE WHEN {_VISITOR} AND :unanswered_after_s > 0
         THEN :received_at + :unanswered_after_s END,
     0, 0, CASE WHEN :ended_after_s > 0 THEN :received_at + :ended_after_s END,
-    :first_due_at, :first_due_at, :received_at, NULL, 0
+    :first_due_at, :first_due_at, :received_at, NULL, 0, 1
 )
 ON CONFLICT (conversation) DO UPDATE SET
     agent_id = CASE WHEN :agent_id <> '' THEN :agent_id ELSE agent_id END,
@@ -114,8 +115,14 @@ ON CONFLICT (conversation) DO UPDATE SET
     unanswered_due = {_UNANSWERED_DUE},
     ended = 0,
     end_due = {_END_DUE},
-    due_at = {_DUE_AT}
+    due_at = {_DUE_AT},
+    events = events + 1
 """
+
+# With the activity counters kept: what tells a conversation's first event, and its first
+# answer, once.
+COUNTING_SQL = f"{OBSERVE_SQL}RETURNING events, answer_counted, first_answer_at, first_visitor_at"
+_ANSWER_COUNTED_SQL = "UPDATE watches SET answer_counted = 1 WHERE conversation = ?"
 
 # The indexed bounds, apart and only when one moves: an UPDATE rewrites the index entries
 # of every column it sets, even to the value it had, and each is a page written. Only an
@@ -132,8 +139,10 @@ WHERE conversation = ? AND ({_LOWERS_FLOOR} OR {_QUIET_MOVES})
 """
 
 
-def observe(conn: sqlite3.Connection, seen: Observation) -> None:
-    """Move the conversation's watch on by one event, or make it for a first event."""
+def observe(conn: sqlite3.Connection, seen: Observation, counting: bool) -> list[str]:
+    """Move the conversation's watch on by one event, or make it for a first event; with
+    `counting`, return the agent counters its conversation adds (tally.py): a first event,
+    and a first answer, each once."""
     visitor = seen.role == "visitor"
     unanswered_due = seen.received_at + seen.unanswered_after_s
     end_due = seen.received_at + seen.ended_after_s
@@ -141,8 +150,8 @@ def observe(conn: sqlite3.Connection, seen: Observation) -> None:
         *([unanswered_due] if visitor and seen.unanswered_after_s > 0 else []),
         *([end_due] if seen.ended_after_s > 0 else []),
     ]
-    conn.execute(
-        OBSERVE_SQL,
+    found = conn.execute(
+        COUNTING_SQL if counting else OBSERVE_SQL,
         {
             "conversation": seen.conversation,
             "agent_id": seen.agent_id,
@@ -155,5 +164,13 @@ def observe(conn: sqlite3.Connection, seen: Observation) -> None:
             "ended_after_s": seen.ended_after_s,
             "first_due_at": min(dues) if dues else None,
         },
-    )
+    ).fetchone()
     conn.execute(MOVE_BOUNDS_SQL, (seen.conversation,))
+    if not counting:
+        return []
+    events, answer_counted, first_answer_at, first_visitor_at = found
+    counters = [CONVERSATIONS] if events == 1 else []
+    if first_answer_at is not None and not answer_counted:
+        counters.append(first_answer_counter(first_answer_at - first_visitor_at))
+        conn.execute(_ANSWER_COUNTED_SQL, (seen.conversation,))
+    return counters

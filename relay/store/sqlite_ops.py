@@ -32,7 +32,7 @@ from relay.store.base import (
 )
 from relay.store.sqlite_rows import DELIVERY_COLUMNS, deliveries_of
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 # events.id, not events.event_id, is the key: the same event id may be accepted again once
 # its dedupe window has passed, and each acceptance is its own event row.
@@ -152,7 +152,7 @@ ALTER TABLE events ADD COLUMN request TEXT;
 _MIGRATIONS = {
     1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5, 6: _SCHEMA_V6,
     7: _SCHEMA_V7, 8: watches.SCHEMA_V8, 9: sqlite_listing.SCHEMA_V9,
-    10: watches.SCHEMA_V10, 11: _SCHEMA_V11, 12: counters.SCHEMA_V12,
+    10: watches.SCHEMA_V10, 11: _SCHEMA_V11, 12: counters.SCHEMA_V12, 13: watches.SCHEMA_V13,
 }  # fmt: skip
 
 UNFINISHED = "status IN ('pending', 'failed')"
@@ -281,7 +281,9 @@ def accept(
     if claimed == 0:
         return AcceptResult(duplicate=True, event_id=event.event_id, deliveries=0)
     if observation is not None:
-        watches.observe_event(conn, observation)
+        added = watches.observe_event(conn, observation, counting=tally is not None)
+        if tally is not None and added:
+            tally = tally.adding(added)
     if tally is not None:
         counters.add(conn, tally)
     request = None if event.request is None else event.request.to_json()
@@ -325,8 +327,13 @@ def raise_signal(
 ) -> bool:
     """Accept a signal's event if its watch still owes it; release the owner's claim."""
     now = signal.event.received_at
-    if not watches.mark_raised(conn, signal.conversation, signal.kind, signal.number, now, owner):
+    owed, added = watches.mark_raised(
+        conn, signal.conversation, signal.kind, signal.number, now, owner, tally is not None
+    )
+    if not owed:
         return False
+    if tally is not None and added:
+        tally = tally.adding(added)
     # Its id was taken (ingest reserves them, so never by a posted event): nothing stored.
     return not accept(conn, signal.event, deliveries, dedupe_window_s, tally=tally).duplicate
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from relay.activity.tally import UNANSWERED
 from relay.conversations.watch import (
     WATCH_FIELDS,
     Forget,
@@ -87,6 +88,21 @@ END;
 # The trigger: a relay of version 9 still running beside this one during a rolling upgrade
 # writes its watches with INSERT OR REPLACE and no floors; without them the row would be in
 # neither index, claimed never and purged never. This relay's own inserts set the floors.
+
+# Version 13: what the activity counters (relay/activity) need of a conversation, once
+# each: how many events it has had (its first one is a conversation started), and whether
+# its first answer and its first conversation.unanswered were counted. A watch kept before
+# counts as started, and as counted what it already had.
+SCHEMA_V13 = """
+ALTER TABLE watches ADD COLUMN events INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE watches ADD COLUMN answer_counted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE watches ADD COLUMN unanswered_counted INTEGER NOT NULL DEFAULT 0;
+UPDATE watches SET answer_counted = first_answer_at IS NOT NULL,
+    unanswered_counted = stretch > 1 OR stretch_raised;
+"""
+_UNANSWERED_COUNTED_SQL = (
+    "UPDATE watches SET unanswered_counted = 1 WHERE conversation = ? AND NOT unanswered_counted"
+)
 
 # How many passed floors one statement of a claim moves (it repeats until none is left).
 _REINDEX_ROWS = 1000
@@ -177,13 +193,15 @@ def _update(conn: sqlite3.Connection, old: _Stored, new: _Stored) -> None:
     conn.execute(_update_sql(set_due_floor, set_quiet_at), (*values, new.watch.conversation))
 
 
-def observe_event(conn: sqlite3.Connection, seen: Observation | Forget) -> None:
+def observe_event(
+    conn: sqlite3.Connection, seen: Observation | Forget, counting: bool = False
+) -> list[str]:
     """Move a conversation's watch on by one accepted event (a claim on it stays), or
-    forget it."""
+    forget it; with `counting`, return the agent counters its conversation adds."""
     if isinstance(seen, Forget):
         conn.execute("DELETE FROM watches WHERE conversation = ?", (seen.conversation,))
-    else:
-        sqlite_observe.observe(conn, seen)
+        return []
+    return sqlite_observe.observe(conn, seen, counting)
 
 
 def claim(
@@ -203,13 +221,20 @@ def claim(
 
 
 def mark_raised(
-    conn: sqlite3.Connection, conversation: str, kind: Any, number: int, now: float, owner: str
-) -> bool:
+    conn: sqlite3.Connection,
+    conversation: str,
+    kind: Any,
+    number: int,
+    now: float,
+    owner: str,
+    counting: bool = False,
+) -> tuple[bool, list[str]]:
     """Mark a signal raised if the watch still owes it at `now`; release the owner's claim
-    either way. Return whether it was owed."""
+    either way. Return whether it was owed and, with `counting`, the agent counters it
+    adds: its conversation's first conversation.unanswered, once."""
     found = _find(conn, conversation)
     if found is None:
-        return False
+        return False, []
     watch, claimed_by, lease = found.watch, found.claimed_by, found.lease_until
     owed = may_raise(watch, kind, number, now)
     if owed:
@@ -219,7 +244,10 @@ def mark_raised(
     if owed or claimed_by is None:
         # Rare (a signal, a claim's end), so the floor goes to the exact due_at.
         _update(conn, found, _Stored(watch, watch.due_at, found.quiet_at, claimed_by, lease))
-    return owed
+    if not (owed and counting and kind == "unanswered"):
+        return owed, []
+    first = conn.execute(_UNANSWERED_COUNTED_SQL, (conversation,)).rowcount
+    return owed, [UNANSWERED] if first else []
 
 
 def find(conn: sqlite3.Connection, conversation: str) -> Watch | None:

@@ -18,11 +18,13 @@ they never skip.
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from typing import Protocol
 
 import pytest
 from playwright.async_api import Browser, async_playwright, expect
 
+from relay.delivery import Clock
 from tests.browser.support import Browsing
 from tests.console.conftest import (
     ConsoleFactory,
@@ -33,7 +35,12 @@ from tests.console.conftest import (
 # beside the tests every step still takes well under it.
 TIMEOUT_MS = 8_000
 
-BrowsingFactory = Callable[[str], Awaitable[Browsing]]
+
+class BrowsingFactory(Protocol):
+    """Starts relay, its console and a browser on a config text (relay on a clock of the
+    test's, when given)."""
+
+    def __call__(self, yaml_text: str, *, clock: Clock | None = None) -> Awaitable[Browsing]: ...
 
 
 @pytest.fixture
@@ -74,8 +81,8 @@ def browse(
     no dialog, no console error, no page error and no CSP violation."""
     started: list[Browsing] = []
 
-    async def start(yaml_text: str) -> Browsing:
-        browsing = Browsing(await open_console(yaml_text), browser, TIMEOUT_MS)
+    async def start(yaml_text: str, *, clock: Clock | None = None) -> Browsing:
+        browsing = Browsing(await open_console(yaml_text, clock=clock), browser, TIMEOUT_MS)
         started.append(browsing)
         return browsing
 

@@ -59,6 +59,8 @@ async def test_each_page_has_a_title_one_main_and_named_controls(
         (f"/deliveries/{dead_id}", f"Delivery {dead_id} · relay console"),
         ("/deliveries/424242", "404 Not Found · relay console"),
         ("/rules", "Rules · relay console"),
+        ("/activity", "Activity · relay console"),
+        ("/activity?period=30d", "Activity · relay console"),
         ("/rules?period=7d", "Rules · relay console"),
     ):
         await page.goto(path)

@@ -56,6 +56,8 @@ ROUTES = [
     ("HEAD", "/deliveries/live"),
     ("GET", "/static/live.js"),
     ("GET", "/rules"),
+    ("GET", "/activity"),
+    ("GET", "/activity?period=30d"),
     ("GET", "/rules?period=7d"),
     ("HEAD", "/rules"),
 ]

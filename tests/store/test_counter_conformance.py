@@ -7,9 +7,24 @@ nothing and two processes adding at once lose nothing; they outlive the retentio
 from __future__ import annotations
 
 import asyncio
+import re
+from importlib import resources
 
-from relay.activity.tally import AGENT_MESSAGES, EVENTS, NO_RULE, VISITOR_MESSAGES, RuleHits, Tally
-from relay.store.base import NewDelivery, NewEvent, Store
+from relay.activity.tally import (
+    AGENT_MESSAGES,
+    CONVERSATIONS,
+    EVENTS,
+    FIRST_ANSWER_BOUNDS_S,
+    NO_RULE,
+    UNANSWERED,
+    VISITOR_MESSAGES,
+    HourCount,
+    RuleHits,
+    Tally,
+    first_answer_counter,
+)
+from relay.conversations.watch import Observation, Role, due_signals, signal_event_id
+from relay.store.base import NewDelivery, NewEvent, NewSignal, Store
 from tests.store.conftest import Stores
 
 HOUR = 3600
@@ -116,3 +131,132 @@ async def test_agent_counters_are_kept_beside_the_rules(stores: Stores) -> None:
         tally=tally(T0, (), (EVENTS, VISITOR_MESSAGES, AGENT_MESSAGES)),
     )
     assert by_rule(await stores.one.rule_hits(0)) == {NO_RULE: (1, T0)}
+
+
+# The conversation counters, added from the watch (SPEC 8.1 with 4.4) ----------------------
+
+
+def seen(
+    conversation: str, role: Role, timestamp: float, received_at: float, agent: str = "A1"
+) -> Observation:
+    message = "hello?" if role == "visitor" else None
+    return Observation(
+        conversation, agent, None, role, message, timestamp, received_at, 120.0, 600.0
+    )
+
+
+async def event(store: Store, event_id: str, seen: Observation, counted: bool = True) -> None:
+    hour = int(seen.received_at // HOUR)
+    counters = {"visitor": (EVENTS, VISITOR_MESSAGES), "agent": (EVENTS, AGENT_MESSAGES)}
+    tally = Tally(
+        hour, seen.agent_id, counters.get(seen.role, (EVENTS,)), (NO_RULE,), seen.received_at,
+        (hour + 1) * HOUR + HISTORY_S,
+    )  # fmt: skip
+    result = await store.accept(
+        NewEvent(event_id, b"{}", seen.received_at),
+        [],
+        dedupe_window_s=60.0,
+        observation=seen,
+        tally=tally if counted else None,
+    )
+    assert not result.duplicate
+
+
+async def counts(store: Store, since_hour: int = 0) -> dict[tuple[str, str], int]:
+    return {(c.agent_id, c.counter): c.value for c in await store.agent_counts(since_hour)}
+
+
+async def test_a_conversation_counts_as_started_once_and_its_first_answer_once(
+    stores: Stores,
+) -> None:
+    await event(stores.one, "v1", seen("s1", "visitor", T0 + 100, T0 + 100))
+    await event(stores.other, "a1", seen("s1", "agent", T0 + 104, T0 + 105))
+    await event(stores.one, "v2", seen("s1", "visitor", T0 + 110, T0 + 110))
+    await event(stores.other, "a2", seen("s1", "agent", T0 + 200, T0 + 200))
+    await event(stores.one, "v3", seen("s2", "visitor", T0 + 300, T0 + 300, agent="A2"))
+    await event(stores.other, "a3", seen("s2", "agent", T0 + 312, T0 + 313, agent="A2"))
+    assert await counts(stores.one) == {
+        ("A1", EVENTS): 4,
+        ("A1", VISITOR_MESSAGES): 2,
+        ("A1", AGENT_MESSAGES): 2,
+        ("A1", CONVERSATIONS): 1,
+        ("A1", first_answer_counter(4.0)): 1,  # from the events' own timestamps
+        ("A2", EVENTS): 2,
+        ("A2", VISITOR_MESSAGES): 1,
+        ("A2", AGENT_MESSAGES): 1,
+        ("A2", CONVERSATIONS): 1,
+        ("A2", first_answer_counter(12.0)): 1,
+    }
+    assert first_answer_counter(4.0) == "first_answer_le_5"
+    assert first_answer_counter(12.0) == "first_answer_le_15"
+
+
+async def test_without_counters_the_watch_counts_nothing_and_counts_nothing_later(
+    stores: Stores,
+) -> None:
+    """A conversation the counters did not see start is not counted as started later; its
+    first answer, still to come, is."""
+    await event(stores.one, "v1", seen("s1", "visitor", T0 + 100, T0 + 100), counted=False)
+    await event(stores.one, "a1", seen("s1", "agent", T0 + 103, T0 + 103))
+    assert await counts(stores.one) == {
+        ("A1", EVENTS): 1,
+        ("A1", AGENT_MESSAGES): 1,
+        ("A1", first_answer_counter(3.0)): 1,
+    }
+
+
+async def test_a_conversation_counts_as_unanswered_once_however_many_stretches(
+    stores: Stores,
+) -> None:
+    await event(stores.one, "v1", seen("s1", "visitor", T0, T0))
+    await raise_unanswered(stores.one, T0 + 120, number=1)
+    await event(stores.one, "a1", seen("s1", "agent", T0 + 130, T0 + 130))
+    await event(stores.one, "v2", seen("s1", "visitor", T0 + 140, T0 + 140))
+    await raise_unanswered(stores.other, T0 + 260, number=2)
+    found = await counts(stores.one)
+    assert found[("A1", UNANSWERED)] == 1
+    assert found[("A1", CONVERSATIONS)] == 1
+
+
+async def raise_unanswered(store: Store, now: float, number: int) -> None:
+    [watch] = await store.claim_watches(now, 10, owner="p", lease_s=10.0)
+    [due] = due_signals(watch, now)
+    assert (due.kind, due.number) == ("unanswered", number)
+    hour = int(now // HOUR)
+    event = NewEvent(signal_event_id(watch, "unanswered", number), b"{}", now)
+    tally = Tally(hour, "A1", (EVENTS,), (NO_RULE,), now, (hour + 1) * HOUR + HISTORY_S)
+    raised = await store.raise_signal(
+        NewSignal("s1", "unanswered", number, event), [], owner="p", dedupe_window_s=60.0,
+        tally=tally,
+    )  # fmt: skip
+    assert raised
+
+
+async def test_agent_counts_sum_the_hours_asked_and_hourly_counts_each_hour(
+    stores: Stores,
+) -> None:
+    await event(stores.one, "old", seen("s-old", "visitor", T0 - 5 * HOUR, T0 - 5 * HOUR))
+    await event(stores.one, "v1", seen("s1", "visitor", T0 + 10, T0 + 10))
+    await event(stores.other, "v2", seen("s2", "visitor", T0 + 20, T0 + 20, agent="A2"))
+    await event(stores.one, "v3", seen("s3", "visitor", T0 + 2 * HOUR, T0 + 2 * HOUR))
+    now_hour = int(T0 // HOUR)
+    recent = await counts(stores.other, now_hour)
+    assert (recent[("A1", CONVERSATIONS)], recent[("A2", CONVERSATIONS)]) == (2, 1)
+    assert (await counts(stores.other))[("A1", CONVERSATIONS)] == 3
+    hourly = await stores.other.hourly_counts(now_hour - 10, CONVERSATIONS)
+    assert hourly == [
+        HourCount(now_hour - 5, 1),
+        HourCount(now_hour, 2),
+        HourCount(now_hour + 2, 1),
+    ]
+    assert await stores.one.hourly_counts(now_hour + 1, CONVERSATIONS) == [
+        HourCount(now_hour + 2, 1)
+    ]
+
+
+def test_the_lua_first_answer_bounds_are_tally_py_s() -> None:
+    """lib_tally.lua names a first answer's counter by the same bounds as tally.py."""
+    lua = (resources.files("relay.store") / "lua" / "lib_tally.lua").read_text()
+    found = re.search(r"local FIRST_ANSWER_BOUNDS_S = \{(.*?)\}", lua, re.S)
+    assert found is not None
+    assert tuple(int(n) for n in re.findall(r"\d+", found.group(1))) == FIRST_ANSWER_BOUNDS_S

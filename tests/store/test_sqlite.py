@@ -12,6 +12,7 @@ from typing import cast
 import pytest
 
 from relay.activity.tally import Tally
+from relay.conversations.watch import Observation
 from relay.request_record import RequestRecord
 from relay.store import sqlite_ops
 from relay.store.base import Delivery, DeliveryFilter, NewDelivery, NewEvent, StoreUnavailable
@@ -764,3 +765,36 @@ async def test_counters_past_their_history_are_purged_as_the_store_runs(
     hours = sqlite3.connect(db_path).execute("SELECT DISTINCT hour FROM counters").fetchall()
     assert hours == [(int(kept // 3600),)]
     assert store.stats.purged_counters == 2  # the old hour's 'events' and its 'all' hit
+
+
+async def test_watches_kept_before_version_13_count_as_started_and_as_counted(
+    db_path: str,
+) -> None:
+    """Version 13 keeps what the activity counters need of a conversation: a watch kept
+    before it is no new conversation, and its first answer was already had."""
+    Path(db_path).parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as conn:
+        for version in range(1, 13):
+            for statement in sqlite_ops._statements(sqlite_ops._MIGRATIONS[version]):
+                conn.execute(statement)
+        conn.execute(
+            "INSERT INTO watches (conversation, opened_at, agent_id, started_at, last_event_at,"
+            " last_received_at, visitor_messages, agent_messages, first_visitor_at,"
+            " first_answer_at, first_agent_at, last_agent_at, stretch, stretch_open,"
+            " stretch_raised, ends, ended, end_due, due_at, due_floor, quiet_at)"
+            " VALUES ('s1', 1000, 'A1', 1000, 1004, 1004, 1, 1, 1000, 1004, 1004, 1004, 1, 0,"
+            " 0, 0, 0, 1604, 1604, 1604, 1004)"
+        )
+        conn.execute("PRAGMA user_version = 12")
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        hour = int(1010.0 // 3600)
+        tally = Tally(hour, "A1", ("events", "agent_messages"), ("all",), 1010.0, 1e9)
+        seen = Observation("s1", "A1", None, "agent", None, 1010.0, 1010.0, 120.0, 600.0)
+        await store.accept(event("e1", 1010.0), [], dedupe_window_s=10, observation=seen,
+                           tally=tally)  # fmt: skip
+        counted = {(c.counter, c.value) for c in await store.agent_counts(0)}
+        assert counted == {("events", 1), ("agent_messages", 1)}  # no start, no first answer
+    finally:
+        await store.close()

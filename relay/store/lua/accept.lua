@@ -21,11 +21,12 @@ local duplicate, after = store_event(P, 1)
 if duplicate then
   return 1
 end
+local more = {}
 if ARGV[after] == 'watch' then
-  watch_observe(P, after + 1)
+  more = watch_observe(P, after + 1, ARGV[after + 11] == 'tally')
   after = after + 11
 end
 if ARGV[after] == 'tally' then
-  tally_add(P, after + 1)
+  tally_add(P, after + 1, more)
 end
 return 0

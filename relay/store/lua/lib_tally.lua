@@ -13,10 +13,26 @@ Keys     counters:<hour>  hash, one per hour that has counters (hour: received_a
          counter-hours    zset: the hours that have a counters hash (score: the hour), so
                           that a reader finds them without a SCAN.
 
-tally_add(P, at): ARGV from `at`: hour, keep_s (how long after the event its hour's
-counters are kept), received_at, agent_id, n, n counter names, m, m rule names.
+tally_add(P, at, more): ARGV from `at`: hour, keep_s (how long after the event its hour's
+counters are kept), received_at, agent_id, n, n counter names, m, m rule names; `more`,
+the agent counters its conversation's watch adds (lib_watch.lua), counted the same.
 ]]
-local function tally_add(P, at)
+
+-- relay/activity/tally.py's FIRST_ANSWER_BOUNDS_S (tests/store/test_watch_upgrades.py
+-- holds them equal), and its first_answer_counter.
+local FIRST_ANSWER_BOUNDS_S = {1, 2, 3, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600,
+  1800, 3600}
+
+local function first_answer_counter(seconds)
+  for _, bound in ipairs(FIRST_ANSWER_BOUNDS_S) do
+    if seconds <= bound then
+      return 'first_answer_le_' .. bound
+    end
+  end
+  return 'first_answer_over'
+end
+
+local function tally_add(P, at, more)
   local hour, keep_s, received_at, agent_id = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
   local key = P .. 'counters:' .. hour
   -- EXISTS is only read: unlike setting the TTL on every event, it is not written to the AOF.
@@ -24,6 +40,9 @@ local function tally_add(P, at)
   local n = tonumber(ARGV[at + 4])
   for i = at + 5, at + 4 + n do
     redis.call('HINCRBY', key, 'agent\t' .. agent_id .. '\t' .. ARGV[i], 1)
+  end
+  for _, name in ipairs(more) do
+    redis.call('HINCRBY', key, 'agent\t' .. agent_id .. '\t' .. name, 1)
   end
   local m_at = at + 5 + n
   for i = m_at + 1, m_at + tonumber(ARGV[m_at]) do

@@ -32,14 +32,17 @@ Numbers given to redis.call are written with num(): Lua would write them with 14
 
 local QUIET_STEP_S = 600
 
--- relay/conversations/watch.py's WATCH_FIELDS, then what the store keeps beside them.
--- tests/store/test_redis.py holds this list to WATCH_FIELDS.
+-- relay/conversations/watch.py's WATCH_FIELDS, then what the store keeps beside them: its
+-- claim, its quiet floor, and what the activity counters need of it (sqlite_watches.py's
+-- version 13). tests/store/test_watch_upgrades.py holds this list to WATCH_FIELDS.
 local WATCH_FIELDS = {'conversation', 'opened_at', 'agent_id', 'room_name', 'started_at',
   'last_event_at', 'last_received_at', 'visitor_messages', 'agent_messages',
   'first_visitor_at', 'first_answer_at', 'first_agent_at', 'last_agent_at', 'stretch',
   'stretch_open', 'stretch_raised', 'asked_at', 'asked_received_at', 'asked_message',
-  'unanswered_due', 'ends', 'ended', 'end_due', 'claimed_by', 'lease_until', 'quiet_at'}
-local BOOLEANS = {stretch_open = true, stretch_raised = true, ended = true}
+  'unanswered_due', 'ends', 'ended', 'end_due', 'claimed_by', 'lease_until', 'quiet_at',
+  'events', 'answer_counted', 'unanswered_counted'}
+local BOOLEANS = {stretch_open = true, stretch_raised = true, ended = true,
+  answer_counted = true, unanswered_counted = true}
 local TEXTS = {conversation = true, agent_id = true, room_name = true, asked_message = true,
   claimed_by = true}
 
@@ -162,6 +165,9 @@ local function watch_take_over(P, digest)
   end
   w.lease_until = w.lease_until or 0
   w.quiet_at = w.last_received_at
+  -- Counted as started, and as counted what it already had (as SQLite's upgrade does).
+  w.events, w.answer_counted = 1, w.first_answer_at ~= nil
+  w.unanswered_counted = w.stretch > 1 or w.stretch_raised
   redis.call('DEL', old)
   redis.call('ZREM', P .. 'watches-due', digest)
   redis.call('ZREM', P .. 'watches-quiet', digest)
@@ -213,15 +219,17 @@ local function deadline(received_at, after)
   return nil
 end
 
---[[ watch_observe(P, at): move a conversation's watch on by one accepted event; a claim
-on it stays; or, with role 'forget', delete it (watch.Forget). ARGV from `at`: digest,
-conversation, agent_id, room_name (optional), role, message (optional), timestamp,
-received_at, unanswered_after_s, ended_after_s ]]
-local function watch_observe(P, at)
+--[[ watch_observe(P, at, counting): move a conversation's watch on by one accepted
+event; a claim on it stays; or, with role 'forget', delete it (watch.Forget). ARGV from
+`at`: digest, conversation, agent_id, room_name (optional), role, message (optional),
+timestamp, received_at, unanswered_after_s, ended_after_s. With `counting`, return the
+agent counters its conversation adds (relay/activity/tally.py): a first event, and a
+first answer, each once. ]]
+local function watch_observe(P, at, counting)
   local digest, role = ARGV[at], ARGV[at + 4]
   if role == 'forget' then  -- watch.Forget: relay does not watch; forget the conversation
     watch_forget(P, digest)
-    return
+    return {}
   end
   local agent_id, room_name, message = ARGV[at + 2], optional(ARGV[at + 3]), optional(ARGV[at + 5])
   local timestamp, received_at = tonumber(ARGV[at + 6]), tonumber(ARGV[at + 7])
@@ -231,8 +239,10 @@ local function watch_observe(P, at)
     w = {conversation = ARGV[at + 1], opened_at = received_at, agent_id = agent_id,
       room_name = room_name, started_at = timestamp, last_event_at = timestamp,
       last_received_at = received_at, visitor_messages = 0, agent_messages = 0, stretch = 0,
-      stretch_open = false, stretch_raised = false, ends = 0, ended = false, lease_until = 0}
+      stretch_open = false, stretch_raised = false, ends = 0, ended = false, lease_until = 0,
+      events = 0, answer_counted = false, unanswered_counted = false}
   end
+  w.events = w.events + 1
   if agent_id ~= '' then
     w.agent_id = agent_id
   end
@@ -280,7 +290,18 @@ local function watch_observe(P, at)
     w.quiet_at = w.last_received_at
     redis.call('ZADD', P .. 'w-quiet', num(w.quiet_at), digest)
   end
+  local counters = {}
+  if counting then
+    if w.events == 1 then
+      counters[#counters + 1] = 'conversations'
+    end
+    if w.first_answer_at and not w.answer_counted then
+      counters[#counters + 1] = first_answer_counter(w.first_answer_at - w.first_visitor_at)
+      w.answer_counted = true
+    end
+  end
   watch_save(P, digest, w, false, new)
+  return counters
 end
 
 -- Whether the watch `w` owes signal `number` of `kind` at `now` (numbers).

@@ -106,7 +106,14 @@ if op == 'raise' then
     return 0
   end
   if ARGV[after] == 'tally' then
-    tally_add(P, after + 1)
+    -- A conversation's first conversation.unanswered counts it as unanswered, once.
+    local more = {}
+    if kind == 'unanswered' and not w.unanswered_counted then
+      w.unanswered_counted = true
+      redis.call('SET', watch_key(P, digest), watch_encode(w))
+      more = {'unanswered'}
+    end
+    tally_add(P, after + 1, more)
   end
   return 1
 end
