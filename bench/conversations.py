@@ -6,8 +6,9 @@ with the number of open conversations.
     python bench/conversations.py --parts onoff --rounds 5
     python bench/conversations.py --parts chats --chat-length 20
     python bench/conversations.py --parts scale,store --scale-rounds 3
+    python bench/conversations.py --parts counters        # issue 18's activity counters
 
-Four parts, each on SQLite and (unless --no-redis) on a redis-server of its own per run
+Five parts, each on SQLite and (unless --no-redis) on a redis-server of its own per run
 (AOF, appendfsync always, as bench/run.py starts it):
 
 onoff   `relay serve` measured from outside with wrk exactly as bench/run.py measures it
@@ -19,6 +20,9 @@ chats   the same, with bodies in conversations of --chat-length events (default 
         conversations at a time, their events interleaved, run.py's mix of kinds and
         roles), as avatars' traffic comes: the first event of each opens a watch, the
         others move it on. onoff is the worst case, every event a new conversation.
+counters  as onoff, with `conversations:` on in both runs, and the activity counters of the
+        console (SPEC 8.1) off, then on: a `console` section (its listener idle) makes relay
+        keep them, in the transaction of each event. Target >= 0.90 as well.
 scale   the same relay with `conversations:` on, started on a store pre-filled through the
         store's own API (Store.accept with an Observation, 256 callers so group commit
         batches them) with --prefill-events events (default: the largest N) spread over N
@@ -93,7 +97,14 @@ DISTURBED = 0.25  # cores other processes kept busy during a run that make it di
 PREFILL_CALLERS = 256
 STORE_CALLERS = 64
 REDIS_PREFIX = "relay:{relay}:"
-ALL_PARTS = ("onoff", "chats", "scale", "store")
+# The counters part: relay keeps the console's activity counters (SPEC 8.1) while a
+# console section is set; both of its runs watch conversations.
+CONSOLE_SECTION = """
+console:
+  listen: 127.0.0.1:0
+  password: "bench-console-password"
+"""
+ALL_PARTS = ("onoff", "chats", "counters", "scale", "store")
 
 
 # ---------------------------------------------------------------------------- bodies
@@ -352,14 +363,15 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def start_relay(
-    bench: Bench, rundir: Path, store_url: str, conversations: bool
+    bench: Bench, rundir: Path, store_url: str, sections: str
 ) -> tuple[subprocess.Popen[bytes], int]:
+    """Start relay serve on run.py's config with `sections` (YAML text) appended."""
     port = run.free_port()
     config = rundir / "relay-bench.yaml"
     text = run.CONFIG_TEMPLATE.format(
         host=HOST, port=port, path=PATH, secret=SECRET, store_url=store_url
     )
-    config.write_text(text + (CONVERSATIONS_SECTION if conversations else ""))
+    config.write_text(text + sections)
     command = run.relay_command(bench.args.relay_cmd)
     subprocess.run([*command, "check", "-c", str(config)], check=True, stdout=subprocess.DEVNULL)
     log = rundir / "relay.log"
@@ -471,10 +483,10 @@ def relay_run(
     store: StoreUnderTest,
     rundir: Path,
     *,
-    conversations: bool,
+    sections: str,
     bodies: Path,
 ) -> tuple[list[run.WrkResult], dict[str, float]]:
-    relay, port = start_relay(bench, rundir, store.url, conversations)
+    relay, port = start_relay(bench, rundir, store.url, sections)
     wait_quiet(bench.args.wait_quiet)
     print(f"{label}: relay pid {relay.pid} on :{port}", flush=True)
     load = run.Load(
@@ -495,6 +507,11 @@ def relay_run(
 def onoff_part(
     bench: Bench, kind: str, bodies: Path, part: str = "onoff"
 ) -> tuple[list[Row], list[str]]:
+    """Off and on, alternating: `conversations:` without and with (onoff, chats), or the
+    activity counters without and with, conversations watched in both (counters)."""
+    off, on = ("", CONVERSATIONS_SECTION)
+    if part == "counters":
+        off, on = (CONVERSATIONS_SECTION, CONVERSATIONS_SECTION + CONSOLE_SECTION)
     rows, problems = [], []
     for round_ in range(1, bench.args.rounds + 1):
         for mode in ("off", "on"):
@@ -502,13 +519,18 @@ def onoff_part(
             rundir = bench.rundir(label)
             store = fresh_store(bench, kind, rundir)
             runs, scraped = relay_run(
-                bench, label, store, rundir, conversations=mode == "on", bodies=bodies
+                bench,
+                label,
+                store,
+                rundir,
+                sections=on if mode == "on" else off,
+                bodies=bodies,
             )
             counts = store_counts(store.url)
             problems += answer_problems(label, runs)
-            if mode == "off":
+            if mode == "off" and part != "counters":
                 watches = 0
-            elif part == "onoff":
+            elif part in ("onoff", "counters"):
                 watches = counts.events  # every body a new session
             else:  # one per conversation that had an event
                 watches = distinct_sessions(store.url, counts.watches)
@@ -559,7 +581,7 @@ def scale_part(
                 )
             if "scale" in parts:
                 runs, scraped = relay_run(
-                    bench, label, store, rundir, conversations=True, bodies=bodies[n]
+                    bench, label, store, rundir, sections=CONVERSATIONS_SECTION, bodies=bodies[n]
                 )
                 counts = store_counts(store.url)
                 problems += answer_problems(label, runs)
@@ -625,8 +647,10 @@ def _disturbed_note(rows: Sequence[Row]) -> None:
         )
 
 
-def report_onoff(rows: Sequence[Row], kinds: Sequence[str], load: str) -> bool:
-    print(f"\n== conversations off / on: relay serve, {load}, alternating ==")
+def report_onoff(
+    rows: Sequence[Row], kinds: Sequence[str], load: str, what: str = "conversations"
+) -> bool:
+    print(f"\n== {what} off / on: relay serve, {load}, alternating ==")
     print_wrk_rows(rows)
     met = True
     for kind in kinds:
@@ -821,7 +845,7 @@ def bench_all(args: argparse.Namespace, tmp: Path, procs: run.Processes) -> int:
     onoff_bodies = tmp / "bodies-onoff.txt"
     scale_bodies = {n: tmp / f"bodies-{n}.txt" for n in args.cases}
     chats_bodies = tmp / "bodies-chats.txt"
-    if "onoff" in args.parts:
+    if "onoff" in args.parts or "counters" in args.parts:
         run.write_bodies(onoff_bodies, count, SECRET)
     if "chats" in args.parts:
         write_chat_bodies(chats_bodies, count, args.chat_length, "chat" + bench.tag)
@@ -839,6 +863,9 @@ def bench_all(args: argparse.Namespace, tmp: Path, procs: run.Processes) -> int:
             rows, problems = rows + more, problems + wrong
         if "chats" in args.parts:
             more, wrong = onoff_part(bench, kind, chats_bodies, "chats")
+            rows, problems = rows + more, problems + wrong
+        if "counters" in args.parts:
+            more, wrong = onoff_part(bench, kind, onoff_bodies, "counters")
             rows, problems = rows + more, problems + wrong
         if "scale" in args.parts or "store" in args.parts:
             more, wrong = scale_part(bench, kind, scale_bodies, args.parts)
@@ -869,6 +896,9 @@ def report(
         elif part == "chats":
             load = f"conversations of {args.chat_length} events, 1,000 open at a time"
             met = report_onoff(part_rows, kinds, load) and met
+        elif part == "counters":
+            load = "run.py's load, conversations watched in both"
+            met = report_onoff(part_rows, kinds, load, "activity counters (console)") and met
         else:
             met = report_scale(part_rows, kinds, part) and met
     for problem in problems:
