@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from typing import NoReturn
@@ -11,7 +12,7 @@ from aiohttp import web
 
 from relay.activity.tally import tally_of
 from relay.config.model import Config
-from relay.conversations.watch import is_signal_event_id, observation_of
+from relay.conversations.watch import Observation, is_signal_event_id, observation_of
 from relay.events import (
     MAX_EVENT_ID_LENGTH,
     Event,
@@ -213,6 +214,10 @@ async def _accept(
     watching = config.conversations
     windows = None if watching is None else (watching.unanswered_after_s, watching.ended_after_s)
     observation = observation_of(event, windows)
+    if isinstance(observation, Observation) and config.console is not None:
+        # Its conversation's transcript lists it (SPEC 8.1): kept while a console can show
+        # it and relay watches conversations (the watch's purge forgets the transcript).
+        new = dataclasses.replace(new, conversation=observation.conversation)
     try:
         result = await state.store.accept(
             new,

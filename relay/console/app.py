@@ -8,7 +8,15 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from relay.console import activity_page, bulk, live, rules_page, sample, views
+from relay.console import (
+    activity_page,
+    bulk,
+    conversation_page,
+    live,
+    rules_page,
+    sample,
+    views,
+)
 from relay.console.answers import error
 from relay.console.auth import require_login
 from relay.console.csrf import CsrfTokens
@@ -69,6 +77,9 @@ def create_console_app(
     app.router.add_get(r"/deliveries/{id}", views.delivery, name="delivery")
     app.router.add_post(r"/deliveries/{id}/replay", views.replay, name="replay")
     app.router.add_get(activity_page.ACTIVITY_PATH, activity_page.activity, name="activity")
+    app.router.add_get(
+        conversation_page.CONVERSATION_PATH, conversation_page.conversation, name="conversation"
+    )
     app.router.add_get(rules_page.RULES_PATH, rules_page.rules, name="rules")
     app.router.add_static("/static/", STATIC, name="static")
     return app

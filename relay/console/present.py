@@ -52,6 +52,7 @@ class Row:
     delivery: Delivery
     event_type: str
     agent: str
+    session: str | None = None  # its conversation (data.session_id)
 
     @property
     def url(self) -> str:
@@ -84,7 +85,7 @@ def row(delivery: Delivery) -> Row:
         event = parse_event(delivery.body, event_id=delivery.event_id, received_at=0.0)
     except EventError:  # stored bodies were accepted, so only an older relay's could fail
         return Row(delivery, "", "")
-    return Row(delivery, event.event_type, event.agent_id)
+    return Row(delivery, event.event_type, event.agent_id, event.session)
 
 
 RequestKept = Literal["received", "raised_by_relay", "not_recorded"]

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from relay.console import answers, notices, sample
 from relay.console.bulk import confirm_url, dead_count
+from relay.console.conversation_page import conversation_url
 from relay.console.filters import LIST_PATH, MAX_ID, STATUSES, FilterError, ListQuery, read_query
 from relay.console.keys import NOTICES, STATE
 from relay.console.listing import read_page, render
@@ -104,14 +105,16 @@ async def delivery(request: web.Request) -> web.Response:
     if answers.wants_json(request):
         return answers.data(delivery_json(found, attempts, joined))
     destination = request.app[STATE].config.destinations.get(found.destination)
+    shown = row(found)
     context = {
-        "row": row(found),
+        "row": shown,
         "delivery": found,
         "destination_type": destination.type if destination is not None else None,
         "event": pretty(found.body),
         "request": request_shown(found),
         "joined": [(event_id, pretty(body)) for event_id, body in joined],
         "attempts": [attempt_json(attempt) for attempt in attempts],
+        "conversation_url": conversation_url(shown.session) if shown.session else None,
     }
     return answers.page(request, "delivery.html", context)
 

@@ -91,9 +91,10 @@ class SignalRaiser:
         event = signal_event(watch, due, now)
         routing = router.routing(event)
         deliveries = deliveries_for(event, routing.dispatches)
-        signal = NewSignal(
-            watch.conversation, due.kind, due.number, NewEvent(event.event_id, event.raw, now)
-        )
+        # Listed in its conversation's transcript while a console can show it (SPEC 8.1).
+        shown = watch.conversation if config.console is not None else None
+        new = NewEvent(event.event_id, event.raw, now, conversation=shown)
+        signal = NewSignal(watch.conversation, due.kind, due.number, new)
         stored = await state.store.raise_signal(
             signal,
             deliveries,

@@ -33,6 +33,35 @@ class NewEvent:
     # The request that brought it in, what matters of it (relay/request_record.py); None
     # for an event relay raised itself or stored by another path than a webhook's.
     request: RequestRecord | None = None
+    # The conversation (data.session_id) whose transcript lists it (SPEC 8.1); None when
+    # relay keeps no transcripts (they need a console and `conversations:`).
+    conversation: str | None = None
+
+
+@dataclass(frozen=True)
+class EventDelivery:
+    """Where a stored event went: one of its deliveries, as a transcript shows it."""
+
+    id: int
+    destination: str
+    status: DeliveryStatus
+
+
+@dataclass(frozen=True)
+class TranscriptEvent:
+    """One event of a conversation's transcript, and every delivery it is part of (a
+    digest's included)."""
+
+    event_id: str
+    body: bytes
+    received_at: float
+    deliveries: tuple[EventDelivery, ...]
+
+
+@dataclass(frozen=True)
+class Transcript:
+    events: list[TranscriptEvent]  # oldest first
+    earlier: bool  # events before these were left out (the newest `limit` are given)
 
 
 @dataclass(frozen=True)
@@ -331,6 +360,10 @@ class Store(Protocol):
 
     async def replay(self, ids: Sequence[int] | None, now: float) -> int:
         """Put dead deliveries (the given ones, or all when None) back in the queue."""
+
+    async def transcript(self, conversation: str, limit: int) -> Transcript:
+        """Return the newest `limit` events stored with this conversation (NewEvent's
+        `conversation`), oldest first, each with its deliveries."""
 
     async def rule_hits(self, since_hour: int) -> list[RuleHits]:
         """Return every rule (NO_RULE included) with a hit kept in the counters: its hits

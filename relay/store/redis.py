@@ -41,12 +41,15 @@ from relay.store.base import (
     DeliveryCounts,
     DeliveryFilter,
     DeliveryStatus,
+    EventDelivery,
     Found,
     NewDelivery,
     NewEvent,
     NewSignal,
     Purged,
     StoreUnavailable,
+    Transcript,
+    TranscriptEvent,
 )
 from relay.store.redis_batch import ScriptBatcher
 
@@ -144,6 +147,7 @@ def _event_args(
         _time(event.received_at),
         _time(dedupe_window_s),
         "" if event.request is None else event.request.to_json(),
+        "" if event.conversation is None else _conversation_part(event.conversation),
         len(deliveries),
     ]
     for d in deliveries:
@@ -610,6 +614,45 @@ class RedisStore:
             if not last:
                 return total
             after = int(last)
+
+    async def transcript(self, conversation: str, limit: int) -> Transcript:
+        key = f"{PREFIX}conv:{_conversation_part(conversation)}"
+        refs = await self._call(lambda client: client.lrange(key, -(limit + 1), -1))
+        earlier = len(refs) > limit
+        refs = refs[-limit:] if limit else []
+
+        async def read(client: aioredis.Redis) -> list[Any]:
+            async with client.pipeline(transaction=False) as pipe:
+                for ref in refs:
+                    pipe.hmget(f"{PREFIX}e:{_text(ref)}", "event_id", "body", "received_at",
+                               "deliveries")  # fmt: skip
+                return list(await pipe.execute())
+
+        rows = [row for row in (await self._call(read) if refs else []) if row[0] is not None]
+        members = sorted({m for *_, joined in rows if joined for m in _text(joined).split(",")})
+
+        async def statuses(client: aioredis.Redis) -> list[Any]:
+            async with client.pipeline(transaction=False) as pipe:
+                for member in members:
+                    pipe.hmget(f"{PREFIX}d:{member}", "destination", "status")
+                return list(await pipe.execute())
+
+        found = {
+            member: EventDelivery(
+                int(member), _text(destination), cast(DeliveryStatus, _text(status))
+            )
+            for member, (destination, status) in zip(
+                members, await self._call(statuses) if members else [], strict=True
+            )
+            if status is not None  # purged meanwhile
+        }
+        events = []
+        for event_id, body, received_at, joined in rows:
+            mine = [found[m] for m in (_text(joined).split(",") if joined else []) if m in found]
+            events.append(
+                TranscriptEvent(_text(event_id), bytes(body), float(received_at), tuple(mine))
+            )
+        return Transcript(events, earlier)
 
     async def rule_hits(self, since_hour: int) -> list[RuleHits]:
         hits: dict[str, int] = {}

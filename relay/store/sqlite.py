@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from relay.activity.tally import AgentCount, HourCount, RuleHits, Tally
 from relay.conversations.watch import Forget, Observation, Watch
-from relay.store import sqlite_counters, sqlite_listing, sqlite_watches
+from relay.store import sqlite_counters, sqlite_listing, sqlite_transcripts, sqlite_watches
 from relay.store import sqlite_ops as ops
 from relay.store.base import (
     SCAN_ROWS,
@@ -47,6 +47,7 @@ from relay.store.base import (
     NewSignal,
     Purged,
     StoreUnavailable,
+    Transcript,
 )
 from relay.store.sqlite_reader import Reader
 
@@ -336,6 +337,12 @@ class SqliteStore:
     async def delivery_counts(self) -> DeliveryCounts:
         """Return how many deliveries there are, by status and by destination."""
         return await self._reader.run(sqlite_listing.counts)
+
+    async def transcript(self, conversation: str, limit: int) -> Transcript:
+        """A conversation's newest events and their deliveries, on the reader."""
+        return await self._reader.run(
+            lambda conn: sqlite_transcripts.transcript(conn, conversation, limit)
+        )
 
     async def rule_hits(self, since_hour: int) -> list[RuleHits]:
         """Each rule's hits from `since_hour` on, on the reader (sqlite_counters)."""

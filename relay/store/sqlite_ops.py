@@ -18,6 +18,7 @@ from relay.limits import take_token
 from relay.request_record import RequestRecord
 from relay.store import sqlite_counters as counters
 from relay.store import sqlite_listing
+from relay.store import sqlite_transcripts as transcripts
 from relay.store import sqlite_watches as watches
 from relay.store.base import (
     AcceptResult,
@@ -32,7 +33,7 @@ from relay.store.base import (
 )
 from relay.store.sqlite_rows import DELIVERY_COLUMNS, deliveries_of
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 
 # events.id, not events.event_id, is the key: the same event id may be accepted again once
 # its dedupe window has passed, and each acceptance is its own event row.
@@ -153,6 +154,7 @@ _MIGRATIONS = {
     1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5, 6: _SCHEMA_V6,
     7: _SCHEMA_V7, 8: watches.SCHEMA_V8, 9: sqlite_listing.SCHEMA_V9,
     10: watches.SCHEMA_V10, 11: _SCHEMA_V11, 12: counters.SCHEMA_V12, 13: watches.SCHEMA_V13,
+    14: transcripts.SCHEMA_V14,
 }  # fmt: skip
 
 UNFINISHED = "status IN ('pending', 'failed')"
@@ -288,8 +290,8 @@ def accept(
         counters.add(conn, tally)
     request = None if event.request is None else event.request.to_json()
     cur = conn.execute(
-        "INSERT INTO events (event_id, body, received_at, request) VALUES (?, ?, ?, ?)",
-        (event.event_id, event.body, event.received_at, request),
+        "INSERT INTO events (event_id, body, received_at, request, session) VALUES (?, ?, ?, ?, ?)",
+        (event.event_id, event.body, event.received_at, request, event.conversation),
     )
     event_ref = cur.lastrowid
     assert event_ref is not None

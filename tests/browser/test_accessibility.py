@@ -61,6 +61,7 @@ async def test_each_page_has_a_title_one_main_and_named_controls(
         ("/rules", "Rules · relay console"),
         ("/activity", "Activity · relay console"),
         ("/activity?period=30d", "Activity · relay console"),
+        ("/conversation?id=nobody", "404 Not Found · relay console"),
         ("/rules?period=7d", "Rules · relay console"),
     ):
         await page.goto(path)
@@ -69,6 +70,7 @@ async def test_each_page_has_a_title_one_main_and_named_controls(
         await expect(page.get_by_role("heading", level=1)).to_have_count(1)
         await named_controls(page)
     watched.noted_status("/deliveries/424242", 404)
+    watched.noted_status("/conversation?id=nobody", 404)
 
     await page.goto("/deliveries")
     names = set((await named_controls(page)).values())

@@ -57,6 +57,8 @@ ROUTES = [
     ("GET", "/static/live.js"),
     ("GET", "/rules"),
     ("GET", "/activity"),
+    ("GET", "/conversation?id=s1"),
+    ("GET", "/conversation"),
     ("GET", "/activity?period=30d"),
     ("GET", "/rules?period=7d"),
     ("HEAD", "/rules"),

@@ -14,7 +14,7 @@ import pytest
 from relay.activity.tally import Tally
 from relay.conversations.watch import Observation
 from relay.request_record import RequestRecord
-from relay.store import sqlite_ops
+from relay.store import sqlite_ops, sqlite_transcripts
 from relay.store.base import Delivery, DeliveryFilter, NewDelivery, NewEvent, StoreUnavailable
 from relay.store.sqlite import SqliteStore
 
@@ -505,6 +505,12 @@ async def test_no_retention_keeps_history(db_path: str) -> None:
         ),
         (sqlite_ops.NEXT_DUE_SQL, ("slack", 1e12), ["deliveries_next", "deliveries_session"]),
         (sqlite_ops.LEASE_ENDS_SQL, ("slack", 1e12), ["deliveries_leases"]),
+        (sqlite_transcripts._EVENTS_SQL, ("s1", 10), ["events_by_session"]),
+        (
+            sqlite_transcripts._DELIVERIES_SQL,
+            {"refs": "[1, 2]"},
+            ["deliveries_by_event", "digest_events_by_event"],
+        ),
     ],
 )
 async def test_queue_queries_use_their_indexes(
@@ -666,7 +672,7 @@ async def test_a_version_10_database_keeps_its_events_and_then_their_requests(
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_ops.SCHEMA_VERSION
         columns = [row[1] for row in conn.execute("PRAGMA table_info(events)")]
-        assert columns == ["id", "event_id", "body", "received_at", "request"]
+        assert columns == ["id", "event_id", "body", "received_at", "request", "session"]
 
 
 # --- the reader: operators' reads beside the writer ---------------------------------------

@@ -4,7 +4,8 @@ watch on; or nothing (a duplicate).
 KEYS[1]  the store's key prefix, with its hash tag: every key below starts with it, so the
          whole store lives in one cluster slot.
 ARGV     the event and its deliveries as lib_event.lua's store_event takes them:
-         event_id, body, received_at, dedupe_window_s, request ('' for none), count, then
+         event_id, body, received_at, dedupe_window_s, request ('' for none), conversation
+         ('' for none), count, then
          count times: destination, rule, template ('' for none), session_key, digest_s
          ('' for none: a delivery of its own);
          then 'watch' and its watch's arguments as lib_watch.lua's watch_observe takes

@@ -7,7 +7,9 @@ store_event(P, at)
   P        the store's key prefix (KEYS[1])
   at       where the event's arguments begin in ARGV: event_id, body, received_at,
            dedupe_window_s, request (what mattered of the request that brought it in,
-           RequestRecord's JSON; '' for none: kept as no field), count, then count times:
+           RequestRecord's JSON; '' for none: kept as no field), conversation (the digest
+           naming its conversation's watch, whose transcript lists it: conv:<digest>, a list
+           of event refs, forgotten with the watch; '' for none), count, then count times:
            destination, rule, template ('' for none), session_key, digest_s ('' for
            none: a delivery of its own)
   Returns  true when the event id was accepted within its dedupe window (nothing stored),
@@ -33,9 +35,9 @@ end
 local function store_event(P, at)
   local event_id, body, received_at = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   local now, window = tonumber(received_at), tonumber(ARGV[at + 3])
-  local request = ARGV[at + 4]
-  local count = tonumber(ARGV[at + 5])
-  local first = at + 6  -- the first delivery's arguments
+  local request, conversation = ARGV[at + 4], ARGV[at + 5]
+  local count = tonumber(ARGV[at + 6])
+  local first = at + 7  -- the first delivery's arguments
   local after = first + 5 * count
 
   local dedupe = P .. 'dedupe:' .. event_id
@@ -54,6 +56,10 @@ local function store_event(P, at)
     redis.call('HSET', P .. 'e:' .. ref, 'request', request)
   end
   redis.call('ZADD', P .. 'events', ref, ref)
+  if conversation ~= '' then
+    redis.call('RPUSH', P .. 'conv:' .. conversation, ref)
+  end
+  local members = {}  -- the deliveries it is part of, for its transcript
 
   for i = first, after - 1, 5 do
     local destination, rule = ARGV[i], ARGV[i + 1]
@@ -64,9 +70,11 @@ local function store_event(P, at)
     end
     if joined then
       redis.call('RPUSH', P .. 'digest:' .. joined, ref)
+      members[#members + 1] = joined
     else
       local id = redis.call('INCR', P .. 'dseq')
       local member = string.format('%016d', id)
+      members[#members + 1] = member
       local key = P .. 'd:' .. member
       local due = received_at
       redis.call('HSET', key, 'event_ref', ref, 'destination', destination, 'rule', rule,
@@ -94,6 +102,9 @@ local function store_event(P, at)
         redis.call('ZADD', P .. 'waiting:' .. destination, due, member)
       end
     end
+  end
+  if conversation ~= '' and #members > 0 then
+    redis.call('HSET', P .. 'e:' .. ref, 'deliveries', table.concat(members, ','))
   end
   return false, after
 end

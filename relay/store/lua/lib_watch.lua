@@ -185,8 +185,9 @@ local function watch_read(P, digest)
   return watch_take_over(P, digest)
 end
 
--- Forget a conversation's watch, in either format.
+-- Forget a conversation's watch, in either format, and its transcript's list of events.
 local function watch_forget(P, digest)
+  redis.call('DEL', P .. 'conv:' .. digest)
   if redis.call('DEL', watch_key(P, digest)) == 1 then
     redis.call('ZREM', P .. 'w-due', digest)
     redis.call('ZREM', P .. 'w-quiet', digest)

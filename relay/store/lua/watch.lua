@@ -26,7 +26,8 @@ Atomic:  a watch is claimed by one owner at a time: it must be due, and any leas
          owes it (watch.may_raise) and in the same step as the watch is marked raised: so
          once, whoever raises it. Raising or not, the owner's claim on the watch goes.
          A watch goes (purge) once its conversation has had no event received since
-         `before`, quietest first, at most `limit` in one call.
+         `before`, quietest first, at most `limit` in one call; its transcript's list of
+         events (conv:<digest>, lib_event.lua) goes with it.
 ]]
 local P = KEYS[1]
 local op = ARGV[1]
@@ -148,7 +149,7 @@ while #gone < limit and budget > 0 do
       redis.call('SET', watch_key(P, digest), watch_encode(w))
       redis.call('ZADD', P .. 'w-quiet', num(w.quiet_at), digest)
     else
-      redis.call('DEL', watch_key(P, digest))
+      redis.call('DEL', watch_key(P, digest), P .. 'conv:' .. digest)
       gone[#gone + 1] = digest
       redis.call('ZREM', P .. 'w-quiet', digest)
     end
