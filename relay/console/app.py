@@ -12,6 +12,7 @@ from relay.console import (
     activity_page,
     bulk,
     conversation_page,
+    conversations_page,
     live,
     rules_page,
     sample,
@@ -19,6 +20,7 @@ from relay.console import (
 )
 from relay.console.answers import error
 from relay.console.auth import require_login
+from relay.console.conversations_listing import CONVERSATIONS_PATH
 from relay.console.csrf import CsrfTokens
 from relay.console.filters import FilterError
 from relay.console.keys import CSRF, NOTICES, STATE, STREAMS, WEBHOOK_URL
@@ -80,6 +82,7 @@ def create_console_app(
     app.router.add_get(
         conversation_page.CONVERSATION_PATH, conversation_page.conversation, name="conversation"
     )
+    app.router.add_get(CONVERSATIONS_PATH, conversations_page.conversations, name="conversations")
     app.router.add_get(rules_page.RULES_PATH, rules_page.rules, name="rules")
     app.router.add_static("/static/", STATIC, name="static")
     return app

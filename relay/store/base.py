@@ -38,6 +38,19 @@ class NewEvent:
     conversation: str | None = None
 
 
+# A watch's quiet floor (Store.watches_by_quiet) is at most this far below its
+# last_received_at: both stores move it once in this long (sqlite_observe, lib_watch.lua).
+QUIET_STEP_S = 600
+
+
+@dataclass(frozen=True)
+class QuietWatch:
+    """A watch and its quiet floor: at most its last_received_at, within QUIET_STEP_S."""
+
+    quiet_at: float
+    watch: Watch
+
+
 @dataclass(frozen=True)
 class EventDelivery:
     """Where a stored event went: one of its deliveries, as a transcript shows it."""
@@ -360,6 +373,14 @@ class Store(Protocol):
 
     async def replay(self, ids: Sequence[int] | None, now: float) -> int:
         """Put dead deliveries (the given ones, or all when None) back in the queue."""
+
+    async def watches_by_quiet(
+        self, below: tuple[float, str] | None, limit: int
+    ) -> list[QuietWatch]:
+        """Return up to `limit` watches by their quiet floor, highest first (ties in an
+        order of the store's own), each after the watch of the (quiet_at, conversation)
+        `below` in that order when given: the way to list conversations by their latest
+        activity, read in steps, each watch once."""
 
     async def transcript(self, conversation: str, limit: int) -> Transcript:
         """Return the newest `limit` events stored with this conversation (NewEvent's

@@ -47,6 +47,7 @@ from relay.store.base import (
     NewEvent,
     NewSignal,
     Purged,
+    QuietWatch,
     StoreUnavailable,
     Transcript,
     TranscriptEvent,
@@ -614,6 +615,19 @@ class RedisStore:
             if not last:
                 return total
             after = int(last)
+
+    async def watches_by_quiet(
+        self, below: tuple[float, str] | None, limit: int
+    ) -> list[QuietWatch]:
+        # Ordered by the digest naming each watch (lib_watch.lua), not by its session id:
+        # a cursor's tie-break is the digest of the conversation it names.
+        args: list[Any] = ["by_quiet", "", "", limit]
+        if below is not None:
+            args[1:3] = [_time(below[0]), _conversation_part(below[1])]
+        flat = await self._script("watch", args)
+        return [
+            QuietWatch(float(flat[i]), _watch(_fields(flat[i + 1]))) for i in range(0, len(flat), 2)
+        ]
 
     async def transcript(self, conversation: str, limit: int) -> Transcript:
         key = f"{PREFIX}conv:{_conversation_part(conversation)}"

@@ -46,6 +46,7 @@ from relay.store.base import (
     NewEvent,
     NewSignal,
     Purged,
+    QuietWatch,
     StoreUnavailable,
     Transcript,
 )
@@ -337,6 +338,12 @@ class SqliteStore:
     async def delivery_counts(self) -> DeliveryCounts:
         """Return how many deliveries there are, by status and by destination."""
         return await self._reader.run(sqlite_listing.counts)
+
+    async def watches_by_quiet(
+        self, below: tuple[float, str] | None, limit: int
+    ) -> list[QuietWatch]:
+        """Watches by their quiet floor, highest first, on the reader."""
+        return await self._reader.run(lambda conn: sqlite_watches.by_quiet(conn, below, limit))
 
     async def transcript(self, conversation: str, limit: int) -> Transcript:
         """A conversation's newest events and their deliveries, on the reader."""

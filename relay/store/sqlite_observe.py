@@ -20,9 +20,7 @@ import sqlite3
 
 from relay.activity.tally import CONVERSATIONS, first_answer_counter
 from relay.conversations.watch import Observation
-
-# The quiet floor (sqlite_watches' quiet_at) moves once in this long.
-QUIET_STEP_S = 600
+from relay.store.base import QUIET_STEP_S  # the quiet floor moves once in this long
 
 # The event's role.
 _VISITOR = "(:role = 'visitor')"

@@ -24,6 +24,7 @@ from relay.conversations.watch import (
     watch_of,
 )
 from relay.store import sqlite_observe
+from relay.store.base import QuietWatch
 
 # Version 8: conversation watches. due_at is Watch.due_at, kept as a column so the due
 # ones are found through an index that holds only watches with something left to raise.
@@ -248,6 +249,24 @@ def mark_raised(
         return owed, []
     first = conn.execute(_UNANSWERED_COUNTED_SQL, (conversation,)).rowcount
     return owed, [UNANSWERED] if first else []
+
+
+_BY_QUIET_SQL = f"""
+SELECT {_COLUMNS}, quiet_at FROM watches INDEXED BY watches_quiet
+WHERE quiet_at < :quiet_at OR (quiet_at = :quiet_at AND conversation < :conversation)
+ORDER BY quiet_at DESC, conversation DESC LIMIT :limit
+"""
+
+
+def by_quiet(
+    conn: sqlite3.Connection, below: tuple[float, str] | None, limit: int
+) -> list[QuietWatch]:
+    """Up to `limit` watches by their quiet floor, highest first, below `below`."""
+    quiet_at, conversation = below if below is not None else (float("inf"), "")
+    rows = conn.execute(
+        _BY_QUIET_SQL, {"quiet_at": quiet_at, "conversation": conversation, "limit": limit}
+    ).fetchall()
+    return [QuietWatch(float(row[-1]), _watch(row)) for row in rows]
 
 
 def find(conn: sqlite3.Connection, conversation: str) -> Watch | None:

@@ -62,6 +62,7 @@ async def test_each_page_has_a_title_one_main_and_named_controls(
         ("/activity", "Activity · relay console"),
         ("/activity?period=30d", "Activity · relay console"),
         ("/conversation?id=nobody", "404 Not Found · relay console"),
+        ("/conversations", "Conversations · relay console"),
         ("/rules?period=7d", "Rules · relay console"),
     ):
         await page.goto(path)

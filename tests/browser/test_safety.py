@@ -101,6 +101,8 @@ async def test_no_page_logs_an_error_or_breaks_the_csp(
         "/rules?period=30d",
         "/activity",
         "/activity?period=7d",
+        "/conversations",
+        "/conversations?agent=agent_abc123",
     ):
         await assert_loads_cleanly(page, path, 200)
     # The replay form posts under `form-action 'self'` and comes back.

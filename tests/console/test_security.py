@@ -59,6 +59,8 @@ ROUTES = [
     ("GET", "/activity"),
     ("GET", "/conversation?id=s1"),
     ("GET", "/conversation"),
+    ("GET", "/conversations"),
+    ("GET", "/conversations?agent=A1"),
     ("GET", "/activity?period=30d"),
     ("GET", "/rules?period=7d"),
     ("HEAD", "/rules"),

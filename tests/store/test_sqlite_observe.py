@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from relay.conversations.watch import Observation, Role, Watch, observe
 from relay.store import sqlite_ops, sqlite_watches
-from relay.store.sqlite_observe import QUIET_STEP_S
+from relay.store.base import QUIET_STEP_S
 
 TIMES = st.sampled_from([0.0, 1.0, 5.0, 5.0, 9.5, 20.0, 700.0, 1300.0])
 

@@ -10,6 +10,7 @@ ARGV     'claim', now, limit, owner, lease_until
             its tally's arguments as lib_tally.lua's tally_add takes them, or nothing
          or 'purge', before, limit
          or 'read', digest
+         or 'by_quiet', quiet_at ('' for none), conversation, limit
          or 'migrate', limit
 Returns  for 'claim', 1 when it stopped reading before it could tell that nothing more
          is due (it reads at most limit + 1000 watches: redis.py calls again), else 0;
@@ -19,6 +20,9 @@ Returns  for 'claim', 1 when it stopped reading before it could tell that nothin
          for 'raise', 1 when the watch still owed the signal (raised), else 0;
          for 'purge', how many watches went;
          for 'read', the watch's fields, or none;
+         for 'by_quiet', up to `limit` watches by their quiet floor (w-quiet), highest
+         first, ties by digest, each below (quiet_at, the digest of conversation) when
+         given: its floor then its fields, for each;
          for 'migrate', how many watches an older relay kept were taken over
 Atomic:  a watch is claimed by one owner at a time: it must be due, and any lease on it
          over. Claimed, it is scored by its lease's end, so a claim reads only the watches
@@ -122,6 +126,33 @@ end
 if op == 'read' then
   local w = watch_read(P, ARGV[2])
   return w and watch_fields(w) or {}
+end
+
+if op == 'by_quiet' then
+  local limit = tonumber(ARGV[4])
+  local top, below = '+inf', nil
+  if ARGV[2] ~= '' then
+    top, below = ARGV[2], ARGV[3]
+  end
+  -- Ties on the floor are rare (it is an event's receive time): read a few more than asked
+  -- and leave those at the floor given that are not below the cursor's member.
+  local found = redis.call('ZREVRANGEBYSCORE', P .. 'w-quiet', top, '-inf', 'WITHSCORES',
+    'LIMIT', 0, limit + 64)
+  local out = {}
+  for i = 1, #found, 2 do
+    local digest, score = found[i], found[i + 1]
+    if #out >= 2 * limit then
+      break
+    end
+    if not below or tonumber(score) < tonumber(top) or digest < below then
+      local packed = redis.call('GET', watch_key(P, digest))
+      if packed then
+        out[#out + 1] = score
+        out[#out + 1] = watch_fields(watch_decode(packed))
+      end
+    end
+  end
+  return out
 end
 
 if op == 'migrate' then
