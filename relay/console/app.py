@@ -82,6 +82,12 @@ def create_console_app(
     app.router.add_get(
         conversation_page.CONVERSATION_PATH, conversation_page.conversation, name="conversation"
     )
+    app.router.add_get(
+        conversation_page.LIVE_PATH,
+        conversation_page.conversation_live,
+        name="conversation_live",
+        allow_head=False,
+    )
     app.router.add_get(CONVERSATIONS_PATH, conversations_page.conversations, name="conversations")
     app.router.add_get(rules_page.RULES_PATH, rules_page.rules, name="rules")
     app.router.add_static("/static/", STATIC, name="static")

@@ -4,26 +4,34 @@
 the signals relay raised (SPEC 4.4), in the order relay stored them; beside each event,
 every destination it went to with that delivery's status, linked to the delivery's page.
 Transcripts are kept while a console is set and relay watches conversations; the watch
-gives the summary above the transcript.
+gives the summary above the transcript. While the page is open, new events and status
+changes appear without a reload (a stream, as the deliveries page has: live.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp_jinja2
+import jinja2
 from aiohttp import web
+from markupsafe import Markup
 
 from relay.console import answers
 from relay.console.filters import FilterError
 from relay.console.keys import STATE
+from relay.console.live import SEEN, stream, update_event
 from relay.console.present import iso
 from relay.conversations.watch import Watch
-from relay.store.base import EventDelivery, TranscriptEvent
+from relay.store import StoreUnavailable
+from relay.store.base import EventDelivery, Store, TranscriptEvent
 
 CONVERSATION_PATH = "/conversation"
+LIVE_PATH = "/conversation/live"
 # The newest events a page shows: a conversation longer than this says so.
 TRANSCRIPT_LIMIT = 500
 _MAX_ID = 10_000  # a session id relay keeps whole is at most this long
@@ -129,13 +137,38 @@ def _conversation_id(request: web.Request) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class Shown:
+    """What a conversation's page shows: the watch's summary and the transcript."""
+
+    watch: Watch | None
+    lines: list[Line]
+    earlier: bool
+
+
+async def _read(store: Store, conversation: str) -> Shown:
+    transcript = await store.transcript(conversation, TRANSCRIPT_LIMIT)
+    watch = await store.watch(conversation)
+    return Shown(watch, [line(event) for event in transcript.events], transcript.earlier)
+
+
+def _render(env: jinja2.Environment, shown: Shown) -> tuple[Markup, str]:
+    """The transcript's region as a reload renders it (autoescaped: messages are text),
+    and a version naming that rendering (the stream's event id)."""
+    context = {"lines": shown.lines, "earlier": shown.earlier, "limit": TRANSCRIPT_LIMIT}
+    html = Markup(env.get_template("_transcript.html").render(context))
+    return html, hashlib.sha256(str(html).encode()).hexdigest()[:20]
+
+
+def _live_url(conversation: str, version: str) -> str:
+    return f"{LIVE_PATH}?{urlencode({'id': conversation, SEEN: version})}"
+
+
 async def conversation(request: web.Request) -> web.Response:
     state = request.app[STATE]
     conversation_id = _conversation_id(request)
-    transcript = await state.store.transcript(conversation_id, TRANSCRIPT_LIMIT)
-    watch = await state.store.watch(conversation_id)
-    lines = [line(event) for event in transcript.events]
-    if not lines and watch is None:
+    shown = await _read(state.store, conversation_id)
+    if not shown.lines and shown.watch is None:
         return answers.error(
             request,
             404,
@@ -146,16 +179,44 @@ async def conversation(request: web.Request) -> web.Response:
         return answers.data(
             {
                 "conversation": conversation_id,
-                "watch": _watch_json(watch),
-                "events": [shown.as_json() for shown in lines],
-                "earlier": transcript.earlier,
+                "watch": _watch_json(shown.watch),
+                "events": [each.as_json() for each in shown.lines],
+                "earlier": shown.earlier,
             }
         )
+    transcript_html, version = _render(aiohttp_jinja2.get_env(request.app), shown)
     context = {
         "conversation": conversation_id,
-        "watch": watch,
-        "lines": lines,
-        "earlier": transcript.earlier,
-        "limit": TRANSCRIPT_LIMIT,
+        "watch": shown.watch,
+        "transcript_html": transcript_html,
+        "live_url": _live_url(conversation_id, version),
     }
     return answers.page(request, "conversation.html", context)
+
+
+class _TranscriptWatch:
+    """A stream of one conversation's transcript: sent again when it changed (a new event,
+    a delivery's status)."""
+
+    def __init__(self, request: web.Request, conversation: str, seen: str) -> None:
+        self._app = request.app
+        self._conversation = conversation
+        self._seen = seen
+
+    async def update(self) -> bytes | None:
+        try:
+            shown = await _read(self._app[STATE].store, self._conversation)
+        except StoreUnavailable:
+            return None  # read again next time; the page keeps what it shows
+        html, version = _render(aiohttp_jinja2.get_env(self._app), shown)
+        if version == self._seen:
+            return None
+        self._seen = version
+        return update_event(version, {"transcript": str(html)})
+
+
+async def conversation_live(request: web.Request) -> web.StreamResponse:
+    """Stream a conversation's transcript as it changes."""
+    conversation_id = _conversation_id(request)
+    seen = request.headers.get("Last-Event-ID") or request.query.get(SEEN, "")
+    return await stream(request, _TranscriptWatch(request, conversation_id, seen))

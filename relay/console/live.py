@@ -1,4 +1,5 @@
-"""Live updates of the deliveries page (SPEC 8): a Server-Sent Events stream.
+"""Live updates of the deliveries page (SPEC 8): a Server-Sent Events stream; and the
+stream itself, which a conversation's page uses too (conversation_page.py).
 
 static/live.js opens one stream per page, `/deliveries/live?<the page's filters>`. The
 stream reads the store every poll_s (the newest page and the counts), and when what the
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Hashable
+from typing import Protocol
 
 import aiohttp_jinja2
 from aiohttp import hdrs, web
@@ -40,12 +42,24 @@ def live_url(query: ListQuery, version: str) -> str:
     return f"{query.newest().url(LIVE_PATH)}{'&' if query.filtered else '?'}{SEEN}={version}"
 
 
+class Watch(Protocol):
+    """What a stream watches: it reads the store and says what to send, when anything."""
+
+    async def update(self) -> bytes | None: ...
+
+
 async def live(request: web.Request) -> web.StreamResponse:
     """Stream the newest page of deliveries the filters select, as it changes."""
     try:
         query = ListQuery(read_filter(request.query))
     except FilterError as exc:
         return answers.error(request, 400, str(exc))
+    seen = request.headers.get("Last-Event-ID") or request.query.get(SEEN, "")
+    return await stream(request, _Watch(request, query, seen))
+
+
+async def stream(request: web.Request, watch: Watch) -> web.StreamResponse:
+    """Answer with a stream of what `watch` sends, while there is room for one more."""
     streams = request.app[STREAMS]
     if request.app[STATE].draining or streams.closing.is_set():
         return answers.error(request, 503, "relay is shutting down")
@@ -60,12 +74,12 @@ async def live(request: web.Request) -> web.StreamResponse:
         return response
     streams.open += 1
     try:
-        return await _stream(request, query)
+        return await _stream(request, watch)
     finally:
         streams.open -= 1
 
 
-async def _stream(request: web.Request, query: ListQuery) -> web.StreamResponse:
+async def _stream(request: web.Request, watch: Watch) -> web.StreamResponse:
     settings = request.app[STREAMS].settings
     response = web.StreamResponse(
         headers={
@@ -74,9 +88,6 @@ async def _stream(request: web.Request, query: ListQuery) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
-    watch = _Watch(
-        request, query, request.headers.get("Last-Event-ID") or request.query.get(SEEN, "")
-    )
     loop = asyncio.get_running_loop()
     quiet_since = loop.time()
     try:
@@ -120,8 +131,13 @@ class _Watch:
         if fragments.version == self._seen:
             return None
         self._seen = fragments.version
-        data = json.dumps(fragments.as_json())
-        return f"event: update\nid: {self._seen}\ndata: {data}\n\n".encode()
+        return update_event(self._seen, fragments.as_json())
+
+
+def update_event(version: str, fragments: dict[str, str]) -> bytes:
+    """An `update` event: the page's regions (static/live.js puts each in the element whose
+    data-region names it), under the rendering's version."""
+    return f"event: update\nid: {version}\ndata: {json.dumps(fragments)}\n\n".encode()
 
 
 def _wanted(request: web.Request) -> bool:

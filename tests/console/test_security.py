@@ -60,6 +60,7 @@ ROUTES = [
     ("GET", "/conversation?id=s1"),
     ("GET", "/conversation"),
     ("GET", "/conversations"),
+    ("GET", "/conversation/live?id=s1"),
     ("GET", "/conversations?agent=A1"),
     ("GET", "/activity?period=30d"),
     ("GET", "/rules?period=7d"),
