@@ -397,6 +397,12 @@ class Store(Protocol):
         """Return one agent counter of all agents together, hour by hour from
         `since_hour` on, oldest first; an hour without any is left out."""
 
+    async def roll_up_counters(self, now: float) -> None:
+        """Roll the activity counters of the hours before yesterday (UTC, by `now`) up into
+        one per day, so that a period of days reads days. A store does this by itself now
+        and then; the figures read the same before and after, but that a day overlapping a
+        period counts whole."""
+
     async def purge(self, before: float) -> Purged:
         """Delete one bounded step of history: deliveries that finished before `before`,
         then, oldest first, events received before it with no delivery left; the

@@ -13,12 +13,14 @@ Redis's own settings, which `open()` checks (SPEC 5): AOF on, `appendfsync alway
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar, cast
 
@@ -61,7 +63,7 @@ T = TypeVar("T")
 PREFIX = "relay:{relay}:"
 _SCRIPTS = (
     "accept", "claim", "renew", "release", "finish", "replay", "purge", "limits", "threads",
-    "watch", "counts",
+    "watch", "counts", "counters",
 )  # fmt: skip
 # The shared Lua (lua/lib_*.lua) each of these scripts runs, prepended to its own text when
 # it is registered: one copy of the logic several scripts need.
@@ -74,6 +76,10 @@ _LIBS = {
 ATTEMPTS_KEPT = 100
 # How many deliveries a filtered listing reads from Redis in one round trip.
 _FIND_CHUNK = 200
+# How many hours one counters.lua call rolls up into days.
+_ROLL_UP_HOURS = 48
+# How often a process rolls the activity counters up (each call does what is due).
+_ROLL_UP_EVERY_S = 300.0
 # How many watches an older relay kept one call takes over (watch.lua's 'migrate').
 _MIGRATE_ROWS = 1000
 # A step of the retention purge, and how often one runs.
@@ -176,6 +182,20 @@ def _observation_args(seen: Observation | Forget) -> list[Any]:
     ]
 
 
+@dataclass(frozen=True)
+class _KeptCounters:
+    """One counters hash: an hour's, or a day's (24 hours rolled up)."""
+
+    first_hour: int
+    hours: int
+    fields: dict[bytes, bytes]
+
+    def within(self, since_hour: int) -> bool:
+        """Whether it counts in a period from `since_hour` on (a day that overlaps it
+        counts whole)."""
+        return self.first_hour + self.hours > since_hour
+
+
 def _counter_field(field: bytes) -> tuple[str, str, str]:
     """Read a counters hash field (lib_tally.lua): scope, key and name; the key, an agent
     id or a rule's name, may itself hold a tab."""
@@ -264,6 +284,8 @@ class RedisStore:
         self._client: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._purger: asyncio.Task[None] | None = None
+        self._roller: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
         # Webhooks accepted at the same moment share a round trip and an fsync.
         self._accepts = ScriptBatcher(functools.partial(self._script_batch, "accept"))
 
@@ -289,6 +311,8 @@ class RedisStore:
         if await self._script("counts", []):
             log.info("counted the deliveries of %s by status and destination", self.shown_url)
         await self._take_over_watches()
+        self._closing = asyncio.Event()  # this loop's: a store may be opened again
+        self._roller = asyncio.create_task(self._roll_up_forever(), name="relay-redis-roll-up")
         if self._retention_s > 0:
             self._purger = asyncio.create_task(self._purge_forever(), name="relay-redis-purge")
 
@@ -303,8 +327,14 @@ class RedisStore:
             log.info("took over %d conversation watches an older relay kept", taken)
 
     async def close(self) -> None:
+        if self._roller is not None:
+            # Not cancelled: a roll-up under way (one Lua call at a time) finishes first, and
+            # a cancel landing in redis-py's reply handling could be lost.
+            self._closing.set()
+            await asyncio.gather(self._roller, return_exceptions=True)
+            self._roller = None
         if self._purger is not None:
-            self._purger.cancel()
+            self._closing.set()  # as for the roller: a step under way finishes first
             await asyncio.gather(self._purger, return_exceptions=True)
             self._purger = None
         if self._client is not None:
@@ -671,58 +701,80 @@ class RedisStore:
     async def rule_hits(self, since_hour: int) -> list[RuleHits]:
         hits: dict[str, int] = {}
         last: dict[str, float] = {}
-        for hour, fields in await self._counters():
-            for field, value in fields.items():
+        for kept in await self._counters():
+            for field, value in kept.fields.items():
                 scope, key, name = _counter_field(field)
                 if scope != "rule":
                     continue
                 if name == "hits":
-                    hits[key] = hits.get(key, 0) + (int(value) if hour >= since_hour else 0)
+                    counted = int(value) if kept.within(since_hour) else 0
+                    hits[key] = hits.get(key, 0) + counted
                 else:
                     last[key] = max(last.get(key, float("-inf")), float(value))
         return [RuleHits(rule, hits.get(rule, 0), at) for rule, at in last.items()]
 
     async def agent_counts(self, since_hour: int) -> list[AgentCount]:
         sums: dict[tuple[str, str], int] = {}
-        for hour, fields in await self._counters():
-            if hour < since_hour:
+        for kept in await self._counters():
+            if not kept.within(since_hour):
                 continue
-            for field, value in fields.items():
+            for field, value in kept.fields.items():
                 scope, agent, name = _counter_field(field)
                 if scope == "agent":
                     sums[agent, name] = sums.get((agent, name), 0) + int(value)
         return [AgentCount(agent, name, value) for (agent, name), value in sums.items()]
 
     async def hourly_counts(self, since_hour: int, counter: str) -> list[HourCount]:
-        counts = []
-        for hour, fields in await self._counters():
-            total = 0
-            for field, value in fields.items():
+        totals: dict[int, int] = {}
+        for kept in await self._counters():
+            if not kept.within(since_hour):
+                continue
+            for field, value in kept.fields.items():
                 scope, _, name = _counter_field(field)
                 if scope == "agent" and name == counter:
-                    total += int(value)
-            if hour >= since_hour and total:
-                counts.append(HourCount(hour, total))
-        return counts
+                    totals[kept.first_hour] = totals.get(kept.first_hour, 0) + int(value)
+        return [HourCount(hour, n) for hour, n in sorted(totals.items()) if n]
 
-    async def _counters(self) -> list[tuple[int, dict[bytes, bytes]]]:
-        """Return each kept hour's counters hash (lib_tally.lua), in one round trip after
-        the one that finds the hours; an hour whose hash expired leaves the list."""
-        hours_key = f"{PREFIX}counter-hours"
-        found = await self._call(lambda client: client.zrange(hours_key, 0, -1))
-        hours = [int(_text(hour)) for hour in found]
+    async def _counters(self) -> list[_KeptCounters]:
+        """Return every kept counters hash: each hour's (lib_tally.lua), and each day's
+        the hours before yesterday were rolled up into (counters.lua). Two round trips
+        after the one that finds them; an hour or a day whose hash expired leaves its
+        list."""
+        days = await self._read_counters("counter-days", "counters-day")
+        hours = await self._read_counters("counter-hours", "counters")
+        return [_KeptCounters(day * 24, 24, fields) for day, fields in days] + [
+            _KeptCounters(hour, 1, fields) for hour, fields in hours
+        ]
+
+    async def _read_counters(self, index: str, name: str) -> list[tuple[int, dict[bytes, bytes]]]:
+        index_key = f"{PREFIX}{index}"
+        found = await self._call(lambda client: client.zrange(index_key, 0, -1))
+        units = [int(_text(unit)) for unit in found]
 
         async def read(client: aioredis.Redis) -> list[dict[bytes, bytes]]:
             async with client.pipeline(transaction=False) as pipe:
-                for hour in hours:
-                    pipe.hgetall(f"{PREFIX}counters:{hour}")
+                for unit in units:
+                    pipe.hgetall(f"{PREFIX}{name}:{unit}")
                 return list(await pipe.execute())
 
-        hashes = await self._call(read) if hours else []
-        gone = [hour for hour, fields in zip(hours, hashes, strict=True) if not fields]
+        hashes = await self._call(read) if units else []
+        gone = [unit for unit, fields in zip(units, hashes, strict=True) if not fields]
         if gone:
-            await self._call(lambda client: client.zrem(hours_key, *gone))
-        return [(hour, fields) for hour, fields in zip(hours, hashes, strict=True) if fields]
+            await self._call(lambda client: client.zrem(index_key, *gone))
+        return [(unit, fields) for unit, fields in zip(units, hashes, strict=True) if fields]
+
+    async def roll_up_counters(self, now: float) -> None:
+        await self._roll_up_counters(now)
+
+    async def _roll_up_counters(self, now: float) -> int:
+        """Roll the hours before yesterday (UTC, by `now`) up into days (counters.lua)."""
+        yesterday = (int(now // 86400) - 1) * 24
+        rolled = 0
+        while True:
+            done = int(await self._script("counters", [yesterday, _ROLL_UP_HOURS]))
+            rolled += done
+            if done < _ROLL_UP_HOURS:
+                return rolled
 
     async def purge(self, before: float) -> Purged:
         """Delete history finished or received before `before`, and threads and watches
@@ -734,12 +786,27 @@ class RedisStore:
 
     # --- plumbing --------------------------------------------------------------------------
 
+    async def _roll_up_forever(self) -> None:
+        """Roll the activity counters up into days now and then: every process does, and
+        each call does only what is due (counters.lua is atomic)."""
+        while not self._closing.is_set():
+            try:
+                await self._roll_up_counters(time.time())
+            except StoreUnavailable as exc:
+                log.warning("rolling the activity counters up skipped: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), _ROLL_UP_EVERY_S)
+
     async def _purge_forever(self) -> None:
-        while True:
-            await asyncio.sleep(_PURGE_EVERY_S)
+        while not self._closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), _PURGE_EVERY_S)
+                return
             try:
                 while _PURGE_ROWS in await self.purge(time.time() - self._retention_s):
-                    pass  # a backlog: go on at once
+                    if self._closing.is_set():
+                        return
+                    # a backlog: go on at once
             except StoreUnavailable as exc:
                 log.warning("retention purge skipped: %s", exc)
 

@@ -351,6 +351,11 @@ class SqliteStore:
             lambda conn: sqlite_transcripts.transcript(conn, conversation, limit)
         )
 
+    async def roll_up_counters(self, now: float) -> None:
+        """Roll every day due up (the housekeeping does one a batch as it runs)."""
+        while await self._submit(lambda conn: sqlite_counters.roll_up(conn, now)):
+            pass
+
     async def rule_hits(self, since_hour: int) -> list[RuleHits]:
         """Each rule's hits from `since_hour` on, on the reader (sqlite_counters)."""
         return await self._reader.run(lambda conn: sqlite_counters.rule_hits(conn, since_hour))
@@ -488,6 +493,8 @@ class SqliteStore:
         return jobs
 
     def _purge_counters(self, conn: sqlite3.Connection, now: float) -> int:
+        # A day at a time: after an upgrade or a long stop, the next batches roll the rest.
+        sqlite_counters.roll_up(conn, now)
         counters = sqlite_counters.purge(conn, now, _PURGE_HISTORY_ROWS)
         self.stats.purged_counters += counters
         return counters

@@ -260,3 +260,51 @@ def test_the_lua_first_answer_bounds_are_tally_py_s() -> None:
     found = re.search(r"local FIRST_ANSWER_BOUNDS_S = \{(.*?)\}", lua, re.S)
     assert found is not None
     assert tuple(int(n) for n in re.findall(r"\d+", found.group(1))) == FIRST_ANSWER_BOUNDS_S
+
+
+# Days: the hours before yesterday rolled up ------------------------------------------------
+
+
+async def test_rolled_up_days_give_the_same_figures_a_day_overlapping_a_period_whole(
+    stores: Stores,
+) -> None:
+    day = 24 * HOUR
+    base = 20_000 * day  # a UTC midnight
+    for n, at in enumerate((base + 1 * HOUR, base + 5 * HOUR, base + day + 2 * HOUR)):
+        await event(stores.one, f"old{n}", seen(f"s{n}", "visitor", at, at))
+    await accept(stores.one, "r-old", base + 7 * HOUR, "weekly")
+    await accept(stores.other, "r-late", base + 6 * HOUR, "weekly")  # earlier, accepted later
+    await event(stores.one, "new", seen("s-new", "visitor", base + 3 * day, base + 3 * day))
+    first_hour = int(base // HOUR)
+    hourly_before = await stores.one.hourly_counts(first_hour, CONVERSATIONS)
+    counts_before = await counts(stores.one, first_hour)
+    rules_before = by_rule(await stores.one.rule_hits(first_hour))
+
+    await stores.one.roll_up_counters(base + 3 * day)  # the first two days go
+    await stores.other.roll_up_counters(base + 3 * day)  # again, from another process: nothing
+    assert await counts(stores.other, first_hour) == counts_before
+    assert by_rule(await stores.other.rule_hits(first_hour)) == rules_before
+    assert rules_before["weekly"] == (2, base + 7 * HOUR)
+    # A day counts as its first hour, whole.
+    assert hourly_before == [
+        HourCount(first_hour + 1, 1),
+        HourCount(first_hour + 5, 1),
+        HourCount(first_hour + 26, 1),
+        HourCount(first_hour + 72, 1),
+    ]
+    assert await stores.other.hourly_counts(first_hour, CONVERSATIONS) == [
+        HourCount(first_hour, 2),
+        HourCount(first_hour + 24, 1),
+        HourCount(first_hour + 72, 1),
+    ]
+    # A period from the middle of the first day counts it whole.
+    assert (await counts(stores.one, first_hour + 12))[("A1", CONVERSATIONS)] == 4
+    assert (await counts(stores.one, first_hour + 25))[("A1", CONVERSATIONS)] == 2
+
+    # An event accepted later for an hour already rolled up joins its day at the next go.
+    late = base + 4 * HOUR
+    await event(stores.other, "late", seen("s-late", "visitor", late, late))
+    await stores.other.roll_up_counters(base + 3 * day)
+    assert (await stores.one.hourly_counts(first_hour, CONVERSATIONS))[0] == HourCount(
+        first_hour, 3
+    )
