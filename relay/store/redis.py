@@ -20,7 +20,6 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar, cast
 
@@ -180,20 +179,6 @@ def _observation_args(seen: Observation | Forget) -> list[Any]:
         _time(seen.unanswered_after_s),
         _time(seen.ended_after_s),
     ]
-
-
-@dataclass(frozen=True)
-class _KeptCounters:
-    """One counters hash: an hour's, or a day's (24 hours rolled up)."""
-
-    first_hour: int
-    hours: int
-    fields: dict[bytes, bytes]
-
-    def within(self, since_hour: int) -> bool:
-        """Whether it counts in a period from `since_hour` on (a day that overlaps it
-        counts whole)."""
-        return self.first_hour + self.hours > since_hour
 
 
 def _counter_field(field: bytes) -> tuple[str, str, str]:
@@ -699,69 +684,24 @@ class RedisStore:
         return Transcript(events, earlier)
 
     async def rule_hits(self, since_hour: int) -> list[RuleHits]:
-        hits: dict[str, int] = {}
-        last: dict[str, float] = {}
-        for kept in await self._counters():
-            for field, value in kept.fields.items():
-                scope, key, name = _counter_field(field)
-                if scope != "rule":
-                    continue
-                if name == "hits":
-                    counted = int(value) if kept.within(since_hour) else 0
-                    hits[key] = hits.get(key, 0) + counted
-                else:
-                    last[key] = max(last.get(key, float("-inf")), float(value))
-        return [RuleHits(rule, hits.get(rule, 0), at) for rule, at in last.items()]
-
-    async def agent_counts(self, since_hour: int) -> list[AgentCount]:
-        sums: dict[tuple[str, str], int] = {}
-        for kept in await self._counters():
-            if not kept.within(since_hour):
-                continue
-            for field, value in kept.fields.items():
-                scope, agent, name = _counter_field(field)
-                if scope == "agent":
-                    sums[agent, name] = sums.get((agent, name), 0) + int(value)
-        return [AgentCount(agent, name, value) for (agent, name), value in sums.items()]
-
-    async def hourly_counts(self, since_hour: int, counter: str) -> list[HourCount]:
-        totals: dict[int, int] = {}
-        for kept in await self._counters():
-            if not kept.within(since_hour):
-                continue
-            for field, value in kept.fields.items():
-                scope, _, name = _counter_field(field)
-                if scope == "agent" and name == counter:
-                    totals[kept.first_hour] = totals.get(kept.first_hour, 0) + int(value)
-        return [HourCount(hour, n) for hour, n in sorted(totals.items()) if n]
-
-    async def _counters(self) -> list[_KeptCounters]:
-        """Return every kept counters hash: each hour's (lib_tally.lua), and each day's
-        the hours before yesterday were rolled up into (counters.lua). Two round trips
-        after the one that finds them; an hour or a day whose hash expired leaves its
-        list."""
-        days = await self._read_counters("counter-days", "counters-day")
-        hours = await self._read_counters("counter-hours", "counters")
-        return [_KeptCounters(day * 24, 24, fields) for day, fields in days] + [
-            _KeptCounters(hour, 1, fields) for hour, fields in hours
+        flat = await self._script("counters", ["rules", since_hour])
+        return [
+            RuleHits(_text(flat[i]), int(flat[i + 1]), float(flat[i + 2]))
+            for i in range(0, len(flat), 3)
         ]
 
-    async def _read_counters(self, index: str, name: str) -> list[tuple[int, dict[bytes, bytes]]]:
-        index_key = f"{PREFIX}{index}"
-        found = await self._call(lambda client: client.zrange(index_key, 0, -1))
-        units = [int(_text(unit)) for unit in found]
+    async def agent_counts(self, since_hour: int) -> list[AgentCount]:
+        flat = await self._script("counters", ["agents", since_hour])
+        counts = []
+        for i in range(0, len(flat), 2):
+            _, agent, name = _counter_field(flat[i])
+            counts.append(AgentCount(agent, name, int(flat[i + 1])))
+        return counts
 
-        async def read(client: aioredis.Redis) -> list[dict[bytes, bytes]]:
-            async with client.pipeline(transaction=False) as pipe:
-                for unit in units:
-                    pipe.hgetall(f"{PREFIX}{name}:{unit}")
-                return list(await pipe.execute())
-
-        hashes = await self._call(read) if units else []
-        gone = [unit for unit, fields in zip(units, hashes, strict=True) if not fields]
-        if gone:
-            await self._call(lambda client: client.zrem(index_key, *gone))
-        return [(unit, fields) for unit, fields in zip(units, hashes, strict=True) if fields]
+    async def hourly_counts(self, since_hour: int, counter: str) -> list[HourCount]:
+        flat = await self._script("counters", ["hourly", since_hour, counter])
+        totals = sorted((int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2))
+        return [HourCount(hour, n) for hour, n in totals if n]
 
     async def roll_up_counters(self, now: float) -> None:
         await self._roll_up_counters(now)
@@ -771,7 +711,7 @@ class RedisStore:
         yesterday = (int(now // 86400) - 1) * 24
         rolled = 0
         while True:
-            done = int(await self._script("counters", [yesterday, _ROLL_UP_HOURS]))
+            done = int(await self._script("counters", ["roll_up", yesterday, _ROLL_UP_HOURS]))
             rolled += done
             if done < _ROLL_UP_HOURS:
                 return rolled

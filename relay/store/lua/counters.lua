@@ -1,19 +1,109 @@
---[[ counters: roll the activity counters of hours before yesterday up into days (SPEC 8.1).
+--[[ counters: roll the activity counters of hours before yesterday up into days, and sum
+them for a period (SPEC 8.1).
 
 KEYS[1]  the store's key prefix (see accept.lua); the keys are lib_tally.lua's, and
          counters-day:<day>  hash: a day's counters (day: the hour // 24), the same fields
                              as an hour's ('…\tlast' the latest of the day's), kept as long
                              as the longest-kept of its hours
          counter-days        zset: the days that have a counters-day hash (score: the day)
-ARGV     before_hour (hours before it are rolled up: yesterday's first), limit (hours)
-Returns  how many hours were rolled up (fewer than limit: none is left)
+ARGV     'roll_up', before_hour (hours before it are rolled up: yesterday's first), limit
+         or 'agents', since_hour
+         or 'hourly', since_hour, counter
+         or 'rules', since_hour
+Returns  for 'roll_up', how many hours were rolled up (fewer than limit: none is left);
+         for 'agents', each agent counter's field ('agent\t<agent>\t<counter>') and its
+         sum over the period; for 'hourly', each hour's (a day's first hour for a day) and
+         the counter's sum over every agent then; for 'rules', each rule's name, its hits
+         in the period and its latest match of all kept. A period is the hours from
+         since_hour on and the days that overlap it (whole). Summed here, in Redis, so that
+         a page gets a few hundred numbers, not every hour's every field.
 Atomic:  an hour's counters move into its day's whole, in one step; an event accepted
          later for an hour already rolled up (a replica's clock behind) makes the hour
          again, and the next call adds it to the day too.
 ]]
 local P = KEYS[1]
-local hours = redis.call('ZRANGEBYSCORE', P .. 'counter-hours', '-inf', '(' .. ARGV[1],
-  'LIMIT', 0, tonumber(ARGV[2]))
+local op = ARGV[1]
+
+-- Each kept hash of the period (or of all kept, with `all`): its fields, its first hour,
+-- and whether it is within the period. One whose hash expired leaves its index.
+local function units(since, all)
+  local found = {}
+  local function read(index, name, first, hours)
+    for _, unit in ipairs(redis.call('ZRANGEBYSCORE', P .. index, first, '+inf')) do
+      local flat = redis.call('HGETALL', P .. name .. ':' .. unit)
+      local start = tonumber(unit) * hours
+      if #flat == 0 then
+        redis.call('ZREM', P .. index, unit)
+      else
+        found[#found + 1] = {flat, start, start + hours > since}
+      end
+    end
+  end
+  read('counter-days', 'counters-day', all and '-inf' or tostring(math.floor(since / 24)), 24)
+  read('counter-hours', 'counters', all and '-inf' or tostring(since), 1)
+  return found
+end
+
+local function flatten(sums)
+  local out = {}
+  for key, value in pairs(sums) do
+    out[#out + 1] = key
+    out[#out + 1] = value
+  end
+  return out
+end
+
+if op == 'agents' or op == 'hourly' then
+  local since, counter = tonumber(ARGV[2]), ARGV[3]
+  local sums = {}
+  for _, unit in ipairs(units(since, false)) do
+    local flat = unit[1]
+    for i = 1, #flat, 2 do
+      local field = flat[i]
+      if string.sub(field, 1, 6) == 'agent\t' then
+        if op == 'agents' then
+          sums[field] = (sums[field] or 0) + tonumber(flat[i + 1])
+        elseif string.sub(field, -(#counter + 1)) == '\t' .. counter then
+          sums[unit[2]] = (sums[unit[2]] or 0) + tonumber(flat[i + 1])
+        end
+      end
+    end
+  end
+  return flatten(sums)
+end
+
+if op == 'rules' then
+  local since = tonumber(ARGV[2])
+  local hits, last = {}, {}
+  for _, unit in ipairs(units(since, true)) do
+    local flat = unit[1]
+    for i = 1, #flat, 2 do
+      local field, value = flat[i], flat[i + 1]
+      if string.sub(field, 1, 5) == 'rule\t' then
+        if string.sub(field, -5) == '\thits' then
+          local rule = string.sub(field, 6, -6)
+          hits[rule] = (hits[rule] or 0) + (unit[3] and tonumber(value) or 0)
+        else
+          local rule = string.sub(field, 6, -6)
+          if not last[rule] or tonumber(last[rule]) < tonumber(value) then
+            last[rule] = value
+          end
+        end
+      end
+    end
+  end
+  local out = {}
+  for rule, at in pairs(last) do
+    out[#out + 1] = rule
+    out[#out + 1] = hits[rule] or 0
+    out[#out + 1] = at
+  end
+  return out
+end
+
+-- 'roll_up'
+local hours = redis.call('ZRANGEBYSCORE', P .. 'counter-hours', '-inf', '(' .. ARGV[2],
+  'LIMIT', 0, tonumber(ARGV[3]))
 for _, hour in ipairs(hours) do
   local key = P .. 'counters:' .. hour
   local flat = redis.call('HGETALL', key)
