@@ -82,7 +82,8 @@ async def test_no_page_logs_an_error_or_breaks_the_csp(
     browse: BrowsingFactory, receiver: FakeReceiver
 ) -> None:
     receiver.script(400)
-    browsing = await browse(console_yaml(receiver))
+    # Conversations watched: their pages (the list, a transcript) load as cleanly.
+    browsing = await browse(console_yaml(receiver, "\nconversations:\n  unanswered_after: 1h\n"))
     await post_event(browsing.relay, "a refund please")
     [dead] = await wait_for_status(browsing.relay, "dead")
     [sent] = await wait_for_status(browsing.relay, "sent")
@@ -103,6 +104,7 @@ async def test_no_page_logs_an_error_or_breaks_the_csp(
         "/activity?period=7d",
         "/conversations",
         "/conversations?agent=agent_abc123",
+        "/conversation?id=s1",
     ):
         await assert_loads_cleanly(page, path, 200)
     # The replay form posts under `form-action 'self'` and comes back.

@@ -224,7 +224,8 @@ async def test_no_secret_on_any_page_or_in_any_json(
     )
     # The event comes with the dashboard's secret header, signed, and with credentials
     # relay does not check: its page shows the request, and none of them.
-    console = await open_console(console_yaml(receiver, store_section, required_header=True))
+    watching = store_section + "\nconversations:\n  unanswered_after: 1h\n"
+    console = await open_console(console_yaml(receiver, watching, required_header=True))
     _, sent = await post_with_credentials(console.relay, "a refund please")
     signature = sent["X-bitHuman-Signature"].removeprefix("sha256=")
     [dead] = await wait_for_status(console.relay, "dead")
@@ -241,9 +242,15 @@ async def test_no_secret_on_any_page_or_in_any_json(
         "/deliveries?status=lost",
         "/deliveries/replay?destination=crm",
         "/deliveries/replay?status=dead&text=refund",
+        "/conversations",
+        "/conversation?id=s-credentials",
+        "/activity",
+        "/activity?period=30d",
+        "/rules",
     ):
         for as_json in (False, True):
             response = await console.get(path, as_json=as_json)
+            assert response.status in (200, 400, 404), path
             texts.append(await response.text())
     # What the Test button says relay answered.
     token = console.client.app[CSRF].token(USERNAME)
