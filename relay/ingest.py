@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 from typing import NoReturn
@@ -217,7 +216,10 @@ async def _accept(
     if isinstance(observation, Observation) and config.console is not None:
         # Its conversation's transcript lists it (SPEC 8.1): kept while a console can show
         # it and relay watches conversations (the watch's purge forgets the transcript).
-        new = dataclasses.replace(new, conversation=observation.conversation)
+        # (The constructor, not dataclasses.replace: this is every event's path.)
+        new = NewEvent(
+            new.event_id, new.body, new.received_at, new.request, observation.conversation
+        )
     try:
         result = await state.store.accept(
             new,

@@ -50,10 +50,11 @@ local function store_event(P, at)
     'PX', math.floor(window * 1000) + 3600000)
 
   local ref = redis.call('INCR', P .. 'eseq')
-  redis.call('HSET', P .. 'e:' .. ref, 'event_id', event_id, 'body', body,
-    'received_at', received_at, 'remaining', count)
+  -- The event's hash is written once, after its deliveries, with what they tell of it.
+  local fields = {'event_id', event_id, 'body', body, 'received_at', received_at,
+    'remaining', count}
   if request ~= '' then
-    redis.call('HSET', P .. 'e:' .. ref, 'request', request)
+    fields[#fields + 1], fields[#fields + 2] = 'request', request
   end
   redis.call('ZADD', P .. 'events', ref, ref)
   if conversation ~= '' then
@@ -104,7 +105,8 @@ local function store_event(P, at)
     end
   end
   if conversation ~= '' and #members > 0 then
-    redis.call('HSET', P .. 'e:' .. ref, 'deliveries', table.concat(members, ','))
+    fields[#fields + 1], fields[#fields + 2] = 'deliveries', table.concat(members, ',')
   end
+  redis.call('HSET', P .. 'e:' .. ref, unpack(fields))
   return false, after
 end
