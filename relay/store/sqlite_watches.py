@@ -253,7 +253,7 @@ def mark_raised(
 
 _BY_QUIET_SQL = f"""
 SELECT {_COLUMNS}, quiet_at FROM watches INDEXED BY watches_quiet
-WHERE quiet_at < :quiet_at OR (quiet_at = :quiet_at AND conversation < :conversation)
+WHERE quiet_at <= :quiet_at AND (quiet_at < :quiet_at OR conversation < :conversation)
 ORDER BY quiet_at DESC, conversation DESC LIMIT :limit
 """
 

@@ -14,7 +14,7 @@ import pytest
 from relay.activity.tally import Tally
 from relay.conversations.watch import Observation
 from relay.request_record import RequestRecord
-from relay.store import sqlite_ops, sqlite_transcripts
+from relay.store import sqlite_ops, sqlite_transcripts, sqlite_watches
 from relay.store.base import Delivery, DeliveryFilter, NewDelivery, NewEvent, StoreUnavailable
 from relay.store.sqlite import SqliteStore
 
@@ -506,6 +506,11 @@ async def test_no_retention_keeps_history(db_path: str) -> None:
         (sqlite_ops.NEXT_DUE_SQL, ("slack", 1e12), ["deliveries_next", "deliveries_session"]),
         (sqlite_ops.LEASE_ENDS_SQL, ("slack", 1e12), ["deliveries_leases"]),
         (sqlite_transcripts._EVENTS_SQL, ("s1", 10), ["events_by_session"]),
+        (
+            sqlite_watches._BY_QUIET_SQL,
+            {"quiet_at": 5.0, "conversation": "s1", "limit": 10},
+            ["watches_quiet"],
+        ),
         (
             sqlite_transcripts._DELIVERIES_SQL,
             {"refs": "[1, 2]"},
