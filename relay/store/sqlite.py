@@ -209,8 +209,9 @@ class SqliteStore:
         )
 
     async def watch(self, conversation: str) -> Watch | None:
-        """Return a conversation's watch, if it has one."""
-        return await self._submit(lambda conn: sqlite_watches.find(conn, conversation))
+        """Return a conversation's watch, if it has one: on the reader (a conversation's
+        page asks for it at every look of its live stream)."""
+        return await self._reader.run(lambda conn: sqlite_watches.find(conn, conversation))
 
     async def claim(
         self, destination: str, now: float, limit: int, *, owner: str, lease_s: float
