@@ -33,14 +33,28 @@ def _load_or_exit(path: str) -> Config:
 def cmd_serve(args: argparse.Namespace) -> int:
     import ssl
 
+    from relay import event_loop, workers
     from relay.serve import serve
     from relay.store import StoreUnavailable
 
-    setup_logging(args.log_format, args.log_level)
+    try:
+        role = workers.worker_role()
+        factory = event_loop.loop_factory()
+    except ValueError as exc:
+        print(f"relay serve: {exc}", file=sys.stderr)
+        return 1
+    setup_logging(args.log_format, args.log_level, worker=role.index if role else None)
     path = _config_path(args)
     config = _load_or_exit(path)
+    if role is None and config.server.workers > 1:
+        # The supervisor: each worker runs this command again, as a worker.
+        argv = [sys.executable, "-m", "relay", "serve", "-c", path]
+        argv += ["--log-format", args.log_format, "--log-level", args.log_level]
+        return event_loop.run(workers.supervise(config.server.workers, argv), None)
+    if role is not None:
+        workers.become_worker(role)
     try:
-        asyncio.run(serve(path, config))
+        event_loop.run(serve(path, config, role), factory)
     except (StoreUnavailable, OSError, ssl.SSLError) as exc:
         # The store cannot be opened, the port is taken, the certificate does not load:
         # say which, in one line, rather than with a traceback.

@@ -18,7 +18,7 @@ import json
 import socket
 import ssl
 import time
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -50,7 +50,8 @@ class _Refuse(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport; uvloop's do not subclass asyncio.Transport, so no isinstance.
+        transport = cast(asyncio.Transport, transport)
         transport.write(BUSY_ANSWER)
         if not transport.can_write_eof() or not self._listener.may_linger(self):
             transport.close()
@@ -117,6 +118,7 @@ class Listener:
         max_connections: int,
         handshake_timeout_s: float,
         ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self._runner = runner
         self._host = host
@@ -124,6 +126,7 @@ class Listener:
         self._max_connections = max_connections
         self._handshake_timeout_s = handshake_timeout_s
         self._ssl_context = ssl_context
+        self._reuse_port = reuse_port  # workers of one relay share the port (workers.py)
         self._server: asyncio.Server | None = None
         self.open: set[_Counted] = set()
         self.lingering: set[_Refuse] = set()
@@ -164,6 +167,7 @@ class Listener:
             ssl_handshake_timeout=self._handshake_timeout_s if self._ssl_context else None,
             backlog=1024,  # a burst of connections waits in the kernel, not refused
             reuse_address=True,
+            reuse_port=self._reuse_port,
         )
         return [sock.getsockname() for sock in self._server.sockets if _is_inet(sock)]
 

@@ -11,7 +11,7 @@ from typing import Literal
 LogFormat = Literal["text", "json"]
 
 # Context a log call may carry in `extra`; shown after the message in text form.
-CONTEXT_FIELDS = ("event_id", "destination", "delivery_id")
+CONTEXT_FIELDS = ("event_id", "destination", "delivery_id", "worker")
 
 
 class TextFormatter(logging.Formatter):
@@ -44,10 +44,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def setup_logging(log_format: LogFormat = "text", level: str = "info") -> None:
-    """Send relay's logs to stderr in the chosen format, from the named level up."""
+class _WorkerField(logging.Filter):
+    """Marks every record with the worker process it comes from (server.workers)."""
+
+    def __init__(self, worker: int) -> None:
+        super().__init__()
+        self._worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self._worker
+        return True
+
+
+def setup_logging(
+    log_format: LogFormat = "text", level: str = "info", *, worker: int | None = None
+) -> None:
+    """Send relay's logs to stderr in the chosen format, from the named level up; a
+    worker's lines carry its number."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    if worker is not None:
+        handler.addFilter(_WorkerField(worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

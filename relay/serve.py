@@ -17,6 +17,7 @@ from relay.console import create_console_app
 from relay.console.sample import local_webhook_url
 from relay.conversations.watch import is_signal
 from relay.listener import Listener
+from relay.workers import WorkerRole, tell_ready
 
 log = logging.getLogger("relay.serve")
 
@@ -75,6 +76,7 @@ _BOUND_AT_START = (
     ("server", "tls"),
     ("server", "max_connections"),
     ("server", "read_timeout_s"),  # for connections; a body's wait takes the new one
+    ("server", "workers"),
     ("store", "url"),
     ("store", "retention_s"),
     # The console's listener (its credentials are read per request: a reload changes
@@ -131,8 +133,12 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-async def serve(path: str, config: Config) -> None:
-    """Serve until SIGTERM or SIGINT; then drain, finish in-flight sends, and return."""
+async def serve(path: str, config: Config, role: WorkerRole | None = None) -> None:
+    """Serve until SIGTERM or SIGINT; then drain, finish in-flight sends, and return.
+
+    A worker of several (relay/workers.py) shares the port with the others, serves the
+    console only if it is the first, and tells its supervisor when it listens.
+    """
     app = create_app(config)
     server = config.server
     # A connection idle for read_timeout, its request headers unfinished, is closed: the
@@ -148,6 +154,7 @@ async def serve(path: str, config: Config) -> None:
         max_connections=server.max_connections,
         handshake_timeout_s=server.read_timeout_s,
         ssl_context=_ssl_context(config),
+        reuse_port=role is not None,
     )
     try:
         addresses = await listener.start()
@@ -160,13 +167,18 @@ async def serve(path: str, config: Config) -> None:
         log.info("listening on %s://%s:%d%s", scheme, host, port, server.path)
     try:
         # The port the webhook listener took (port 0 picks one): the Test button posts there.
-        console = await _start_console(app, config, addresses[0][1])
+        console = None
+        if role is None or role.serves_console:
+            console = await _start_console(app, config, addresses[0][1])
     except BaseException:
         await listener.close()
         await runner.cleanup()
         raise
-    warn_about(config)
+    if role is None or role.serves_console:  # the others would say it again
+        warn_about(config)
     _tune_gc()
+    if role is not None:
+        tell_ready(role)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -27,7 +27,9 @@ RATE_PER_S = 30
 RISE_S = 1.5  # HAProxy takes a replica back after two good checks 500 ms apart
 
 
-def write_config(path: Path, port: int, store_url: str, discord: FakeDiscord) -> Path:
+def write_config(
+    path: Path, port: int, store_url: str, discord: FakeDiscord, workers: int = 1
+) -> Path:
     return write_discord_config(
         path.parent,
         discord,
@@ -37,14 +39,18 @@ def write_config(path: Path, port: int, store_url: str, discord: FakeDiscord) ->
         shutdown_timeout="5s",
         lease="2s",
         drain_grace="1s",  # HAProxy checks /readyz every 500 ms
+        workers=workers,
     )
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, int]:
+@pytest.fixture(params=["sqlite", "redis", "sqlite, 2 workers each"])
+def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, int, int]:
+    """The store's URL, how many replicas share it, and how many workers each runs."""
     if request.param == "sqlite":
-        return f"sqlite:{tmp_path / 'shared.db'}", 2
-    return str(request.getfixturevalue("redis_url")), 3
+        return f"sqlite:{tmp_path / 'shared.db'}", 2, 1
+    if request.param == "redis":
+        return str(request.getfixturevalue("redis_url")), 3, 1
+    return f"sqlite:{tmp_path / 'shared.db'}", 2, 2
 
 
 @pytest.fixture
@@ -91,13 +97,13 @@ async def test_restarting_each_replica_in_turn_fails_no_request_and_loses_nothin
     tmp_path: Path,
     processes: RelayProcesses,
     discord: FakeDiscord,
-    shared_store: tuple[str, int],
+    shared_store: tuple[str, int, int],
     haproxy_for: list[HAProxy],
 ) -> None:
-    store_url, count = shared_store
+    store_url, count, workers = shared_store
     ports = [free_port() for _ in range(count)]
     configs = [
-        write_config(tmp_path / f"relay{n}.yaml", port, store_url, discord)
+        write_config(tmp_path / f"relay{n}.yaml", port, store_url, discord, workers)
         for n, port in enumerate(ports)
     ]
     replicas = [await processes.start(config) for config in configs]

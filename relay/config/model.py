@@ -34,6 +34,8 @@ class ServerConfig:
     drain_grace_s: float = 0.0
     read_timeout_s: float = 10.0  # for a request's headers, and again for its body
     max_connections: int = 1000  # open connections; more are answered 503 at once
+    # Processes serving the port together (relay/workers.py); max_connections is each one's.
+    workers: int = 1
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,10 @@ _SERVER_KEYS = (
     "drain_grace",
     "read_timeout",
     "max_connections",
+    "workers",
 )
+# More worker processes than this would be more than any machine relay runs on has cores.
+MAX_WORKERS = 64
 _VERIFY_KEYS = (
     "secrets",
     "signature_header",
@@ -79,7 +82,18 @@ def read_server(ctx: Context, node: yaml.Node, path: str) -> ServerConfig:
         max_connections=section.get(
             "max_connections", int_range(1, 1_000_000), defaults.max_connections
         ),
+        workers=section.get("workers", int_range(1, MAX_WORKERS), defaults.workers),
     )
+    workers_node = section.value_node("workers")
+    if server.workers > 1 and server.port == 0 and workers_node is not None:
+        # Each worker binds the port itself (SO_REUSEPORT): with port 0 each would get a
+        # port of its own, and a sender would reach only one of them.
+        ctx.error(
+            workers_node,
+            f"{path}.workers",
+            f"{server.workers} workers share server.port, which must then be set: 0 would"
+            " give each worker a port of its own",
+        )
     section.done()
     return server
 

@@ -127,6 +127,11 @@ ERROR_CASES = {
     "store-redis": ':2: store.url: the Redis database must be a number, got "zero"',
     "top-level-list": ":1: expected a mapping, got a list",
     "backoff-order": ":2: delivery.backoff: first must not be longer than max",
+    "workers-zero": ":2: server.workers: must be from 1 to 64, got 0",
+    "workers-port-zero": (
+        ":3: server.workers: 4 workers share server.port, which must then be set:"
+        " 0 would give each worker a port of its own"
+    ),
 }
 
 

@@ -167,9 +167,11 @@ def write_discord_config(
     shutdown_timeout: str = "2s",
     lease: str = "10s",
     drain_grace: str = "0s",
+    workers: int = 1,
 ) -> Path:
     """Write a relay.yaml for `relay serve`: everything to one fake Discord, quick retries
-    that never dead-letter; the store a SQLite file in tmp_path unless `store_url` says."""
+    that never dead-letter; the store a SQLite file in tmp_path unless `store_url` says;
+    `workers` processes sharing the port (which must then be set)."""
     path = path or tmp_path / "relay.yaml"
     store_url = store_url or f"sqlite:{tmp_path / 'relay.db'}"
     path.write_text(
@@ -179,6 +181,7 @@ server:
   port: {port}
   shutdown_timeout: {shutdown_timeout}
   drain_grace: {drain_grace}
+  workers: {workers}
 verify:
   secrets: ["{SECRET}"]
 store:
