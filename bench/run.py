@@ -1,19 +1,25 @@
-"""Benchmark: relay against a bare aiohttp handler, the same load, the same run.
+"""Benchmark: relay against a bare aiohttp handler and two peers, the same load, the same run.
 
     python bench/run.py [--duration 10] [--connections 64] [--threads 1]
 
 Starts bench/bare_server.py, `relay serve` on SQLite and `relay serve` on a redis-server
 of its own (AOF, appendfsync always; skipped with --no-redis or without redis-server),
-each with one console destination and realistic rules, on free 127.0.0.1 ports;
-pre-generates unique signed bodies, loads each with wrk in turn (bench/post.lua: every
-request a different body, so relay's dedupe cannot short-cut the work), prints requests
-per second, p50 / p99 and non-2xx counts, the ratios relay/bare and Redis/SQLite, and
-whether the targets hold (relay >= 50% of bare, relay p99 <= 20 ms, Redis >= 80% of
-SQLite). Afterwards it checks that each store holds one event per `accepted` answer wrk
-counted.
+each with one console destination and realistic rules, and two peers that verify the same
+signature: adnanh/webhook (Debian's `webhook`) with one hook whose `payload-hmac-sha256`
+rule checks it and runs /bin/true (skipped with --no-webhook or without `webhook`), and
+the Flask example of bitHuman's webhook guide (bench/flask_example.py) under gunicorn, 2
+workers x 8 threads (skipped with --no-flask or without Flask and gunicorn: the `bench`
+extra). All on free 127.0.0.1 ports. It pre-generates unique signed bodies, loads each
+target with wrk in turn (bench/post.lua: every request a different body, so relay's dedupe
+cannot short-cut the work), prints requests per second, p50 / p99 and non-2xx counts, the
+ratios relay/bare, Redis/SQLite and relay on SQLite against each peer, and whether the
+targets hold (relay >= 50% of bare, relay p99 <= 20 ms, Redis >= 90% of SQLite, relay on
+SQLite >= 1.0x webhook and >= 1.2x Flask with a lower p99 than both). Afterwards it checks
+that each store holds one event per `accepted` answer wrk counted.
 
 Exit status: 0 when the run is valid (targets met or not; --strict makes a miss exit 2),
-1 when relay answered anything but 200 accepted, bodies were reused, or the store does not match.
+1 when relay answered anything but 200 accepted, bodies were reused, or the store does not
+match; or when a peer answered a non-2xx or accepted a wrong signature.
 See bench/README.md.
 """
 
@@ -23,6 +29,8 @@ import argparse
 import contextlib
 import hashlib
 import hmac
+import importlib.metadata
+import importlib.util
 import json
 import os
 import random
@@ -48,9 +56,14 @@ BENCH_DIR = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 PATH = "/webhook"
 SECRET = "bench-secret-0123456789abcdef"
+SIGNATURE_HEADER = "X-bitHuman-Signature"  # as bench/post.lua and CONFIG_TEMPLATE send it
 TARGET_RATIO = 0.50
 TARGET_P99_MS = 20.0
-TARGET_REDIS_RATIO = 0.80  # Redis ingest against SQLite ingest, same run
+TARGET_REDIS_RATIO = 0.90  # Redis ingest against SQLite ingest, same run
+# relay on SQLite against each peer, same run (issue 19); its p99 must also be the lower.
+TARGET_PEER_RATIOS = {"webhook": 1.0, "flask": 1.2}
+# What a readiness probe POSTs: an event of a type no handler acts on.
+PROBE_BODY = b'{"agent_id":"agent_probe","event_type":"bench.probe","data":{},"timestamp":0}'
 MAX_DURATION_S = 300
 
 CONFIG_TEMPLATE = """\
@@ -141,17 +154,20 @@ def _event(rng: random.Random, tag: str, n: int, now: float) -> dict[str, object
     return {"agent_id": agent, "event_type": "chat.push", "data": data, "timestamp": stamp}
 
 
+def sign(body: bytes, secret: str) -> str:
+    """The signature header's value: `sha256=` and the hex HMAC-SHA256 of the raw body."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
 def write_bodies(path: Path, count: int, secret: str) -> None:
     """Write `count` unique signed bodies, one `signature<TAB>body` a line."""
     rng = random.Random(1705312200)
     tag = os.urandom(4).hex()
     now = time.time()
-    key = secret.encode()
     with path.open("wb") as out:
         for n in range(count):
             body = json.dumps(_event(rng, tag, n, now), separators=(",", ":")).encode()
-            signature = "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
-            out.write(signature.encode() + b"\t" + body + b"\n")
+            out.write(sign(body, secret).encode() + b"\t" + body + b"\n")
 
 
 # ---------------------------------------------------------------------------- processes
@@ -164,8 +180,13 @@ def free_port() -> int:
         return port
 
 
-def _get_status(url: str, method: str) -> int:
-    request = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None)
+def _get_status(url: str, method: str, signature: str | None = None) -> int:
+    """The status of one request: a POST sends the probe body, signed with `signature`."""
+    headers = {"Content-Type": "application/json"}
+    if signature is not None:
+        headers[SIGNATURE_HEADER] = signature
+    data = PROBE_BODY if method == "POST" else None
+    request = urllib.request.Request(url, method=method, data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=2) as answer:
             status: int = answer.status
@@ -176,17 +197,23 @@ def _get_status(url: str, method: str) -> int:
         return 0
 
 
-def wait_ready(proc: subprocess.Popen[bytes], url: str, method: str, log: Path) -> None:
+def wait_ready(
+    proc: subprocess.Popen[bytes], url: str, method: str, log: Path, signed: bool = False
+) -> None:
+    """Wait for a 200; `signed` POSTs the probe with a valid signature (the peers answer
+    an unsigned request 401)."""
+    signature = sign(PROBE_BODY, SECRET) if signed else None
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(
                 f"{proc.args!r} exited with {proc.returncode}; see {log}:\n" + _tail(log)
             )
-        if _get_status(url, method) == 200:
+        if _get_status(url, method, signature) == 200:
             return
         time.sleep(0.1)
-    raise SystemExit(f"{url} not ready after 20 s; see {log}:\n" + _tail(log))
+    hint = " (is the signature check wired to run.py's SECRET?)" if signed else ""
+    raise SystemExit(f"{url} not ready after 20 s{hint}; see {log}:\n" + _tail(log))
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -211,11 +238,15 @@ class Processes:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.files: list[IO[bytes]] = []
 
-    def start(self, args: Sequence[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    def start(
+        self, args: Sequence[str], log: Path, cwd: Path, stdout: bool = False
+    ) -> subprocess.Popen[bytes]:
+        """Start a process, its stderr (and with `stdout` its stdout too) to `log`."""
         err = log.open("wb")
         self.files.append(err)
+        out = err if stdout else subprocess.DEVNULL
         proc = subprocess.Popen(
-            list(args), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, cwd=cwd
+            list(args), stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd
         )
         self.procs.append(proc)
         return proc
@@ -311,12 +342,12 @@ def stored_events(store_url: str) -> tuple[int, int]:
 
 def print_table(results: Sequence[WrkResult]) -> None:
     print(
-        f"{'target':<8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
+        f"{'target':<12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
         f" {'requests':>9} {'server CPU us/req':>18}"
     )
     for r in results:
         print(
-            f"{r.label:<8} {r.rps:>8.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.non_2xx:>8d}"
+            f"{r.label:<12} {r.rps:>8.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.non_2xx:>8d}"
             f" {int(r['requests']):>9d} {r['cpu_us_per_req']:>18.0f}"
         )
 
@@ -352,6 +383,25 @@ def validity_problems(
     return problems
 
 
+def peer_problems(label: str, peer_runs: Sequence[WrkResult]) -> list[str]:
+    """Why a peer's figure is not real work, if it is not: a peer stores nothing and
+    answers its own 2xx body, so only its non-2xx answers and socket errors count."""
+    return [
+        f"{label} {r.label}: {r.non_2xx} non-2xx answers or socket errors"
+        for r in peer_runs
+        if r.non_2xx
+    ]
+
+
+def signature_problems(label: str, url: str) -> list[str]:
+    """A peer must turn down a wrong signature, or it is not doing the work relay does."""
+    status = _get_status(url, "POST", sign(PROBE_BODY, SECRET + "-wrong"))
+    if 200 <= status < 300:
+        return [f"{label} answered {status} to a wrong signature: it does not check it"]
+    print(f"{label}: a wrong signature is answered {status or 'nothing'}", flush=True)
+    return [] if status else [f"{label} did not answer the wrong-signature probe"]
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -374,6 +424,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="command that runs relay (default: the venv's `relay`); for A/B runs of variants",
     )
     parser.add_argument("--no-redis", action="store_true", help="skip relay on Redis")
+    parser.add_argument("--no-webhook", action="store_true", help="skip the adnanh/webhook peer")
+    parser.add_argument("--no-flask", action="store_true", help="skip the Flask example peer")
     parser.add_argument("--strict", action="store_true", help="exit 2 when a target is missed")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, store)")
     args = parser.parse_args(argv)
@@ -411,6 +463,14 @@ def _child_cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def server_cpu_seconds(pid: int) -> float:
+    """cpu_seconds plus the children the process has waited for: webhook runs its hook's
+    command in a child of its own per request, gone by the time it is measured."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    reaped = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(pid) + reaped
+
+
 def measure(
     plan: Plan, load: Load, label: str, log: Path, server: subprocess.Popen[bytes]
 ) -> list[WrkResult]:
@@ -419,11 +479,11 @@ def measure(
         print(f"{label}: warm-up {plan.warmup} s", flush=True)
         runs.append(run_wrk(load, f"{label}-warm", plan.warmup, 0, plan.warm_count, log))
     print(f"{label}: measuring {plan.duration} s", flush=True)
-    cpu_before = cpu_seconds(server.pid)
+    cpu_before = server_cpu_seconds(server.pid)
     result = run_wrk(load, label, plan.duration, plan.warm_count, plan.measured_count, log)
     # CPU the server spent per answered request: steadier than req/s on a shared machine.
     result.values["cpu_us_per_req"] = (
-        (cpu_seconds(server.pid) - cpu_before) * 1e6 / max(result["requests"], 1)
+        (server_cpu_seconds(server.pid) - cpu_before) * 1e6 / max(result["requests"], 1)
     )
     runs.append(result)
     return runs
@@ -470,6 +530,70 @@ def start_relay(
     return relay, port
 
 
+def webhook_hooks(secret: str) -> list[dict[str, object]]:
+    """adnanh/webhook's hooks file: one hook that runs /bin/true for a request whose
+    signature header holds the body's HMAC-SHA256 (webhook drops the `sha256=` prefix)."""
+    rule = {
+        "type": "payload-hmac-sha256",
+        "secret": secret,
+        "parameter": {"source": "header", "name": SIGNATURE_HEADER},
+    }
+    return [
+        {
+            "id": PATH.strip("/"),  # served at /<id> with an empty -urlprefix: wrk's PATH
+            "execute-command": "/bin/true",
+            "http-methods": ["POST"],
+            # webhook answers a request that fails the rule 200 by default (a wrong
+            # signature 500): a missing one must not count as an answered request.
+            "trigger-rule-mismatch-http-response-code": 401,
+            "trigger-rule": {"match": rule},
+        }
+    ]
+
+
+def start_webhook(tmp: Path, procs: Processes) -> tuple[subprocess.Popen[bytes], int] | None:
+    """Start adnanh/webhook with webhook_hooks on wrk's path; None when not installed."""
+    binary = shutil.which("webhook")
+    if binary is None:
+        print("webhook not found (Debian: apt-get install webhook): no webhook run")
+        return None
+    hooks = tmp / "hooks.json"
+    hooks.write_text(json.dumps(webhook_hooks(SECRET), indent=2))
+    port, log = free_port(), tmp / "webhook.log"
+    proc = procs.start(
+        [binary, "-hooks", str(hooks), "-ip", HOST, "-port", str(port), "-urlprefix", ""],
+        log, tmp, stdout=True,
+    )  # fmt: skip
+    wait_ready(proc, f"http://{HOST}:{port}{PATH}", "POST", log, signed=True)
+    print(f"webhook pid {proc.pid} on :{port}", flush=True)
+    return proc, port
+
+
+def start_flask(tmp: Path, procs: Processes) -> tuple[subprocess.Popen[bytes], int] | None:
+    """Start the guide's Flask example under gunicorn, 2 workers x 8 threads; None when
+    Flask or gunicorn is not installed, or gunicorn is older than the `bench` extra's."""
+    missing = [name for name in ("flask", "gunicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"{' and '.join(missing)} not installed (pip install -e '.[bench]'): no Flask run")
+        return None
+    gunicorn = importlib.metadata.version("gunicorn")
+    if tuple(int(part) for part in gunicorn.split(".")[:2]) < (25, 1):
+        print(f"gunicorn {gunicorn} older than 25.1 (pip install -e '.[bench]'): no Flask run")
+        return None
+    port, log = free_port(), tmp / "flask.log"
+    # --chdir: gunicorn imports bench.flask_example from the repository's root.
+    # --no-control-socket: gunicorn (25.1 on) would otherwise open one in $HOME, outside
+    # the temp dir and shared by every run at once.
+    proc = procs.start(
+        [sys.executable, "-m", "gunicorn", "-w", "2", "--threads", "8", "--no-control-socket",
+         "-b", f"{HOST}:{port}", "--chdir", str(BENCH_DIR.parent), "bench.flask_example:app"],
+        log, tmp, stdout=True,
+    )  # fmt: skip
+    wait_ready(proc, f"http://{HOST}:{port}{PATH}", "POST", log, signed=True)
+    print(f"flask (gunicorn) pid {proc.pid} on :{port}", flush=True)
+    return proc, port
+
+
 def bench(args: argparse.Namespace, tmp: Path, procs: Processes) -> int:
     plan = Plan(
         args.warmup,
@@ -513,21 +637,38 @@ def bench(args: argparse.Namespace, tmp: Path, procs: Processes) -> int:
         time.sleep(0.5)  # let requests in flight at wrk's stop reach the store
         procs.stop(relay)
         runs[name] = (relay_runs, store_url)
-    return report(args, bare_runs[-1], runs)
+
+    # The peers, loaded the same way, each alone with wrk too.
+    peers: dict[str, list[WrkResult]] = {}
+    problems: list[str] = []
+    starters = {"webhook": start_webhook, "flask": start_flask}
+    skipped = {"webhook": args.no_webhook, "flask": args.no_flask}
+    for name, starter in starters.items():
+        if skipped[name] or (started_peer := starter(tmp, procs)) is None:
+            continue
+        peer, port = started_peer
+        problems += signature_problems(name, load(port).url)
+        peers[name] = measure(plan, load(port), name, wrk_log, peer)
+        procs.stop(peer)
+        problems += peer_problems(name, peers[name])
+    return report(args, bare_runs[-1], runs, peers, problems)
 
 
 def report(
     args: argparse.Namespace,
     bare: WrkResult,
     runs: dict[str, tuple[list[WrkResult], str]],
+    peers: dict[str, list[WrkResult]],
+    peer_invalid: list[str],
 ) -> int:
     finals = {name: relay_runs[-1] for name, (relay_runs, _) in runs.items()}
+    peer_finals = {name: peer_runs[-1] for name, peer_runs in peers.items()}
     print()
     print(
         f"wrk: {args.threads} thread(s), {args.connections} connections, {args.duration} s,"
         f" unique signed bodies; {os.cpu_count()} CPUs shared by wrk and the server"
     )
-    print_table([bare, *finals.values()])
+    print_table([bare, *finals.values(), *peer_finals.values()])
     met = True
     for name, relay in finals.items():
         ratio = relay.rps / bare.rps if bare.rps else 0.0
@@ -546,18 +687,40 @@ def report(
             f"ratio Redis/SQLite = {versus:.2f} (target >= {TARGET_REDIS_RATIO:.2f}:"
             f" {'met' if versus_ok else 'NOT met'})"
         )
-    if bare["reused"]:
-        print(f"note: bare reused {int(bare['reused'])} bodies (harmless: it does not dedupe)")
+    met = report_peers(finals["sqlite"], peer_finals) and met
+    for other in (bare, *peer_finals.values()):
+        if other["reused"]:
+            print(
+                f"note: {other.label} reused {int(other['reused'])} bodies"
+                " (harmless: it does not dedupe)"
+            )
     problems = [
         problem
         for relay_runs, store_url in runs.values()
         for problem in validity_problems(relay_runs, store_url, args.connections)
     ]
+    problems += peer_invalid
     for problem in problems:
         print(f"INVALID: {problem}")
     if problems:
         return 1
     return 2 if args.strict and not met else 0
+
+
+def report_peers(relay: WrkResult, peers: dict[str, WrkResult]) -> bool:
+    """Print relay on SQLite against each peer that ran; whether every target holds."""
+    met = True
+    for name, peer in peers.items():
+        target = TARGET_PEER_RATIOS[name]
+        ratio = relay.rps / peer.rps if peer.rps else 0.0
+        ratio_ok, p99_ok = ratio >= target, relay.p99_ms < peer.p99_ms
+        met = met and ratio_ok and p99_ok
+        print(
+            f"ratio relay-sqlite/{name} = {ratio:.2f} (target >= {target:.2f}:"
+            f" {'met' if ratio_ok else 'NOT met'}); p99 {relay.p99_ms:.2f} ms against"
+            f" {peer.p99_ms:.2f} ms (target lower: {'met' if p99_ok else 'NOT met'})"
+        )
+    return met
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
