@@ -369,7 +369,7 @@ def start_relay(
     port = run.free_port()
     config = rundir / "relay-bench.yaml"
     text = run.CONFIG_TEMPLATE.format(
-        host=HOST, port=port, path=PATH, secret=SECRET, store_url=store_url
+        host=HOST, port=port, path=PATH, secret=SECRET, store_url=store_url, workers=1
     )
     config.write_text(text + sections)
     command = run.relay_command(bench.args.relay_cmd)

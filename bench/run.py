@@ -73,6 +73,7 @@ server:
   port: {port}
   path: {path}
   shutdown_timeout: 2s
+  workers: {workers}
 
 verify:
   secrets: [ "{secret}" ]
@@ -423,6 +424,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--relay-cmd",
         help="command that runs relay (default: the venv's `relay`); for A/B runs of variants",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="relay's server.workers (processes sharing the port); CPU counts them all",
+    )
     parser.add_argument("--no-redis", action="store_true", help="skip relay on Redis")
     parser.add_argument("--no-webhook", action="store_true", help="skip the adnanh/webhook peer")
     parser.add_argument("--no-flask", action="store_true", help="skip the Flask example peer")
@@ -519,7 +526,14 @@ def start_relay(
     port = free_port()
     config = tmp / f"{label}.yaml"
     config.write_text(
-        CONFIG_TEMPLATE.format(host=HOST, port=port, path=PATH, secret=SECRET, store_url=store_url)
+        CONFIG_TEMPLATE.format(
+            host=HOST,
+            port=port,
+            path=PATH,
+            secret=SECRET,
+            store_url=store_url,
+            workers=args.workers,
+        )
     )
     command = relay_command(args.relay_cmd)
     subprocess.run([*command, "check", "-c", str(config)], check=True, stdout=subprocess.DEVNULL)
