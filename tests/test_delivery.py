@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from relay.app import STATE
 from relay.delivery import RetryPolicy
+from relay.delivery import lane as lanes
 from relay.senders.base import DeliveryError
 from relay.store import Delivery, DeliveryStatus, NewDelivery, NewEvent
 from relay.store.sqlite import SqliteStore
@@ -392,3 +393,55 @@ async def test_deliveries_queued_for_a_destination_gone_from_the_config_are_dead
     assert (delivery.destination, delivery.attempts) == ("pager", 1)
     assert delivery.last_error == 'destination "pager" is no longer configured'
     assert output.blocks() == []
+
+
+async def test_idle_lanes_ask_the_store_nothing_and_work_queued_elsewhere_is_found(
+    relay_client: RelayClientFactory,
+    tmp_path: Path,
+    discord: FakeDiscord,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An agency has a destination per customer. Idle lanes wait to be woken instead of
+    asking the store for work every IDLE_POLL_S each; one look at the store per interval
+    finds what another process queued (and wakes only that destination's lane)."""
+    monkeypatch.setattr(lanes, "IDLE_POLL_S", 0.1)
+    count = 200
+    destinations = "".join(
+        f'  c{n}: {{ type: discord, webhook_url: "{discord.url()}" }}\n' for n in range(count)
+    )
+    client = await relay_client(
+        f"""
+verify: {{ secrets: ["${{SECRET}}"] }}
+destinations:
+{destinations}rules:
+  - name: first
+    send_to: [c0]
+"""
+    )
+    worker = client.app[STATE].worker
+    store = client.app[STATE].store
+    assert isinstance(store, SqliteStore)
+    await wait_until(
+        lambda: f"every lane to wait for work ({worker.lanes_waiting_for_work} of {count})",
+        lambda: worker.lanes_waiting_for_work == count,
+        10,
+    )
+    ops_before = store.stats.ops
+    await asyncio.sleep(1.0)  # ten intervals: 200 polling lanes would make ~4,000 operations
+    assert store.stats.ops - ops_before == 0
+
+    # Another process on the same file queues a delivery for c7: nobody here wakes c7.
+    elsewhere = SqliteStore(str(tmp_path / "relay.db"))
+    await elsewhere.open()
+    try:
+        body = event_body(message="queued elsewhere")
+        queued = NewDelivery("c7", "first", None, "s1")
+        await elsewhere.accept(
+            NewEvent("e-elsewhere", body, 1000.0), [queued], dedupe_window_s=60.0
+        )
+    finally:
+        await elsewhere.close()
+    delivered = await discord.wait_for_delivered(1, timeout_s=5)
+    assert [r.description() for r in delivered] == ["queued elsewhere"]
+    await asyncio.sleep(GRACE_S)
+    assert len(discord.delivered) == 1

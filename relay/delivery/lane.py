@@ -14,8 +14,11 @@ from relay.delivery.context import Worker, log
 from relay.delivery.conversations import Conversations
 from relay.store import Delivery, StoreUnavailable
 
-# A safety net, and how a lane notices what another process did: lanes are woken on every
-# accept and every finished send of their own process.
+# Lanes are woken on every accept and every finished send of their own process. A lane
+# with deliveries queued that it cannot send yet looks again at least this often; one
+# with none waits to be woken, by its process or by the worker's look at the store for
+# work that came from elsewhere (DeliveryWorker._look_for_work, as often): with a lane per
+# destination, 10,000 idle lanes must not ask the store for work every few seconds each.
 IDLE_POLL_S = 5.0
 # After an idle lane is woken in a burst (its last claim took all it could), wait this long
 # before asking for due deliveries, so that the burst is fetched by few queries, not one
@@ -44,6 +47,8 @@ class Lane:
         self.task: asyncio.Task[None] | None = None
         self.conversations = Conversations(worker, destination, self._wait_for_turn)
         self._in_burst = False  # the last claim that found work took all it could
+        # Nothing queued for this destination when it last looked: only a wake brings work.
+        self.waiting_for_work = False
 
     def wake(self) -> None:
         self._wake.set()
@@ -82,9 +87,16 @@ class Lane:
                 self.destination, now, free, owner=worker.owner, lease_s=worker.lease_s
             )
             if not batch:
-                idle = not self.sending
-                await self._sleep(await self._idle_time(now) if idle else IDLE_POLL_S)
-                if idle and self._in_burst:
+                if self.sending:
+                    await self._sleep(IDLE_POLL_S)  # a finished send wakes the lane
+                    return
+                wait_s = await self._idle_time(now)
+                self.waiting_for_work = wait_s is None
+                try:
+                    await self._sleep(wait_s)
+                finally:
+                    self.waiting_for_work = False
+                if self._in_burst:
                     await asyncio.sleep(GATHER_S)
                 return
             self._in_burst = len(batch) >= free
@@ -164,14 +176,16 @@ class Lane:
             with contextlib.suppress(StoreUnavailable):  # the lane's own pause still holds
                 await self._worker.store.pause(sender.limit.key, until)
 
-    async def _idle_time(self, now: float) -> float:
+    async def _idle_time(self, now: float) -> float | None:
+        """How long an idle lane sleeps: until its next delivery is due, at most
+        IDLE_POLL_S; None, until woken, when nothing is queued for the destination."""
         next_due = await self._worker.store.next_due_at(self.destination, now)
         if next_due is None:
-            return IDLE_POLL_S
+            return None
         return min(max(next_due - now, 0.05), IDLE_POLL_S)
 
-    async def _sleep(self, seconds: float) -> None:
-        """Sleep until woken or `seconds` pass.
+    async def _sleep(self, seconds: float | None) -> None:
+        """Sleep until woken or `seconds` pass (None: until woken).
 
         The flag is cleared after waking, not before sleeping: a wake that came while the
         lane was busy (new deliveries, a finished send, or stop) must cut the next sleep
@@ -180,5 +194,5 @@ class Lane:
         if self._worker.stopping:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)  # None: no timeout
         self._wake.clear()

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 
 from relay.config.model import Config
 from relay.delivery.context import Clock, log
+from relay.delivery import lane as lanes
 from relay.delivery.lane import Lane
 from relay.delivery.retry import RetryPolicy
 from relay.metrics import Metrics
@@ -47,6 +48,7 @@ class DeliveryWorker:
         self._lanes: dict[str, Lane] = {}
         self._unconfigured: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
+        self._looker: asyncio.Task[None] | None = None
 
     @property
     def lease_s(self) -> float:
@@ -56,6 +58,11 @@ class DeliveryWorker:
     def in_flight(self) -> int:
         """How many claimed deliveries are being sent, or wait their turn to be."""
         return sum(len(lane.sending) for lane in self._lanes.values())
+
+    @property
+    def lanes_waiting_for_work(self) -> int:
+        """How many lanes found nothing queued and wait to be woken."""
+        return sum(lane.waiting_for_work for lane in self._lanes.values())
 
     def start(self) -> None:
         """Start a lane for every configured destination, and, once, for every destination
@@ -68,6 +75,29 @@ class DeliveryWorker:
             self._unconfigured = asyncio.create_task(
                 self._start_unconfigured_lanes(), name="relay-unconfigured-lanes"
             )
+        if self._looker is None:
+            self._looker = asyncio.create_task(self._look_for_work(), name="relay-look-for-work")
+
+    async def _look_for_work(self) -> None:
+        """Every IDLE_POLL_S, wake the lanes that wait for work while the store has some
+        queued for their destination: another process accepted it, or held it and died.
+
+        One question to the store for every lane, instead of one from each idle lane.
+        """
+        while not self.stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopped.wait(), timeout=lanes.IDLE_POLL_S)
+            if self.stopping:
+                return
+            try:
+                queued = await self.store.queue_depths()
+            except StoreUnavailable as exc:  # the lanes say so as they send
+                log.debug("cannot look for queued deliveries: %s", exc)
+                continue
+            for name in queued:
+                lane = self._lanes.get(name)
+                if lane is not None and lane.waiting_for_work:
+                    lane.wake()
 
     async def _renew_leases(self) -> None:
         """Renew the leases of every delivery being sent, three times a lease.
@@ -156,6 +186,8 @@ class DeliveryWorker:
             for task in [*pending, *sends]:
                 task.cancel()
             await asyncio.gather(*pending, *sends, return_exceptions=True)
+        if self._looker is not None:
+            await asyncio.gather(self._looker, return_exceptions=True)
         # Only now: the leases of the sends above were renewed for as long as they went on.
         if self._renewer is not None:
             self._renewer.cancel()

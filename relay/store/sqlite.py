@@ -494,6 +494,8 @@ class SqliteStore:
         return jobs
 
     def _purge_counters(self, conn: sqlite3.Connection, now: float) -> int:
+        if now == float("-inf"):  # no event in the store yet: no hour to measure days by
+            return 0
         # A day at a time: after an upgrade or a long stop, the next batches roll the rest.
         sqlite_counters.roll_up(conn, now)
         counters = sqlite_counters.purge(conn, now, _PURGE_HISTORY_ROWS)

@@ -809,3 +809,15 @@ async def test_watches_kept_before_version_13_count_as_started_and_as_counted(
         assert counted == {("events", 1), ("agent_messages", 1)}  # no start, no first answer
     finally:
         await store.close()
+
+
+async def test_housekeeping_before_any_event_fails_nothing(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store that has only claims to run (lanes of a relay that has accepted nothing
+    yet) reaches the batches that purge and roll up counters: with no event there is no
+    hour to measure days by, and housekeeping must not fail on that."""
+    for _ in range(70):  # past _PURGE_DEDUPE_EVERY_BATCHES (64)
+        assert await store.claim("nowhere", time.time(), 1, owner="me", lease_s=5.0) == []
+    assert store.stats.batches >= 64
+    assert [r.getMessage() for r in caplog.records if "housekeeping" in r.getMessage()] == []
