@@ -6,7 +6,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY relay ./relay
 # Install into a prefix of its own, so the runtime stage copies only relay and its dependencies.
-RUN pip install --no-cache-dir --no-compile --prefix=/install .
+# Compiled to bytecode here: the image writes none (PYTHONDONTWRITEBYTECODE), and without it
+# every start compiles every module again, slower and about 5-10 MB more resident
+# (bench/memory.py --bytecode source).
+RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/relay --no-create-home relay \

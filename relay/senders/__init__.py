@@ -11,27 +11,40 @@ from relay.notification import Notification
 from relay.senders.base import DeliveryError, Sender, SenderContext
 from relay.senders.console import ConsoleSender
 from relay.senders.discord import DiscordSender
-from relay.senders.email import EmailSender
-from relay.senders.slack import build_slack_sender
 from relay.senders.teams import TeamsSender
 from relay.senders.webhook import WebhookSender
 
 SenderFactory = Callable[[Any, SenderContext], Sender]
 
 
+# The senders whose libraries are large are imported when a config first uses them: each
+# relay process holds only what its destinations need (bench/memory.py: slack_sdk and
+# aiosmtplib together are about 3 MB of an idle process's 50-odd).
 def _postgres_sender(config: Any, context: SenderContext) -> Sender:
-    # psycopg takes about 0.1 s to import: only a config with a database pays for it.
+    # psycopg also takes about 0.1 s to import.
     from relay.senders.postgres import PostgresSender
 
     return PostgresSender(config, context)
 
 
+def _slack_sender(config: Any, context: SenderContext) -> Sender:
+    from relay.senders.slack import build_slack_sender
+
+    return build_slack_sender(config, context)
+
+
+def _email_sender(config: Any, context: SenderContext) -> Sender:
+    from relay.senders.email import EmailSender
+
+    return EmailSender(config, context)
+
+
 SENDERS: dict[str, SenderFactory] = {
     "console": ConsoleSender,
     "discord": DiscordSender,
-    "email": EmailSender,
+    "email": _email_sender,
     "postgres": _postgres_sender,
-    "slack": build_slack_sender,
+    "slack": _slack_sender,
     "teams": TeamsSender,
     "webhook": WebhookSender,
 }
