@@ -177,14 +177,14 @@ async def serve(path: str, config: Config, role: WorkerRole | None = None) -> No
     if role is None or role.serves_console:  # the others would say it again
         warn_about(config)
     _tune_gc()
-    if role is not None:
-        tell_ready(role)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, _reload, app, path)
+    if role is not None:  # only now: a signal the supervisor passes on must find a handler
+        tell_ready(role)
     await stop.wait()
 
     # bitHuman sends a session event once: until the listener closes, events are still

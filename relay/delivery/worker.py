@@ -12,8 +12,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 
 from relay.config.model import Config
-from relay.delivery.context import Clock, log
 from relay.delivery import lane as lanes
+from relay.delivery.context import Clock, log
 from relay.delivery.lane import Lane
 from relay.delivery.retry import RetryPolicy
 from relay.metrics import Metrics

@@ -419,7 +419,7 @@ class SqliteStore:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")  # for migrate
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _switch_to_wal(conn, self._busy_timeout_ms / 1000)
             if mode != "wal":
                 raise StoreUnavailable(f"cannot switch {self.path} to WAL (got {mode})")
             # FULL: a 200 promises the event survives a power cut, so every commit fsyncs.
@@ -547,6 +547,28 @@ def _accept_together(conn: sqlite3.Connection, jobs: list[_Job]) -> dict[_Job, _
         return {job: _Outcome(result=r) for job, r in zip(jobs, together.result, strict=True)}
     # Find and fail only the bad one: one by one, each in its own savepoint.
     return {job: _run_in_savepoint(conn, job) for job in jobs}
+
+
+# How often a connection asks again for WAL while another process creates the file.
+_WAL_RETRY_S = 0.01
+
+
+def _switch_to_wal(conn: sqlite3.Connection, timeout_s: float) -> str:
+    """Put the database in WAL mode; return the journal mode it is in.
+
+    Switching needs a lock that SQLite does not wait for (its busy handler is not called):
+    while another process creates the same new file (two workers or replicas starting
+    together), the switch fails at once with "database is locked". Ask again, up to the
+    busy timeout.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+        time.sleep(_WAL_RETRY_S)  # on the store's thread, not the event loop
 
 
 class Checkpointer:

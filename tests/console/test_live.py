@@ -92,9 +92,12 @@ async def test_a_new_delivery_and_its_status_change_arrive_on_the_stream(
         first = await events.until("the first update", lambda s: s.event == "update")
         assert first.id is not None
         assert ids_shown(json.loads(first.data)["results"])  # not "No delivery."
-        await events.update(
-            f"delivery {dead.id} dead", lambda f: bool(shows(dead.id, "dead").search(f["results"]))
-        )
+        # A lane sends at once: the first update may show the delivery dead already.
+        if not shows(dead.id, "dead").search(json.loads(first.data)["results"]):
+            await events.update(
+                f"delivery {dead.id} dead",
+                lambda f: bool(shows(dead.id, "dead").search(f["results"])),
+            )
 
         # Replayed, it is sent: the stream says so, and the counts follow.
         token = console.client.app[CSRF].token(USERNAME)

@@ -821,3 +821,16 @@ async def test_housekeeping_before_any_event_fails_nothing(
         assert await store.claim("nowhere", time.time(), 1, owner="me", lease_s=5.0) == []
     assert store.stats.batches >= 64
     assert [r.getMessage() for r in caplog.records if "housekeeping" in r.getMessage()] == []
+
+
+async def test_stores_opening_one_new_file_together_all_open(tmp_path: Path) -> None:
+    """Workers or replicas started together each open the same new file: switching it to
+    WAL fails at once with "database is locked" while another creates it, and must be
+    asked again, not reported as a store that cannot be opened."""
+    for attempt in range(20):
+        path = str(tmp_path / f"new-{attempt}.db")
+        stores = [SqliteStore(path) for _ in range(4)]
+        try:
+            await asyncio.gather(*(store.open() for store in stores))
+        finally:
+            await asyncio.gather(*(store.close() for store in stores))
