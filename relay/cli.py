@@ -65,12 +65,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from relay.durations import format_duration
-    from relay.serve import UNAUTHENTICATED_WARNING, signals_never_raised
+    from relay.serve import UNAUTHENTICATED_WARNING, config_warnings
 
     config = _load_or_exit(_config_path(args))
     if not config.verify.authenticates_sessions:
         print(f"warning: {UNAUTHENTICATED_WARNING}", file=sys.stderr)
-    for warning in signals_never_raised(config):
+    for warning in config_warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
     summary = f"OK: {len(config.rules)} rules, {len(config.destinations)} destinations"
     watching = config.conversations
