@@ -44,6 +44,18 @@ def first_answer_counter(seconds: float) -> str:
     return FIRST_ANSWER_OVER
 
 
+# Every agent counter, in a fixed order: the SQLite store keeps them as columns of one row
+# per agent and hour (store/sqlite_counters.py).
+AGENT_COUNTERS = (
+    EVENTS,
+    VISITOR_MESSAGES,
+    AGENT_MESSAGES,
+    CONVERSATIONS,
+    UNANSWERED,
+    *(first_answer_counter(bound) for bound in FIRST_ANSWER_BOUNDS_S),
+    FIRST_ANSWER_OVER,
+)
+
 # The rule hit counted for an event that matched no rule: no rule can have this name
 # (a rule name is never empty).
 NO_RULE = ""

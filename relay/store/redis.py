@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from relay.activity.tally import AgentCount, HourCount, RuleHits, Tally
+from relay.activity.tally import AGENT_COUNTERS, AgentCount, HourCount, RuleHits, Tally
 from relay.conversations.watch import WATCH_FIELDS, Forget, Observation, Watch
 from relay.events import normalize_event_type, searchable_text, stored_event_type
 from relay.request_record import RequestRecord
@@ -69,6 +69,7 @@ _SCRIPTS = (
 _LIBS = {
     "accept": ("lib_event", "lib_tally", "lib_watch"),  # lib_watch uses lib_tally's bounds
     "watch": ("lib_event", "lib_tally", "lib_watch"),
+    "counters": ("lib_tally",),
 }
 # How many attempts a delivery keeps, the latest: a list per delivery stays bounded however
 # often it is replayed.
@@ -179,14 +180,6 @@ def _observation_args(seen: Observation | Forget) -> list[Any]:
         _time(seen.unanswered_after_s),
         _time(seen.ended_after_s),
     ]
-
-
-def _counter_field(field: bytes) -> tuple[str, str, str]:
-    """Read a counters hash field (lib_tally.lua): scope, key and name; the key, an agent
-    id or a rule's name, may itself hold a tab."""
-    scope, rest = _text(field).split("\t", 1)
-    key, name = rest.rsplit("\t", 1)
-    return scope, key, name
 
 
 def _tally_args(tally: Tally) -> list[Any]:
@@ -692,11 +685,14 @@ class RedisStore:
 
     async def agent_counts(self, since_hour: int) -> list[AgentCount]:
         flat = await self._script("counters", ["agents", since_hour])
-        counts = []
-        for i in range(0, len(flat), 2):
-            _, agent, name = _counter_field(flat[i])
-            counts.append(AgentCount(agent, name, int(flat[i + 1])))
-        return counts
+        # Each agent's id, then its counters in AGENT_COUNTERS' order (counters.lua).
+        width = 1 + len(AGENT_COUNTERS)
+        return [
+            AgentCount(_text(flat[i]), name, int(value))
+            for i in range(0, len(flat), width)
+            for name, value in zip(AGENT_COUNTERS, flat[i + 1 : i + width], strict=True)
+            if value
+        ]
 
     async def hourly_counts(self, since_hour: int, counter: str) -> list[HourCount]:
         flat = await self._script("counters", ["hourly", since_hour, counter])

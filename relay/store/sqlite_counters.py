@@ -1,15 +1,19 @@
-"""The SQLite store's activity counters (SPEC 8.1): one row per counter and hour.
+"""The SQLite store's activity counters (SPEC 8.1): a row per agent and hour, a row per
+rule counter and hour.
 
 Like sqlite_ops, every function runs inside a transaction the caller owns. An event adds
-one to a few rows of its hour: the rows of the current hour share a handful of pages, so
-adding costs about the same however many hours are kept.
+one to its agent's row of its hour and to a row per rule it matched: the rows of the
+current hour share a handful of pages, so adding costs about the same however many hours
+are kept.
 """
 
 from __future__ import annotations
 
+import functools
 import sqlite3
+from collections import Counter
 
-from relay.activity.tally import AgentCount, HourCount, RuleHits, Tally
+from relay.activity.tally import AGENT_COUNTERS, AgentCount, HourCount, RuleHits, Tally
 
 # Version 12: the counters. scope is 'agent' (key: an agent id; name: one of tally's
 # agent counters) or 'rule' (key: a rule's name, tally.NO_RULE for none; name:
@@ -44,28 +48,80 @@ CREATE TABLE counters_daily (
 """
 DAY_HOURS = 24
 
-_ADD_SQL = """
+# Version 16: an agent's counters of an hour (and of a day) are one row, a column each,
+# instead of a row each. A page sums an agent's rows of a period: with every agent busy
+# every hour, that is a row per agent and hour or day, not a row per counter of them
+# (about twenty times fewer), and an event writes one agent row instead of several. The
+# 'agent' rows of version 12 move into the new tables. Rule counters stay rows of
+# `counters`: a rule's name is open-ended, an agent's counters are not.
+# The hours are in hour order, so that the rows an event adds to (its hour's) share a few
+# pages; the days, written only by the roll-up, in agent order, so that a page sums each
+# agent's days without sorting them first (index: for the purge, and a short period).
+_COUNTER_COLUMNS = ",\n    ".join(f"{name} INTEGER NOT NULL DEFAULT 0" for name in AGENT_COUNTERS)
+_COLUMNS = ", ".join(AGENT_COUNTERS)
+_AS_COLUMNS = ", ".join(
+    f"sum(CASE WHEN name = '{name}' THEN value ELSE 0 END)" for name in AGENT_COUNTERS
+)
+_OF_NEW_ROW = ", ".join(
+    f"CASE WHEN NEW.name = '{name}' THEN NEW.value ELSE 0 END" for name in AGENT_COUNTERS
+)
+_ADDED = ", ".join(f"{name} = {name} + excluded.{name}" for name in AGENT_COUNTERS)
+SCHEMA_V16 = f"""
+CREATE TABLE agent_hours (
+    hour INTEGER NOT NULL,
+    agent_id TEXT NOT NULL,
+    {_COUNTER_COLUMNS},
+    keep_until REAL NOT NULL,
+    PRIMARY KEY (hour, agent_id)
+) WITHOUT ROWID;
+CREATE TABLE agent_days (
+    day INTEGER NOT NULL,
+    agent_id TEXT NOT NULL,
+    {_COUNTER_COLUMNS},
+    keep_until REAL NOT NULL,
+    PRIMARY KEY (agent_id, day)
+) WITHOUT ROWID;
+CREATE INDEX agent_days_by_day ON agent_days (day);
+INSERT INTO agent_hours (hour, agent_id, {_COLUMNS}, keep_until)
+SELECT hour, key, {_AS_COLUMNS}, max(keep_until)
+FROM counters WHERE scope = 'agent' GROUP BY hour, key;
+INSERT INTO agent_days (day, agent_id, {_COLUMNS}, keep_until)
+SELECT day, key, {_AS_COLUMNS}, max(keep_until)
+FROM counters_daily WHERE scope = 'agent' GROUP BY day, key;
+DELETE FROM counters WHERE scope = 'agent';
+DELETE FROM counters_daily WHERE scope = 'agent';
+CREATE TRIGGER agent_counters_of_an_older_relay AFTER INSERT ON counters
+WHEN NEW.scope = 'agent'
+BEGIN
+    INSERT INTO agent_hours (hour, agent_id, {_COLUMNS}, keep_until)
+    VALUES (NEW.hour, NEW.key, {_OF_NEW_ROW}, NEW.keep_until)
+    ON CONFLICT (hour, agent_id) DO UPDATE SET {_ADDED};
+    DELETE FROM counters
+    WHERE hour = NEW.hour AND scope = 'agent' AND key = NEW.key AND name = NEW.name;
+END;
+"""
+# The trigger: a relay of version 15 still running beside this one during a rolling
+# upgrade adds its agent counters as rows of `counters`; each moves into its agent's row
+# at once, so none is lost and none is left for the pages to miss. (Its row is inserted
+# every time, since the trigger deletes it, so its ON CONFLICT update never runs.)
+
+_RULE_ADD_SQL = """
 INSERT INTO counters (hour, scope, key, name, value, last_at, keep_until)
-VALUES (?, ?, ?, ?, 1, ?, ?)
+VALUES (?, 'rule', ?, 'hits', 1, ?, ?)
 ON CONFLICT (hour, scope, key, name)
 DO UPDATE SET value = value + 1, last_at = max(last_at, excluded.last_at)
 """
 
-# The rows of a period: its hours from `since` on, and the days that overlap it (whole:
-# a day's row counts all of it). Each branch reads its own index range.
-_PERIOD = """
-SELECT hour, key, name, value FROM counters WHERE hour >= :since AND scope = :scope
+# A rule's hits in a period: its hours from `since` on, and the days that overlap it
+# (whole: a day's row counts all of it). Each branch reads its own index range.
+_RULE_PERIOD = """
+SELECT key, value FROM counters WHERE hour >= :since AND scope = 'rule'
 UNION ALL
-SELECT day * 24, key, name, value FROM counters_daily
-WHERE day >= :since / 24 AND scope = :scope
-"""
-_AGENT_COUNTS_SQL = f"SELECT key, name, sum(value) FROM ({_PERIOD}) GROUP BY key, name"
-_HOURLY_SQL = f"""
-SELECT hour, sum(value) FROM ({_PERIOD}) WHERE name = :name GROUP BY hour ORDER BY hour
+SELECT key, value FROM counters_daily WHERE day >= :since / 24 AND scope = 'rule'
 """
 # A rule's latest match is of all kept rows, within the period or not.
 _RULE_HITS_SQL = f"""
-SELECT key, sum(value), NULL FROM ({_PERIOD}) GROUP BY key
+SELECT key, sum(value), NULL FROM ({_RULE_PERIOD}) GROUP BY key
 UNION ALL
 SELECT key, 0, max(last_at) FROM (
     SELECT key, last_at FROM counters WHERE scope = 'rule'
@@ -73,30 +129,58 @@ SELECT key, 0, max(last_at) FROM (
     SELECT key, last_at FROM counters_daily WHERE scope = 'rule'
 ) GROUP BY key
 """
-_ROLL_UP_SQL = """
+
+# An agent's counters in a period: each table apart, so that each groups its own range.
+_SUMS = ", ".join(f"sum({name})" for name in AGENT_COUNTERS)
+_AGENT_HOURS_SQL = f"SELECT agent_id, {_SUMS} FROM agent_hours WHERE hour >= ? GROUP BY agent_id"
+_AGENT_DAYS_SQL = f"SELECT agent_id, {_SUMS} FROM agent_days WHERE day >= ? GROUP BY agent_id"
+
+_ROLL_UP_RULES_SQL = """
 INSERT INTO counters_daily (day, scope, key, name, value, last_at, keep_until)
 SELECT :day, scope, key, name, sum(value), max(last_at), max(keep_until) FROM counters
 WHERE hour >= :first AND hour < :end GROUP BY scope, key, name
 ON CONFLICT (day, scope, key, name) DO UPDATE SET value = value + excluded.value,
     last_at = max(last_at, excluded.last_at), keep_until = max(keep_until, excluded.keep_until)
 """
+_ROLL_UP_AGENTS_SQL = f"""
+INSERT INTO agent_days (day, agent_id, {_COLUMNS}, keep_until)
+SELECT :day, agent_id, {_SUMS}, max(keep_until) FROM agent_hours
+WHERE hour >= :first AND hour < :end GROUP BY agent_id
+ON CONFLICT (agent_id, day) DO UPDATE SET {_ADDED},
+    keep_until = max(keep_until, excluded.keep_until)
+"""
+
+
+@functools.lru_cache(maxsize=256)
+def _agent_add_sql(counters: tuple[str, ...]) -> str:
+    """The statement that adds one to each of `counters` (a name twice: two) in an agent's
+    row of an hour; the row is made with the keep_until given."""
+    counts = Counter(counters)
+    unknown = sorted(set(counts) - set(AGENT_COUNTERS))
+    if unknown:
+        raise ValueError(f"unknown agent counter {unknown[0]!r}")
+    names = ", ".join(counts)
+    values = ", ".join(str(n) for n in counts.values())
+    adds = ", ".join(f"{name} = {name} + {n}" for name, n in counts.items())
+    return (
+        f"INSERT INTO agent_hours (hour, agent_id, keep_until, {names}) VALUES (?, ?, ?, {values})"
+        f" ON CONFLICT (hour, agent_id) DO UPDATE SET {adds}"
+    )
 
 
 def add(conn: sqlite3.Connection, tally: Tally) -> None:
     """Add one event's tally."""
     hour, at, keep = tally.hour, tally.at, tally.keep_until
-    rows = [(hour, "agent", tally.agent_id, name, at, keep) for name in tally.counters]
-    rows += [(hour, "rule", rule, "hits", at, keep) for rule in tally.rules]
-    conn.executemany(_ADD_SQL, rows)
+    if tally.counters:
+        conn.execute(_agent_add_sql(tally.counters), (hour, tally.agent_id, keep))
+    conn.executemany(_RULE_ADD_SQL, [(hour, rule, at, keep) for rule in tally.rules])
 
 
 def rule_hits(conn: sqlite3.Connection, since_hour: int) -> list[RuleHits]:
     """Return each rule's hits from `since_hour` on, and its latest match of all kept."""
     hits: dict[str, int] = {}
     last: dict[str, float] = {}
-    for rule, count, last_at in conn.execute(
-        _RULE_HITS_SQL, {"since": since_hour, "scope": "rule"}
-    ):
+    for rule, count, last_at in conn.execute(_RULE_HITS_SQL, {"since": since_hour}):
         hits[rule] = hits.get(rule, 0) + int(count)
         if last_at is not None:
             last[rule] = float(last_at)
@@ -104,53 +188,87 @@ def rule_hits(conn: sqlite3.Connection, since_hour: int) -> list[RuleHits]:
 
 
 def agent_counts(conn: sqlite3.Connection, since_hour: int) -> list[AgentCount]:
-    """Return each agent's counters summed from `since_hour` on."""
-    rows = conn.execute(_AGENT_COUNTS_SQL, {"since": since_hour, "scope": "agent"}).fetchall()
-    return [AgentCount(agent, name, int(value)) for agent, name, value in rows]
+    """Return each agent's counters summed from `since_hour` on (those above zero)."""
+    totals: dict[str, list[int]] = {}
+    reads = [(_AGENT_HOURS_SQL, since_hour)]
+    # The days are read in agent order, all of them: not for a period that none reaches
+    # (a day's view: the days rolled up end before yesterday).
+    (latest,) = conn.execute("SELECT max(day) FROM agent_days").fetchone()
+    if latest is not None and latest >= since_hour // DAY_HOURS:
+        reads.append((_AGENT_DAYS_SQL, since_hour // DAY_HOURS))
+    for sql, since in reads:
+        for agent, *values in conn.execute(sql, (since,)):
+            known = totals.setdefault(agent, [0] * len(AGENT_COUNTERS))
+            totals[agent] = [a + b for a, b in zip(known, values, strict=True)]
+    return [
+        AgentCount(agent, name, value)
+        for agent, values in sorted(totals.items())
+        for name, value in zip(AGENT_COUNTERS, values, strict=True)
+        if value
+    ]
+
+
+@functools.cache
+def _hourly_sql(counter: str) -> tuple[str, str]:
+    if counter not in AGENT_COUNTERS:
+        raise ValueError(f"unknown agent counter {counter!r}")
+    return (
+        f"SELECT hour, sum({counter}) FROM agent_hours WHERE hour >= ?"
+        f" GROUP BY hour HAVING sum({counter}) > 0",
+        f"SELECT day * {DAY_HOURS}, sum({counter}) FROM agent_days WHERE day >= ?"
+        f" GROUP BY day HAVING sum({counter}) > 0",
+    )
 
 
 def hourly_counts(conn: sqlite3.Connection, since_hour: int, counter: str) -> list[HourCount]:
     """Return one agent counter of all agents, hour by hour from `since_hour` on (a day
     rolled up counts as its first hour)."""
-    params = {"since": since_hour, "scope": "agent", "name": counter}
-    rows = conn.execute(_HOURLY_SQL, params).fetchall()
-    return [HourCount(int(hour), int(value)) for hour, value in rows]
+    hours_sql, days_sql = _hourly_sql(counter)
+    totals: dict[int, int] = {}
+    for sql, since in ((hours_sql, since_hour), (days_sql, since_hour // DAY_HOURS)):
+        for hour, value in conn.execute(sql, (since,)):
+            totals[hour] = totals.get(hour, 0) + value
+    return [HourCount(hour, value) for hour, value in sorted(totals.items())]
 
 
 def roll_up(conn: sqlite3.Connection, now: float) -> int:
     """Roll the oldest day of hours before yesterday (UTC, by `now`) up into its day's
     rows; return how many hourly rows went (0: none is left to roll)."""
-    (first,) = conn.execute("SELECT min(hour) FROM counters").fetchone()
+    firsts = [
+        conn.execute(f"SELECT min(hour) FROM {table}").fetchone()[0]
+        for table in ("counters", "agent_hours")
+    ]
+    known = [first for first in firsts if first is not None]
     yesterday = (int(now // 86400) - 1) * DAY_HOURS
-    if first is None or first >= yesterday:
+    if not known or min(known) >= yesterday:
         return 0
-    day = first // DAY_HOURS
+    day = min(known) // DAY_HOURS
     bounds = {"day": day, "first": day * DAY_HOURS, "end": (day + 1) * DAY_HOURS}
-    conn.execute(_ROLL_UP_SQL, bounds)
-    return conn.execute(
-        "DELETE FROM counters WHERE hour >= :first AND hour < :end", bounds
-    ).rowcount
+    conn.execute(_ROLL_UP_RULES_SQL, bounds)
+    conn.execute(_ROLL_UP_AGENTS_SQL, bounds)
+    return sum(
+        conn.execute(f"DELETE FROM {table} WHERE hour >= :first AND hour < :end", bounds).rowcount
+        for table in ("counters", "agent_hours")
+    )
+
+
+# Rows go in the order of their hours, which is about the order of their keep_until
+# (console.history changes seldom); a row kept longer holds back only the hours after it,
+# until it goes too.
+_PURGES = tuple(
+    f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table}{indexed} ORDER BY {unit}"
+    " LIMIT :limit) AND keep_until <= :now"
+    for table, indexed, unit, key in (
+        ("counters", "", "hour", "hour, scope, key, name"),
+        ("counters_daily", "", "day", "day, scope, key, name"),
+        ("agent_hours", "", "hour", "hour, agent_id"),
+        ("agent_days", " INDEXED BY agent_days_by_day", "day", "agent_id, day"),
+    )
+)
 
 
 def purge(conn: sqlite3.Connection, now: float, limit: int) -> int:
-    """Forget at most `limit` counters whose hour or day is past keeping, oldest first.
-
-    Rows go in the order of their hours, which is about the order of their keep_until
-    (console.history changes seldom); a row kept longer holds back only the hours after
-    it, until it goes too."""
+    """Forget at most `limit` counters of each table whose hour or day is past keeping,
+    oldest first."""
     params = {"limit": limit, "now": now}
-    gone = conn.execute(
-        "DELETE FROM counters WHERE (hour, scope, key, name) IN ("
-        " SELECT hour, scope, key, name FROM counters ORDER BY hour LIMIT :limit"
-        ") AND keep_until <= :now",
-        params,
-    ).rowcount
-    return (
-        gone
-        + conn.execute(
-            "DELETE FROM counters_daily WHERE (day, scope, key, name) IN ("
-            " SELECT day, scope, key, name FROM counters_daily ORDER BY day LIMIT :limit"
-            ") AND keep_until <= :now",
-            params,
-        ).rowcount
-    )
+    return sum(conn.execute(sql, params).rowcount for sql in _PURGES)

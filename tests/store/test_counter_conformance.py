@@ -11,10 +11,12 @@ import re
 from importlib import resources
 
 from relay.activity.tally import (
+    AGENT_COUNTERS,
     AGENT_MESSAGES,
     CONVERSATIONS,
     EVENTS,
     FIRST_ANSWER_BOUNDS_S,
+    FIRST_ANSWER_OVER,
     NO_RULE,
     UNANSWERED,
     VISITOR_MESSAGES,
@@ -260,6 +262,18 @@ def test_the_lua_first_answer_bounds_are_tally_py_s() -> None:
     found = re.search(r"local FIRST_ANSWER_BOUNDS_S = \{(.*?)\}", lua, re.S)
     assert found is not None
     assert tuple(int(n) for n in re.findall(r"\d+", found.group(1))) == FIRST_ANSWER_BOUNDS_S
+
+
+def test_the_lua_agent_counters_are_tally_py_s_in_its_order() -> None:
+    """An agent's counters are one array in Redis, read back by place: lib_tally.lua must
+    list tally.py's AGENT_COUNTERS in the same order."""
+    lua = (resources.files("relay.store") / "lua" / "lib_tally.lua").read_text()
+    found = re.search(r"local AGENT_COUNTERS = \{(.*?)\}", lua, re.S)
+    assert found is not None
+    named = re.findall(r"'(\w+)'", found.group(1))
+    bounds = tuple(f"first_answer_le_{bound}" for bound in FIRST_ANSWER_BOUNDS_S)
+    assert (*named, *bounds, FIRST_ANSWER_OVER) == AGENT_COUNTERS
+    assert "'first_answer_le_' .. bound" in lua and "= 'first_answer_over'" in lua
 
 
 # Days: the hours before yesterday rolled up ------------------------------------------------

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import pytest
 import redis.asyncio
 
+from relay.activity.tally import Tally
 from relay.store.base import AcceptResult, DeliveryFilter, NewDelivery, NewEvent
 from relay.store.redis import PREFIX, RedisStore, durability_problems
 from tests.support.processes import run_cli
@@ -151,6 +153,46 @@ async def test_a_delivery_purged_while_a_listing_reads_it_does_not_end_the_listi
         for where in (DeliveryFilter(), DeliveryFilter(text="{}")):
             found = await store.find_deliveries(where, limit=500, scan=1000)
             assert len(found.deliveries) == 449 and found.stopped_at is None
+    finally:
+        await client.aclose()
+        await store.close()
+
+
+async def test_agent_counters_an_older_relay_wrote_a_field_each_still_count(
+    redis_url: str,
+) -> None:
+    """An older relay kept a field per agent counter ('agent\\t<agent>\\t<counter>'), in
+    hours and rolled-up days, and may still write them beside this one during a rolling
+    upgrade: the pages count them with this relay's arrays, and the roll-up carries them
+    into the day's array."""
+    hour = int(time.time() // 3600) - 24 * 5  # a day before yesterday: rolled up below
+    store = RedisStore(redis_url)
+    await store.open()
+    client = redis.asyncio.from_url(redis_url)
+    try:
+        tally = Tally(hour, "A\t1", ("events", "visitor_messages"), ("r",), hour * 3600.0, 9e9)
+        await store.accept(
+            NewEvent("e1", b"{}", hour * 3600.0), [], dedupe_window_s=60.0, tally=tally
+        )
+        await client.hset(
+            f"{PREFIX}counters:{hour}",
+            mapping={"agent\tA\t1\tevents": 2, "agent\tA2\tconversations": 1},
+        )
+        await client.hset(f"{PREFIX}counters-day:{hour // 24 - 1}", "agent\tA2\tevents", 4)
+        await client.zadd(f"{PREFIX}counter-days", {str(hour // 24 - 1): hour // 24 - 1})
+        expected = {
+            ("A\t1", "events", 3), ("A\t1", "visitor_messages", 1),
+            ("A2", "conversations", 1), ("A2", "events", 4),
+        }  # fmt: skip
+        since = (hour // 24 - 1) * 24
+        for rolled in (False, True):
+            if rolled:
+                await store.roll_up_counters(time.time())
+                assert not await client.exists(f"{PREFIX}counters:{hour}")
+            counted = {(c.agent_id, c.counter, c.value) for c in await store.agent_counts(since)}
+            assert counted == expected, rolled
+            events = await store.hourly_counts(since, "events")
+            assert sum(c.value for c in events) == 7, rolled
     finally:
         await client.aclose()
         await store.close()

@@ -6,12 +6,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import closing
 from pathlib import Path
 from typing import cast
 
 import pytest
 
-from relay.activity.tally import Tally
+from relay.activity.tally import HourCount, Tally
 from relay.conversations.watch import Observation
 from relay.request_record import RequestRecord
 from relay.store import sqlite_ops, sqlite_transcripts, sqlite_watches
@@ -748,10 +749,10 @@ async def test_close_lets_the_reads_under_way_finish_then_closes_the_reader(
     await store.accept(event("e1"), [delivery()], dedupe_window_s=WINDOW_S)
     held = HeldRead()
     holding = await held.hold(store)
-    closing = asyncio.ensure_future(store.close())
+    closed = asyncio.ensure_future(store.close())
     held.release.set()
     assert await holding == (1, 1)
-    await asyncio.wait_for(closing, 10)
+    await asyncio.wait_for(closed, 10)
     for read in READS.values():
         with pytest.raises(StoreUnavailable, match="closed"):
             await read(store)
@@ -773,9 +774,91 @@ async def test_counters_past_their_history_are_purged_as_the_store_runs(
     kept = old + 2 * 3600.0 + 1
     for i in range(70):  # one batch each: the purge runs every 64 batches
         await store.accept(event(f"new{i}", kept), [], dedupe_window_s=10, tally=tally(kept))
-    hours = sqlite3.connect(db_path).execute("SELECT DISTINCT hour FROM counters").fetchall()
-    assert hours == [(int(kept // 3600),)]
-    assert store.stats.purged_counters == 2  # the old hour's 'events' and its 'all' hit
+    conn = sqlite3.connect(db_path)
+    for table in ("counters", "agent_hours"):
+        hours = conn.execute(f"SELECT DISTINCT hour FROM {table}").fetchall()
+        assert hours == [(int(kept // 3600),)], table
+    assert store.stats.purged_counters == 2  # the old hour's agent row and its 'all' hit
+
+
+# How relay 15 (schema version 15) added a counter: one row per agent counter and hour.
+_VERSION_15_ADD_SQL = """
+INSERT INTO counters (hour, scope, key, name, value, last_at, keep_until)
+VALUES (?, ?, ?, ?, 1, ?, ?)
+ON CONFLICT (hour, scope, key, name)
+DO UPDATE SET value = value + 1, last_at = max(last_at, excluded.last_at)
+"""
+
+
+def _version_15_store(db_path: str) -> sqlite3.Connection:
+    Path(db_path).parent.mkdir(parents=True)
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    for version in range(1, 16):
+        for statement in sqlite_ops._statements(sqlite_ops._MIGRATIONS[version]):
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 15")
+    return conn
+
+
+async def test_agent_counters_of_version_15_move_into_one_row_per_agent_and_hour(
+    db_path: str,
+) -> None:
+    """Version 16 keeps an agent's counters of an hour in one row: the rows an older relay
+    kept, hours and days alike, give the same figures after the upgrade."""
+    hour = 490_000  # days before yesterday are rolled up; this hour and its day are kept
+    with closing(_version_15_store(db_path)) as conn:
+        for name, key, count in (
+            ("events", "A1", 3), ("visitor_messages", "A1", 2), ("conversations", "A1", 1),
+            ("events", "A2", 1), ("hits", "rule-1", 4),
+        ):  # fmt: skip
+            scope = "rule" if name == "hits" else "agent"
+            for _ in range(count):
+                conn.execute(_VERSION_15_ADD_SQL, (hour, scope, key, name, 1.0, 9e9))
+        conn.execute(
+            "INSERT INTO counters_daily VALUES (?, 'agent', 'A1', 'events', 5, 1.0, 9e9)",
+            (hour // 24 - 1,),
+        )
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        counted = {(c.agent_id, c.counter, c.value) for c in await store.agent_counts(0)}
+        assert counted == {
+            ("A1", "events", 8), ("A1", "visitor_messages", 2), ("A1", "conversations", 1),
+            ("A2", "events", 1),
+        }  # fmt: skip
+        assert await store.hourly_counts(0, "events") == [
+            HourCount((hour // 24 - 1) * 24, 5),
+            HourCount(hour, 4),
+        ]
+        assert [(r.rule, r.hits) for r in await store.rule_hits(0)] == [("rule-1", 4)]
+    finally:
+        await store.close()
+    conn = sqlite3.connect(db_path)
+    for table in ("counters", "counters_daily"):
+        left = conn.execute(f"SELECT count(*) FROM {table} WHERE scope = 'agent'").fetchone()
+        assert left == (0,), table
+
+
+async def test_agent_counters_a_version_15_relay_adds_after_the_upgrade_are_counted(
+    db_path: str,
+) -> None:
+    """During a rolling upgrade a relay of version 15 still adds each agent counter as a
+    row of `counters`: it moves into the agent's row of its hour at once."""
+    _version_15_store(db_path).close()
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        tally = Tally(500_000, "A1", ("events",), ("all",), 1.0, 9e9)
+        await store.accept(event("e1", 500_000 * 3600.0), [], dedupe_window_s=10, tally=tally)
+        with closing(sqlite3.connect(db_path, isolation_level=None)) as older:
+            for name in ("events", "events", "agent_messages"):
+                older.execute(_VERSION_15_ADD_SQL, (500_000, "agent", "A1", name, 1.0, 9e9))
+        counted = {(c.counter, c.value) for c in await store.agent_counts(0)}
+        assert counted == {("events", 3), ("agent_messages", 1)}
+    finally:
+        await store.close()
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("SELECT count(*) FROM counters WHERE scope = 'agent'").fetchone() == (0,)
 
 
 async def test_watches_kept_before_version_13_count_as_started_and_as_counted(

@@ -1,22 +1,26 @@
 --[[ counters: roll the activity counters of hours before yesterday up into days, and sum
 them for a period (SPEC 8.1).
 
-KEYS[1]  the store's key prefix (see accept.lua); the keys are lib_tally.lua's, and
+KEYS[1]  the store's key prefix (see accept.lua); the keys are lib_tally.lua's (prepended
+         to this script), and
          counters-day:<day>  hash: a day's counters (day: the hour // 24), the same fields
-                             as an hour's ('…\tlast' the latest of the day's), kept as long
-                             as the longest-kept of its hours
+                             as an hour's ('…\tlast' the latest of the day's; an agent's
+                             counters always one 'counts\t' field), kept as long as the
+                             longest-kept of its hours
          counter-days        zset: the days that have a counters-day hash (score: the day)
 ARGV     'roll_up', before_hour (hours before it are rolled up: yesterday's first), limit
          or 'agents', since_hour
          or 'hourly', since_hour, counter
          or 'rules', since_hour
 Returns  for 'roll_up', how many hours were rolled up (fewer than limit: none is left);
-         for 'agents', each agent counter's field ('agent\t<agent>\t<counter>') and its
-         sum over the period; for 'hourly', each hour's (a day's first hour for a day) and
+         for 'agents', each agent's id then its counters summed over the period, one
+         number per AGENT_COUNTERS (lib_tally.lua), in its order; for 'hourly', each hour's (a day's first hour for a day) and
          the counter's sum over every agent then; for 'rules', each rule's name, its hits
          in the period and its latest match of all kept. A period is the hours from
          since_hour on and the days that overlap it (whole). Summed here, in Redis, so that
          a page gets a few hundred numbers, not every hour's every field.
+         An hour an older relay wrote holds a field per agent counter
+         ('agent\t<agent id>\t<counter>', lib_tally.lua): read and rolled up the same.
 Atomic:  an hour's counters move into its day's whole, in one step; an event accepted
          later for an hour already rolled up (a replica's clock behind) makes the hour
          again, and the next call adds it to the day too.
@@ -53,21 +57,68 @@ local function flatten(sums)
   return out
 end
 
-if op == 'agents' or op == 'hourly' then
-  local since, counter = tonumber(ARGV[2]), ARGV[3]
-  local sums = {}
-  for _, unit in ipairs(units(since, false)) do
-    local flat = unit[1]
-    for i = 1, #flat, 2 do
-      local field = flat[i]
-      if string.sub(field, 1, 6) == 'agent\t' then
-        if op == 'agents' then
-          sums[field] = (sums[field] or 0) + tonumber(flat[i + 1])
-        elseif string.sub(field, -(#counter + 1)) == '\t' .. counter then
-          sums[unit[2]] = (sums[unit[2]] or 0) + tonumber(flat[i + 1])
-        end
+-- Each agent's counters in a unit's fields (flat, from HGETALL): calls found(agent, place,
+-- count) for each counter of an older relay's field, and found(agent, nil, array) for an
+-- agent's array.
+local function agent_fields(flat, found)
+  for i = 1, #flat, 2 do
+    local field = flat[i]
+    local scope = string.sub(field, 1, 6)
+    if scope == 'counts' then
+      found(string.sub(field, 8), nil, cmsgpack.unpack(flat[i + 1]))
+    elseif scope == 'agent\t' then
+      -- An agent id may hold a tab; a counter's name does not.
+      local agent, name = string.match(field, '^agent\t(.*)\t([^\t]*)$')
+      found(agent, counter_place(name), tonumber(flat[i + 1]))
+    end
+  end
+end
+
+if op == 'agents' then
+  local sums, agents = {}, {}
+  local function found(agent, place, count)
+    local own = sums[agent]
+    if not own then
+      own = {}
+      for i = 1, #AGENT_COUNTERS do
+        own[i] = 0
+      end
+      sums[agent] = own
+      agents[#agents + 1] = agent
+    end
+    if place then
+      own[place] = own[place] + count
+    else
+      for i = 1, #AGENT_COUNTERS do
+        own[i] = own[i] + (count[i] or 0)
       end
     end
+  end
+  for _, unit in ipairs(units(tonumber(ARGV[2]), false)) do
+    agent_fields(unit[1], found)
+  end
+  local out = {}
+  for _, agent in ipairs(agents) do
+    out[#out + 1] = agent
+    for _, count in ipairs(sums[agent]) do
+      out[#out + 1] = count
+    end
+  end
+  return out
+end
+
+if op == 'hourly' then
+  local wanted = counter_place(ARGV[3])
+  local sums = {}
+  for _, unit in ipairs(units(tonumber(ARGV[2]), false)) do
+    local start = unit[2]
+    agent_fields(unit[1], function(_, place, count)
+      if place == nil then
+        sums[start] = (sums[start] or 0) + (count[wanted] or 0)
+      elseif place == wanted then
+        sums[start] = (sums[start] or 0) + count
+      end
+    end)
   end
   return flatten(sums)
 end
@@ -112,14 +163,36 @@ for _, hour in ipairs(hours) do
     local day_key = P .. 'counters-day:' .. day
     for i = 1, #flat, 2 do
       local field, value = flat[i], flat[i + 1]
-      if string.sub(field, -5) == '\tlast' then
-        local known = redis.call('HGET', day_key, field)
-        if not known or tonumber(known) < tonumber(value) then
-          redis.call('HSET', day_key, field, value)
+      if string.sub(field, 1, 5) == 'rule\t' then
+        if string.sub(field, -5) == '\tlast' then
+          local known = redis.call('HGET', day_key, field)
+          if not known or tonumber(known) < tonumber(value) then
+            redis.call('HSET', day_key, field, value)
+          end
+        else
+          redis.call('HINCRBY', day_key, field, tonumber(value))
         end
-      else
-        redis.call('HINCRBY', day_key, field, tonumber(value))
       end
+    end
+    -- Each agent's counters of the hour, whichever relay wrote them, into its day's array.
+    local adds, agents = {}, {}
+    agent_fields(flat, function(agent, place, count)
+      local own = adds[agent]
+      if not own then
+        own = {}
+        adds[agent] = own
+        agents[#agents + 1] = agent
+      end
+      if place then
+        own[place] = (own[place] or 0) + count
+      else
+        for j = 1, #AGENT_COUNTERS do
+          own[j] = (own[j] or 0) + (count[j] or 0)
+        end
+      end
+    end)
+    for _, agent in ipairs(agents) do
+      counts_add(day_key, 'counts\t' .. agent, adds[agent])
     end
     local keep = redis.call('PTTL', key)
     if keep > 0 and keep > redis.call('PTTL', day_key) then
