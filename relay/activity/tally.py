@@ -129,3 +129,12 @@ class HourCount:
 
     hour: int
     value: int
+
+
+@dataclass(frozen=True)
+class ActivityCounts:
+    """What the Activity page reads, in one go: each agent's counters summed over a
+    period, and one of them over every agent, hour by hour."""
+
+    agents: list[AgentCount]
+    hours: list[HourCount]

@@ -27,11 +27,11 @@ async def activity(request: web.Request) -> web.Response:
     state = request.app[STATE]
     period = requested_period(request)
     store = state.store
-    agents, everyone = by_agent(await store.agent_counts(period.since_hour))
+    counts = await store.activity_counts(period.since_hour, CONVERSATIONS)
+    agents, everyone = by_agent(counts.agents)
     # Per hour over a day, per day (UTC) beyond.
     unit, step_s = ("hour", HOUR_S) if period.seconds <= DAY_S else ("day", DAY_S)
-    started = await store.hourly_counts(period.since_hour, CONVERSATIONS)
-    shown = bars(started, period.since_hour, period.now, step_s)
+    shown = bars(counts.hours, period.since_hour, period.now, step_s)
     watched = state.config.conversations is not None
     if answers.wants_json(request):
         payload: dict[str, Any] = {

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
-from relay.activity.tally import AgentCount, HourCount, RuleHits, Tally
+from relay.activity.tally import ActivityCounts, AgentCount, HourCount, RuleHits, Tally
 from relay.conversations.watch import Forget, Observation, SignalKind, Watch
 from relay.request_record import RequestRecord
 
@@ -396,6 +396,10 @@ class Store(Protocol):
     async def hourly_counts(self, since_hour: int, counter: str) -> list[HourCount]:
         """Return one agent counter of all agents together, hour by hour from
         `since_hour` on, oldest first; an hour without any is left out."""
+
+    async def activity_counts(self, since_hour: int, counter: str) -> ActivityCounts:
+        """Return agent_counts(since_hour) and hourly_counts(since_hour, counter) as one
+        read: the counters of the period are read once for both."""
 
     async def roll_up_counters(self, now: float) -> None:
         """Roll the activity counters of the hours before yesterday (UTC, by `now`) up into

@@ -27,7 +27,14 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from relay.activity.tally import AGENT_COUNTERS, AgentCount, HourCount, RuleHits, Tally
+from relay.activity.tally import (
+    AGENT_COUNTERS,
+    ActivityCounts,
+    AgentCount,
+    HourCount,
+    RuleHits,
+    Tally,
+)
 from relay.conversations.watch import WATCH_FIELDS, Forget, Observation, Watch
 from relay.events import normalize_event_type, searchable_text, stored_event_type
 from relay.request_record import RequestRecord
@@ -180,6 +187,24 @@ def _observation_args(seen: Observation | Forget) -> list[Any]:
         _time(seen.unanswered_after_s),
         _time(seen.ended_after_s),
     ]
+
+
+def _agent_counts(flat: list[Any]) -> list[AgentCount]:
+    """Read counters.lua's sums by agent: each agent's id, then its counters in
+    AGENT_COUNTERS' order."""
+    width = 1 + len(AGENT_COUNTERS)
+    return [
+        AgentCount(_text(flat[i]), name, int(value))
+        for i in range(0, len(flat), width)
+        for name, value in zip(AGENT_COUNTERS, flat[i + 1 : i + width], strict=True)
+        if value
+    ]
+
+
+def _hourly_counts(flat: list[Any]) -> list[HourCount]:
+    """Read counters.lua's sums by hour: each hour, then its sum."""
+    totals = sorted((int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2))
+    return [HourCount(hour, n) for hour, n in totals if n]
 
 
 def _tally_args(tally: Tally) -> list[Any]:
@@ -684,20 +709,14 @@ class RedisStore:
         ]
 
     async def agent_counts(self, since_hour: int) -> list[AgentCount]:
-        flat = await self._script("counters", ["agents", since_hour])
-        # Each agent's id, then its counters in AGENT_COUNTERS' order (counters.lua).
-        width = 1 + len(AGENT_COUNTERS)
-        return [
-            AgentCount(_text(flat[i]), name, int(value))
-            for i in range(0, len(flat), width)
-            for name, value in zip(AGENT_COUNTERS, flat[i + 1 : i + width], strict=True)
-            if value
-        ]
+        return _agent_counts(await self._script("counters", ["agents", since_hour]))
 
     async def hourly_counts(self, since_hour: int, counter: str) -> list[HourCount]:
-        flat = await self._script("counters", ["hourly", since_hour, counter])
-        totals = sorted((int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2))
-        return [HourCount(hour, n) for hour, n in totals if n]
+        return _hourly_counts(await self._script("counters", ["hourly", since_hour, counter]))
+
+    async def activity_counts(self, since_hour: int, counter: str) -> ActivityCounts:
+        agents, hours = await self._script("counters", ["activity", since_hour, counter])
+        return ActivityCounts(_agent_counts(agents), _hourly_counts(hours))
 
     async def roll_up_counters(self, now: float) -> None:
         await self._roll_up_counters(now)

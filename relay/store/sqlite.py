@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from relay.activity.tally import AgentCount, HourCount, RuleHits, Tally
+from relay.activity.tally import ActivityCounts, AgentCount, HourCount, RuleHits, Tally
 from relay.conversations.watch import Forget, Observation, Watch
 from relay.store import sqlite_counters, sqlite_listing, sqlite_transcripts, sqlite_watches
 from relay.store import sqlite_ops as ops
@@ -369,6 +369,15 @@ class SqliteStore:
         """One counter of all agents, hour by hour, on the reader (sqlite_counters)."""
         return await self._reader.run(
             lambda conn: sqlite_counters.hourly_counts(conn, since_hour, counter)
+        )
+
+    async def activity_counts(self, since_hour: int, counter: str) -> ActivityCounts:
+        """Both, in one read transaction on the reader (sqlite_counters)."""
+        return await self._reader.run(
+            lambda conn: ActivityCounts(
+                sqlite_counters.agent_counts(conn, since_hour),
+                sqlite_counters.hourly_counts(conn, since_hour, counter),
+            )
         )
 
     async def replay(self, ids: Sequence[int] | None, now: float) -> int:

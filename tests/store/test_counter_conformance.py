@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from importlib import resources
 
 from relay.activity.tally import (
@@ -322,3 +323,35 @@ async def test_rolled_up_days_give_the_same_figures_a_day_overlapping_a_period_w
     assert (await stores.one.hourly_counts(first_hour, CONVERSATIONS))[0] == HourCount(
         first_hour, 3
     )
+
+
+async def test_activity_counts_are_agent_counts_and_hourly_counts_in_one_read(
+    stores: Stores,
+) -> None:
+    """The Activity page reads both at once: the same figures as the two reads apart."""
+    now_hour = int(time.time() // HOUR)
+    for n, (hour, agent, counters) in enumerate(
+        [
+            (now_hour - 3, "A1", (EVENTS, CONVERSATIONS, VISITOR_MESSAGES)),
+            (now_hour - 3, "A2", (EVENTS, CONVERSATIONS)),
+            (now_hour - 1, "A1", (EVENTS, AGENT_MESSAGES, first_answer_counter(4))),
+            (now_hour, "A2", (EVENTS, CONVERSATIONS)),
+        ]
+    ):
+        tally = Tally(hour, agent, counters, ("r",), hour * HOUR + 1.0, 9e9)
+        await stores.one.accept(
+            NewEvent(f"e{n}", b"{}", hour * HOUR + 1.0), [], dedupe_window_s=60, tally=tally
+        )
+    for since in (now_hour - 3, now_hour - 1, now_hour + 1):
+        both = await stores.other.activity_counts(since, CONVERSATIONS)
+        assert sorted(both.agents, key=str) == sorted(
+            await stores.other.agent_counts(since), key=str
+        )
+        assert both.hours == await stores.other.hourly_counts(since, CONVERSATIONS)
+    both = await stores.one.activity_counts(now_hour - 3, CONVERSATIONS)
+    assert both.hours == [HourCount(now_hour - 3, 2), HourCount(now_hour, 1)]
+    assert {(c.agent_id, c.counter, c.value) for c in both.agents} == {
+        ("A1", EVENTS, 2), ("A1", CONVERSATIONS, 1), ("A1", VISITOR_MESSAGES, 1),
+        ("A1", AGENT_MESSAGES, 1), ("A1", first_answer_counter(4), 1),
+        ("A2", EVENTS, 2), ("A2", CONVERSATIONS, 2),
+    }  # fmt: skip

@@ -11,11 +11,13 @@ KEYS[1]  the store's key prefix (see accept.lua); the keys are lib_tally.lua's (
 ARGV     'roll_up', before_hour (hours before it are rolled up: yesterday's first), limit
          or 'agents', since_hour
          or 'hourly', since_hour, counter
+         or 'activity', since_hour, counter: 'agents' and 'hourly' in one read
          or 'rules', since_hour
 Returns  for 'roll_up', how many hours were rolled up (fewer than limit: none is left);
          for 'agents', each agent's id then its counters summed over the period, one
-         number per AGENT_COUNTERS (lib_tally.lua), in its order; for 'hourly', each hour's (a day's first hour for a day) and
-         the counter's sum over every agent then; for 'rules', each rule's name, its hits
+         number per AGENT_COUNTERS (lib_tally.lua), in its order; for 'hourly', each
+         hour's (a day's first hour for a day) and the counter's sum over every agent
+         then; for 'activity', the two of them; for 'rules', each rule's name, its hits
          in the period and its latest match of all kept. A period is the hours from
          since_hour on and the days that overlap it (whole). Summed here, in Redis, so that
          a page gets a few hundred numbers, not every hour's every field.
@@ -63,10 +65,9 @@ end
 local function agent_fields(flat, found)
   for i = 1, #flat, 2 do
     local field = flat[i]
-    local scope = string.sub(field, 1, 6)
-    if scope == 'counts' then
+    if string.sub(field, 1, 7) == 'counts\t' then
       found(string.sub(field, 8), nil, cmsgpack.unpack(flat[i + 1]))
-    elseif scope == 'agent\t' then
+    elseif string.sub(field, 1, 6) == 'agent\t' then
       -- An agent id may hold a tab; a counter's name does not.
       local agent, name = string.match(field, '^agent\t(.*)\t([^\t]*)$')
       found(agent, counter_place(name), tonumber(flat[i + 1]))
@@ -74,28 +75,37 @@ local function agent_fields(flat, found)
   end
 end
 
-if op == 'agents' then
-  local sums, agents = {}, {}
-  local function found(agent, place, count)
-    local own = sums[agent]
-    if not own then
-      own = {}
-      for i = 1, #AGENT_COUNTERS do
-        own[i] = 0
+-- Each agent's counters summed over the units (flat: each agent's id, then its counters in
+-- AGENT_COUNTERS' order), and, for the counter at place `wanted` (when given), its sum over
+-- every agent by the units' first hours.
+local function sums_of(unit_list, wanted)
+  local sums, agents, hourly = {}, {}, {}
+  for _, unit in ipairs(unit_list) do
+    local start = unit[2]
+    agent_fields(unit[1], function(agent, place, count)
+      local own = sums[agent]
+      if not own then
+        own = {}
+        for i = 1, #AGENT_COUNTERS do
+          own[i] = 0
+        end
+        sums[agent] = own
+        agents[#agents + 1] = agent
       end
-      sums[agent] = own
-      agents[#agents + 1] = agent
-    end
-    if place then
-      own[place] = own[place] + count
-    else
-      for i = 1, #AGENT_COUNTERS do
-        own[i] = own[i] + (count[i] or 0)
+      if place then
+        own[place] = own[place] + count
+        if place == wanted then
+          hourly[start] = (hourly[start] or 0) + count
+        end
+      else
+        for i = 1, #AGENT_COUNTERS do
+          own[i] = own[i] + (count[i] or 0)
+        end
+        if wanted then
+          hourly[start] = (hourly[start] or 0) + (count[wanted] or 0)
+        end
       end
-    end
-  end
-  for _, unit in ipairs(units(tonumber(ARGV[2]), false)) do
-    agent_fields(unit[1], found)
+    end)
   end
   local out = {}
   for _, agent in ipairs(agents) do
@@ -104,23 +114,21 @@ if op == 'agents' then
       out[#out + 1] = count
     end
   end
-  return out
+  return out, flatten(hourly)
+end
+
+if op == 'agents' then
+  return (sums_of(units(tonumber(ARGV[2]), false), nil))
 end
 
 if op == 'hourly' then
-  local wanted = counter_place(ARGV[3])
-  local sums = {}
-  for _, unit in ipairs(units(tonumber(ARGV[2]), false)) do
-    local start = unit[2]
-    agent_fields(unit[1], function(_, place, count)
-      if place == nil then
-        sums[start] = (sums[start] or 0) + (count[wanted] or 0)
-      elseif place == wanted then
-        sums[start] = (sums[start] or 0) + count
-      end
-    end)
-  end
-  return flatten(sums)
+  local _, hourly = sums_of(units(tonumber(ARGV[2]), false), counter_place(ARGV[3]))
+  return hourly
+end
+
+if op == 'activity' then
+  local agents, hourly = sums_of(units(tonumber(ARGV[2]), false), counter_place(ARGV[3]))
+  return {agents, hourly}
 end
 
 if op == 'rules' then
