@@ -445,3 +445,24 @@ destinations:
     assert [r.description() for r in delivered] == ["queued elsewhere"]
     await asyncio.sleep(GRACE_S)
     assert len(discord.delivered) == 1
+
+
+async def test_a_lane_sends_a_delivery_with_few_store_operations(
+    relay_client: RelayClientFactory, discord: FakeDiscord
+) -> None:
+    """An agency with a destination per customer sends most deliveries through lanes that
+    handle one at a time: each store operation a lane makes per delivery is paid by every
+    destination. One webhook to an idle lane: its accept, the claim, Discord's rate limit
+    (a token taken), the record, and, once the send is done, one look that finds nothing
+    more is queued (a claim that tells the next due time when it finds nothing). Not
+    another claim while the send is under way: the first took all that was due."""
+    client = await relay_client(discord_config(discord))
+    worker = client.app[STATE].worker
+    store = client.app[STATE].store
+    assert isinstance(store, SqliteStore)
+    await wait_until("the lane to wait for work", lambda: worker.lanes_waiting_for_work == 1, 10)
+    ops_before = store.stats.ops
+    await post_event(client)
+    await discord.wait_for_delivered(1, timeout_s=5)
+    await wait_until("the lane to wait for work", lambda: worker.lanes_waiting_for_work == 1, 10)
+    assert store.stats.ops - ops_before == 5

@@ -47,6 +47,9 @@ class Lane:
         self.task: asyncio.Task[None] | None = None
         self.conversations = Conversations(worker, destination, self._wait_for_turn)
         self._in_burst = False  # the last claim that found work took all it could
+        # The last claim that found work took less than it could: nothing else was due, so
+        # until a wake (an accept, a finished send) another claim would find nothing.
+        self._drained = False
         # Nothing queued for this destination when it last looked: only a wake brings work.
         self.waiting_for_work = False
 
@@ -79,18 +82,20 @@ class Lane:
             await self._sleep(self._paused_until - now)
             return
         free = worker.config.delivery.concurrency - len(self.sending)
-        if free <= 0:
+        if free <= 0 or (self._drained and self.sending):
+            self._drained = False
             await self._sleep(IDLE_POLL_S)  # a finished send wakes the lane
             return
         try:
-            batch = await worker.store.claim(
+            claimed = await worker.store.claim_or_next_due(
                 self.destination, now, free, owner=worker.owner, lease_s=worker.lease_s
             )
+            batch = claimed.deliveries
             if not batch:
                 if self.sending:
                     await self._sleep(IDLE_POLL_S)  # a finished send wakes the lane
                     return
-                wait_s = await self._idle_time(now)
+                wait_s = _idle_time(claimed.next_due_at, now)
                 self.waiting_for_work = wait_s is None
                 try:
                     await self._sleep(wait_s)
@@ -100,6 +105,7 @@ class Lane:
                     await asyncio.sleep(GATHER_S)
                 return
             self._in_burst = len(batch) >= free
+            self._drained = not self._in_burst
         except StoreUnavailable as exc:
             log.warning(
                 "store unavailable, retrying: %s", exc, extra={"destination": self.destination}
@@ -176,14 +182,6 @@ class Lane:
             with contextlib.suppress(StoreUnavailable):  # the lane's own pause still holds
                 await self._worker.store.pause(sender.limit.key, until)
 
-    async def _idle_time(self, now: float) -> float | None:
-        """How long an idle lane sleeps: until its next delivery is due, at most
-        IDLE_POLL_S; None, until woken, when nothing is queued for the destination."""
-        next_due = await self._worker.store.next_due_at(self.destination, now)
-        if next_due is None:
-            return None
-        return min(max(next_due - now, 0.05), IDLE_POLL_S)
-
     async def _sleep(self, seconds: float | None) -> None:
         """Sleep until woken or `seconds` pass (None: until woken).
 
@@ -196,3 +194,11 @@ class Lane:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)  # None: no timeout
         self._wake.clear()
+
+
+def _idle_time(next_due: float | None, now: float) -> float | None:
+    """How long an idle lane sleeps: until its next delivery is due, at most IDLE_POLL_S;
+    None, until woken, when nothing is queued for the destination."""
+    if next_due is None:
+        return None
+    return min(max(next_due - now, 0.05), IDLE_POLL_S)

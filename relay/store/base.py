@@ -195,6 +195,15 @@ class Attempt:
     detail: str | None
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """What a lane's claim got: the deliveries it may send now or, when there were none,
+    when the destination's next one can be claimed (None: nothing is queued)."""
+
+    deliveries: list[Delivery]
+    next_due_at: float | None
+
+
 class Purged(NamedTuple):
     """What one step of the retention purge deleted."""
 
@@ -277,6 +286,13 @@ class Store(Protocol):
 
     async def next_due_at(self, destination: str, now: float) -> float | None:
         """Return when the destination's next delivery can be claimed, if any."""
+
+    async def claim_or_next_due(
+        self, destination: str, now: float, limit: int, *, owner: str, lease_s: float
+    ) -> Claimed:
+        """claim(), and when it claims nothing, next_due_at() in the same step: a lane that
+        sends a delivery at a time asks both after each send, and with a destination per
+        customer every store operation a delivery costs counts."""
 
     async def record_sent(
         self,

@@ -45,6 +45,7 @@ from relay.store.base import (
     AcceptResult,
     Attempt,
     AttemptOutcome,
+    Claimed,
     Delivery,
     DeliveryCounts,
     DeliveryFilter,
@@ -426,6 +427,13 @@ class RedisStore:
             return float(first[0][1]) if first else None
 
         return await self._call(earliest)
+
+    async def claim_or_next_due(
+        self, destination: str, now: float, limit: int, *, owner: str, lease_s: float
+    ) -> Claimed:
+        claimed = await self.claim(destination, now, limit, owner=owner, lease_s=lease_s)
+        next_due = None if claimed else await self.next_due_at(destination, now)
+        return Claimed(claimed, next_due)
 
     async def record_sent(
         self,

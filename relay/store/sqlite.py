@@ -37,6 +37,7 @@ from relay.store.base import (
     SCAN_ROWS,
     AcceptResult,
     Attempt,
+    Claimed,
     Delivery,
     DeliveryCounts,
     DeliveryFilter,
@@ -234,6 +235,19 @@ class SqliteStore:
     async def next_due_at(self, destination: str, now: float) -> float | None:
         """Return when the destination's next delivery can be claimed, if any."""
         return await self._submit(lambda conn: ops.next_due_at(conn, destination, now))
+
+    async def claim_or_next_due(
+        self, destination: str, now: float, limit: int, *, owner: str, lease_s: float
+    ) -> Claimed:
+        """Claim, or tell the next due time when nothing is claimable: one operation."""
+        until = now + lease_s
+
+        def claim_or_next_due(conn: sqlite3.Connection) -> Claimed:
+            claimed = ops.claim(conn, destination, now, limit, owner, until)
+            next_due = None if claimed else ops.next_due_at(conn, destination, now)
+            return Claimed(claimed, next_due)
+
+        return await self._submit(claim_or_next_due)
 
     async def record_sent(
         self,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import pytest
 
 from relay.request_record import SECRET_VERIFIED, RequestRecord
-from relay.store.base import Attempt, NewDelivery, NewEvent, Store
+from relay.store.base import Attempt, Claimed, NewDelivery, NewEvent, Store
 from tests.store.conftest import Stores
 
 WINDOW_S = 3600.0
@@ -99,6 +99,27 @@ async def test_a_retry_holds_back_its_session_but_not_others(stores: Stores) -> 
     assert await claim(stores.other, B, now=1500.0) == []
     assert await stores.other.next_due_at("slack", 1500.0) == 2000.0
     assert await claim(stores.other, B, now=2000.0) == ["e1"]
+
+
+async def test_claim_or_next_due_claims_or_tells_when_the_next_is_due(stores: Stores) -> None:
+    """What a lane asks after each send, in one step: the deliveries it may send now, and
+    only when there are none, when the next can be (None: nothing is queued)."""
+    assert await stores.one.claim_or_next_due("slack", 1000.0, 10, owner=A, lease_s=LEASE_S) == (
+        Claimed([], None)
+    )
+    await accept(stores.one, "e1", ["s1"])
+    await accept(stores.one, "e2", ["s1"])
+    got = await stores.one.claim_or_next_due("slack", 1000.0, 10, owner=A, lease_s=LEASE_S)
+    assert [d.event_id for d in got.deliveries] == ["e1"]  # e2 follows e1
+    assert got.next_due_at is None  # not asked: something was claimed
+    assert await stores.one.record_failure(
+        got.deliveries[0].id, "503", retry_at=2000.0, now=1000.0, owner=A
+    )
+    waiting = await stores.other.claim_or_next_due("slack", 1500.0, 10, owner=B, lease_s=LEASE_S)
+    assert waiting == Claimed([], 2000.0)
+    retried = await stores.other.claim_or_next_due("slack", 2000.0, 10, owner=B, lease_s=LEASE_S)
+    assert [d.event_id for d in retried.deliveries] == ["e1"]
+    assert await claim(stores.one, A, now=2000.0) == []  # B holds it
 
 
 async def test_sessions_of_two_destinations_never_mix_whatever_their_names(

@@ -266,7 +266,7 @@ def test_the_lua_first_answer_bounds_are_tally_py_s() -> None:
 
 
 def test_the_lua_agent_counters_are_tally_py_s_in_its_order() -> None:
-    """An agent's counters are one array in Redis, read back by place: lib_tally.lua must
+    """An agent's counters are one map in Redis, keyed by their place: lib_tally.lua must
     list tally.py's AGENT_COUNTERS in the same order."""
     lua = (resources.files("relay.store") / "lua" / "lib_tally.lua").read_text()
     found = re.search(r"local AGENT_COUNTERS = \{(.*?)\}", lua, re.S)

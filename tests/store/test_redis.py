@@ -163,8 +163,8 @@ async def test_agent_counters_an_older_relay_wrote_a_field_each_still_count(
 ) -> None:
     """An older relay kept a field per agent counter ('agent\\t<agent>\\t<counter>'), in
     hours and rolled-up days, and may still write them beside this one during a rolling
-    upgrade: the pages count them with this relay's arrays, and the roll-up carries them
-    into the day's array."""
+    upgrade: the pages count them with this relay's maps, and the roll-up carries them
+    into the day's map."""
     hour = int(time.time() // 3600) - 24 * 5  # a day before yesterday: rolled up below
     store = RedisStore(redis_url)
     await store.open()

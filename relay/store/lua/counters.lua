@@ -5,7 +5,7 @@ KEYS[1]  the store's key prefix (see accept.lua); the keys are lib_tally.lua's (
          to this script), and
          counters-day:<day>  hash: a day's counters (day: the hour // 24), the same fields
                              as an hour's ('…\tlast' the latest of the day's; an agent's
-                             counters always one 'counts\t' field), kept as long as the
+                             counters always one 'counts\t' map), kept as long as the
                              longest-kept of its hours
          counter-days        zset: the days that have a counters-day hash (score: the day)
 ARGV     'roll_up', before_hour (hours before it are rolled up: yesterday's first), limit
@@ -60,8 +60,8 @@ local function flatten(sums)
 end
 
 -- Each agent's counters in a unit's fields (flat, from HGETALL): calls found(agent, place,
--- count) for each counter of an older relay's field, and found(agent, nil, array) for an
--- agent's array.
+-- count) for each counter of an older relay's field, and found(agent, nil, counts) for an
+-- agent's map (lib_tally.lua's counts_add: place -> count).
 local function agent_fields(flat, found)
   for i = 1, #flat, 2 do
     local field = flat[i]
@@ -98,8 +98,8 @@ local function sums_of(unit_list, wanted)
           hourly[start] = (hourly[start] or 0) + count
         end
       else
-        for i = 1, #AGENT_COUNTERS do
-          own[i] = own[i] + (count[i] or 0)
+        for i, n in pairs(count) do
+          own[i] = own[i] + n
         end
         if wanted then
           hourly[start] = (hourly[start] or 0) + (count[wanted] or 0)
@@ -182,7 +182,7 @@ for _, hour in ipairs(hours) do
         end
       end
     end
-    -- Each agent's counters of the hour, whichever relay wrote them, into its day's array.
+    -- Each agent's counters of the hour, whichever relay wrote them, into its day's map.
     local adds, agents = {}, {}
     agent_fields(flat, function(agent, place, count)
       local own = adds[agent]
@@ -194,8 +194,8 @@ for _, hour in ipairs(hours) do
       if place then
         own[place] = (own[place] or 0) + count
       else
-        for j = 1, #AGENT_COUNTERS do
-          own[j] = (own[j] or 0) + (count[j] or 0)
+        for j, n in pairs(count) do
+          own[j] = (own[j] or 0) + n
         end
       end
     end)
