@@ -11,7 +11,7 @@ so several processes add to the same counters and a duplicate adds nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from relay.config.model import ConsoleConfig
 from relay.events import Event
@@ -71,10 +71,6 @@ class Tally:
     rules: tuple[str, ...]  # the rules it matched, each once; (NO_RULE,) for none
     at: float  # when it was received: a rule's latest match
     keep_until: float  # when its hour's counters may go: console.history after the hour
-
-    def adding(self, counters: Sequence[str]) -> Tally:
-        """Return this tally with more of the agent's counters (what the watch adds)."""
-        return replace(self, counters=(*self.counters, *counters))
 
     @classmethod
     def of(cls, event: Event, matched: Sequence[str], history_s: float) -> Tally:

@@ -20,6 +20,7 @@ next delivery is due, a watch) stay in the queue, ordered with them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import time
@@ -118,6 +119,9 @@ class SqliteStore:
         self._checkpointer = Checkpointer(path)
         self._reader = Reader(path, busy_timeout_ms=busy_timeout_ms)
         self._pending: list[_Job] = []
+        # What the accepts of the batch under way add to the activity counters, written
+        # once per batch (_accept_together); only the writer thread's batches touch it.
+        self._adding = sqlite_counters.Adding()
         self._flusher: asyncio.Task[None] | None = None
         self._closed = True
         self._retention_s = retention_s  # 0: keep history for ever
@@ -183,7 +187,9 @@ class SqliteStore:
         self._latest_received_at = max(self._latest_received_at, event.received_at)
 
         def op(conn: sqlite3.Connection) -> AcceptResult:
-            return ops.accept(conn, event, deliveries, dedupe_window_s, observation, tally)
+            return ops.accept(
+                conn, event, deliveries, dedupe_window_s, observation, tally, self._adding
+            )
 
         return await self._submit(op, accept=True)
 
@@ -545,7 +551,7 @@ class SqliteStore:
             await self._begin(conn)
         except sqlite3.Error as e:
             raise _BatchFailed(f"cannot start a transaction: {e}") from e
-        outcomes = _accept_together(conn, [job for job in jobs if job.accept])
+        outcomes = _accept_together(conn, [job for job in jobs if job.accept], self._adding)
         outcomes |= {job: _run_in_savepoint(conn, job) for job in jobs if not job.accept}
         try:
             await self._blocking(lambda: conn.execute("COMMIT"))
@@ -554,8 +560,11 @@ class SqliteStore:
         return [outcomes[job] for job in jobs]
 
 
-def _accept_together(conn: sqlite3.Connection, jobs: list[_Job]) -> dict[_Job, _Outcome]:
-    """Run a batch's accepts in one shared savepoint, not one each.
+def _accept_together(
+    conn: sqlite3.Connection, jobs: list[_Job], adding: sqlite_counters.Adding
+) -> dict[_Job, _Outcome]:
+    """Run a batch's accepts in one shared savepoint, not one each, and write the counters
+    their tallies add (counted in `adding`) once for them all.
 
     Savepoints isolate an operation that fails; accepts do not fail one by one (only the
     disk fails them, and then it fails them all), and two statements less per webhook
@@ -565,11 +574,28 @@ def _accept_together(conn: sqlite3.Connection, jobs: list[_Job]) -> dict[_Job, _
     if not jobs:
         return {}
     accepts = [job.op for job in jobs]
-    together = _run_in_savepoint(conn, _Job(lambda c: [accept(c) for accept in accepts], None))
+    together = _run_in_savepoint(
+        conn,
+        _Job(functools.partial(_with_counters, lambda c: [a(c) for a in accepts], adding), None),
+    )
     if together.error is None:
         return {job: _Outcome(result=r) for job, r in zip(jobs, together.result, strict=True)}
     # Find and fail only the bad one: one by one, each in its own savepoint.
-    return {job: _run_in_savepoint(conn, job) for job in jobs}
+    return {
+        job: _run_in_savepoint(conn, _Job(functools.partial(_with_counters, job.op, adding), None))
+        for job in jobs
+    }
+
+
+def _with_counters(
+    op: Callable[[sqlite3.Connection], T], adding: sqlite_counters.Adding, conn: sqlite3.Connection
+) -> T:
+    """Run accepts, then write the counters they counted, in the caller's savepoint: if
+    it rolls back, none of them counted."""
+    adding.clear()
+    result = op(conn)
+    adding.write(conn)
+    return result
 
 
 # How often a connection asks again for WAL while another process creates the file.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections import Counter
+from collections.abc import Sequence
 
 from relay.activity.tally import AGENT_COUNTERS, AgentCount, HourCount, RuleHits, Tally
 
@@ -105,12 +105,18 @@ END;
 # at once, so none is lost and none is left for the pages to miss. (Its row is inserted
 # every time, since the trigger deletes it, so its ON CONFLICT update never runs.)
 
-_RULE_ADD_SQL = """
+_RULES_ADD_SQL = """
 INSERT INTO counters (hour, scope, key, name, value, last_at, keep_until)
-VALUES (?, 'rule', ?, 'hits', 1, ?, ?)
+VALUES (?, 'rule', ?, 'hits', ?, ?, ?)
 ON CONFLICT (hour, scope, key, name)
-DO UPDATE SET value = value + 1, last_at = max(last_at, excluded.last_at)
+DO UPDATE SET value = value + excluded.value, last_at = max(last_at, excluded.last_at)
 """
+_AGENTS_ADD_SQL = f"""
+INSERT INTO agent_hours (hour, agent_id, keep_until, {_COLUMNS})
+VALUES (?, ?, ?, {", ".join("?" * len(AGENT_COUNTERS))})
+ON CONFLICT (hour, agent_id) DO UPDATE SET {_ADDED}
+"""
+_PLACES = {name: place for place, name in enumerate(AGENT_COUNTERS)}
 
 # A rule's hits in a period: its hours from `since` on, and the days that overlap it
 # (whole: a day's row counts all of it). Each branch reads its own index range.
@@ -151,29 +157,58 @@ ON CONFLICT (agent_id, day) DO UPDATE SET {_ADDED},
 """
 
 
-@functools.lru_cache(maxsize=256)
-def _agent_add_sql(counters: tuple[str, ...]) -> str:
-    """The statement that adds one to each of `counters` (a name twice: two) in an agent's
-    row of an hour; the row is made with the keep_until given."""
-    counts = Counter(counters)
-    unknown = sorted(set(counts) - set(AGENT_COUNTERS))
-    if unknown:
-        raise ValueError(f"unknown agent counter {unknown[0]!r}")
-    names = ", ".join(counts)
-    values = ", ".join(str(n) for n in counts.values())
-    adds = ", ".join(f"{name} = {name} + {n}" for name, n in counts.items())
-    return (
-        f"INSERT INTO agent_hours (hour, agent_id, keep_until, {names}) VALUES (?, ?, ?, {values})"
-        f" ON CONFLICT (hour, agent_id) DO UPDATE SET {adds}"
-    )
+class Adding:
+    """Tallies added together, in one transaction: the events of one agent in one hour add
+    to one row, and those that matched one rule in one hour to another, so a batch of
+    accepts writes a row per agent and hour and per rule and hour it touched, not a
+    statement per event and counter."""
+
+    def __init__(self) -> None:
+        self._agents: dict[tuple[int, str], tuple[list[int], float]] = {}
+        self._rules: dict[tuple[int, str], list[float]] = {}
+
+    def add(self, tally: Tally, more: Sequence[str] = ()) -> None:
+        """Count one event's tally, and `more` of its agent's counters (its watch's)."""
+        key = (tally.hour, tally.agent_id)
+        found = self._agents.get(key)
+        if found is None:
+            found = self._agents[key] = ([0] * len(AGENT_COUNTERS), tally.keep_until)
+        counts = found[0]
+        for name in (*tally.counters, *more):
+            place = _PLACES.get(name)
+            if place is None:
+                raise ValueError(f"unknown agent counter {name!r}")
+            counts[place] += 1
+        for rule in tally.rules:
+            hits = self._rules.get((tally.hour, rule))
+            if hits is None:
+                self._rules[(tally.hour, rule)] = [1, tally.at, tally.keep_until]
+            else:
+                hits[0] += 1
+                hits[1] = max(hits[1], tally.at)
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        """Add what was counted to the counters, and start again from nothing."""
+        agents = self._agents.items()
+        rules = self._rules.items()
+        if agents:
+            rows = [(hour, agent, keep, *counts) for (hour, agent), (counts, keep) in agents]
+            conn.executemany(_AGENTS_ADD_SQL, rows)
+        if rules:
+            hits = [(hour, rule, int(n), at, keep) for (hour, rule), (n, at, keep) in rules]
+            conn.executemany(_RULES_ADD_SQL, hits)
+        self.clear()
+
+    def clear(self) -> None:
+        self._agents.clear()
+        self._rules.clear()
 
 
-def add(conn: sqlite3.Connection, tally: Tally) -> None:
-    """Add one event's tally."""
-    hour, at, keep = tally.hour, tally.at, tally.keep_until
-    if tally.counters:
-        conn.execute(_agent_add_sql(tally.counters), (hour, tally.agent_id, keep))
-    conn.executemany(_RULE_ADD_SQL, [(hour, rule, at, keep) for rule in tally.rules])
+def add(conn: sqlite3.Connection, tally: Tally, more: Sequence[str] = ()) -> None:
+    """Add one event's tally, and `more` of its agent's counters."""
+    adding = Adding()
+    adding.add(tally, more)
+    adding.write(conn)
 
 
 def rule_hits(conn: sqlite3.Connection, since_hour: int) -> list[RuleHits]:

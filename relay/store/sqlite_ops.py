@@ -269,9 +269,13 @@ def accept(
     dedupe_window_s: float,
     observation: Observation | Forget | None = None,
     tally: Tally | None = None,
+    adding: counters.Adding | None = None,
+    more: Sequence[str] = (),
 ) -> AcceptResult:
     """Store the event, its deliveries and its dedupe key, move its conversation's watch
-    on and add its tally to the counters, unless it is a duplicate."""
+    on and add its tally (with `more` of its agent's counters) to the counters, unless it
+    is a duplicate. With `adding`, the tally is counted there, for the caller to write
+    with the rest of its batch's."""
     # One statement both checks and claims the key: it inserts a new key or renews an
     # expired one, and changes nothing (rowcount 0) while the key is still live.
     claimed = conn.execute(
@@ -283,11 +287,12 @@ def accept(
     if claimed == 0:
         return AcceptResult(duplicate=True, event_id=event.event_id, deliveries=0)
     if observation is not None:
-        added = watches.observe_event(conn, observation, counting=tally is not None)
-        if tally is not None and added:
-            tally = tally.adding(added)
+        more = [*more, *watches.observe_event(conn, observation, counting=tally is not None)]
     if tally is not None:
-        counters.add(conn, tally)
+        if adding is None:
+            counters.add(conn, tally, more)
+        else:
+            adding.add(tally, more)
     request = None if event.request is None else event.request.to_json()
     cur = conn.execute(
         "INSERT INTO events (event_id, body, received_at, request, session) VALUES (?, ?, ?, ?, ?)",
@@ -334,10 +339,10 @@ def raise_signal(
     )
     if not owed:
         return False
-    if tally is not None and added:
-        tally = tally.adding(added)
     # Its id was taken (ingest reserves them, so never by a posted event): nothing stored.
-    return not accept(conn, signal.event, deliveries, dedupe_window_s, tally=tally).duplicate
+    return not accept(
+        conn, signal.event, deliveries, dedupe_window_s, tally=tally, more=added
+    ).duplicate
 
 
 def _add_to_digest(

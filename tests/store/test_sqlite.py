@@ -781,6 +781,37 @@ async def test_counters_past_their_history_are_purged_as_the_store_runs(
     assert store.stats.purged_counters == 2  # the old hour's agent row and its 'all' hit
 
 
+async def test_a_batch_adds_its_counters_together_and_a_failed_accept_adds_none(
+    store: SqliteStore, db_path: str
+) -> None:
+    """Accepts that share a commit write their counters together, a row per agent and
+    hour and per rule and hour; one that fails in the batch is stored and counted not at
+    all, and the others are counted once each."""
+    hour = 500_000
+
+    def tally(*counters: str) -> Tally:
+        return Tally(hour, "A1", counters, ("r",), hour * 3600.0 + 1, 9e9)
+
+    accepts = [
+        store.accept(event(f"e{n}", hour * 3600.0 + 1), [], dedupe_window_s=10,
+                     tally=tally("events", "visitor_messages"))
+        for n in range(20)
+    ]  # fmt: skip
+    bad = store.accept(event("bad", hour * 3600.0 + 1), [], dedupe_window_s=10,
+                       tally=tally("events", "nonsense"))  # fmt: skip
+    batches = store.stats.batches
+    *results, failed = await asyncio.gather(*accepts, bad, return_exceptions=True)
+    assert store.stats.batches - batches == 1  # one commit for all of them
+    assert isinstance(failed, ValueError)
+    assert str(failed) == "unknown agent counter 'nonsense'"
+    assert all(not isinstance(r, BaseException) and not r.duplicate for r in results)
+    counted = {(c.counter, c.value) for c in await store.agent_counts(0)}
+    assert counted == {("events", 20), ("visitor_messages", 20)}
+    assert [(r.rule, r.hits) for r in await store.rule_hits(0)] == [("r", 20)]
+    assert count_rows(db_path, "events") == 20
+    assert count_rows(db_path, "agent_hours") == 1
+
+
 # How relay 15 (schema version 15) added a counter: one row per agent counter and hour.
 _VERSION_15_ADD_SQL = """
 INSERT INTO counters (hour, scope, key, name, value, last_at, keep_until)
