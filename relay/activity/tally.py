@@ -45,7 +45,9 @@ def first_answer_counter(seconds: float) -> str:
 
 
 # Every agent counter, in a fixed order: the SQLite store keeps them as columns of one row
-# per agent and hour (store/sqlite_counters.py).
+# per agent and hour (store/sqlite_counters.py), made by its schema version 16, and Redis
+# by their place here (store/lua/lib_tally.lua). A new one needs a schema version that adds
+# its column, and an old one stays (tests/store/test_sqlite.py holds version 16's list).
 AGENT_COUNTERS = (
     EVENTS,
     VISITOR_MESSAGES,

@@ -12,7 +12,7 @@ from typing import cast
 
 import pytest
 
-from relay.activity.tally import HourCount, Tally
+from relay.activity.tally import AGENT_COUNTERS, HourCount, Tally
 from relay.conversations.watch import Observation
 from relay.request_record import RequestRecord
 from relay.store import sqlite_ops, sqlite_transcripts, sqlite_watches
@@ -810,6 +810,18 @@ async def test_a_batch_adds_its_counters_together_and_a_failed_accept_adds_none(
     assert [(r.rule, r.hits) for r in await store.rule_hits(0)] == [("r", 20)]
     assert count_rows(db_path, "events") == 20
     assert count_rows(db_path, "agent_hours") == 1
+
+
+def test_the_agent_counters_are_the_columns_schema_version_16_made() -> None:
+    """Schema version 16 made a column for each agent counter, from AGENT_COUNTERS: a
+    counter added there needs a schema version that adds its column to databases made
+    before, and one taken away leaves its column."""
+    bounds = (1, 2, 3, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1800, 3600)
+    made = (
+        "events", "visitor_messages", "agent_messages", "conversations", "unanswered",
+        *(f"first_answer_le_{bound}" for bound in bounds), "first_answer_over",
+    )  # fmt: skip
+    assert made == AGENT_COUNTERS
 
 
 # How relay 15 (schema version 15) added a counter: one row per agent counter and hour.
