@@ -120,7 +120,7 @@ class SqliteStore:
         self._reader = Reader(path, busy_timeout_ms=busy_timeout_ms)
         self._pending: list[_Job] = []
         # What the accepts of the batch under way add to the activity counters, written
-        # once per batch (_accept_together); only the writer thread's batches touch it.
+        # once per batch (_accept_together); batches run one at a time, so one is enough.
         self._adding = sqlite_counters.Adding()
         self._flusher: asyncio.Task[None] | None = None
         self._closed = True
