@@ -59,19 +59,33 @@ local function flatten(sums)
   return out
 end
 
--- Each agent's counters in a unit's fields (flat, from HGETALL): calls found(agent, place,
--- count) for each counter of an older relay's field, and found(agent, nil, counts) for an
--- agent's map (lib_tally.lua's counts_add: place -> count).
+-- Each agent's counters in a unit's fields (flat, from HGETALL): calls found(agent, counts)
+-- with a map of place -> count (lib_tally.lua's counts_add) for each agent's map, and for
+-- each counter of an older relay's field.
 local function agent_fields(flat, found)
   for i = 1, #flat, 2 do
     local field = flat[i]
     if string.sub(field, 1, 7) == 'counts\t' then
-      found(string.sub(field, 8), nil, cmsgpack.unpack(flat[i + 1]))
+      found(string.sub(field, 8), cmsgpack.unpack(flat[i + 1]))
     elseif string.sub(field, 1, 6) == 'agent\t' then
       -- An agent id may hold a tab; a counter's name does not.
       local agent, name = string.match(field, '^agent\t(.*)\t([^\t]*)$')
-      found(agent, counter_place(name), tonumber(flat[i + 1]))
+      found(agent, {[counter_place(name)] = tonumber(flat[i + 1])})
     end
+  end
+end
+
+-- Add an agent's counts (place -> count) to its totals in `totals`, made on first sight
+-- and listed in `agents` in that order.
+local function add_counts(totals, agents, agent, counts)
+  local own = totals[agent]
+  if not own then
+    own = {}
+    totals[agent] = own
+    agents[#agents + 1] = agent
+  end
+  for place, n in pairs(counts) do
+    own[place] = (own[place] or 0) + n
   end
 end
 
@@ -82,36 +96,19 @@ local function sums_of(unit_list, wanted)
   local sums, agents, hourly = {}, {}, {}
   for _, unit in ipairs(unit_list) do
     local start = unit[2]
-    agent_fields(unit[1], function(agent, place, count)
-      local own = sums[agent]
-      if not own then
-        own = {}
-        for i = 1, #AGENT_COUNTERS do
-          own[i] = 0
-        end
-        sums[agent] = own
-        agents[#agents + 1] = agent
-      end
-      if place then
-        own[place] = own[place] + count
-        if place == wanted then
-          hourly[start] = (hourly[start] or 0) + count
-        end
-      else
-        for i, n in pairs(count) do
-          own[i] = own[i] + n
-        end
-        if wanted then
-          hourly[start] = (hourly[start] or 0) + (count[wanted] or 0)
-        end
+    agent_fields(unit[1], function(agent, counts)
+      add_counts(sums, agents, agent, counts)
+      if wanted then
+        hourly[start] = (hourly[start] or 0) + (counts[wanted] or 0)
       end
     end)
   end
   local out = {}
   for _, agent in ipairs(agents) do
     out[#out + 1] = agent
-    for _, count in ipairs(sums[agent]) do
-      out[#out + 1] = count
+    local own = sums[agent]
+    for i = 1, #AGENT_COUNTERS do
+      out[#out + 1] = own[i] or 0
     end
   end
   return out, flatten(hourly)
@@ -184,20 +181,8 @@ for _, hour in ipairs(hours) do
     end
     -- Each agent's counters of the hour, whichever relay wrote them, into its day's map.
     local adds, agents = {}, {}
-    agent_fields(flat, function(agent, place, count)
-      local own = adds[agent]
-      if not own then
-        own = {}
-        adds[agent] = own
-        agents[#agents + 1] = agent
-      end
-      if place then
-        own[place] = (own[place] or 0) + count
-      else
-        for j, n in pairs(count) do
-          own[j] = (own[j] or 0) + n
-        end
-      end
+    agent_fields(flat, function(agent, counts)
+      add_counts(adds, agents, agent, counts)
     end)
     for _, agent in ipairs(agents) do
       counts_add(day_key, 'counts\t' .. agent, adds[agent])
