@@ -59,6 +59,7 @@ DAY_HOURS = 24
 # agent's days without sorting them first (index: for the purge, and a short period).
 _COUNTER_COLUMNS = ",\n    ".join(f"{name} INTEGER NOT NULL DEFAULT 0" for name in AGENT_COUNTERS)
 _COLUMNS = ", ".join(AGENT_COUNTERS)
+_SUMS = ", ".join(f"sum({name})" for name in AGENT_COUNTERS)
 _AS_COLUMNS = ", ".join(
     f"sum(CASE WHEN name = '{name}' THEN value ELSE 0 END)" for name in AGENT_COUNTERS
 )
@@ -105,6 +106,36 @@ END;
 # at once, so none is lost and none is left for the pages to miss. (Its row is inserted
 # every time, since the trigger deletes it, so its ON CONFLICT update never runs.)
 
+# Version 17: each day's kept hours, summed, an agent's row each (kept by triggers as the
+# hours are added to, by this relay and by an older one alike, so that it always equals
+# them): a page over a week or a month reads a row per agent and day, not one per hour of
+# today and yesterday, and the 24 hours read only yesterday's hours, today's as one row.
+# The roll-up forgets a day's sum with its hours, so the purge never needs to.
+_DELTAS = ", ".join(f"NEW.{name} - OLD.{name}" for name in AGENT_COUNTERS)
+_NEW_VALUES = ", ".join(f"NEW.{name}" for name in AGENT_COUNTERS)
+_ADD_TO_DAY = f"""
+    INSERT INTO agent_hours_by_day (agent_id, day, {_COLUMNS}, keep_until)
+    VALUES (NEW.agent_id, NEW.hour / {DAY_HOURS}, {{values}}, NEW.keep_until)
+    ON CONFLICT (agent_id, day) DO UPDATE SET {_ADDED},
+        keep_until = max(keep_until, excluded.keep_until);"""
+SCHEMA_V17 = f"""
+CREATE TABLE agent_hours_by_day (
+    agent_id TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    {_COUNTER_COLUMNS},
+    keep_until REAL NOT NULL,
+    PRIMARY KEY (agent_id, day)
+) WITHOUT ROWID;
+INSERT INTO agent_hours_by_day (agent_id, day, {_COLUMNS}, keep_until)
+SELECT agent_id, hour / {DAY_HOURS}, {_SUMS}, max(keep_until)
+FROM agent_hours GROUP BY agent_id, hour / {DAY_HOURS};
+CREATE TRIGGER agent_hours_added AFTER INSERT ON agent_hours
+BEGIN{_ADD_TO_DAY.format(values=_NEW_VALUES)}
+END;
+CREATE TRIGGER agent_hours_added_to AFTER UPDATE ON agent_hours
+BEGIN{_ADD_TO_DAY.format(values=_DELTAS)}
+END;
+"""
 _RULES_ADD_SQL = """
 INSERT INTO counters (hour, scope, key, name, value, last_at, keep_until)
 VALUES (?, 'rule', ?, 'hits', ?, ?, ?)
@@ -137,9 +168,13 @@ SELECT key, 0, max(last_at) FROM (
 """
 
 # An agent's counters in a period: each table apart, so that each groups its own range.
-_SUMS = ", ".join(f"sum({name})" for name in AGENT_COUNTERS)
-_AGENT_HOURS_SQL = f"SELECT agent_id, {_SUMS} FROM agent_hours WHERE hour >= ? GROUP BY agent_id"
+_AGENT_HOURS_SQL = (
+    f"SELECT agent_id, {_SUMS} FROM agent_hours WHERE hour >= ? AND hour < ? GROUP BY agent_id"
+)
 _AGENT_DAYS_SQL = f"SELECT agent_id, {_SUMS} FROM agent_days WHERE day >= ? GROUP BY agent_id"
+_AGENT_HOURS_BY_DAY_SQL = (
+    f"SELECT agent_id, {_SUMS} FROM agent_hours_by_day WHERE day > ? GROUP BY agent_id"
+)
 
 _ROLL_UP_RULES_SQL = """
 INSERT INTO counters_daily (day, scope, key, name, value, last_at, keep_until)
@@ -223,18 +258,22 @@ def rule_hits(conn: sqlite3.Connection, since_hour: int) -> list[RuleHits]:
 
 
 def agent_counts(conn: sqlite3.Connection, since_hour: int) -> list[AgentCount]:
-    """Return each agent's counters summed from `since_hour` on (those above zero)."""
+    """Return each agent's counters summed from `since_hour` on (those above zero): the
+    hours of its first day from `since_hour`, the days after it as their hours' sums, and
+    the days rolled up, whole (a day's row counts all of it)."""
+    since_day = since_hour // DAY_HOURS
     totals: dict[str, list[int]] = {}
-    reads = [(_AGENT_HOURS_SQL, since_hour)]
-    # The days are read in agent order, all of them: not for a period that none reaches
-    # (a day's view: the days rolled up end before yesterday).
-    (latest,) = conn.execute("SELECT max(day) FROM agent_days").fetchone()
-    if latest is not None and latest >= since_hour // DAY_HOURS:
-        reads.append((_AGENT_DAYS_SQL, since_hour // DAY_HOURS))
-    for sql, since in reads:
-        for agent, *values in conn.execute(sql, (since,)):
-            known = totals.setdefault(agent, [0] * len(AGENT_COUNTERS))
-            totals[agent] = [a + b for a, b in zip(known, values, strict=True)]
+    reads = (
+        (_AGENT_HOURS_SQL, (since_hour, (since_day + 1) * DAY_HOURS)),
+        (_AGENT_HOURS_BY_DAY_SQL, (since_day,)),
+        (_AGENT_DAYS_SQL, (since_day,)),
+    )
+    for sql, params in reads:
+        for agent, *values in conn.execute(sql, params):
+            known = totals.get(agent)
+            totals[agent] = (
+                values if known is None else [a + b for a, b in zip(known, values, strict=True)]
+            )
     return [
         AgentCount(agent, name, value)
         for agent, values in sorted(totals.items())
@@ -276,11 +315,15 @@ def roll_up(conn: sqlite3.Connection, now: float) -> int:
     known = [first for first in firsts if first is not None]
     yesterday = (int(now // 86400) - 1) * DAY_HOURS
     if not known or min(known) >= yesterday:
+        # No day before yesterday has hours left, so none has a sum of them either: a
+        # relay of version 16 rolls a day up and leaves its sum behind.
+        conn.execute("DELETE FROM agent_hours_by_day WHERE day < ?", (yesterday // DAY_HOURS,))
         return 0
     day = min(known) // DAY_HOURS
     bounds = {"day": day, "first": day * DAY_HOURS, "end": (day + 1) * DAY_HOURS}
     conn.execute(_ROLL_UP_RULES_SQL, bounds)
     conn.execute(_ROLL_UP_AGENTS_SQL, bounds)
+    conn.execute("DELETE FROM agent_hours_by_day WHERE day = :day", bounds)
     return sum(
         conn.execute(f"DELETE FROM {table} WHERE hour >= :first AND hour < :end", bounds).rowcount
         for table in ("counters", "agent_hours")

@@ -33,7 +33,7 @@ from relay.store.base import (
 )
 from relay.store.sqlite_rows import DELIVERY_COLUMNS, deliveries_of
 
-SCHEMA_VERSION = 16
+SCHEMA_VERSION = 17
 
 # events.id, not events.event_id, is the key: the same event id may be accepted again once
 # its dedupe window has passed, and each acceptance is its own event row.
@@ -155,6 +155,7 @@ _MIGRATIONS = {
     7: _SCHEMA_V7, 8: watches.SCHEMA_V8, 9: sqlite_listing.SCHEMA_V9,
     10: watches.SCHEMA_V10, 11: _SCHEMA_V11, 12: counters.SCHEMA_V12, 13: watches.SCHEMA_V13,
     14: transcripts.SCHEMA_V14, 15: counters.SCHEMA_V15, 16: counters.SCHEMA_V16,
+    17: counters.SCHEMA_V17,
 }  # fmt: skip
 
 UNFINISHED = "status IN ('pending', 'failed')"

@@ -7,6 +7,7 @@ nothing and two processes adding at once lose nothing; they outlive the retentio
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import time
 from importlib import resources
@@ -323,6 +324,43 @@ async def test_rolled_up_days_give_the_same_figures_a_day_overlapping_a_period_w
     assert (await stores.one.hourly_counts(first_hour, CONVERSATIONS))[0] == HourCount(
         first_hour, 3
     )
+
+
+async def test_any_period_counts_the_hours_from_its_start_and_rolled_days_whole(
+    stores: Stores,
+) -> None:
+    """Whatever hour a period starts at, an agent's figures are those of the hours from
+    it on, and, once rolled up, of each day it reaches, whole: computed here from the
+    tallies themselves, for events of three agents spread over four days."""
+    day_hours = 24
+    first_day = 20_000
+    chosen = random.Random(17)
+    tallies = []
+    for n in range(120):
+        hour = first_day * day_hours + chosen.randrange(4 * day_hours)
+        agent = chosen.choice(("A1", "A2", "A3"))
+        counters = chosen.choice(((EVENTS,), (EVENTS, VISITOR_MESSAGES), (EVENTS, AGENT_MESSAGES)))
+        tallies.append(Tally(hour, agent, counters, ("r",), hour * HOUR + 1.0, 9e9))
+        await (stores.one, stores.other)[n % 2].accept(
+            NewEvent(f"e{n}", b"{}", hour * HOUR + 1.0), [], dedupe_window_s=60, tally=tallies[-1]
+        )
+
+    def expected(since_hour: int, rolled_days: int) -> dict[tuple[str, str], int]:
+        totals: dict[tuple[str, str], int] = {}
+        for t in tallies:
+            day = t.hour // day_hours
+            rolled = day < first_day + rolled_days
+            if t.hour >= since_hour or (rolled and day >= since_hour // day_hours):
+                for counter in t.counters:
+                    totals[(t.agent_id, counter)] = totals.get((t.agent_id, counter), 0) + 1
+        return totals
+
+    hours = range((first_day - 1) * day_hours, (first_day + 5) * day_hours, 5)
+    for since in hours:
+        assert await counts(stores.other, since) == expected(since, 0), since
+    await stores.one.roll_up_counters((first_day + 3) * DAY_S)  # days 0 and 1 (not 2, 3)
+    for since in hours:
+        assert await counts(stores.other, since) == expected(since, 2), since
 
 
 async def test_activity_counts_are_agent_counts_and_hourly_counts_in_one_read(

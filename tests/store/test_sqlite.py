@@ -12,10 +12,10 @@ from typing import cast
 
 import pytest
 
-from relay.activity.tally import AGENT_COUNTERS, HourCount, Tally
+from relay.activity.tally import AGENT_COUNTERS, AgentCount, HourCount, Tally
 from relay.conversations.watch import Observation
 from relay.request_record import RequestRecord
-from relay.store import sqlite_ops, sqlite_transcripts, sqlite_watches
+from relay.store import sqlite_counters, sqlite_ops, sqlite_transcripts, sqlite_watches
 from relay.store.base import Delivery, DeliveryFilter, NewDelivery, NewEvent, StoreUnavailable
 from relay.store.sqlite import SqliteStore
 
@@ -902,6 +902,87 @@ async def test_agent_counters_a_version_15_relay_adds_after_the_upgrade_are_coun
         await store.close()
     conn = sqlite3.connect(db_path)
     assert conn.execute("SELECT count(*) FROM counters WHERE scope = 'agent'").fetchone() == (0,)
+
+
+def _hours_by_day(conn: sqlite3.Connection) -> dict[tuple[str, int], list[int]]:
+    """agent_hours_by_day's rows, and what they must be: the kept hours' sums."""
+    columns = ", ".join(AGENT_COUNTERS)
+    sums = ", ".join(f"sum({name})" for name in AGENT_COUNTERS)
+    kept = conn.execute(f"SELECT agent_id, day, {columns} FROM agent_hours_by_day").fetchall()
+    made = conn.execute(
+        f"SELECT agent_id, hour / 24, {sums} FROM agent_hours GROUP BY agent_id, hour / 24"
+    ).fetchall()
+    as_dict = lambda rows: {(r[0], r[1]): list(r[2:]) for r in rows}  # noqa: E731
+    assert as_dict(kept) == as_dict(made)
+    return as_dict(kept)
+
+
+async def test_a_version_16_database_sums_its_kept_hours_by_day_and_keeps_them_summed(
+    db_path: str,
+) -> None:
+    """Version 17 sums each day's kept hours: the hours kept before the upgrade, and those
+    added after it, by this relay and by one of version 16 (the same statement)."""
+    day = 20_000
+    add_16 = sqlite_counters._AGENTS_ADD_SQL  # version 16's, unchanged
+    events = [1] + [0] * (len(AGENT_COUNTERS) - 1)  # one event, nothing else
+    Path(db_path).parent.mkdir(parents=True)
+    with closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
+        for version in range(1, 17):
+            for statement in sqlite_ops._statements(sqlite_ops._MIGRATIONS[version]):
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 16")
+        for hour, agent in ((day * 24 + 1, "A1"), (day * 24 + 2, "A1"), (day * 24 + 30, "A2")):
+            conn.execute(add_16, (hour, agent, 9e9, *events))
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        tally = Tally(day * 24 + 3, "A1", ("events",), ("r",), 1.0, 9e9)
+        await store.accept(
+            event("e1", (day * 24 + 3) * 3600.0), [], dedupe_window_s=10, tally=tally
+        )
+        with closing(sqlite3.connect(db_path, isolation_level=None)) as older:
+            older.execute(add_16, (day * 24 + 2, "A1", 9e9, *events))  # its update
+            older.execute(add_16, (day * 24 + 31, "A1", 9e9, *events))  # its new hour
+        assert {
+            (c.agent_id, c.counter, c.value) for c in await store.agent_counts(day * 24 + 2)
+        } == {("A1", "events", 4), ("A2", "events", 1)}
+    finally:
+        await store.close()
+    with closing(sqlite3.connect(db_path)) as conn:
+        sums = _hours_by_day(conn)
+    assert {key: values[0] for key, values in sums.items()} == {
+        ("A1", day): 4,
+        ("A2", day + 1): 1,
+        ("A1", day + 1): 1,
+    }
+
+
+async def test_a_roll_up_forgets_the_sums_of_the_days_it_rolls_and_of_a_version_16_roll_up(
+    store: SqliteStore, db_path: str
+) -> None:
+    """Each step of a roll-up forgets its day's sum with its hours, so no figure counts
+    them twice in between; a relay of version 16 rolls a day up without forgetting its
+    sum, and this one forgets it at its next roll-up."""
+    day = 20_000
+    for n, hour in enumerate((day * 24 + 1, (day + 1) * 24 + 1, (day + 2) * 24 + 1)):
+        tally = Tally(hour, "A1", ("events",), ("r",), hour * 3600.0, 9e9)
+        await store.accept(event(f"e{n}", hour * 3600.0), [], dedupe_window_s=10, tally=tally)
+    now = (day + 3) * 86400.0  # days 0 and 1 are before yesterday
+    with closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
+        conn.execute("BEGIN")
+        assert sqlite_counters.roll_up(conn, now) == 2  # day 0: its agent row, its rule row
+        assert sqlite_counters.agent_counts(conn, 0) == [AgentCount("A1", "events", 3)]
+        assert set(_hours_by_day(conn)) == {("A1", day + 1), ("A1", day + 2)}
+        # Version 16's roll-up of day 1: into its day, its hours gone, its sum left.
+        bounds = {"day": day + 1, "first": (day + 1) * 24, "end": (day + 2) * 24}
+        for rolled, table in (("RULES", "counters"), ("AGENTS", "agent_hours")):
+            conn.execute(getattr(sqlite_counters, f"_ROLL_UP_{rolled}_SQL"), bounds)
+            conn.execute(f"DELETE FROM {table} WHERE hour >= :first AND hour < :end", bounds)
+        assert sqlite_counters.agent_counts(conn, 0) == [AgentCount("A1", "events", 4)]
+        assert sqlite_counters.roll_up(conn, now) == 0
+        assert sqlite_counters.agent_counts(conn, 0) == [AgentCount("A1", "events", 3)]
+        assert set(_hours_by_day(conn)) == {("A1", day + 2)}
+        conn.execute("COMMIT")
 
 
 async def test_watches_kept_before_version_13_count_as_started_and_as_counted(
