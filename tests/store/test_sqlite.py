@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import closing
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -912,7 +912,10 @@ def _hours_by_day(conn: sqlite3.Connection) -> dict[tuple[str, int], list[int]]:
     made = conn.execute(
         f"SELECT agent_id, hour / 24, {sums} FROM agent_hours GROUP BY agent_id, hour / 24"
     ).fetchall()
-    as_dict = lambda rows: {(r[0], r[1]): list(r[2:]) for r in rows}  # noqa: E731
+
+    def as_dict(rows: list[tuple[Any, ...]]) -> dict[tuple[str, int], list[int]]:
+        return {(row[0], row[1]): list(row[2:]) for row in rows}
+
     assert as_dict(kept) == as_dict(made)
     return as_dict(kept)
 
