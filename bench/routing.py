@@ -26,7 +26,9 @@ ingest  `relay serve` under wrk as bench/run.py loads it (its server, verify, st
         (--ingest-rounds, default 2); prints each run's req/s, p99, CPU per request and
         `sent` (deliveries relay sent before it stopped: one rule's one destination sends
         4 at a time and leaves most for later, 10,000 destinations send nearly all during
-        the run), and the ratio b/a of req/s per round and its median.
+        the run), and the ratio b/a of req/s per round and its median. With
+        --delivery-concurrency 256 both cases send every delivery during the run, so both
+        do the same work; the ratio then shows what a destination per rule costs.
 
 Targets: the route median at 10,000 rules at most 50 µs, `relay check` on 10,000 rules at
 most 3x its time on 60, and ingest with 10,000 rules at least 0.9x ingest with one (the
@@ -230,10 +232,13 @@ rules:
 """
 
 
-def ingest_config(port: int, store_url: str, rules: int | None) -> str:
+def ingest_config(port: int, store_url: str, rules: int | None, concurrency: int = 0) -> str:
     """run.py's config, its server, verify, store and delivery settings as they are, with
-    its destinations and rules replaced: `rules` single-agent rules, or ONE_RULE (None)."""
+    its destinations and rules replaced: `rules` single-agent rules, or ONE_RULE (None);
+    and `delivery.concurrency` set when `concurrency` is not 0."""
     settings = run.settings_text(port, store_url)
+    if concurrency:
+        settings = settings.replace("\ndelivery:\n", f"\ndelivery:\n  concurrency: {concurrency}\n")
     if rules is None:
         sections, what = ONE_RULE, "one rule matching every event"
     else:
@@ -341,7 +346,8 @@ def ingest_run(
     it and check its store."""
     port, db = run.free_port(), rundir / "relay.db"
     config = rundir / "relay.yaml"
-    config.write_text(ingest_config(port, f"sqlite:{db}", rules), encoding="utf-8")
+    text = ingest_config(port, f"sqlite:{db}", rules, args.delivery_concurrency)
+    config.write_text(text, encoding="utf-8")
     command = run.relay_command(args.relay_cmd)
     subprocess.run([*command, "check", "-c", str(config)], check=True, stdout=subprocess.DEVNULL)
     log = rundir / "relay.log"
@@ -470,6 +476,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--ingest-rules", type=int, default=10_000, help="single-agent rules of ingest's case b"
     )
     parser.add_argument("--ingest-rounds", type=int, default=2, help="a/b rounds of ingest")
+    parser.add_argument(
+        "--delivery-concurrency",
+        type=int,
+        default=0,
+        help="ingest: delivery.concurrency of both cases (0: run.py's, the default 4)",
+    )
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per run")
     parser.add_argument("--connections", type=int, default=64)

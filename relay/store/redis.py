@@ -404,9 +404,10 @@ class RedisStore:
     async def claim(
         self, destination: str, now: float, limit: int, *, owner: str, lease_s: float
     ) -> list[Delivery]:
-        args = [destination, _time(now), limit, owner, _time(now + lease_s)]
-        rows = await self._script("claim", args)
-        return [_delivery(m, _fields(f), event_id, body) for m, f, event_id, body in rows]
+        claimed = await self.claim_or_next_due(
+            destination, now, limit, owner=owner, lease_s=lease_s
+        )
+        return claimed.deliveries
 
     async def renew(self, owner: str, ids: Sequence[int], until: float) -> set[int]:
         if not ids:
@@ -431,9 +432,10 @@ class RedisStore:
     async def claim_or_next_due(
         self, destination: str, now: float, limit: int, *, owner: str, lease_s: float
     ) -> Claimed:
-        claimed = await self.claim(destination, now, limit, owner=owner, lease_s=lease_s)
-        next_due = None if claimed else await self.next_due_at(destination, now)
-        return Claimed(claimed, next_due)
+        args = [destination, _time(now), limit, owner, _time(now + lease_s)]
+        next_due, *rows = await self._script("claim", args)
+        claimed = [_delivery(m, _fields(f), event_id, body) for m, f, event_id, body in rows]
+        return Claimed(claimed, float(next_due) if next_due else None)
 
     async def record_sent(
         self,

@@ -2,7 +2,11 @@
 
 KEYS[1]  the store's key prefix (see accept.lua)
 ARGV     destination, now, limit, owner, lease_until
-Returns  an array, oldest first, of {member, delivery fields (HGETALL), event_id, body}
+Returns  {next_due, claimed...}: `claimed`, oldest first, each {member, delivery fields
+         (HGETALL), event_id, body}; `next_due`, when nothing was claimed, when the
+         destination's next head can be claimed (now while one is due, else the earliest
+         score in `waiting:`), as text, and '' when nothing is queued or something was
+         claimed. In the same call, so that a lane's empty look is one round trip.
 Atomic:  a delivery is claimed by one owner at a time. Only a session's head (its oldest
          unfinished delivery) is ever queued, so a head held by a live lease holds back
          its whole session. A head waits in `waiting:<destination>`, scored by when it may
@@ -52,4 +56,17 @@ while #claimed < limit do
     claimed[#claimed + 1] = {member, redis.call('HGETALL', key), event[1], event[2]}
   end
 end
+
+local next_due = ''
+if #claimed == 0 then
+  if redis.call('ZCARD', due) > 0 then
+    next_due = ARGV[2]
+  else
+    local first = redis.call('ZRANGE', waiting, 0, 0, 'WITHSCORES')
+    if first[2] then
+      next_due = first[2]
+    end
+  end
+end
+table.insert(claimed, 1, next_due)
 return claimed
