@@ -450,12 +450,12 @@ destinations:
 async def test_a_lane_sends_a_delivery_with_few_store_operations(
     relay_client: RelayClientFactory, discord: FakeDiscord
 ) -> None:
-    """An agency with a destination per customer sends most deliveries through lanes that
+    """An agency has a destination per customer and sends most deliveries through lanes that
     handle one at a time: each store operation a lane makes per delivery is paid by every
     destination. One webhook to an idle lane: its accept, the claim, Discord's rate limit
-    (a token taken), the record, and, once the send is done, one look that finds nothing
-    more is queued (a claim that tells the next due time when it finds nothing). Not
-    another claim while the send is under way: the first took all that was due."""
+    (a token taken) and the record, which says nothing else of the destination is queued,
+    so the lane does not look again. Not another claim while the send is under way: the
+    first took all that was due."""
     client = await relay_client(discord_config(discord))
     worker = client.app[STATE].worker
     store = client.app[STATE].store
@@ -465,4 +465,32 @@ async def test_a_lane_sends_a_delivery_with_few_store_operations(
     await post_event(client)
     await discord.wait_for_delivered(1, timeout_s=5)
     await wait_until("the lane to wait for work", lambda: worker.lanes_waiting_for_work == 1, 10)
-    assert store.stats.ops - ops_before == 5
+    assert store.stats.ops - ops_before == 4
+
+
+async def test_a_lane_looks_again_after_a_send_whose_session_has_more_queued(
+    relay_client: RelayClientFactory,
+    tmp_path: Path,
+    discord: FakeDiscord,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A send's record tells the lane whether to look again. Another process queued two
+    events of one conversation (the second waits for the first): after the first is
+    sent, the lane claims the second at once, not at the worker's next look at the store
+    (made a minute away here, so that only the lane's own look can send it in time)."""
+    monkeypatch.setattr(lanes, "IDLE_POLL_S", 60.0)
+    client = await relay_client(discord_config(discord))
+    worker = client.app[STATE].worker
+    await wait_until("the lane to wait for work", lambda: worker.lanes_waiting_for_work == 1, 10)
+    elsewhere = SqliteStore(str(tmp_path / "relay.db"))
+    await elsewhere.open()
+    try:
+        for n in (1, 2):
+            body = event_body(data={"role": "user", "message": f"m{n}", "session_id": "s1"})
+            queued = NewDelivery("d0", "everything", None, "s1")
+            await elsewhere.accept(NewEvent(f"e{n}", body, 1000.0), [queued], dedupe_window_s=60.0)
+    finally:
+        await elsewhere.close()
+    worker.wake(["d0"])  # as if accepted here: the lane claims the first
+    delivered = await discord.wait_for_delivered(2, timeout_s=5)
+    assert [r.description() for r in delivered] == ["m1", "m2"]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from relay.delivery.context import Worker, log
 from relay.delivery.conversations import Conversations, in_thread
@@ -12,27 +12,30 @@ from relay.delivery.digests import with_transcript
 from relay.events import EventError, parse_event
 from relay.notification import Notification, build_notification
 from relay.senders.base import DeliveryError
-from relay.store import Delivery, StoreUnavailable
+from relay.store import Delivery, SentRecord, StoreUnavailable
 
 Pause = Callable[[float], Awaitable[None]]  # hold the destination until a time
+Held = TypeVar("Held", bool, SentRecord)  # what recording an outcome says
 
 
 async def deliver(
     worker: Worker, delivery: Delivery, *, pause: Pause, conversations: Conversations
-) -> None:
-    """Send a claimed delivery once and record what came of it; never raise."""
+) -> bool:
+    """Send a claimed delivery once and record what came of it; never raise. True when
+    it went out and nothing else of its destination is queued (SentRecord.RECORDED_IDLE):
+    its lane need not look for more until it is told of some."""
     extra = {"event_id": delivery.event_id, "destination": delivery.destination}
     started_at = worker.clock()
     try:
         note = await _send(worker, delivery, conversations)
     except DeliveryError as error:
         await _record_failure(worker, delivery, error, pause, started_at)
-        return
+        return False
     except Exception as exc:  # a bug in a sender must not stop the lane
         log.exception("unexpected error sending delivery %s", delivery.id, extra=extra)
         internal = DeliveryError(f"internal error: {type(exc).__name__}", retryable=True)
         await _record_failure(worker, delivery, internal, pause, started_at)
-        return
+        return False
     now = worker.clock()
     worker.metrics.deliveries.labels(delivery.destination, "sent").inc()
     worker.metrics.delivery_seconds.labels(delivery.destination).observe(
@@ -44,7 +47,7 @@ async def deliver(
     write = worker.store.record_sent(
         delivery.id, now, note, owner=worker.owner, started_at=started_at
     )
-    await _record(write, delivery)
+    return await _record(write, delivery) is SentRecord.RECORDED_IDLE
 
 
 async def build(worker: Worker, delivery: Delivery) -> Notification:
@@ -118,8 +121,10 @@ async def _record_failure(
     await _record(write, delivery)
 
 
-async def _record(write: Coroutine[Any, Any, bool], delivery: Delivery) -> None:
-    """Wait until a send's outcome is committed, before the session's next send.
+async def _record(write: Awaitable[Held], delivery: Delivery) -> Held | None:
+    """Wait until a send's outcome is committed, before the session's next send; return
+    what the store said (false: the claim was no longer this process's), None when it
+    could not be recorded.
 
     So a crash can repeat at most the sends in flight: every earlier one is on disk.
     The commit is shared with other sends and with incoming events.
@@ -131,7 +136,7 @@ async def _record(write: Coroutine[Any, Any, bool], delivery: Delivery) -> None:
         # At-least-once: unrecorded, the delivery is claimed and tried again once its
         # lease runs out.
         log.error("could not record delivery %s: %s", delivery.id, exc, extra=extra)
-        return
+        return None
     if not held:
         log.warning(
             "delivery %s was claimed by another process after this one's lease ran out;"
@@ -139,3 +144,4 @@ async def _record(write: Coroutine[Any, Any, bool], delivery: Delivery) -> None:
             delivery.id,
             extra=extra,
         )
+    return held

@@ -33,7 +33,9 @@ class Lane:
 
     The lane claims what it sends with a lease (the store's claim), so several relay
     processes on one store never send the same delivery; a finished send frees a slot and
-    the lane claims again, which is how a session's next delivery follows its last.
+    the lane claims again, which is how a session's next delivery follows its last. When
+    the send's record says nothing else of the destination is queued, an idle lane does
+    not look: it waits to be told of work, as after a look that found none.
     """
 
     def __init__(self, worker: Worker, destination: str) -> None:
@@ -41,7 +43,7 @@ class Lane:
         self._worker = worker
         self._wake = asyncio.Event()
         self._paused_until = 0.0
-        self.sending: dict[int, asyncio.Task[None]] = {}
+        self.sending: dict[int, asyncio.Task[bool]] = {}
         # Sends whose claim a renewal found taken by another process: not sent here.
         self._lost: set[int] = set()
         self.task: asyncio.Task[None] | None = None
@@ -52,8 +54,19 @@ class Lane:
         self._drained = False
         # Nothing queued for this destination when it last looked: only a wake brings work.
         self.waiting_for_work = False
+        # The last send to finish was recorded with nothing else of the destination queued
+        # (SentRecord.RECORDED_IDLE), and no news of work came since: once no send is in
+        # flight, a look would find nothing, so the lane waits for work without one.
+        self._quiet = False
 
     def wake(self) -> None:
+        """Wake the lane: a send finished, or relay stops."""
+        self._wake.set()
+
+    def wake_for_work(self) -> None:
+        """Wake the lane to look for deliveries: its process accepted some, or the worker
+        found some queued that came from elsewhere."""
+        self._quiet = False
         self._wake.set()
 
     async def run(self) -> None:
@@ -82,6 +95,13 @@ class Lane:
             await self._sleep(self._paused_until - now)
             return
         free = worker.config.delivery.concurrency - len(self.sending)
+        if self._quiet and not self.sending:
+            self._quiet = False
+            # What woke the lane since was its own sends finishing (news of work clears
+            # `_quiet`): nothing to look for.
+            self._wake.clear()
+            await self._wait_for_work()
+            return
         if free <= 0 or (self._drained and self.sending):
             self._drained = False
             await self._sleep(IDLE_POLL_S)  # a finished send wakes the lane
@@ -95,14 +115,7 @@ class Lane:
                 if self.sending:
                     await self._sleep(IDLE_POLL_S)  # a finished send wakes the lane
                     return
-                wait_s = _idle_time(claimed.next_due_at, now)
-                self.waiting_for_work = wait_s is None
-                try:
-                    await self._sleep(wait_s)
-                finally:
-                    self.waiting_for_work = False
-                if self._in_burst:
-                    await asyncio.sleep(GATHER_S)
+                await self._wait_for_work(_idle_time(claimed.next_due_at, now))
                 return
             self._in_burst = len(batch) >= free
             self._drained = not self._in_burst
@@ -124,16 +137,29 @@ class Lane:
             self.sending[delivery.id] = task
             task.add_done_callback(functools.partial(self._sent, delivery.id))
 
-    def _sent(self, delivery_id: int, _: asyncio.Task[None]) -> None:
+    async def _wait_for_work(self, wait_s: float | None = None) -> None:
+        """Sleep until woken, or until `wait_s` (the next delivery's due time) passes; with
+        none, the worker's look may wake the lane too. Out of a burst, gather first."""
+        self.waiting_for_work = wait_s is None
+        try:
+            await self._sleep(wait_s)
+        finally:
+            self.waiting_for_work = False
+        if self._in_burst:
+            await asyncio.sleep(GATHER_S)
+
+    def _sent(self, delivery_id: int, task: asyncio.Task[bool]) -> None:
         self.sending.pop(delivery_id, None)
         self._lost.discard(delivery_id)
+        # The last send to finish decides: its record saw the others of this lane in flight.
+        self._quiet = not task.cancelled() and task.exception() is None and task.result()
         self.wake()
 
-    async def _deliver_in_turn(self, delivery: Delivery) -> None:
+    async def _deliver_in_turn(self, delivery: Delivery) -> bool:
         """Wait for the destination's pace and pauses, then send, unless relay stops or
-        another process took the claim meanwhile."""
+        another process took the claim meanwhile. True as deliver() says it."""
         if not await self._wait_for_turn():
-            return
+            return False
         if delivery.id in self._lost:
             log.warning(
                 "delivery %s was claimed by another process while it waited its turn here;"
@@ -141,8 +167,10 @@ class Lane:
                 delivery.id,
                 extra={"event_id": delivery.event_id, "destination": delivery.destination},
             )
-            return
-        await deliver(self._worker, delivery, pause=self._pause, conversations=self.conversations)
+            return False
+        return await deliver(
+            self._worker, delivery, pause=self._pause, conversations=self.conversations
+        )
 
     async def _wait_for_turn(self) -> bool:
         """Wait while the destination is paused or its pacing says so; False if stopping."""

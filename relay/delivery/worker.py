@@ -97,7 +97,7 @@ class DeliveryWorker:
             for name in queued:
                 lane = self._lanes.get(name)
                 if lane is not None and lane.waiting_for_work:
-                    lane.wake()
+                    lane.wake_for_work()
 
     async def _renew_leases(self) -> None:
         """Renew the leases of every delivery being sent, three times a lease.
@@ -168,7 +168,7 @@ class DeliveryWorker:
         if self.stopping:
             return
         for name in destinations:
-            self._lane(name).wake()
+            self._lane(name).wake_for_work()
 
     async def stop(self, timeout_s: float) -> None:
         """Let in-flight sends finish (up to timeout_s), stop every lane, and release the

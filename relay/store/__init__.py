@@ -9,6 +9,7 @@ from relay.store.base import (
     DeliveryStatus,
     NewDelivery,
     NewEvent,
+    SentRecord,
     Store,
     StoreUnavailable,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "DeliveryStatus",
     "NewDelivery",
     "NewEvent",
+    "SentRecord",
     "Store",
     "StoreUnavailable",
     "open_store",

@@ -7,6 +7,7 @@ claim; a process that dies leaves leases that run out, and another process takes
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
@@ -204,6 +205,18 @@ class Claimed:
     next_due_at: float | None
 
 
+class SentRecord(enum.IntEnum):
+    """What recording a send gives back: false when the owner no longer held the claim."""
+
+    NOT_HELD = 0  # another process holds it now; nothing changed
+    RECORDED = 1  # recorded; other deliveries of the destination are queued
+    # Recorded, and nothing else of the destination is queued: every unfinished delivery
+    # left is one the owner holds under a live lease (its other sends in flight). The lane
+    # need not look again until it hears of new work: an accept of its own process, or
+    # the worker's look at the store, which finds any other process's.
+    RECORDED_IDLE = 2
+
+
 class Purged(NamedTuple):
     """What one step of the retention purge deleted."""
 
@@ -302,10 +315,12 @@ class Store(Protocol):
         *,
         owner: str,
         started_at: float | None = None,
-    ) -> bool:
+    ) -> SentRecord:
         """Mark a delivery the owner holds sent (a note, a partial failure, shows in the
         delivery log), keep the attempt (begun at `started_at`, default `now`) and release
-        it; False, changing nothing, when it no longer holds it."""
+        it; NOT_HELD, changing nothing, when it no longer holds it. In the same step, tell
+        whether anything else of its destination is queued (RECORDED_IDLE when not): with
+        a destination per customer, the lane is spared a look that would find nothing."""
 
     async def record_failure(
         self,

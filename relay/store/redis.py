@@ -57,6 +57,7 @@ from relay.store.base import (
     NewSignal,
     Purged,
     QuietWatch,
+    SentRecord,
     StoreUnavailable,
     Transcript,
     TranscriptEvent,
@@ -445,10 +446,10 @@ class RedisStore:
         *,
         owner: str,
         started_at: float | None = None,
-    ) -> bool:
+    ) -> SentRecord:
         began = now if started_at is None else started_at
         args = [_member(delivery_id), owner, "sent", _time(now), note or "", ""]
-        return bool(await self._script("finish", [*args, _time(began), ATTEMPTS_KEPT]))
+        return SentRecord(int(await self._script("finish", [*args, _time(began), ATTEMPTS_KEPT])))
 
     async def record_failure(
         self,

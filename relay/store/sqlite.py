@@ -49,6 +49,7 @@ from relay.store.base import (
     NewSignal,
     Purged,
     QuietWatch,
+    SentRecord,
     StoreUnavailable,
     Transcript,
 )
@@ -263,8 +264,8 @@ class SqliteStore:
         *,
         owner: str,
         started_at: float | None = None,
-    ) -> bool:
-        """Mark a delivery the owner holds sent; False when it no longer holds it."""
+    ) -> SentRecord:
+        """Mark a delivery the owner holds sent; NOT_HELD when it no longer holds it."""
         began = now if started_at is None else started_at
         return await self._submit(
             lambda conn: ops.record_sent(conn, delivery_id, owner, now, note, began)

@@ -29,6 +29,7 @@ from relay.store.base import (
     NewDelivery,
     NewEvent,
     NewSignal,
+    SentRecord,
     StoreUnavailable,
 )
 from relay.store.sqlite_rows import DELIVERY_COLUMNS, deliveries_of
@@ -522,6 +523,17 @@ _HELD = f"id = ? AND claimed_by = ? AND {UNFINISHED}"
 _UNCLAIM = "claimed_by = NULL, lease_until = 0"
 
 
+# Whether a destination has an unfinished delivery that the owner does not hold under a
+# live lease: in the queue index, past the owner's sends in flight (at most its lane's
+# concurrency), the first row of anyone else's answers.
+_OTHERS_QUEUED_SQL = f"""
+SELECT EXISTS (
+    SELECT 1 FROM deliveries AS d INDEXED BY deliveries_queue
+    WHERE d.destination = ? AND d.{UNFINISHED} AND NOT (d.claimed_by IS ? AND d.lease_until > ?)
+)
+"""
+
+
 def record_sent(
     conn: sqlite3.Connection,
     delivery_id: int,
@@ -529,19 +541,19 @@ def record_sent(
     now: float,
     note: str | None,
     started_at: float,
-) -> bool:
-    """Mark a held delivery sent; `note` (e.g. refused recipients) replaces the last error."""
-    held = (
-        conn.execute(
-            f"UPDATE deliveries SET status = 'sent', attempts = attempts + 1, last_error = ?,"
-            f" finished_at = ?, {_UNCLAIM} WHERE {_HELD}",
-            (note, now, delivery_id, owner),
-        ).rowcount
-        == 1
-    )
-    if held:
-        _keep_attempt(conn, delivery_id, started_at, now, "sent", note)
-    return held
+) -> SentRecord:
+    """Mark a held delivery sent; `note` (e.g. refused recipients) replaces the last error.
+    Say whether anything else of its destination is queued (Store.record_sent)."""
+    row = conn.execute(
+        f"UPDATE deliveries SET status = 'sent', attempts = attempts + 1, last_error = ?,"
+        f" finished_at = ?, {_UNCLAIM} WHERE {_HELD} RETURNING destination",
+        (note, now, delivery_id, owner),
+    ).fetchone()
+    if row is None:
+        return SentRecord.NOT_HELD
+    _keep_attempt(conn, delivery_id, started_at, now, "sent", note)
+    others = conn.execute(_OTHERS_QUEUED_SQL, (row[0], owner, now)).fetchone()[0]
+    return SentRecord.RECORDED if others else SentRecord.RECORDED_IDLE
 
 
 def record_failure(

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import pytest
 
 from relay.request_record import SECRET_VERIFIED, RequestRecord
-from relay.store.base import Attempt, Claimed, NewDelivery, NewEvent, Store
+from relay.store.base import Attempt, Claimed, NewDelivery, NewEvent, SentRecord, Store
 from tests.store.conftest import Stores
 
 WINDOW_S = 3600.0
@@ -120,6 +120,48 @@ async def test_claim_or_next_due_claims_or_tells_when_the_next_is_due(stores: St
     retried = await stores.other.claim_or_next_due("slack", 2000.0, 10, owner=B, lease_s=LEASE_S)
     assert [d.event_id for d in retried.deliveries] == ["e1"]
     assert await claim(stores.one, A, now=2000.0) == []  # B holds it
+
+
+async def test_a_recorded_send_says_whether_anything_else_of_its_destination_is_queued(
+    stores: Stores,
+) -> None:
+    """RECORDED_IDLE only when every unfinished delivery of the destination left is one
+    the owner holds under a live lease (its sends in flight): a session's next delivery,
+    one nobody holds, another process's claim and a retry waiting each make it RECORDED;
+    another destination's deliveries do not count."""
+    await accept(stores.one, "e1", ["s1", "s2"])
+    await accept(stores.one, "other", ["s9"], destination="mail")
+    first, second = await stores.one.claim("slack", 1000.0, 10, owner=A, lease_s=LEASE_S)
+    # The second is A's own, in flight.
+    assert await stores.one.record_sent(first.id, 1001.0, owner=A) is SentRecord.RECORDED_IDLE
+    await accept(stores.one, "e2", ["s2"])  # follows the second in its session
+    assert await stores.other.record_sent(second.id, 1002.0, owner=A) is SentRecord.RECORDED
+    [follower] = await stores.one.claim("slack", 1002.0, 10, owner=A, lease_s=LEASE_S)
+    await accept(stores.one, "e3", ["s3"])  # nobody holds it yet
+    assert await stores.one.record_sent(follower.id, 1003.0, owner=A) is SentRecord.RECORDED
+    [by_b] = await stores.other.claim("slack", 1003.0, 10, owner=B, lease_s=LEASE_S)
+    await accept(stores.one, "e4", ["s4"])
+    [by_a] = await stores.one.claim("slack", 1003.0, 10, owner=A, lease_s=LEASE_S)
+    assert await stores.one.record_sent(by_a.id, 1004.0, owner=A) is SentRecord.RECORDED  # B's
+    assert await stores.other.record_failure(by_b.id, "503", retry_at=2000.0, now=1004.0, owner=B)
+    await accept(stores.one, "e5", ["s5"])
+    [last] = await stores.one.claim("slack", 1004.0, 10, owner=A, lease_s=LEASE_S)
+    assert (
+        await stores.one.record_sent(last.id, 1005.0, owner=A) is SentRecord.RECORDED
+    )  # e3's retry
+    [retried] = await stores.one.claim("slack", 2000.0, 10, owner=A, lease_s=LEASE_S)
+    assert retried.event_id == "e3"
+    assert await stores.one.record_sent(retried.id, 2001.0, owner=A) is SentRecord.RECORDED_IDLE
+    assert await stores.one.record_sent(retried.id, 2002.0, owner=A) is SentRecord.NOT_HELD
+
+
+async def test_a_send_of_its_own_whose_lease_ran_out_counts_as_queued(stores: Stores) -> None:
+    """A lease that ran out may be anyone's to claim: not the owner's send in flight."""
+    await accept(stores.one, "e1", ["s1", "s2"])
+    first, second = await stores.one.claim("slack", 1000.0, 10, owner=A, lease_s=LEASE_S)
+    late = 1000.0 + LEASE_S
+    assert await stores.one.record_sent(first.id, late, owner=A) is SentRecord.RECORDED
+    assert await stores.one.record_sent(second.id, late, owner=A) is SentRecord.RECORDED_IDLE
 
 
 async def test_sessions_of_two_destinations_never_mix_whatever_their_names(

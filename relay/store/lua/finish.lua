@@ -4,12 +4,16 @@ KEYS[1]  the store's key prefix (see accept.lua)
 ARGV     member, owner, outcome ('sent', 'dead' or 'failed'), now, text ('' for none: the
          note of a send, the error of a failure), retry_at ('' unless 'failed'),
          started_at (when the attempt began), kept (how many attempts a delivery keeps)
-Returns  1 when recorded, 0 (nothing changed) when the owner no longer holds the claim
+Returns  1 when recorded, 0 (nothing changed) when the owner no longer holds the claim;
+         2 when a send is recorded and nothing else of its destination is queued (every
+         unfinished delivery left is one the owner holds under a live lease: its other
+         sends in flight), so that its lane need not look again (Store.record_sent)
 Atomic:  the outcome, the attempt's record, the release of the claim and the session's
          next head go together: once a delivery is finished, its session's next delivery
          becomes claimable.
 ]]
 local P = KEYS[1]
+local OWN_LOOKED = 64  -- see the end
 local member, owner, outcome, now, text = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local started_at, kept = ARGV[7], tonumber(ARGV[8])
 local key = P .. 'd:' .. member
@@ -62,5 +66,18 @@ local next_head = redis.call('ZRANGE', session_key, 0, 0)[1]
 if next_head then
   local due = redis.call('HMGET', P .. 'd:' .. next_head, 'next_attempt_at', 'lease_until')
   redis.call('ZADD', waiting, math.max(tonumber(due[1]), tonumber(due[2])), next_head)
+  return 1
 end
-return 1
+-- Anything else queued? The destination's unfinished deliveries, past the owner's own
+-- sends in flight; beyond OWN_LOOKED of them, say yes rather than read on.
+local queued = redis.call('ZRANGE', P .. 'queue:' .. destination, 0, OWN_LOOKED)
+for _, other in ipairs(queued) do
+  local held = redis.call('HMGET', P .. 'd:' .. other, 'claimed_by', 'lease_until')
+  if held[1] ~= owner or tonumber(held[2]) <= tonumber(now) then
+    return 1
+  end
+end
+if #queued > OWN_LOOKED then
+  return 1
+end
+return 2
