@@ -468,6 +468,36 @@ async def test_a_lane_sends_a_delivery_with_few_store_operations(
     assert store.stats.ops - ops_before == 4
 
 
+async def test_work_accepted_after_a_sends_record_but_before_it_ends_is_sent_at_once(
+    relay_client: RelayClientFactory, discord: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send's record said nothing else was queued, and an event accepted after that
+    record, but before the send's task ended, woke the lane: the lane must not trust the
+    record, and sends the new event at once, not at the worker's next look at the store
+    (a minute away here). One send at a time, so that the lane cannot claim meanwhile."""
+    monkeypatch.setattr(lanes, "IDLE_POLL_S", 60.0)
+    recorded, go_on = asyncio.Event(), asyncio.Event()
+    record_sent = SqliteStore.record_sent
+
+    async def held_after_the_record(self: SqliteStore, *args: Any, **kwargs: Any) -> Any:
+        result = await record_sent(self, *args, **kwargs)
+        if not go_on.is_set():
+            recorded.set()  # committed; the send's task has not ended yet
+            await go_on.wait()
+        return result
+
+    monkeypatch.setattr(SqliteStore, "record_sent", held_after_the_record)
+    client = await relay_client(discord_config(discord, concurrency=1))
+    worker = client.app[STATE].worker
+    await wait_until("the lane to wait for work", lambda: worker.lanes_waiting_for_work == 1, 10)
+    await post_event(client, "first", session="s1")
+    await asyncio.wait_for(recorded.wait(), timeout=5)
+    await post_event(client, "second", session="s2")
+    go_on.set()
+    delivered = await discord.wait_for_delivered(2, timeout_s=5)
+    assert [r.description() for r in delivered] == ["first", "second"]
+
+
 async def test_a_lane_looks_again_after_a_send_whose_session_has_more_queued(
     relay_client: RelayClientFactory,
     tmp_path: Path,

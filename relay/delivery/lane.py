@@ -58,6 +58,10 @@ class Lane:
         # (SentRecord.RECORDED_IDLE), and no news of work came since: once no send is in
         # flight, a look would find nothing, so the lane waits for work without one.
         self._quiet = False
+        # News of work so far (wake_for_work calls). A send's record may be older than
+        # news that reaches the lane before the send's task ends: a send that began
+        # before the latest news is not trusted to say nothing is queued.
+        self._news = 0
 
     def wake(self) -> None:
         """Wake the lane: a send finished, or relay stops."""
@@ -67,6 +71,7 @@ class Lane:
         """Wake the lane to look for deliveries: its process accepted some, or the worker
         found some queued that came from elsewhere."""
         self._quiet = False
+        self._news += 1
         self._wake.set()
 
     async def run(self) -> None:
@@ -135,7 +140,7 @@ class Lane:
                 continue
             task = asyncio.create_task(self._deliver_in_turn(delivery))
             self.sending[delivery.id] = task
-            task.add_done_callback(functools.partial(self._sent, delivery.id))
+            task.add_done_callback(functools.partial(self._sent, delivery.id, self._news))
 
     async def _wait_for_work(self, wait_s: float | None = None) -> None:
         """Sleep until woken, or until `wait_s` (the next delivery's due time) passes; with
@@ -148,11 +153,14 @@ class Lane:
         if self._in_burst:
             await asyncio.sleep(GATHER_S)
 
-    def _sent(self, delivery_id: int, task: asyncio.Task[bool]) -> None:
+    def _sent(self, delivery_id: int, news: int, task: asyncio.Task[bool]) -> None:
         self.sending.pop(delivery_id, None)
         self._lost.discard(delivery_id)
         # The last send to finish decides: its record saw the others of this lane in flight.
-        self._quiet = not task.cancelled() and task.exception() is None and task.result()
+        # Work whose news came before the send began was stored before its record, and
+        # the record saw it; news since may be of work stored after the record.
+        recorded_idle = not task.cancelled() and task.exception() is None and task.result()
+        self._quiet = recorded_idle and news == self._news
         self.wake()
 
     async def _deliver_in_turn(self, delivery: Delivery) -> bool:
