@@ -54,10 +54,14 @@ class Lane:
         self._drained = False
         # Nothing queued for this destination when it last looked: only a wake brings work.
         self.waiting_for_work = False
-        # The last send to finish was recorded with nothing else of the destination queued
-        # (SentRecord.RECORDED_IDLE), and no news of work came since: once no send is in
-        # flight, a look would find nothing, so the lane waits for work without one.
-        self._quiet = False
+        # After its look (a claim), the lane looks again once its sends are done, unless
+        # every send that finished since was recorded with nothing else of the destination
+        # queued (SentRecord.RECORDED_IDLE) and no news of work came: then a look would
+        # find nothing, and the lane waits for work without one. Whatever order the sends
+        # end in (their records may come back out of order), one that was not recorded
+        # idle, or news, makes the next look due.
+        self._sent_since_look = 0
+        self._must_look = True
         # News of work so far (wake_for_work calls). A send's record may be older than
         # news that reaches the lane before the send's task ends: a send that began
         # before the latest news is not trusted to say nothing is queued.
@@ -70,7 +74,7 @@ class Lane:
     def wake_for_work(self) -> None:
         """Wake the lane to look for deliveries: its process accepted some, or the worker
         found some queued that came from elsewhere."""
-        self._quiet = False
+        self._must_look = True
         self._news += 1
         self._wake.set()
 
@@ -100,10 +104,10 @@ class Lane:
             await self._sleep(self._paused_until - now)
             return
         free = worker.config.delivery.concurrency - len(self.sending)
-        if self._quiet and not self.sending:
-            self._quiet = False
-            # What woke the lane since was its own sends finishing (news of work clears
-            # `_quiet`): nothing to look for.
+        if not self.sending and self._sent_since_look and not self._must_look:
+            self._sent_since_look = 0
+            # What woke the lane since was its own sends finishing (news of work makes a
+            # look due): nothing to look for.
             self._wake.clear()
             await self._wait_for_work()
             return
@@ -111,6 +115,7 @@ class Lane:
             self._drained = False
             await self._sleep(IDLE_POLL_S)  # a finished send wakes the lane
             return
+        self._sent_since_look, self._must_look = 0, False  # news from now on: look again
         try:
             claimed = await worker.store.claim_or_next_due(
                 self.destination, now, free, owner=worker.owner, lease_s=worker.lease_s
@@ -156,11 +161,12 @@ class Lane:
     def _sent(self, delivery_id: int, news: int, task: asyncio.Task[bool]) -> None:
         self.sending.pop(delivery_id, None)
         self._lost.discard(delivery_id)
-        # The last send to finish decides: its record saw the others of this lane in flight.
         # Work whose news came before the send began was stored before its record, and
         # the record saw it; news since may be of work stored after the record.
         recorded_idle = not task.cancelled() and task.exception() is None and task.result()
-        self._quiet = recorded_idle and news == self._news
+        self._sent_since_look += 1
+        if not recorded_idle or news != self._news:
+            self._must_look = True
         self.wake()
 
     async def _deliver_in_turn(self, delivery: Delivery) -> bool:

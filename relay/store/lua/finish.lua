@@ -68,6 +68,9 @@ if next_head then
   redis.call('ZADD', waiting, math.max(tonumber(due[1]), tonumber(due[2])), next_head)
   return 1
 end
+if outcome ~= 'sent' then  -- dead: the answer is a failure's
+  return 1
+end
 -- Anything else queued? The destination's unfinished deliveries, past the owner's own
 -- sends in flight; beyond OWN_LOOKED of them, say yes rather than read on.
 local queued = redis.call('ZRANGE', P .. 'queue:' .. destination, 0, OWN_LOOKED)
