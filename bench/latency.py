@@ -250,6 +250,7 @@ class Result:
     ingest_ms: list[float]  # POST left -> relay's 200
     send_rate: float
     max_lag_ms: float  # how late the sender's worst POST left against its schedule
+    cpu_us: float  # relay's CPU per event sent, from the first POST to the last arrival
 
     @property
     def problems(self) -> list[str]:
@@ -274,7 +275,7 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 
 def summarize(
-    store: str, posts: Sequence[Post], receiver: Receiver, measured_from: float
+    store: str, posts: Sequence[Post], receiver: Receiver, measured_from: float, cpu_s: float
 ) -> Result:
     problems: list[str] = []
     accepted = {}
@@ -291,7 +292,7 @@ def summarize(
         else:
             accepted[post.event.event_id] = post
     counts = Counter(a.event_id for a in receiver.arrivals)
-    first = {}
+    first: dict[str, float] = {}
     for arrival in receiver.arrivals:
         first.setdefault(arrival.event_id, arrival.at)
     sent_ids = {p.event.event_id for p in posts}
@@ -318,6 +319,7 @@ def summarize(
         ingest_ms=sorted(ingest),
         send_rate=(len(posts) - 1) / span if span > 0 else 0.0,
         max_lag_ms=max((p.posted - p.due) * 1000 for p in posts) if posts else 0.0,
+        cpu_us=cpu_s * 1e6 / len(posts) if posts else 0.0,
     )
 
 
@@ -350,6 +352,9 @@ def print_report(args: argparse.Namespace, results: Sequence[Result]) -> None:
             f" p99 {percentile(r.ingest_ms, 99):.2f}"
             f" ({len(r.latency_ms)} events measured)"
         )
+    print("relay's CPU (all its threads) per event, accept and delivery, warm-up included")
+    for r in results:
+        print(f"{r.store:<7} {r.cpu_us:.0f} us")
 
 
 # ---------------------------------------------------------------------------- runs
@@ -399,9 +404,11 @@ async def measure(
             flush=True,
         )
         url = f"http://{HOST}:{port}{PATH}"
+        cpu_before = run.cpu_seconds(relay.pid)
         posts = await send_all(url, events, args.rate, args.connections)
         accepted = {p.event.event_id for p in posts if p.status == 200 and not p.error}
         await wait_arrivals(receiver, accepted, args.drain)
+        cpu_s = run.cpu_seconds(relay.pid) - cpu_before
         # Stopped while the receiver still answers: a send under way ends normally.
         await asyncio.to_thread(procs.stop, relay)
     finally:
@@ -409,7 +416,7 @@ async def measure(
     if args.keep:
         write_events(tmp / f"{store}-events.csv", posts, receiver)
     measured_from = posts[0].due + args.warmup if posts else 0.0
-    return summarize(store, posts, receiver, measured_from)
+    return summarize(store, posts, receiver, measured_from, cpu_s)
 
 
 def write_events(path: Path, posts: Sequence[Post], receiver: Receiver) -> None:
