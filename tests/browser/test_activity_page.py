@@ -9,15 +9,14 @@ from playwright.async_api import expect
 
 from tests.browser.conftest import BrowsingFactory
 from tests.console.support import console_yaml
-from tests.console.test_activity_page import WATCHING, crafted
+from tests.console.test_activity_page import WATCHING, clock_early_in_an_hour, crafted
 from tests.support.fake_receiver import FakeReceiver
-from tests.test_signals import Clock
 
 
 async def test_the_activity_page_shows_crafted_conversations_and_draws_its_chart(
     browse: BrowsingFactory, receiver: FakeReceiver
 ) -> None:
-    clock = Clock()
+    clock = clock_early_in_an_hour()
     browsing = await browse(console_yaml(receiver, WATCHING), clock=clock)
     await crafted(browsing.relay, clock)
     page = (await browsing.open()).page
