@@ -60,12 +60,10 @@ class Lane:
         # find nothing, and the lane waits for work without one. Whatever order the sends
         # end in (their records may come back out of order), one that was not recorded
         # idle, or news, makes the next look due.
+        # News that reaches the lane while a send is in flight may be of work stored after
+        # that send's record: it makes the look due too, and only a look clears it.
         self._sent_since_look = 0
         self._must_look = True
-        # News of work so far (wake_for_work calls). A send's record may be older than
-        # news that reaches the lane before the send's task ends: a send that began
-        # before the latest news is not trusted to say nothing is queued.
-        self._news = 0
 
     def wake(self) -> None:
         """Wake the lane: a send finished, or relay stops."""
@@ -75,7 +73,6 @@ class Lane:
         """Wake the lane to look for deliveries: its process accepted some, or the worker
         found some queued that came from elsewhere."""
         self._must_look = True
-        self._news += 1
         self._wake.set()
 
     async def run(self) -> None:
@@ -145,7 +142,7 @@ class Lane:
                 continue
             task = asyncio.create_task(self._deliver_in_turn(delivery))
             self.sending[delivery.id] = task
-            task.add_done_callback(functools.partial(self._sent, delivery.id, self._news))
+            task.add_done_callback(functools.partial(self._sent, delivery.id))
 
     async def _wait_for_work(self, wait_s: float | None = None) -> None:
         """Sleep until woken, or until `wait_s` (the next delivery's due time) passes; with
@@ -158,14 +155,12 @@ class Lane:
         if self._in_burst:
             await asyncio.sleep(GATHER_S)
 
-    def _sent(self, delivery_id: int, news: int, task: asyncio.Task[bool]) -> None:
+    def _sent(self, delivery_id: int, task: asyncio.Task[bool]) -> None:
         self.sending.pop(delivery_id, None)
         self._lost.discard(delivery_id)
-        # Work whose news came before the send began was stored before its record, and
-        # the record saw it; news since may be of work stored after the record.
         recorded_idle = not task.cancelled() and task.exception() is None and task.result()
         self._sent_since_look += 1
-        if not recorded_idle or news != self._news:
+        if not recorded_idle:
             self._must_look = True
         self.wake()
 
