@@ -5,6 +5,7 @@ from __future__ import annotations
 from relay.store.base import (
     AcceptResult,
     Attempt,
+    ClaimAtAccept,
     Delivery,
     DeliveryStatus,
     NewDelivery,
@@ -35,6 +36,7 @@ def open_store(url: str, *, retention_s: float = 0.0) -> Store:
 __all__ = [
     "AcceptResult",
     "Attempt",
+    "ClaimAtAccept",
     "Delivery",
     "DeliveryStatus",
     "NewDelivery",

@@ -103,10 +103,29 @@ class NewSignal:
 
 
 @dataclass(frozen=True)
+class ClaimAtAccept:
+    """Deliveries an accept claims for its own process as it stores them: those to
+    `destinations` (lanes of the process with nothing queued and a slot free), so that a
+    lane sends them without asking the store first.
+
+    Only what the store's claim would take at once is claimed: a delivery of its own (not
+    a digest's) that is its session's head at its destination, no other delivery of the
+    session there being unfinished. It is held as a claim is, by `owner` until
+    `lease_until`; the rest waits in the queue for a claim, as without this.
+    """
+
+    owner: str
+    lease_until: float
+    destinations: frozenset[str]
+
+
+@dataclass(frozen=True)
 class AcceptResult:
     duplicate: bool
     event_id: str
     deliveries: int
+    # What the accept claimed for ClaimAtAccept's owner, in accepted order.
+    claimed: tuple[Delivery, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -246,10 +265,12 @@ class Store(Protocol):
         dedupe_window_s: float,
         observation: Observation | Forget | None = None,
         tally: Tally | None = None,
+        claim: ClaimAtAccept | None = None,
     ) -> AcceptResult:
         """Store an event, its deliveries and its dedupe key in one transaction, and move
         its conversation's watch on by `observation` (watch.observe), or delete it (Forget),
-        and add its `tally` to the activity counters, in the same one.
+        and add its `tally` to the activity counters, in the same one. With `claim`, claim
+        the deliveries it names (ClaimAtAccept) in the same one too, and return them.
 
         Return `duplicate=True` (storing nothing, the watch untouched) when the event id
         was accepted within the dedupe window. Return only after the transaction is

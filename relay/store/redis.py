@@ -45,6 +45,7 @@ from relay.store.base import (
     AcceptResult,
     Attempt,
     AttemptOutcome,
+    ClaimAtAccept,
     Claimed,
     Delivery,
     DeliveryCounts,
@@ -76,7 +77,9 @@ _SCRIPTS = (
 # The shared Lua (lua/lib_*.lua) each of these scripts runs, prepended to its own text when
 # it is registered: one copy of the logic several scripts need.
 _LIBS = {
-    "accept": ("lib_event", "lib_tally", "lib_watch"),  # lib_watch uses lib_tally's bounds
+    # lib_watch uses lib_tally's bounds.
+    "accept": ("lib_event", "lib_hold", "lib_tally", "lib_watch"),
+    "claim": ("lib_hold",),
     "watch": ("lib_event", "lib_tally", "lib_watch"),
     "counters": ("lib_tally",),
 }
@@ -279,6 +282,15 @@ def _delivery(member: Any, fields: dict[str, Any], event_id: Any, body: Any) -> 
     )
 
 
+def _new_delivery(id_: int, event: NewEvent, new: NewDelivery) -> Delivery:
+    """A delivery as store_event (lib_event.lua) has just stored it."""
+    at = event.received_at
+    return Delivery(
+        id_, event.event_id, new.destination, new.rule, new.template, "pending", 0, at, at,
+        None, event.body,
+    )  # fmt: skip
+
+
 class RedisStore:
     """A Store on one Redis (redis:// or rediss://), shared by any number of processes."""
 
@@ -357,15 +369,28 @@ class RedisStore:
         dedupe_window_s: float,
         observation: Observation | Forget | None = None,
         tally: Tally | None = None,
+        claim: ClaimAtAccept | None = None,
     ) -> AcceptResult:
         args = _event_args(event, deliveries, dedupe_window_s)
+        if claim is not None:
+            args += ["claim", claim.owner, _time(claim.lease_until), len(claim.destinations)]
+            args += claim.destinations
         if observation is not None:  # without one, accept.lua touches no watch
             args += ["watch", *_observation_args(observation)]
         if tally is not None:
             args += _tally_args(tally)
-        duplicate = await self._accepts.call(args)
-        count = 0 if duplicate else len(deliveries)
-        return AcceptResult(duplicate=bool(duplicate), event_id=event.event_id, deliveries=count)
+        duplicate, *claimed = await self._accepts.call(args)
+        if int(duplicate):
+            return AcceptResult(duplicate=True, event_id=event.event_id, deliveries=0)
+        return AcceptResult(
+            False,
+            event.event_id,
+            len(deliveries),
+            tuple(
+                _new_delivery(int(member), event, deliveries[int(place)])
+                for member, place in zip(claimed[::2], claimed[1::2], strict=True)
+            ),
+        )
 
     async def claim_watches(
         self, now: float, limit: int, *, owner: str, lease_s: float

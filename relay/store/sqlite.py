@@ -38,6 +38,7 @@ from relay.store.base import (
     SCAN_ROWS,
     AcceptResult,
     Attempt,
+    ClaimAtAccept,
     Claimed,
     Delivery,
     DeliveryCounts,
@@ -182,6 +183,7 @@ class SqliteStore:
         dedupe_window_s: float,
         observation: Observation | Forget | None = None,
         tally: Tally | None = None,
+        claim: ClaimAtAccept | None = None,
     ) -> AcceptResult:
         """Store an event, its deliveries and its dedupe key once the commit is durable."""
         deliveries = tuple(deliveries)
@@ -189,8 +191,9 @@ class SqliteStore:
 
         def op(conn: sqlite3.Connection) -> AcceptResult:
             return ops.accept(
-                conn, event, deliveries, dedupe_window_s, observation, tally, self._adding
-            )
+                conn, event, deliveries, dedupe_window_s, observation, tally, self._adding,
+                claim=claim,
+            )  # fmt: skip
 
         return await self._submit(op, accept=True)
 

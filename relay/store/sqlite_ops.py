@@ -24,6 +24,7 @@ from relay.store.base import (
     AcceptResult,
     Attempt,
     AttemptOutcome,
+    ClaimAtAccept,
     Delivery,
     DeliveryStatus,
     NewDelivery,
@@ -273,11 +274,12 @@ def accept(
     tally: Tally | None = None,
     adding: counters.Adding | None = None,
     more: Sequence[str] = (),
+    claim: ClaimAtAccept | None = None,
 ) -> AcceptResult:
     """Store the event, its deliveries and its dedupe key, move its conversation's watch
     on and add its tally (with `more` of its agent's counters) to the counters, unless it
     is a duplicate. With `adding`, the tally is counted there, for the caller to write
-    with the rest of its batch's."""
+    with the rest of its batch's. With `claim`, claim what it names (ClaimAtAccept)."""
     # One statement both checks and claims the key: it inserts a new key or renews an
     # expired one, and changes nothing (rowcount 0) while the key is still live.
     claimed = conn.execute(
@@ -306,24 +308,72 @@ def accept(
     for digest in (d for d in deliveries if d.digest_s is not None):
         _add_to_digest(conn, event_ref, event.received_at, digest)
     deliveries = [d for d in deliveries if d.digest_s is None]
+    if claim is not None and any(d.destination in claim.destinations for d in deliveries):
+        taken = _insert_claiming(conn, event, event_ref, deliveries, claim)
+        return AcceptResult(False, event.event_id, count, taken)
     conn.executemany(
-        "INSERT INTO deliveries (event_ref, destination, rule, template, session_key,"
-        " status, attempts, created_at, next_attempt_at)"
-        " VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
+        _INSERT_DELIVERY_SQL,
         [
             (
-                cur.lastrowid,
+                event_ref,
                 d.destination,
                 d.rule,
                 d.template,
                 d.session_key,
                 event.received_at,
                 event.received_at,
+                None,
+                0,
             )
             for d in deliveries
         ],
     )
     return AcceptResult(duplicate=False, event_id=event.event_id, deliveries=count)
+
+
+_INSERT_DELIVERY_SQL = (
+    "INSERT INTO deliveries (event_ref, destination, rule, template, session_key,"
+    " status, attempts, created_at, next_attempt_at, claimed_by, lease_until)"
+    " VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)"
+)
+# Whether a session has an unfinished delivery at a destination: a new one is its head
+# when it has none.
+_SESSION_BUSY_SQL = f"""
+SELECT 1 FROM deliveries INDEXED BY deliveries_session
+WHERE destination = ? AND session_key = ? AND {UNFINISHED} LIMIT 1
+"""
+
+
+def _insert_claiming(
+    conn: sqlite3.Connection,
+    event: NewEvent,
+    event_ref: int,
+    deliveries: Sequence[NewDelivery],
+    claim: ClaimAtAccept,
+) -> tuple[Delivery, ...]:
+    """Insert an event's own deliveries one at a time, in order, each claimed for
+    `claim`'s owner when it is what CLAIM_SQL would take now: to one of its destinations,
+    its session's head there (due at once, as a new delivery is, and held by nobody)."""
+    claimed = []
+    at = event.received_at
+    for d in deliveries:
+        takes = d.destination in claim.destinations and (
+            conn.execute(_SESSION_BUSY_SQL, (d.destination, d.session_key)).fetchone() is None
+        )
+        owner, until = (claim.owner, claim.lease_until) if takes else (None, 0)
+        cur = conn.execute(
+            _INSERT_DELIVERY_SQL,
+            (event_ref, d.destination, d.rule, d.template, d.session_key, at, at, owner, until),
+        )
+        if takes:
+            assert cur.lastrowid is not None
+            claimed.append(
+                Delivery(
+                    cur.lastrowid, event.event_id, d.destination, d.rule, d.template,
+                    "pending", 0, at, at, None, event.body,
+                )
+            )  # fmt: skip
+    return tuple(claimed)
 
 
 def raise_signal(

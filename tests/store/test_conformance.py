@@ -8,12 +8,21 @@ worker and ingest rely on nothing else.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 
 import pytest
 
 from relay.request_record import SECRET_VERIFIED, RequestRecord
-from relay.store.base import Attempt, Claimed, NewDelivery, NewEvent, SentRecord, Store
+from relay.store.base import (
+    Attempt,
+    ClaimAtAccept,
+    Claimed,
+    NewDelivery,
+    NewEvent,
+    SentRecord,
+    Store,
+)
 from tests.store.conftest import Stores
 
 WINDOW_S = 3600.0
@@ -153,6 +162,102 @@ async def test_a_recorded_send_says_whether_anything_else_of_its_destination_is_
     assert retried.event_id == "e3"
     assert await stores.one.record_sent(retried.id, 2001.0, owner=A) is SentRecord.RECORDED_IDLE
     assert await stores.one.record_sent(retried.id, 2002.0, owner=A) is SentRecord.NOT_HELD
+
+
+def claiming(owner: str, *destinations: str, until: float = 1000.0 + LEASE_S) -> ClaimAtAccept:
+    return ClaimAtAccept(owner, until, frozenset(destinations))
+
+
+async def test_an_accept_claims_a_new_session_head_for_its_own_process(stores: Stores) -> None:
+    """Held as a claim holds it: by no one else, nor claimed again by its owner, until its
+    lease runs out (its process died) or its owner releases it."""
+    body = b'{"id": "e1"}'
+    result = await stores.one.accept(
+        NewEvent("e1", body, 1000.0),
+        [NewDelivery("slack", "r", "t", "s1")],
+        dedupe_window_s=WINDOW_S,
+        claim=claiming(A, "slack"),
+    )
+    [taken] = result.claimed
+    [stored] = await stores.other.list_deliveries()
+    assert taken == dataclasses.replace(stored, body=body)  # as a claim reads it back
+    assert (taken.event_id, taken.destination, taken.rule, taken.template) == (
+        "e1", "slack", "r", "t",
+    )  # fmt: skip
+    assert (taken.status, taken.attempts, taken.next_attempt_at) == ("pending", 0, 1000.0)
+    assert await claim(stores.other, B) == []
+    assert await claim(stores.one, A) == []
+    assert await claim(stores.other, B, now=1000.0 + LEASE_S) == ["e1"]
+    # Released by its owner, it is anyone's at once.
+    again = await stores.one.accept(
+        NewEvent("e2", b"{}", 1000.0), [NewDelivery("slack", "r", None, "s2")],
+        dedupe_window_s=WINDOW_S, claim=claiming(A, "slack"),
+    )  # fmt: skip
+    assert [d.event_id for d in again.claimed] == ["e2"]
+    assert await claim(stores.other, B) == []
+    assert await stores.one.release(A) == 1
+    assert await claim(stores.other, B) == ["e2"]
+
+
+async def test_an_accept_claims_only_session_heads_of_the_destinations_named(
+    stores: Stores,
+) -> None:
+    """Not a delivery whose session has one unfinished before it, nor one of another
+    destination, nor a digest's: those wait for a claim, as without."""
+    await accept(stores.one, "e0", ["s1"])
+    result = await stores.one.accept(
+        NewEvent("e1", b"{}", 1000.0),
+        [
+            NewDelivery("slack", "follows-e0", None, "s1"),
+            NewDelivery("slack", "head", None, "s2"),
+            NewDelivery("slack", "second-of-s2", None, "s2"),
+            NewDelivery("mail", "other-destination", None, "s1"),
+            NewDelivery("slack", "digest", None, "s3", digest_s=60.0),
+        ],
+        dedupe_window_s=WINDOW_S,
+        claim=claiming(A, "slack"),
+    )
+    assert [d.rule for d in result.claimed] == ["head"]
+    assert result.deliveries == 5
+    claimed = await stores.other.claim("slack", 1000.0, 10, owner=B, lease_s=LEASE_S)
+    assert [d.event_id for d in claimed] == ["e0"]  # s1's head; s2's is A's; s3 not due
+    assert await stores.other.record_sent(claimed[0].id, 1001.0, owner=B)
+    [mail] = await stores.other.claim("mail", 1000.0, 10, owner=B, lease_s=LEASE_S)
+    assert mail.rule == "other-destination"
+    assert await stores.one.record_sent(result.claimed[0].id, 1001.0, owner=A) is (
+        SentRecord.RECORDED
+    )
+    later = await stores.other.claim("slack", 1061.0, 10, owner=B, lease_s=LEASE_S)
+    assert sorted(d.rule for d in later) == ["digest", "follows-e0", "second-of-s2"]
+
+
+async def test_an_accept_claims_nothing_of_a_duplicate(stores: Stores) -> None:
+    await accept(stores.one, "e1", ["s1"])
+    [queued] = await stores.one.claim("slack", 1000.0, 10, owner=A, lease_s=LEASE_S)
+    assert await stores.one.record_sent(queued.id, 1000.0, owner=A)
+    again = await stores.other.accept(
+        NewEvent("e1", b"{}", 1000.0), [NewDelivery("slack", "r", None, "s9")],
+        dedupe_window_s=WINDOW_S, claim=claiming(B, "slack"),
+    )  # fmt: skip
+    assert (again.duplicate, again.claimed) == (True, ())
+    assert await claim(stores.other, B) == []
+
+
+async def test_a_send_claimed_at_accept_is_recorded_like_any_claim(stores: Stores) -> None:
+    first = await stores.one.accept(
+        NewEvent("e1", b"{}", 1000.0), [NewDelivery("slack", "r", None, "s1")],
+        dedupe_window_s=WINDOW_S, claim=claiming(A, "slack"),
+    )  # fmt: skip
+    second = await stores.one.accept(
+        NewEvent("e2", b"{}", 1000.0), [NewDelivery("slack", "r", None, "s1")],
+        dedupe_window_s=WINDOW_S, claim=claiming(A, "slack"),
+    )  # fmt: skip
+    assert second.claimed == ()  # e1 is its session's head
+    [taken] = first.claimed
+    assert await stores.other.record_sent(taken.id, 1001.0, owner=B) is SentRecord.NOT_HELD
+    assert await stores.one.renew(A, [taken.id], 1020.0) == {taken.id}
+    assert await stores.one.record_sent(taken.id, 1001.0, owner=A) is SentRecord.RECORDED
+    assert await claim(stores.other, B, now=1001.0) == ["e2"]
 
 
 async def test_a_send_of_its_own_whose_lease_ran_out_counts_as_queued(stores: Stores) -> None:

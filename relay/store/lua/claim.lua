@@ -45,12 +45,7 @@ while #claimed < limit do
   if head and sendable_at > now then
     redis.call('ZADD', waiting, sendable_at, member)  -- not yet: back to wait its turn
   elseif head then
-    redis.call('HSET', key, 'claimed_by', owner, 'lease_until', lease_until)
-    redis.call('ZADD', waiting, lease_until, member)
-    redis.call('SADD', P .. 'owner:' .. owner, member)
-    -- Only `release` reads this set; a process killed before it leaves the set behind,
-    -- so it goes by itself a day after the owner last claimed or renewed.
-    redis.call('EXPIRE', P .. 'owner:' .. owner, 86400)
+    hold(P, destination, member, owner, lease_until)  -- lib_hold.lua
     local ref = redis.call('HGET', key, 'event_ref')
     local event = redis.call('HMGET', P .. 'e:' .. ref, 'event_id', 'body')
     claimed[#claimed + 1] = {member, redis.call('HGETALL', key), event[1], event[2]}

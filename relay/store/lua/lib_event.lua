@@ -13,7 +13,10 @@ store_event(P, at)
            destination, rule, template ('' for none), session_key, digest_s ('' for
            none: a delivery of its own)
   Returns  true when the event id was accepted within its dedupe window (nothing stored),
-           else false; and where the arguments after the deliveries begin.
+           else false; where the arguments after the deliveries begin; and the new
+           deliveries that are their session's head at their destination (the claimable
+           ones: not a digest's), each {member, destination, its place among the event's
+           deliveries from 0}, in order.
            An event joining an open digest adds no delivery; its `remaining` counts it all
            the same, so the purge keeps it until the digest is gone.
 ]]
@@ -43,7 +46,7 @@ local function store_event(P, at)
   local dedupe = P .. 'dedupe:' .. event_id
   local expires = redis.call('GET', dedupe)
   if expires and tonumber(expires) > now then
-    return true, after
+    return true, after, {}
   end
   -- The window is kept in relay's time (the value); the TTL, in Redis's, only cleans up.
   redis.call('SET', dedupe, string.format('%.17g', now + window),
@@ -61,6 +64,7 @@ local function store_event(P, at)
     redis.call('RPUSH', P .. 'conv:' .. conversation, ref)
   end
   local members = {}  -- the deliveries it is part of, for its transcript
+  local heads = {}
 
   for i = first, after - 1, 5 do
     local destination, rule = ARGV[i], ARGV[i + 1]
@@ -101,6 +105,9 @@ local function store_event(P, at)
       if redis.call('ZCARD', session_key) == 1 then
         -- The session's only unfinished delivery is its head: claimable once it is due.
         redis.call('ZADD', P .. 'waiting:' .. destination, due, member)
+        if digest_s == '' then
+          heads[#heads + 1] = {member, destination, (i - first) / 5}
+        end
       end
     end
   end
@@ -108,5 +115,5 @@ local function store_event(P, at)
     fields[#fields + 1], fields[#fields + 2] = 'deliveries', table.concat(members, ',')
   end
   redis.call('HSET', P .. 'e:' .. ref, unpack(fields))
-  return false, after
+  return false, after, heads
 end

@@ -18,5 +18,5 @@ for i = 3, #ARGV do
     held[#held + 1] = member
   end
 end
-redis.call('EXPIRE', P .. 'owner:' .. owner, 86400)  -- see claim.lua
+redis.call('EXPIRE', P .. 'owner:' .. owner, 86400)  -- see lib_hold.lua
 return held
