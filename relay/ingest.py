@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter
 from typing import NoReturn
 
 from aiohttp import web
@@ -24,7 +25,7 @@ from relay.events import (
 from relay.request_record import record_request
 from relay.rules import Dispatch, Router
 from relay.state import RelayState
-from relay.store import NewDelivery, NewEvent, StoreUnavailable
+from relay.store import Delivery, NewDelivery, NewEvent, StoreUnavailable
 from relay.verify import (
     ACCOUNT_DELIVERY_HEADER,
     ACCOUNT_SIGNATURE_HEADER,
@@ -202,6 +203,22 @@ def deliveries_for(event: Event, dispatches: list[Dispatch]) -> list[NewDelivery
     ]
 
 
+def _not_handed(deliveries: list[NewDelivery], claimed: tuple[Delivery, ...]) -> list[str]:
+    """The destinations of an accept's deliveries that it did not hand to a lane (a
+    session's next delivery, a digest, one no lane of this process was parked for):
+    their lanes look for them."""
+    if not claimed:
+        return [d.destination for d in deliveries]
+    handed = Counter(d.destination for d in claimed)
+    left = []
+    for d in deliveries:
+        if handed[d.destination]:
+            handed[d.destination] -= 1
+        else:
+            left.append(d.destination)
+    return left
+
+
 async def _accept(
     state: RelayState, config: Config, router: Router, event: Event, new: NewEvent
 ) -> web.Response:
@@ -220,6 +237,10 @@ async def _accept(
         new = NewEvent(
             new.event_id, new.body, new.received_at, new.request, observation.conversation
         )
+    worker = state.worker
+    # An idle lane of this process sends its delivery without a claim of its own.
+    claim = None if worker is None else worker.claim_at_accept(d.destination for d in deliveries)
+    claimed: tuple[Delivery, ...] = ()
     try:
         result = await state.store.accept(
             new,
@@ -227,10 +248,15 @@ async def _accept(
             dedupe_window_s=config.delivery.dedupe_window_s,
             observation=observation,
             tally=tally_of(event, routing.matched, config.console),
+            claim=claim,
         )
+        claimed = result.claimed
     except StoreUnavailable as exc:
         log.error("store unavailable, answering 503: %s", exc, extra={"event_id": event.event_id})
         _reject(503, "store unavailable, retry later", "store_unavailable", event)
+    finally:
+        if claim is not None and worker is not None:
+            worker.handed(claim, claimed)
     extra = {"event_id": event.event_id}
     if result.duplicate:
         state.metrics.events.labels(event_type_label(event), "duplicate").inc()
@@ -240,8 +266,8 @@ async def _accept(
     # Per-event success lines are debug: at hundreds of events a second they would cost
     # more than the rest of the request. Metrics count them; --log-level debug shows them.
     log.debug("accepted %s for %d destination(s)", event.event_type, len(deliveries), extra=extra)
-    if state.worker is not None:
-        state.worker.wake(d.destination for d in deliveries)
+    if worker is not None:
+        worker.wake(_not_handed(deliveries, claimed))
     # 200, not 202: bitHuman counts any other answer as a failed delivery.
     return _answer(
         {"status": "accepted", "event_id": event.event_id, "deliveries": len(deliveries)}, 200

@@ -6,6 +6,7 @@ import asyncio
 import json
 import random
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -452,10 +453,10 @@ async def test_a_lane_sends_a_delivery_with_few_store_operations(
 ) -> None:
     """An agency has a destination per customer and sends most deliveries through lanes that
     handle one at a time: each store operation a lane makes per delivery is paid by every
-    destination. One webhook to an idle lane: its accept, the claim, Discord's rate limit
-    (a token taken) and the record, which says nothing else of the destination is queued,
-    so the lane does not look again. Not another claim while the send is under way: the
-    first took all that was due."""
+    destination. One webhook to an idle lane: its accept, which claims the delivery for
+    the lane (no claim of the lane's own), Discord's rate limit (a token taken) and the
+    record, which says nothing else of the destination is queued, so the lane does not
+    look again."""
     client = await relay_client(discord_config(discord))
     worker = client.app[STATE].worker
     store = client.app[STATE].store
@@ -465,7 +466,64 @@ async def test_a_lane_sends_a_delivery_with_few_store_operations(
     await post_event(client)
     await discord.wait_for_delivered(1, timeout_s=5)
     await wait_until("the lane to wait for work", lambda: worker.lanes_waiting_for_work == 1, 10)
-    assert store.stats.ops - ops_before == 4
+    assert store.stats.ops - ops_before == 3
+
+
+async def test_accepts_that_claim_for_a_lane_keep_to_its_concurrency(
+    relay_client: RelayClientFactory, discord: FakeDiscord
+) -> None:
+    """Accepts hand their deliveries to a parked lane only while it has a slot for them:
+    eight accepted at once to a lane of two slots, and still at most two are sent at a
+    time, each once."""
+    discord.delay_s = 0.2  # a slow service: the sends overlap the accepts
+    client = await relay_client(discord_config(discord, concurrency=2))
+    worker = client.app[STATE].worker
+    await wait_until("the lane to wait for work", lambda: worker.lanes_waiting_for_work == 1, 10)
+    messages = [f"m{n}" for n in range(8)]
+    await asyncio.gather(*(post_event(client, m, session=f"s-{m}") for m in messages))
+    delivered = await discord.wait_for_delivered(8, timeout_s=10)
+    await asyncio.sleep(GRACE_S)
+    assert sorted(r.description() for r in discord.delivered) == messages
+    assert len(delivered) == 8
+    assert discord.max_in_flight == 2
+
+
+async def test_what_an_accept_claims_as_relay_stops_is_released_for_the_next_process(
+    relay_client: RelayClientFactory,
+    discord: FakeDiscord,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An accept set out to claim its delivery for a parked lane, and the worker began to
+    stop before it was stored: the delivery is not sent from here, and not left to its
+    lease either. Released, another process claims it at once."""
+    entered, go_on = asyncio.Event(), asyncio.Event()
+    accept = SqliteStore.accept
+
+    async def held_before_the_commit(self: SqliteStore, *args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        await go_on.wait()
+        return await accept(self, *args, **kwargs)
+
+    monkeypatch.setattr(SqliteStore, "accept", held_before_the_commit)
+    client = await relay_client(discord_config(discord))
+    worker = client.app[STATE].worker
+    await wait_until("the lane to wait for work", lambda: worker.lanes_waiting_for_work == 1, 10)
+    posted = asyncio.create_task(post_event(client, "as relay stops"))
+    await asyncio.wait_for(entered.wait(), timeout=5)
+    stopped = asyncio.create_task(worker.stop(5.0))
+    await wait_until("the worker to stop", lambda: worker.stopping, 5)
+    go_on.set()
+    event_id = await posted
+    await asyncio.wait_for(stopped, timeout=10)
+    elsewhere = SqliteStore(str(tmp_path / "relay.db"))
+    await elsewhere.open()
+    try:
+        claimed = await elsewhere.claim("d0", time.time(), 10, owner="next", lease_s=60.0)
+    finally:
+        await elsewhere.close()
+    assert [d.event_id for d in claimed] == [event_id]
+    assert discord.delivered == []
 
 
 async def test_work_accepted_after_a_sends_record_but_before_it_ends_is_sent_at_once(

@@ -36,6 +36,10 @@ class Lane:
     the lane claims again, which is how a session's next delivery follows its last. When
     the send's record says nothing else of the destination is queued, an idle lane does
     not look: it waits to be told of work, as after a look that found none.
+
+    An idle lane's new work needs no claim of its own: an accept of its process reserves
+    a slot (`reserve`), the store claims the delivery as it stores it when it is its
+    session's head (ClaimAtAccept), and the accept hands it over (`hand`).
     """
 
     def __init__(self, worker: Worker, destination: str) -> None:
@@ -52,8 +56,10 @@ class Lane:
         # The last claim that found work took less than it could: nothing else was due, so
         # until a wake (an accept, a finished send) another claim would find nothing.
         self._drained = False
-        # Nothing queued for this destination when it last looked: only a wake brings work.
-        self.waiting_for_work = False
+        # Parked until woken: nothing was queued for this destination when it last looked.
+        self._parked = False
+        # Slots promised to accepts in flight, for what they claim (reserve, hand).
+        self._reserved = 0
         # After its look (a claim), the lane looks again once its sends are done, unless
         # every send that finished since was recorded with nothing else of the destination
         # queued (SentRecord.RECORDED_IDLE) and no news of work came: then a look would
@@ -65,9 +71,38 @@ class Lane:
         self._sent_since_look = 0
         self._must_look = True
 
+    @property
+    def waiting_for_work(self) -> bool:
+        """Nothing queued for this destination when the lane last looked, and nothing of
+        its own in flight: only a wake brings work."""
+        return self._parked and not self.sending and not self._reserved
+
     def wake(self) -> None:
         """Wake the lane: a send finished, or relay stops."""
         self._wake.set()
+
+    def reserve(self) -> bool:
+        """Promise a slot to an accept that claims for this lane, when the lane is parked
+        (nothing else queued, so the new delivery jumps no queue) and has one free."""
+        worker = self._worker
+        free = worker.config.delivery.concurrency - len(self.sending) - self._reserved
+        if worker.stopping or not self._parked or free <= 0:
+            return False
+        if self._paused_until > worker.clock():
+            return False
+        self._reserved += 1
+        return True
+
+    def hand(self, deliveries: Iterable[Delivery]) -> None:
+        """Take what an accept claimed for this lane, and give its slot back: send it as
+        if the lane had claimed it. While relay stops, nothing more is sent from here; the
+        worker releases the claims it leaves."""
+        self._reserved -= 1
+        if self._worker.stopping:
+            return
+        for delivery in deliveries:
+            self._in_burst = False  # it was parked, not busy
+            self._start(delivery)
 
     def wake_for_work(self) -> None:
         """Wake the lane to look for deliveries: its process accepted some, or the worker
@@ -100,7 +135,7 @@ class Lane:
         if self._paused_until > now:
             await self._sleep(self._paused_until - now)
             return
-        free = worker.config.delivery.concurrency - len(self.sending)
+        free = worker.config.delivery.concurrency - len(self.sending) - self._reserved
         if not self.sending and self._sent_since_look and not self._must_look:
             self._sent_since_look = 0
             # What woke the lane since was its own sends finishing (news of work makes a
@@ -140,18 +175,21 @@ class Lane:
                 # made the claim this process's again if another had taken it meanwhile.
                 self._lost.discard(delivery.id)
                 continue
-            task = asyncio.create_task(self._deliver_in_turn(delivery))
-            self.sending[delivery.id] = task
-            task.add_done_callback(functools.partial(self._sent, delivery.id))
+            self._start(delivery)
+
+    def _start(self, delivery: Delivery) -> None:
+        task = asyncio.create_task(self._deliver_in_turn(delivery))
+        self.sending[delivery.id] = task
+        task.add_done_callback(functools.partial(self._sent, delivery.id))
 
     async def _wait_for_work(self, wait_s: float | None = None) -> None:
         """Sleep until woken, or until `wait_s` (the next delivery's due time) passes; with
         none, the worker's look may wake the lane too. Out of a burst, gather first."""
-        self.waiting_for_work = wait_s is None
+        self._parked = wait_s is None
         try:
             await self._sleep(wait_s)
         finally:
-            self.waiting_for_work = False
+            self._parked = False
         if self._in_burst:
             await asyncio.sleep(GATHER_S)
 

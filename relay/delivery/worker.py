@@ -9,7 +9,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from relay.config.model import Config
 from relay.delivery import lane as lanes
@@ -18,7 +18,7 @@ from relay.delivery.lane import Lane
 from relay.delivery.retry import RetryPolicy
 from relay.metrics import Metrics
 from relay.senders.base import Sender
-from relay.store import Store, StoreUnavailable
+from relay.store import ClaimAtAccept, Delivery, Store, StoreUnavailable
 
 
 class DeliveryWorker:
@@ -49,6 +49,11 @@ class DeliveryWorker:
         self._unconfigured: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._looker: asyncio.Task[None] | None = None
+        # Accepts in flight that claim for this process's lanes: stop waits for them, so
+        # that what they claim is sent or released, not left to its lease.
+        self._claiming = 0
+        self._claims_done = asyncio.Event()
+        self._claims_done.set()
 
     @property
     def lease_s(self) -> float:
@@ -160,6 +165,32 @@ class DeliveryWorker:
         self.policy = RetryPolicy.from_config(config.delivery)
         self.start()
 
+    def claim_at_accept(self, destinations: Iterable[str]) -> ClaimAtAccept | None:
+        """What an accept may claim for this process as it stores it: deliveries to the
+        lanes that are parked with a slot free, each lane's slot reserved until `handed`
+        is called with the accept's outcome. None: nothing (then `handed` need not be)."""
+        if self.stopping:
+            return None
+        parked = frozenset(
+            name
+            for name in set(destinations)
+            if (lane := self._lanes.get(name)) is not None and lane.reserve()
+        )
+        if not parked:
+            return None
+        self._claiming += 1
+        self._claims_done.clear()
+        return ClaimAtAccept(self.owner, self.clock() + self.lease_s, parked)
+
+    def handed(self, claim: ClaimAtAccept, claimed: Sequence[Delivery]) -> None:
+        """Hand what an accept claimed (nothing, when it failed or was a duplicate) to the
+        lanes it reserved, giving their slots back."""
+        for name in claim.destinations:
+            self._lanes[name].hand(d for d in claimed if d.destination == name)
+        self._claiming -= 1
+        if not self._claiming:
+            self._claims_done.set()
+
     def wake(self, destinations: Iterable[str]) -> None:
         """Tell the lanes of these destinations that new deliveries are waiting.
 
@@ -188,6 +219,11 @@ class DeliveryWorker:
             await asyncio.gather(*pending, *sends, return_exceptions=True)
         if self._looker is not None:
             await asyncio.gather(self._looker, return_exceptions=True)
+        # An accept still in flight may claim for this process: its claims are released
+        # below with the rest (it takes one commit; a store that hangs leaves them to
+        # their lease).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._claims_done.wait(), timeout=timeout_s)
         # Only now: the leases of the sends above were renewed for as long as they went on.
         if self._renewer is not None:
             self._renewer.cancel()
