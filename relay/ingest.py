@@ -240,7 +240,7 @@ async def _accept(
     worker = state.worker
     # An idle lane of this process sends its delivery without a claim of its own.
     claim = None if worker is None else worker.claim_at_accept(d.destination for d in deliveries)
-    claimed: tuple[Delivery, ...] = ()
+    claimed: tuple[Delivery, ...] | None = None  # None: not known
     try:
         result = await state.store.accept(
             new,
@@ -267,7 +267,7 @@ async def _accept(
     # more than the rest of the request. Metrics count them; --log-level debug shows them.
     log.debug("accepted %s for %d destination(s)", event.event_type, len(deliveries), extra=extra)
     if worker is not None:
-        worker.wake(_not_handed(deliveries, claimed))
+        worker.wake(_not_handed(deliveries, claimed or ()))
     # 200, not 202: bitHuman counts any other answer as a failed delivery.
     return _answer(
         {"status": "accepted", "event_id": event.event_id, "deliveries": len(deliveries)}, 200

@@ -18,7 +18,7 @@ from relay.app import STATE
 from relay.delivery import RetryPolicy
 from relay.delivery import lane as lanes
 from relay.senders.base import DeliveryError
-from relay.store import Delivery, DeliveryStatus, NewDelivery, NewEvent
+from relay.store import Delivery, DeliveryStatus, NewDelivery, NewEvent, StoreUnavailable
 from relay.store.sqlite import SqliteStore
 from tests.conftest import RelayClientFactory
 from tests.support.fake_discord import (
@@ -524,6 +524,107 @@ async def test_what_an_accept_claims_as_relay_stops_is_released_for_the_next_pro
         await elsewhere.close()
     assert [d.event_id for d in claimed] == [event_id]
     assert discord.delivered == []
+
+
+async def test_an_accept_that_fails_after_its_commit_leaves_its_claim_to_its_lease(
+    relay_client: RelayClientFactory, discord: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store kept the event and claimed its delivery for the lane, but the answer
+    never came back (a timeout after the commit): relay answers 503 and nothing is
+    handed. The lane looks, and sends it once the claim's lease ends, not at the worker's
+    next look at the store (a minute away here)."""
+    monkeypatch.setattr(lanes, "IDLE_POLL_S", 60.0)
+    accept = SqliteStore.accept
+    failures = [StoreUnavailable("no answer in time")]
+
+    async def lost_answer(self: SqliteStore, *args: Any, **kwargs: Any) -> Any:
+        result = await accept(self, *args, **kwargs)
+        if failures:
+            raise failures.pop()
+        return result
+
+    monkeypatch.setattr(SqliteStore, "accept", lost_answer)
+    config = discord_config(discord).replace("delivery:\n", "delivery:\n  lease: 1s\n")
+    client = await relay_client(config)
+    worker = client.app[STATE].worker
+    await wait_until("the lane to wait for work", lambda: worker.lanes_waiting_for_work == 1, 10)
+    body = event_body(data={"role": "user", "message": "kept", "session_id": "s1"})
+    response = await client.post("/webhook", data=body, headers=signed_headers(body))
+    assert response.status == 503
+    delivered = await discord.wait_for_delivered(1, timeout_s=5)
+    assert [r.description() for r in delivered] == ["kept"]
+    await asyncio.sleep(GRACE_S)
+    assert len(discord.delivered) == 1
+
+
+async def test_a_slot_an_accept_gives_back_unused_lets_waiting_work_go(
+    relay_client: RelayClientFactory, discord: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lane of one slot: a sender's retry of an event already accepted reserves it, and
+    another conversation's event, accepted meanwhile, finds the lane full. The retry is a
+    duplicate and claims nothing: the slot comes back and the other event goes at once,
+    not at the worker's next look (a minute away here)."""
+    monkeypatch.setattr(lanes, "IDLE_POLL_S", 60.0)
+    accept = SqliteStore.accept
+    entered, go_on = asyncio.Event(), asyncio.Event()
+    go_on.set()
+
+    async def held_retry(self: SqliteStore, event: NewEvent, *args: Any, **kwargs: Any) -> Any:
+        if b"retried" in event.body and not go_on.is_set():
+            entered.set()
+            await go_on.wait()
+        return await accept(self, event, *args, **kwargs)
+
+    monkeypatch.setattr(SqliteStore, "accept", held_retry)
+    client = await relay_client(discord_config(discord, concurrency=1))
+    worker = client.app[STATE].worker
+    await wait_until("the lane to wait for work", lambda: worker.lanes_waiting_for_work == 1, 10)
+    body = event_body(data={"role": "user", "message": "retried", "session_id": "s1"})
+    response = await client.post("/webhook", data=body, headers=signed_headers(body))
+    assert (await response.json())["status"] == "accepted"
+    await discord.wait_for_delivered(1, timeout_s=5)
+    await wait_until("the lane to wait for work", lambda: worker.lanes_waiting_for_work == 1, 10)
+    go_on.clear()
+    retry = asyncio.create_task(client.post("/webhook", data=body, headers=signed_headers(body)))
+    await asyncio.wait_for(entered.wait(), timeout=5)  # it holds the lane's one slot
+    await post_event(client, "other conversation", session="s2")
+    go_on.set()
+    assert (await (await retry).json())["status"] == "duplicate"
+    delivered = await discord.wait_for_delivered(2, timeout_s=5)
+    assert [r.description() for r in delivered] == ["retried", "other conversation"]
+
+
+async def test_a_lane_sending_what_its_accepts_handed_it_still_takes_work_from_elsewhere(
+    relay_client: RelayClientFactory,
+    discord: FakeDiscord,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lane of two slots sends a delivery its accept handed it, and the send hangs.
+    Another process queues a delivery for the same destination: the worker's look at the
+    store finds it and the lane sends it with its free slot, without waiting for the send
+    that hangs."""
+    monkeypatch.setattr(lanes, "IDLE_POLL_S", 0.1)
+    discord.script_for("hangs", HANG)
+    client = await relay_client(discord_config(discord, concurrency=2))
+    worker = client.app[STATE].worker
+    await wait_until("the lane to wait for work", lambda: worker.lanes_waiting_for_work == 1, 10)
+    await post_event(client, "hangs", session="s1")
+    await discord.wait_for_requests(1, timeout_s=5)
+    elsewhere = SqliteStore(str(tmp_path / "relay.db"))
+    await elsewhere.open()
+    try:
+        body = event_body(data={"role": "user", "message": "queued elsewhere", "session_id": "s2"})
+        queued = NewDelivery("d0", "everything", None, "s2")
+        await elsewhere.accept(
+            NewEvent("e-elsewhere", body, time.time()), [queued], dedupe_window_s=60.0
+        )
+    finally:
+        await elsewhere.close()
+    delivered = await discord.wait_for_delivered(1, timeout_s=5)
+    assert [r.description() for r in delivered] == ["queued elsewhere"]
+    discord.release()  # the hanging send answers 503, and is retried
+    await discord.wait_for_delivered(2, timeout_s=5)
 
 
 async def test_work_accepted_after_a_sends_record_but_before_it_ends_is_sent_at_once(

@@ -100,9 +100,24 @@ class Lane:
         self._reserved -= 1
         if self._worker.stopping:
             return
+        handed = False
         for delivery in deliveries:
-            self._in_burst = False  # it was parked, not busy
+            # It was parked, not in a burst, and no claim of its drained anything.
+            self._in_burst = self._drained = False
             self._start(delivery)
+            handed = True
+        if not handed and self._must_look:
+            # The slot comes back unused (a duplicate, a session's next delivery): news
+            # that came meanwhile may have found the lane full, asleep until a send ends.
+            self.wake()
+
+    def may_take_more(self, queued: int) -> bool:
+        """Whether the worker's look at the store should wake the lane, `queued` being
+        how many deliveries of its destination are unfinished: it is parked with a slot
+        free, and they are more than its own sends in flight."""
+        worker = self._worker
+        free = worker.config.delivery.concurrency - len(self.sending) - self._reserved
+        return self._parked and free > 0 and queued > len(self.sending)
 
     def wake_for_work(self) -> None:
         """Wake the lane to look for deliveries: its process accepted some, or the worker

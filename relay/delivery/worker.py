@@ -20,6 +20,9 @@ from relay.metrics import Metrics
 from relay.senders.base import Sender
 from relay.store import ClaimAtAccept, Delivery, Store, StoreUnavailable
 
+# How long a stop waits for accepts that claim for it when the sends took all its time.
+_CLAIMS_GRACE_S = 1.0
+
 
 class DeliveryWorker:
     """Owns one lane per destination; a slow or failing destination holds up no other."""
@@ -99,9 +102,9 @@ class DeliveryWorker:
             except StoreUnavailable as exc:  # the lanes say so as they send
                 log.debug("cannot look for queued deliveries: %s", exc)
                 continue
-            for name in queued:
+            for name, count in queued.items():
                 lane = self._lanes.get(name)
-                if lane is not None and lane.waiting_for_work:
+                if lane is not None and lane.may_take_more(count):
                     lane.wake_for_work()
 
     async def _renew_leases(self) -> None:
@@ -182,11 +185,16 @@ class DeliveryWorker:
         self._claims_done.clear()
         return ClaimAtAccept(self.owner, self.clock() + self.lease_s, parked)
 
-    def handed(self, claim: ClaimAtAccept, claimed: Sequence[Delivery]) -> None:
-        """Hand what an accept claimed (nothing, when it failed or was a duplicate) to the
-        lanes it reserved, giving their slots back."""
+    def handed(self, claim: ClaimAtAccept, claimed: Sequence[Delivery] | None) -> None:
+        """Hand what an accept claimed (nothing of a duplicate) to the lanes it reserved,
+        giving their slots back. None: the accept failed, and whether the store kept it
+        and its claims is not known (a timeout may come after the commit): the lanes look,
+        and whatever it claimed for them is theirs to claim again once its lease ends."""
         for name in claim.destinations:
-            self._lanes[name].hand(d for d in claimed if d.destination == name)
+            lane = self._lanes[name]
+            lane.hand(d for d in claimed or () if d.destination == name)
+            if claimed is None and not self.stopping:
+                lane.wake_for_work()
         self._claiming -= 1
         if not self._claiming:
             self._claims_done.set()
@@ -204,6 +212,7 @@ class DeliveryWorker:
     async def stop(self, timeout_s: float) -> None:
         """Let in-flight sends finish (up to timeout_s), stop every lane, and release the
         claims left, so another process sends them at once rather than after their lease."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
         self.stopping = True
         self.stopped.set()
         if self._unconfigured is not None:
@@ -220,10 +229,11 @@ class DeliveryWorker:
         if self._looker is not None:
             await asyncio.gather(self._looker, return_exceptions=True)
         # An accept still in flight may claim for this process: its claims are released
-        # below with the rest (it takes one commit; a store that hangs leaves them to
-        # their lease).
+        # below with the rest. It takes one commit; a store that hangs past the shutdown
+        # timeout leaves them to their lease.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._claims_done.wait(), timeout=timeout_s)
+            left_s = max(deadline - asyncio.get_running_loop().time(), _CLAIMS_GRACE_S)
+            await asyncio.wait_for(self._claims_done.wait(), timeout=left_s)
         # Only now: the leases of the sends above were renewed for as long as they went on.
         if self._renewer is not None:
             self._renewer.cancel()
