@@ -108,8 +108,9 @@ class ClaimAtAccept:
     `destinations` (lanes of the process with nothing queued and a slot free), so that a
     lane sends them without asking the store first.
 
-    Only what the store's claim would take at once is claimed: a delivery of its own (not
-    a digest's) that is its session's head at its destination, no other delivery of the
+    Only what the store's claim would take at once is claimed, and at most one delivery a
+    destination (a lane reserves one slot for it): the first of the event's own deliveries
+    to it (not a digest's) that is its session's head there, no other delivery of the
     session there being unfinished. It is held as a claim is, by `owner` until
     `lease_until`; the rest waits in the queue for a claim, as without this.
     """

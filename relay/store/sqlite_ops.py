@@ -351,15 +351,18 @@ def _insert_claiming(
     deliveries: Sequence[NewDelivery],
     claim: ClaimAtAccept,
 ) -> tuple[Delivery, ...]:
-    """Insert an event's own deliveries one at a time, in order, each claimed for
-    `claim`'s owner when it is what CLAIM_SQL would take now: to one of its destinations,
-    its session's head there (due at once, as a new delivery is, and held by nobody)."""
-    claimed = []
+    """Insert an event's own deliveries one at a time, in order, claiming for `claim`'s
+    owner the first to each of its destinations that CLAIM_SQL would take now: its
+    session's head there (due at once, as a new delivery is, and held by nobody)."""
+    claimed: list[Delivery] = []
+    wanted = set(claim.destinations)
     at = event.received_at
     for d in deliveries:
-        takes = d.destination in claim.destinations and (
+        takes = d.destination in wanted and (
             conn.execute(_SESSION_BUSY_SQL, (d.destination, d.session_key)).fetchone() is None
         )
+        if takes:
+            wanted.discard(d.destination)
         owner, until = (claim.owner, claim.lease_until) if takes else (None, 0)
         cur = conn.execute(
             _INSERT_DELIVERY_SQL,

@@ -213,15 +213,18 @@ async def test_an_accept_claims_only_session_heads_of_the_destinations_named(
             NewDelivery("slack", "second-of-s2", None, "s2"),
             NewDelivery("mail", "other-destination", None, "s1"),
             NewDelivery("slack", "digest", None, "s3", digest_s=60.0),
+            NewDelivery("slack", "head-of-s4", None, "s4"),  # one a destination: taken
         ],
         dedupe_window_s=WINDOW_S,
         claim=claiming(A, "slack"),
     )
     assert [d.rule for d in result.claimed] == ["head"]
-    assert result.deliveries == 5
+    assert result.deliveries == 6
     claimed = await stores.other.claim("slack", 1000.0, 10, owner=B, lease_s=LEASE_S)
-    assert [d.event_id for d in claimed] == ["e0"]  # s1's head; s2's is A's; s3 not due
-    assert await stores.other.record_sent(claimed[0].id, 1001.0, owner=B)
+    # s1's head, and s4's; s2's is A's; s3's digest is not due.
+    assert [d.rule for d in claimed] == ["r", "head-of-s4"]
+    for taken in claimed:
+        assert await stores.other.record_sent(taken.id, 1001.0, owner=B)
     [mail] = await stores.other.claim("mail", 1000.0, 10, owner=B, lease_s=LEASE_S)
     assert mail.rule == "other-destination"
     assert await stores.one.record_sent(result.claimed[0].id, 1001.0, owner=A) is (

@@ -9,8 +9,9 @@ ARGV     the event and its deliveries as lib_event.lua's store_event takes them:
          count times: destination, rule, template ('' for none), session_key, digest_s
          ('' for none: a delivery of its own);
          then 'claim', owner, lease_until, n and n destinations, only when the accept
-         claims for its own process (ClaimAtAccept): each new delivery to one of them that
-         is its session's head is held for the owner (lib_hold.lua), as claim.lua would;
+         claims for its own process (ClaimAtAccept): the first new delivery to each of
+         them that is its session's head is held for the owner (lib_hold.lua), as
+         claim.lua would;
          then 'watch' and its watch's arguments as lib_watch.lua's watch_observe takes
          them, only when the event tells its conversation something (an Observation);
          then 'tally' and its tally's arguments as lib_tally.lua's tally_add takes them,
@@ -37,6 +38,7 @@ if ARGV[after] == 'claim' then
   for _, head in ipairs(heads) do
     local member, destination = head[1], head[2]
     if wanted[destination] then
+      wanted[destination] = nil  -- one a destination: its lane reserved one slot
       hold(P, destination, member, owner, lease_until)
       answer[#answer + 1] = member
       answer[#answer + 1] = head[3]
