@@ -77,6 +77,12 @@ class Lane:
         its own in flight: only a wake brings work."""
         return self._parked and not self.sending and not self._reserved
 
+    @property
+    def _free(self) -> int:
+        """Slots neither sending nor promised to an accept in flight."""
+        concurrency = self._worker.config.delivery.concurrency
+        return concurrency - len(self.sending) - self._reserved
+
     def wake(self) -> None:
         """Wake the lane: a send finished, or relay stops."""
         self._wake.set()
@@ -85,8 +91,7 @@ class Lane:
         """Promise a slot to an accept that claims for this lane, when the lane is parked
         (nothing else queued, so the new delivery jumps no queue) and has one free."""
         worker = self._worker
-        free = worker.config.delivery.concurrency - len(self.sending) - self._reserved
-        if worker.stopping or not self._parked or free <= 0:
+        if worker.stopping or not self._parked or self._free <= 0:
             return False
         if self._paused_until > worker.clock():
             return False
@@ -115,9 +120,7 @@ class Lane:
         """Whether the worker's look at the store should wake the lane, `queued` being
         how many deliveries of its destination are unfinished: it is parked with a slot
         free, and they are more than its own sends in flight."""
-        worker = self._worker
-        free = worker.config.delivery.concurrency - len(self.sending) - self._reserved
-        return self._parked and free > 0 and queued > len(self.sending)
+        return self._parked and self._free > 0 and queued > len(self.sending)
 
     def wake_for_work(self) -> None:
         """Wake the lane to look for deliveries: its process accepted some, or the worker
@@ -150,7 +153,7 @@ class Lane:
         if self._paused_until > now:
             await self._sleep(self._paused_until - now)
             return
-        free = worker.config.delivery.concurrency - len(self.sending) - self._reserved
+        free = self._free
         if not self.sending and self._sent_since_look and not self._must_look:
             self._sent_since_look = 0
             # What woke the lane since was its own sends finishing (news of work makes a

@@ -150,6 +150,15 @@ class Delivery:
     request: RequestRecord | None = None
 
 
+def accepted_delivery(id_: int, event: NewEvent, new: NewDelivery) -> Delivery:
+    """A delivery as an accept has just stored it: pending, never tried, due at once."""
+    at = event.received_at
+    return Delivery(
+        id_, event.event_id, new.destination, new.rule, new.template, "pending", 0, at, at,
+        None, event.body,
+    )  # fmt: skip
+
+
 STATUSES: tuple[DeliveryStatus, ...] = ("pending", "failed", "dead", "sent")
 
 

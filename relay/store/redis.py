@@ -62,6 +62,7 @@ from relay.store.base import (
     StoreUnavailable,
     Transcript,
     TranscriptEvent,
+    accepted_delivery,
 )
 from relay.store.redis_batch import ScriptBatcher
 
@@ -282,15 +283,6 @@ def _delivery(member: Any, fields: dict[str, Any], event_id: Any, body: Any) -> 
     )
 
 
-def _new_delivery(id_: int, event: NewEvent, new: NewDelivery) -> Delivery:
-    """A delivery as store_event (lib_event.lua) has just stored it."""
-    at = event.received_at
-    return Delivery(
-        id_, event.event_id, new.destination, new.rule, new.template, "pending", 0, at, at,
-        None, event.body,
-    )  # fmt: skip
-
-
 class RedisStore:
     """A Store on one Redis (redis:// or rediss://), shared by any number of processes."""
 
@@ -387,7 +379,7 @@ class RedisStore:
             event.event_id,
             len(deliveries),
             tuple(
-                _new_delivery(int(member), event, deliveries[int(place)])
+                accepted_delivery(int(member), event, deliveries[int(place)])
                 for member, place in zip(claimed[::2], claimed[1::2], strict=True)
             ),
         )

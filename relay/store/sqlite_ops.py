@@ -32,6 +32,7 @@ from relay.store.base import (
     NewSignal,
     SentRecord,
     StoreUnavailable,
+    accepted_delivery,
 )
 from relay.store.sqlite_rows import DELIVERY_COLUMNS, deliveries_of
 
@@ -370,12 +371,7 @@ def _insert_claiming(
         )
         if takes:
             assert cur.lastrowid is not None
-            claimed.append(
-                Delivery(
-                    cur.lastrowid, event.event_id, d.destination, d.rule, d.template,
-                    "pending", 0, at, at, None, event.body,
-                )
-            )  # fmt: skip
+            claimed.append(accepted_delivery(cur.lastrowid, event, d))
     return tuple(claimed)
 
 
