@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import pytest
 from relay.config import Config, load_text
 from relay.delivery import DeliveryWorker
 from relay.senders import SenderContext, build_senders
-from relay.store import NewDelivery, NewEvent
+from relay.store import NewDelivery, NewEvent, SentRecord
 from relay.store.sqlite import SqliteStore
 from tests.support.fake_discord import FakeDiscord, Reply, wait_until
 from tests.support.fake_slack import BOT_TOKEN, FakeSlack
@@ -154,7 +154,10 @@ async def test_a_send_still_going_at_shutdown_keeps_its_lease_so_no_other_proces
 
 
 async def test_a_send_waiting_its_turn_does_not_go_out_once_another_process_took_its_claim(
-    tmp_path: Path, discord: FakeDiscord, http: aiohttp.ClientSession
+    tmp_path: Path,
+    discord: FakeDiscord,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # The first answer empties Discord's bucket for a while: the next send waits its turn.
     empty = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset-After": str(4 * LEASE_S)}
@@ -174,6 +177,66 @@ async def test_a_send_waiting_its_turn_does_not_go_out_once_another_process_took
         await asyncio.sleep(4 * LEASE_S)  # the bucket refilled: the first one's turn came
         assert discord.delivered_texts() == ["first", "second"]
         assert len(discord.requests) == 2
+    assert "lost the claim on deliveries [2] to another process" in caplog.messages
+
+
+class SlowToAnswerRecords(SqliteStore):
+    """A SQLite store that commits a send's record at once but answers it only when the
+    test says: meanwhile the send is still its lane's, and its lease is renewed."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.recorded = asyncio.Event()
+        self.answer = asyncio.Event()
+        self.renewals_since_recorded = 0
+
+    async def record_sent(
+        self,
+        delivery_id: int,
+        now: float,
+        note: str | None = None,
+        *,
+        owner: str,
+        started_at: float | None = None,
+    ) -> SentRecord:
+        record = await super().record_sent(
+            delivery_id, now, note, owner=owner, started_at=started_at
+        )
+        self.recorded.set()
+        await self.answer.wait()
+        return record
+
+    async def renew(self, owner: str, ids: Sequence[int], until: float) -> set[int]:
+        held = await super().renew(owner, ids, until)
+        if self.recorded.is_set():
+            self.renewals_since_recorded += 1
+        return held
+
+
+async def test_a_renewal_that_finds_a_send_recorded_does_not_call_its_claim_lost(
+    tmp_path: Path,
+    discord: FakeDiscord,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Under load a renewal often reaches the store just after a send's record: the
+    delivery is sent, no longer held, and its lane has not heard yet. That is no lost
+    claim, and no warning."""
+    store = SlowToAnswerRecords(str(tmp_path / "relay.db"))
+    await store.open()
+    relay = worker(store, discord, http)
+    try:
+        await accept(store, "hello")
+        relay.start()
+        await wait_until("the send's record", store.recorded.is_set, 5)
+        await wait_until("a renewal after it", lambda: store.renewals_since_recorded > 0, 5)
+        store.answer.set()
+        await wait_until("the lane to hear", lambda: relay.in_flight == 0, 5)
+    finally:
+        await relay.stop(5.0)
+        await store.close()
+    assert len(discord.requests) == 1
+    assert [m for m in caplog.messages if "lost the claim" in m] == []
 
 
 async def test_a_shutdown_leaves_no_parent_update_running(

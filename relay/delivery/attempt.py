@@ -19,22 +19,31 @@ Held = TypeVar("Held", bool, SentRecord)  # what recording an outcome says
 
 
 async def deliver(
-    worker: Worker, delivery: Delivery, *, pause: Pause, conversations: Conversations
+    worker: Worker,
+    delivery: Delivery,
+    *,
+    pause: Pause,
+    conversations: Conversations,
+    finishing: set[int],
 ) -> bool:
     """Send a claimed delivery once and record what came of it; never raise. True when
     it went out and nothing else of its destination is queued (SentRecord.RECORDED_IDLE):
-    its lane need not look for more until it is told of some."""
+    its lane need not look for more until it is told of some.
+
+    The delivery's id goes into `finishing` as its outcome is written (its lane takes it
+    out when the send is over): from then on its claim is the record's to end, and a
+    renewal that finds it finished has not lost it."""
     extra = {"event_id": delivery.event_id, "destination": delivery.destination}
     started_at = worker.clock()
     try:
         note = await _send(worker, delivery, conversations)
     except DeliveryError as error:
-        await _record_failure(worker, delivery, error, pause, started_at)
+        await _record_failure(worker, delivery, error, pause, started_at, finishing)
         return False
     except Exception as exc:  # a bug in a sender must not stop the lane
         log.exception("unexpected error sending delivery %s", delivery.id, extra=extra)
         internal = DeliveryError(f"internal error: {type(exc).__name__}", retryable=True)
-        await _record_failure(worker, delivery, internal, pause, started_at)
+        await _record_failure(worker, delivery, internal, pause, started_at, finishing)
         return False
     now = worker.clock()
     worker.metrics.deliveries.labels(delivery.destination, "sent").inc()
@@ -44,6 +53,7 @@ async def deliver(
     log.debug("delivered %s (attempt %d)", delivery.id, delivery.attempts + 1, extra=extra)
     if note:
         log.warning("delivered %s only in part: %s", delivery.id, note, extra=extra)
+    finishing.add(delivery.id)
     write = worker.store.record_sent(
         delivery.id, now, note, owner=worker.owner, started_at=started_at
     )
@@ -85,7 +95,12 @@ async def _send(worker: Worker, delivery: Delivery, conversations: Conversations
 
 
 async def _record_failure(
-    worker: Worker, delivery: Delivery, error: DeliveryError, pause: Pause, started_at: float
+    worker: Worker,
+    delivery: Delivery,
+    error: DeliveryError,
+    pause: Pause,
+    started_at: float,
+    finishing: set[int],
 ) -> None:
     now = worker.clock()
     attempts = delivery.attempts + 1
@@ -110,6 +125,7 @@ async def _record_failure(
             error,
             extra=extra,
         )
+    finishing.add(delivery.id)
     write = worker.store.record_failure(
         delivery.id,
         str(error),

@@ -48,6 +48,8 @@ class Lane:
         self._wake = asyncio.Event()
         self._paused_until = 0.0
         self.sending: dict[int, asyncio.Task[bool]] = {}
+        # Sends whose outcome is being recorded (deliver): the record ends their claim.
+        self.finishing: set[int] = set()
         # Sends whose claim a renewal found taken by another process: not sent here.
         self._lost: set[int] = set()
         self.task: asyncio.Task[None] | None = None
@@ -142,10 +144,14 @@ class Lane:
         """Drop the parent updates not made yet."""
         await self.conversations.stop()
 
-    def claims_lost(self, ids: Iterable[int]) -> None:
-        """Another process holds these now (this one's lease ran out): a send of them
-        still waiting for its turn does not go out from here."""
-        self._lost.update(i for i in ids if i in self.sending)
+    def claims_lost(self, ids: Iterable[int]) -> list[int]:
+        """A renewal did not find these held by this process. Return those it lost to
+        another process (its lease ran out): a send of them still waiting for its turn
+        does not go out from here. The others finished meanwhile: their outcome was
+        recorded between the renewal's look at the lane and the store's answer."""
+        lost = [i for i in ids if i in self.sending and i not in self.finishing]
+        self._lost.update(lost)
+        return lost
 
     async def _claim_and_send(self) -> None:
         worker = self._worker
@@ -213,6 +219,7 @@ class Lane:
 
     def _sent(self, delivery_id: int, task: asyncio.Task[bool]) -> None:
         self.sending.pop(delivery_id, None)
+        self.finishing.discard(delivery_id)
         self._lost.discard(delivery_id)
         recorded_idle = not task.cancelled() and task.exception() is None and task.result()
         self._sent_since_look += 1
@@ -234,7 +241,11 @@ class Lane:
             )
             return False
         return await deliver(
-            self._worker, delivery, pause=self._pause, conversations=self.conversations
+            self._worker,
+            delivery,
+            pause=self._pause,
+            conversations=self.conversations,
+            finishing=self.finishing,
         )
 
     async def _wait_for_turn(self) -> bool:

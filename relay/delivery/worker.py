@@ -121,21 +121,22 @@ class DeliveryWorker:
             else:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopped.wait(), timeout=self.lease_s / 3)
-            ids = [i for lane in self._lanes.values() for i in lane.sending]
-            if not ids:
+            owners = {i: lane for lane in self._lanes.values() for i in lane.sending}
+            if not owners:
                 if self.stopping:
                     return
                 continue
             try:
-                held = await self.store.renew(self.owner, ids, self.clock() + self.lease_s)
+                held = await self.store.renew(self.owner, list(owners), self.clock() + self.lease_s)
             except StoreUnavailable as exc:
-                log.warning("cannot renew the leases of %d send(s): %s", len(ids), exc)
+                log.warning("cannot renew the leases of %d send(s): %s", len(owners), exc)
                 continue
-            lost = sorted(set(ids) - held)
+            not_held: dict[Lane, list[int]] = {}
+            for i in owners.keys() - held:
+                not_held.setdefault(owners[i], []).append(i)
+            lost = [i for lane, ids in not_held.items() for i in lane.claims_lost(ids)]
             if lost:
-                log.warning("lost the claim on deliveries %s (finished or claimed elsewhere)", lost)
-                for lane in self._lanes.values():
-                    lane.claims_lost(lost)
+                log.warning("lost the claim on deliveries %s to another process", sorted(lost))
 
     async def _start_unconfigured_lanes(self) -> None:
         """Give deliveries queued for a destination that is gone from the config a lane.
