@@ -70,10 +70,10 @@ async def test_metrics_count_events_rejections_and_deliveries(
     assert samples[("relay_rejected_requests_total", (("reason", "invalid_event"),))] == 1
     sent = (("destination", "stdout"), ("outcome", "sent"))
     assert samples[("relay_deliveries_total", sent)] == 1
-    assert samples[("relay_delivery_seconds_count", (("destination", "stdout"),))] == 1
+    assert samples[("relay_delivery_seconds_count", (("destination_type", "console"),))] == 1
     assert samples[("relay_queue_depth", (("destination", "stdout"),))] == 0
     assert samples[("relay_queue_depth", (("destination", "never"),))] == 0
-    bucket = ("relay_delivery_seconds_bucket", (("destination", "stdout"), ("le", "+Inf")))
+    bucket = ("relay_delivery_seconds_bucket", (("destination_type", "console"), ("le", "+Inf")))
     assert samples[bucket] == 1
 
 

@@ -47,7 +47,7 @@ async def deliver(
         return False
     now = worker.clock()
     worker.metrics.deliveries.labels(delivery.destination, "sent").inc()
-    worker.metrics.delivery_seconds.labels(delivery.destination).observe(
+    worker.metrics.delivery_seconds.labels(_destination_type(worker, delivery)).observe(
         max(now - delivery.created_at, 0.0)
     )
     log.debug("delivered %s (attempt %d)", delivery.id, delivery.attempts + 1, extra=extra)
@@ -58,6 +58,15 @@ async def deliver(
         delivery.id, now, note, owner=worker.owner, started_at=started_at
     )
     return await _record(write, delivery) is SentRecord.RECORDED_IDLE
+
+
+def _destination_type(worker: Worker, delivery: Delivery) -> str:
+    """The type of a delivery's destination (slack, webhook, …): what the delivery time
+    histogram is labelled by. A child per destination name would cost some 5 kB and 19
+    series each, made at the destination's first delivery; with a destination per
+    customer, 10,000 destinations took 50 MB and a /metrics page of 15 MB."""
+    destination = worker.config.destinations.get(delivery.destination)
+    return "removed" if destination is None else destination.type
 
 
 async def build(worker: Worker, delivery: Delivery) -> Notification:
