@@ -423,10 +423,11 @@ destinations:
     store = client.app[STATE].store
     assert isinstance(store, SqliteStore)
     await wait_until(
-        lambda: f"every lane to wait for work ({worker.lanes_waiting_for_work} of {count})",
-        lambda: worker.lanes_waiting_for_work == count,
+        "every destination to wait for work",
+        lambda: all(worker.waiting_for_work(f"c{n}") for n in range(count)),
         10,
     )
+    assert worker.lanes == 0  # nothing queued: no destination needs a lane yet
     ops_before = store.stats.ops
     await asyncio.sleep(1.0)  # ten intervals: 200 polling lanes would make ~4,000 operations
     assert store.stats.ops - ops_before == 0
@@ -461,12 +462,37 @@ async def test_a_lane_sends_a_delivery_with_few_store_operations(
     worker = client.app[STATE].worker
     store = client.app[STATE].store
     assert isinstance(store, SqliteStore)
-    await wait_until("the lane to wait for work", lambda: worker.lanes_waiting_for_work == 1, 10)
+    await wait_until("the lane to wait for work", lambda: worker.waiting_for_work("d0"), 10)
     ops_before = store.stats.ops
     await post_event(client)
     await discord.wait_for_delivered(1, timeout_s=5)
-    await wait_until("the lane to wait for work", lambda: worker.lanes_waiting_for_work == 1, 10)
+    await wait_until("the lane to wait for work", lambda: worker.waiting_for_work("d0"), 10)
     assert store.stats.ops - ops_before == 3
+
+
+async def test_a_lane_left_idle_retires_and_its_next_delivery_costs_no_more(
+    relay_client: RelayClientFactory, discord: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A destination per customer: a lane that has waited for work RETIRE_AFTER_S ends,
+    so idle destinations hold no task and no memory. Its destination's next event is
+    sent once, as cheaply as by a parked lane (claimed by its accept)."""
+    monkeypatch.setattr(lanes, "RETIRE_AFTER_S", 0.2)
+    client = await relay_client(discord_config(discord))
+    worker = client.app[STATE].worker
+    store = client.app[STATE].store
+    assert isinstance(store, SqliteStore)
+    await wait_until("the destination to wait for work", lambda: worker.waiting_for_work("d0"), 10)
+    assert worker.lanes == 0
+    await post_event(client, "first", session="s1")
+    await discord.wait_for_delivered(1, timeout_s=5)
+    await wait_until("the lane to retire", lambda: worker.lanes == 0, 10)
+    ops_before = store.stats.ops
+    await post_event(client, "second", session="s2")
+    await discord.wait_for_delivered(2, timeout_s=5)
+    await wait_until("the lane to wait for work", lambda: worker.waiting_for_work("d0"), 10)
+    await asyncio.sleep(GRACE_S)
+    assert discord.delivered_texts() == ["first", "second"]
+    assert store.stats.ops - ops_before == 3  # the accept, Discord's token, the record
 
 
 async def test_accepts_that_claim_for_a_lane_keep_to_its_concurrency(
@@ -478,7 +504,7 @@ async def test_accepts_that_claim_for_a_lane_keep_to_its_concurrency(
     discord.delay_s = 0.2  # a slow service: the sends overlap the accepts
     client = await relay_client(discord_config(discord, concurrency=2))
     worker = client.app[STATE].worker
-    await wait_until("the lane to wait for work", lambda: worker.lanes_waiting_for_work == 1, 10)
+    await wait_until("the lane to wait for work", lambda: worker.waiting_for_work("d0"), 10)
     messages = [f"m{n}" for n in range(8)]
     await asyncio.gather(*(post_event(client, m, session=f"s-{m}") for m in messages))
     delivered = await discord.wait_for_delivered(8, timeout_s=10)
@@ -508,7 +534,7 @@ async def test_what_an_accept_claims_as_relay_stops_is_released_for_the_next_pro
     monkeypatch.setattr(SqliteStore, "accept", held_before_the_commit)
     client = await relay_client(discord_config(discord))
     worker = client.app[STATE].worker
-    await wait_until("the lane to wait for work", lambda: worker.lanes_waiting_for_work == 1, 10)
+    await wait_until("the lane to wait for work", lambda: worker.waiting_for_work("d0"), 10)
     posted = asyncio.create_task(post_event(client, "as relay stops"))
     await asyncio.wait_for(entered.wait(), timeout=5)
     stopped = asyncio.create_task(worker.stop(5.0))
@@ -547,7 +573,7 @@ async def test_an_accept_that_fails_after_its_commit_leaves_its_claim_to_its_lea
     config = discord_config(discord).replace("delivery:\n", "delivery:\n  lease: 1s\n")
     client = await relay_client(config)
     worker = client.app[STATE].worker
-    await wait_until("the lane to wait for work", lambda: worker.lanes_waiting_for_work == 1, 10)
+    await wait_until("the lane to wait for work", lambda: worker.waiting_for_work("d0"), 10)
     body = event_body(data={"role": "user", "message": "kept", "session_id": "s1"})
     response = await client.post("/webhook", data=body, headers=signed_headers(body))
     assert response.status == 503
@@ -578,12 +604,12 @@ async def test_a_slot_an_accept_gives_back_unused_lets_waiting_work_go(
     monkeypatch.setattr(SqliteStore, "accept", held_retry)
     client = await relay_client(discord_config(discord, concurrency=1))
     worker = client.app[STATE].worker
-    await wait_until("the lane to wait for work", lambda: worker.lanes_waiting_for_work == 1, 10)
+    await wait_until("the lane to wait for work", lambda: worker.waiting_for_work("d0"), 10)
     body = event_body(data={"role": "user", "message": "retried", "session_id": "s1"})
     response = await client.post("/webhook", data=body, headers=signed_headers(body))
     assert (await response.json())["status"] == "accepted"
     await discord.wait_for_delivered(1, timeout_s=5)
-    await wait_until("the lane to wait for work", lambda: worker.lanes_waiting_for_work == 1, 10)
+    await wait_until("the lane to wait for work", lambda: worker.waiting_for_work("d0"), 10)
     go_on.clear()
     retry = asyncio.create_task(client.post("/webhook", data=body, headers=signed_headers(body)))
     await asyncio.wait_for(entered.wait(), timeout=5)  # it holds the lane's one slot
@@ -608,7 +634,7 @@ async def test_a_lane_sending_what_its_accepts_handed_it_still_takes_work_from_e
     discord.script_for("hangs", HANG)
     client = await relay_client(discord_config(discord, concurrency=2))
     worker = client.app[STATE].worker
-    await wait_until("the lane to wait for work", lambda: worker.lanes_waiting_for_work == 1, 10)
+    await wait_until("the lane to wait for work", lambda: worker.waiting_for_work("d0"), 10)
     await post_event(client, "hangs", session="s1")
     await discord.wait_for_requests(1, timeout_s=5)
     elsewhere = SqliteStore(str(tmp_path / "relay.db"))
@@ -648,7 +674,7 @@ async def test_work_accepted_after_a_sends_record_but_before_it_ends_is_sent_at_
     monkeypatch.setattr(SqliteStore, "record_sent", held_after_the_record)
     client = await relay_client(discord_config(discord, concurrency=1))
     worker = client.app[STATE].worker
-    await wait_until("the lane to wait for work", lambda: worker.lanes_waiting_for_work == 1, 10)
+    await wait_until("the lane to wait for work", lambda: worker.waiting_for_work("d0"), 10)
     await post_event(client, "first", session="s1")
     await asyncio.wait_for(recorded.wait(), timeout=5)
     await post_event(client, "second", session="s2")
@@ -670,7 +696,7 @@ async def test_a_lane_looks_again_after_a_send_whose_session_has_more_queued(
     monkeypatch.setattr(lanes, "IDLE_POLL_S", 60.0)
     client = await relay_client(discord_config(discord))
     worker = client.app[STATE].worker
-    await wait_until("the lane to wait for work", lambda: worker.lanes_waiting_for_work == 1, 10)
+    await wait_until("the lane to wait for work", lambda: worker.waiting_for_work("d0"), 10)
     elsewhere = SqliteStore(str(tmp_path / "relay.db"))
     await elsewhere.open()
     try:

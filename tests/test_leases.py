@@ -20,6 +20,7 @@ import pytest
 
 from relay.config import Config, load_text
 from relay.delivery import DeliveryWorker
+from relay.delivery import lane as lanes
 from relay.senders import SenderContext, build_senders
 from relay.store import NewDelivery, NewEvent, SentRecord
 from relay.store.sqlite import SqliteStore
@@ -239,12 +240,8 @@ async def test_a_renewal_that_finds_a_send_recorded_does_not_call_its_claim_lost
     assert [m for m in caplog.messages if "lost the claim" in m] == []
 
 
-async def test_a_shutdown_leaves_no_parent_update_running(
-    tmp_path: Path, slack: FakeSlack, http: aiohttp.ClientSession
-) -> None:
-    """A Slack parent's count is being updated, and another conversation's send hangs past
-    the shutdown's time: stopping cancels both, and returns with neither still running."""
-    settings = load_text(
+def slack_config(slack: FakeSlack) -> Config:
+    return load_text(
         f"""
 destinations:
   support:
@@ -256,6 +253,14 @@ rules:
         "relay.yaml",
         {},
     )
+
+
+async def test_a_shutdown_leaves_no_parent_update_running(
+    tmp_path: Path, slack: FakeSlack, http: aiohttp.ClientSession
+) -> None:
+    """A Slack parent's count is being updated, and another conversation's send hangs past
+    the shutdown's time: stopping cancels both, and returns with neither still running."""
+    settings = slack_config(slack)
     store = await open_store(tmp_path / "relay.db")
     relay = DeliveryWorker(
         store, settings, build_senders(settings.destinations, SenderContext(http=http))
@@ -270,6 +275,32 @@ rules:
         await accept(store, "hang", session="c2", to="support", rule="conversations")
         relay.wake(["support"])
         await wait_until("the hanging send", lambda: len(slack.requests) == 3, 5)
+    finally:
+        await relay.stop(0.5)
+        await store.close()
+    running = [t for t in asyncio.all_tasks() if t.get_name().startswith("relay-") and not t.done()]
+    assert running == []
+
+
+async def test_a_lane_with_a_parent_update_under_way_does_not_retire(
+    tmp_path: Path, slack: FakeSlack, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lane idle long enough to retire, while its conversation's parent is being
+    updated, stays: its updates stay the worker's to stop, and none outlives a shutdown."""
+    monkeypatch.setattr(lanes, "RETIRE_AFTER_S", 0.05)
+    settings = slack_config(slack)
+    store = await open_store(tmp_path / "relay.db")
+    relay = DeliveryWorker(
+        store, settings, build_senders(settings.destinations, SenderContext(http=http))
+    )
+    slack.update_delay_s = 30.0
+    try:
+        for message in ("hello", "are you there?"):
+            await accept(store, message, session="c1", to="support", rule="conversations")
+        relay.start()
+        await wait_until("the parent's update", lambda: len(slack.updates) == 1, 10)
+        await asyncio.sleep(10 * lanes.RETIRE_AFTER_S)  # time enough to retire, if it could
+        assert relay.lanes == 1
     finally:
         await relay.stop(0.5)
         await store.close()

@@ -6,13 +6,16 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from relay.config.model import Config
 from relay.delivery.retry import RetryPolicy
 from relay.metrics import Metrics
 from relay.senders.base import Sender
 from relay.store import Store
+
+if TYPE_CHECKING:
+    from relay.delivery.lane import Lane
 
 # One logger for all of delivery: operators filter on it.
 log = logging.getLogger("relay.delivery")
@@ -40,3 +43,6 @@ class Worker(Protocol):
 
     @property
     def lease_s(self) -> float: ...
+
+    def retire(self, lane: Lane) -> None:
+        """Forget a lane that ended for want of work."""

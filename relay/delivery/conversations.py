@@ -98,6 +98,11 @@ class Conversations:
                 await asyncio.wait_for(self._worker.stopped.wait(), timeout=wait_s)
             wait_s = min(wait_s * 2, RETRY_MAX_S)
 
+    @property
+    def idle(self) -> bool:
+        """No parent update is waiting or being made."""
+        return not self._parent_updates and (self._updater is None or self._updater.done())
+
     async def stop(self) -> None:
         """Drop the parent updates not made yet: a parent's count is cosmetic, not worth
         a wait at shutdown."""

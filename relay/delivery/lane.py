@@ -25,6 +25,10 @@ IDLE_POLL_S = 5.0
 # each. Out of a burst it claims at once: at a steady 200 events a second the wait was
 # most of an event's time from accept to arrival (bench/latency.py).
 GATHER_S = 0.02
+# A lane that has waited this long for work, with nothing of its own in flight, ends, and
+# its destination has no lane until work comes: with a destination per customer, a lane
+# each (a task, its event, its conversations, about 4 kB) would be most of relay's memory.
+RETIRE_AFTER_S = 60.0
 
 
 class Lane:
@@ -40,9 +44,13 @@ class Lane:
     An idle lane's new work needs no claim of its own: an accept of its process reserves
     a slot (`reserve`), the store claims the delivery as it stores it when it is its
     session's head (ClaimAtAccept), and the accept hands it over (`hand`).
+
+    A lane exists while its destination has work: the worker makes it when it finds some
+    queued, when its process accepts some, or (parked, as if its look had found nothing)
+    for an accept to claim for; after RETIRE_AFTER_S of waiting for work it ends.
     """
 
-    def __init__(self, worker: Worker, destination: str) -> None:
+    def __init__(self, worker: Worker, destination: str, *, parked: bool = False) -> None:
         self.destination = destination
         self._worker = worker
         self._wake = asyncio.Event()
@@ -58,8 +66,10 @@ class Lane:
         # The last claim that found work took less than it could: nothing else was due, so
         # until a wake (an accept, a finished send) another claim would find nothing.
         self._drained = False
-        # Parked until woken: nothing was queued for this destination when it last looked.
-        self._parked = False
+        # Parked until woken: nothing was queued for this destination when it last looked
+        # (or, made parked, when the worker last looked for it).
+        self._parked = parked
+        self.retired = False
         # Slots promised to accepts in flight, for what they claim (reserve, hand).
         self._reserved = 0
         # After its look (a claim), the lane looks again once its sends are done, unless
@@ -71,7 +81,7 @@ class Lane:
         # News that reaches the lane while a send is in flight may be of work stored after
         # that send's record: it makes the look due too, and only a look clears it.
         self._sent_since_look = 0
-        self._must_look = True
+        self._must_look = not parked
 
     @property
     def waiting_for_work(self) -> bool:
@@ -133,7 +143,9 @@ class Lane:
     async def run(self) -> None:
         worker = self._worker
         try:
-            while not worker.stopping:
+            if self._parked:
+                await self._wait_for_work()
+            while not worker.stopping and not self.retired:
                 await self._claim_and_send()
         finally:
             # In-flight sends finish (worker.stop bounds how long); those still waiting
@@ -208,14 +220,34 @@ class Lane:
 
     async def _wait_for_work(self, wait_s: float | None = None) -> None:
         """Sleep until woken, or until `wait_s` (the next delivery's due time) passes; with
-        none, the worker's look may wake the lane too. Out of a burst, gather first."""
+        none, the worker's look may wake the lane too, and a lane left idle that long
+        retires. Out of a burst, gather first."""
         self._parked = wait_s is None
         try:
-            await self._sleep(wait_s)
+            woken = await self._sleep(RETIRE_AFTER_S if wait_s is None else wait_s)
         finally:
             self._parked = False
+        if wait_s is None and not woken and self._may_retire():
+            # Nothing between the timeout and here awaits: no wake can come in between.
+            # Whatever comes later finds no lane, and the worker makes a new one.
+            self.retired = True
+            self._worker.retire(self)
+            return
         if self._in_burst:
             await asyncio.sleep(GATHER_S)
+
+    def _may_retire(self) -> bool:
+        """Nothing of the lane's own is under way or owed: no send, no slot promised to
+        an accept, no pause of its own to keep, no parent update, no news to look at."""
+        worker = self._worker
+        return (
+            not worker.stopping
+            and not self.sending
+            and not self._reserved
+            and not self._must_look
+            and self._paused_until <= worker.clock()
+            and self.conversations.idle
+        )
 
     def _sent(self, delivery_id: int, task: asyncio.Task[bool]) -> None:
         self.sending.pop(delivery_id, None)
@@ -286,18 +318,20 @@ class Lane:
             with contextlib.suppress(StoreUnavailable):  # the lane's own pause still holds
                 await self._worker.store.pause(sender.limit.key, until)
 
-    async def _sleep(self, seconds: float | None) -> None:
-        """Sleep until woken or `seconds` pass (None: until woken).
+    async def _sleep(self, seconds: float | None) -> bool:
+        """Sleep until woken or `seconds` pass (None: until woken); True when woken.
 
         The flag is cleared after waking, not before sleeping: a wake that came while the
         lane was busy (new deliveries, a finished send, or stop) must cut the next sleep
         short, not be lost.
         """
         if self._worker.stopping:
-            return
+            return True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)  # None: no timeout
+        woken = self._wake.is_set()
         self._wake.clear()
+        return woken
 
 
 def _idle_time(next_due: float | None, now: float) -> float | None:

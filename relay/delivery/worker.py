@@ -48,8 +48,14 @@ class DeliveryWorker:
         self.policy = RetryPolicy.from_config(config.delivery)
         # Who holds this process's claims in a store shared with other processes.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # A lane per destination with work (Lane says when it retires).
         self._lanes: dict[str, Lane] = {}
-        self._unconfigured: asyncio.Task[None] | None = None
+        # The first look at what the store holds queued, which starts their lanes. Until
+        # it is done, a destination without a lane may have work queued.
+        self._first_look: asyncio.Task[None] | None = None
+        # A look at the store's queues has answered, and started a lane wherever work was
+        # queued: a destination without a lane had nothing queued then.
+        self._looked = False
         self._renewer: asyncio.Task[None] | None = None
         self._looker: asyncio.Task[None] | None = None
         # Accepts in flight that claim for this process's lanes: stop waits for them, so
@@ -68,29 +74,28 @@ class DeliveryWorker:
         return sum(len(lane.sending) for lane in self._lanes.values())
 
     @property
-    def lanes_waiting_for_work(self) -> int:
-        """How many lanes found nothing queued and wait to be woken."""
-        return sum(lane.waiting_for_work for lane in self._lanes.values())
+    def lanes(self) -> int:
+        """How many lanes there are: a destination has one while it has work."""
+        return len(self._lanes)
 
     def start(self) -> None:
-        """Start a lane for every configured destination, and, once, for every destination
-        the store still has deliveries queued for."""
-        for name in self.senders:
-            self._lane(name)
+        """Start a lane, once, for every destination the store has deliveries queued for;
+        the others get theirs when work comes."""
         if self._renewer is None:
             self._renewer = asyncio.create_task(self._renew_leases(), name="relay-leases")
-        if self._unconfigured is None:
-            self._unconfigured = asyncio.create_task(
-                self._start_unconfigured_lanes(), name="relay-unconfigured-lanes"
+        if self._first_look is None:
+            self._first_look = asyncio.create_task(
+                self._start_lanes_with_work(), name="relay-first-look"
             )
         if self._looker is None:
             self._looker = asyncio.create_task(self._look_for_work(), name="relay-look-for-work")
 
     async def _look_for_work(self) -> None:
         """Every IDLE_POLL_S, wake the lanes that wait for work while the store has some
-        queued for their destination: another process accepted it, or held it and died.
+        queued for their destination, and start one for a destination that has work and
+        no lane: another process accepted it, or held it and died.
 
-        One question to the store for every lane, instead of one from each idle lane.
+        One question to the store for every destination, instead of one from each.
         """
         while not self.stopping:
             with contextlib.suppress(TimeoutError):
@@ -104,8 +109,12 @@ class DeliveryWorker:
                 continue
             for name, count in queued.items():
                 lane = self._lanes.get(name)
-                if lane is not None and lane.may_take_more(count):
+                if lane is None:
+                    if not self.stopping:
+                        self._lane(name)  # it looks first thing
+                elif lane.may_take_more(count):
                     lane.wake_for_work()
+            self._looked = True
 
     async def _renew_leases(self) -> None:
         """Renew the leases of every delivery being sent, three times a lease.
@@ -138,29 +147,44 @@ class DeliveryWorker:
             if lost:
                 log.warning("lost the claim on deliveries %s to another process", sorted(lost))
 
-    async def _start_unconfigured_lanes(self) -> None:
-        """Give deliveries queued for a destination that is gone from the config a lane.
+    async def _start_lanes_with_work(self) -> None:
+        """Start a lane for every destination the store has deliveries queued for.
 
-        It dead-letters them with the reason, as it does after a reload that removes a
-        destination: they show in `relay deliveries --status dead`, can be replayed once
-        the destination is back, and no longer sit in the queue (and in the way of the
-        retention purge) for ever.
+        A destination gone from the config gets one too: it dead-letters them with the
+        reason, as it does after a reload that removes a destination, so they show in
+        `relay deliveries --status dead`, can be replayed once the destination is back,
+        and no longer sit in the queue (and in the way of the retention purge) for ever.
+        A store that does not answer leaves it to the worker's next look.
         """
         try:
             queued = await self.store.queue_depths()
         except StoreUnavailable as exc:
-            log.warning("cannot look for deliveries to removed destinations: %s", exc)
+            log.warning("cannot look for queued deliveries yet: %s", exc)
             return
         for name in queued:
-            if name not in self.senders and not self.stopping:
+            if not self.stopping:
                 self._lane(name)
+        self._looked = True
 
-    def _lane(self, destination: str) -> Lane:
+    def _lane(self, destination: str, *, parked: bool = False) -> Lane:
         lane = self._lanes.get(destination)
         if lane is None:
-            lane = self._lanes[destination] = Lane(self, destination)
+            lane = self._lanes[destination] = Lane(self, destination, parked=parked)
             lane.task = asyncio.create_task(lane.run(), name=f"relay-lane-{destination}")
         return lane
+
+    def retire(self, lane: Lane) -> None:
+        """Forget a lane that ended for want of work: the next work makes a new one."""
+        if self._lanes.get(lane.destination) is lane:
+            del self._lanes[lane.destination]
+
+    def waiting_for_work(self, destination: str) -> bool:
+        """Whether an accept of this process would claim for the destination: its lane is
+        parked with nothing in flight, or it has no lane and nothing was queued for it."""
+        lane = self._lanes.get(destination)
+        if lane is None:
+            return self._looked and destination in self.senders and not self.stopping
+        return lane.waiting_for_work
 
     def reconfigure(self, config: Config, senders: Mapping[str, Sender]) -> None:
         """Swap in a new config and senders; lanes, pauses and queues carry over."""
@@ -176,15 +200,22 @@ class DeliveryWorker:
         if self.stopping:
             return None
         parked = frozenset(
-            name
-            for name in set(destinations)
-            if (lane := self._lanes.get(name)) is not None and lane.reserve()
+            name for name in set(destinations) if (lane := self._parked(name)) and lane.reserve()
         )
         if not parked:
             return None
         self._claiming += 1
         self._claims_done.clear()
         return ClaimAtAccept(self.owner, self.clock() + self.lease_s, parked)
+
+    def _parked(self, destination: str) -> Lane | None:
+        """The destination's lane if it may be parked; a new one, parked, if it has none
+        and nothing was queued for it when the worker looked (a lane retired only when
+        parked, and the worker's looks start a lane wherever work is queued)."""
+        lane = self._lanes.get(destination)
+        if lane is None and self._looked and destination in self.senders:
+            lane = self._lane(destination, parked=True)
+        return lane
 
     def handed(self, claim: ClaimAtAccept, claimed: Sequence[Delivery] | None) -> None:
         """Hand what an accept claimed (nothing of a duplicate) to the lanes it reserved,
@@ -216,8 +247,8 @@ class DeliveryWorker:
         deadline = asyncio.get_running_loop().time() + timeout_s
         self.stopping = True
         self.stopped.set()
-        if self._unconfigured is not None:
-            await asyncio.gather(self._unconfigured, return_exceptions=True)
+        if self._first_look is not None:
+            await asyncio.gather(self._first_look, return_exceptions=True)
         for lane in self._lanes.values():
             lane.wake()
         tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
@@ -239,7 +270,7 @@ class DeliveryWorker:
         if self._renewer is not None:
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
-        for lane in self._lanes.values():
+        for lane in list(self._lanes.values()):
             await lane.stop_updates()
         try:
             released = await self.store.release(self.owner)
