@@ -161,6 +161,10 @@ async def test_a_send_that_times_out_is_retried(
 
     assert sent.attempts == 2
     assert len(discord.requests) == 2
+    first, second = await client.app[STATE].store.attempts(sent.id)
+    assert (first.outcome, first.detail) == ("retried", "timed out after 0.2s")
+    assert first.duration_s >= 0.2
+    assert second.outcome == "sent"
     discord.release()
     assert assert_valid_payloads(discord) == 2
 

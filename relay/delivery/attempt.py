@@ -96,7 +96,8 @@ async def _send(worker: Worker, delivery: Delivery, conversations: Conversations
     notification = await build(worker, delivery)
     timeout_s = worker.config.delivery.timeout_s
     try:
-        sent = await asyncio.wait_for(sender.send(notification), timeout=timeout_s)
+        async with asyncio.timeout(timeout_s):  # not wait_for: no task of its own per send
+            sent = await sender.send(notification)
     except TimeoutError:
         raise DeliveryError(f"timed out after {timeout_s:g}s", retryable=True) from None
     await conversations.after_send(notification, sent)

@@ -28,7 +28,7 @@ GATHER_S = 0.02
 # A lane that has waited this long for work, with nothing of its own in flight, ends, and
 # its destination has no lane until work comes: with a destination per customer, a lane
 # each (a task, its event, its conversations, about 4 kB) would be most of relay's memory.
-RETIRE_AFTER_S = 60.0
+RETIRE_AFTER_S = 300.0
 
 
 class Lane:
@@ -327,8 +327,10 @@ class Lane:
         """
         if self._worker.stopping:
             return True
+        # asyncio.timeout, not wait_for: no task of its own for every sleep of every lane.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)  # None: no timeout
+            async with asyncio.timeout(seconds):  # None: no timeout
+                await self._wake.wait()
         woken = self._wake.is_set()
         self._wake.clear()
         return woken
