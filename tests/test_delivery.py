@@ -518,6 +518,23 @@ async def test_accepts_that_claim_for_a_lane_keep_to_its_concurrency(
     assert discord.max_in_flight == 2
 
 
+class HeldAccepts:
+    """Holds the SQLite store's accepts before their commit, once `holding` is set, until
+    `go_on` is: an accept that reserved its lanes' slots and is slow to be stored."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.holding, self.entered, self.go_on = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        accept = SqliteStore.accept
+
+        async def held_before_the_commit(store: SqliteStore, *args: Any, **kwargs: Any) -> Any:
+            if self.holding.is_set():
+                self.entered.set()
+                await self.go_on.wait()
+            return await accept(store, *args, **kwargs)
+
+        monkeypatch.setattr(SqliteStore, "accept", held_before_the_commit)
+
+
 async def test_what_an_accept_claims_as_relay_stops_is_released_for_the_next_process(
     relay_client: RelayClientFactory,
     discord: FakeDiscord,
@@ -527,23 +544,16 @@ async def test_what_an_accept_claims_as_relay_stops_is_released_for_the_next_pro
     """An accept set out to claim its delivery for a parked lane, and the worker began to
     stop before it was stored: the delivery is not sent from here, and not left to its
     lease either. Released, another process claims it at once."""
-    entered, go_on = asyncio.Event(), asyncio.Event()
-    accept = SqliteStore.accept
-
-    async def held_before_the_commit(self: SqliteStore, *args: Any, **kwargs: Any) -> Any:
-        entered.set()
-        await go_on.wait()
-        return await accept(self, *args, **kwargs)
-
-    monkeypatch.setattr(SqliteStore, "accept", held_before_the_commit)
+    held = HeldAccepts(monkeypatch)
     client = await relay_client(discord_config(discord))
     worker = client.app[STATE].worker
     await wait_until("the lane to wait for work", lambda: worker.waiting_for_work("d0"), 10)
+    held.holding.set()
     posted = asyncio.create_task(post_event(client, "as relay stops"))
-    await asyncio.wait_for(entered.wait(), timeout=5)
+    await asyncio.wait_for(held.entered.wait(), timeout=5)
     stopped = asyncio.create_task(worker.stop(5.0))
     await wait_until("the worker to stop", lambda: worker.stopping, 5)
-    go_on.set()
+    held.go_on.set()
     event_id = await posted
     await asyncio.wait_for(stopped, timeout=10)
     elsewhere = SqliteStore(str(tmp_path / "relay.db"))
@@ -554,6 +564,35 @@ async def test_what_an_accept_claims_as_relay_stops_is_released_for_the_next_pro
         await elsewhere.close()
     assert [d.event_id for d in claimed] == [event_id]
     assert discord.delivered == []
+
+
+async def test_a_lane_does_not_retire_while_an_accept_claims_for_it(
+    relay_client: RelayClientFactory, discord: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An accept reserved a slot of a parked lane and is slow to commit; meanwhile the
+    lane's wait for work runs out. The lane stays, and the accept hands it the delivery,
+    which is sent once."""
+    monkeypatch.setattr(lanes, "RETIRE_AFTER_S", 0.2)
+    monkeypatch.setattr(lanes, "IDLE_POLL_S", 60.0)  # no look of the worker's meanwhile
+    held = HeldAccepts(monkeypatch)
+    client = await relay_client(discord_config(discord))
+    worker = client.app[STATE].worker
+    store = client.app[STATE].store
+    assert isinstance(store, SqliteStore)
+    await wait_until("the destination to wait for work", lambda: worker.waiting_for_work("d0"), 10)
+    held.holding.set()
+    posted = asyncio.create_task(post_event(client, "slow to commit"))
+    await asyncio.wait_for(held.entered.wait(), timeout=5)
+    assert worker.lanes == 1  # made parked, for the accept to claim for
+    ops_before = store.stats.ops
+    # Its wait ran out, and it looked (a claim that finds nothing: the accept is held).
+    await wait_until("the lane to look", lambda: store.stats.ops > ops_before, 10)
+    assert worker.lanes == 1
+    held.go_on.set()
+    await posted
+    await discord.wait_for_delivered(1, timeout_s=5)
+    await asyncio.sleep(GRACE_S)
+    assert discord.delivered_texts() == ["slow to commit"]
 
 
 async def test_an_accept_that_fails_after_its_commit_leaves_its_claim_to_its_lease(

@@ -2,10 +2,11 @@
 
 Where each thing happens:
 
-- `worker.py`: the DeliveryWorker. It starts a lane per destination (and one for each
-  destination the store still has deliveries for, to dead-letter them), renews the leases
-  of every send in flight, swaps config and senders on reload, and stops: in-flight sends
-  finish, claims are released.
+- `worker.py`: the DeliveryWorker. It starts a lane for each destination with work (one
+  the store has deliveries queued for, a removed destination's included, to dead-letter
+  them; one its process accepts deliveries for), renews the leases of every send in
+  flight, swaps config and senders on reload, and stops: in-flight sends finish, claims
+  are released.
 - `lane.py`: a destination's Lane. It claims due deliveries with a lease, keeps up to
   `delivery.concurrency` sends in flight (each of a different session, each session in
   order), and waits out pauses (a 429) and pacing (the store's shared token bucket).

@@ -1,4 +1,5 @@
-"""The delivery worker: a lane per destination, their leases, reloads and shutdown."""
+"""The delivery worker: a lane per destination with work, their leases, reloads and
+shutdown."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ _CLAIMS_GRACE_S = 1.0
 
 
 class DeliveryWorker:
-    """Owns one lane per destination; a slow or failing destination holds up no other."""
+    """Owns a lane per destination with work; a slow or failing destination holds up no
+    other."""
 
     def __init__(
         self,
