@@ -228,8 +228,9 @@ class Lane:
         finally:
             self._parked = False
         if wait_s is None and not woken and self._may_retire():
-            # Nothing between the timeout and here awaits: no wake can come in between.
-            # Whatever comes later finds no lane, and the worker makes a new one.
+            # A wake that came after the timeout fired, before the lane ran again, set the
+            # flag _sleep read. From that read to here nothing awaits; whatever comes
+            # later finds no lane, and the worker makes a new one.
             self.retired = True
             self._worker.retire(self)
             return
