@@ -4,10 +4,12 @@ row, exactly once, through outages, crashes and refusals."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import json
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -220,11 +222,23 @@ async def test_events_accepted_while_postgres_is_down_are_all_there_once_after(
     assert sorted(stored) == sorted([("before", 1)] + [(f"during {i}", 1) for i in range(count)])
 
 
-SLOW_INSERTS = """
-CREATE FUNCTION slowly() RETURNS trigger LANGUAGE plpgsql AS
-$$ BEGIN PERFORM pg_sleep(0.02); RETURN NEW; END $$;
-CREATE TRIGGER slowly BEFORE INSERT ON user_session FOR EACH ROW EXECUTE FUNCTION slowly();
+# Once 20 rows are in, an insert waits for advisory lock 42, which the test holds: the
+# kill lands while inserts are under way, however fast or slow the machine is.
+GATE_LOCK = 42
+GATED_INSERTS = f"""
+CREATE FUNCTION gated() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN
+    IF (SELECT count(*) FROM user_session) >= 20 THEN
+        PERFORM pg_advisory_xact_lock_shared({GATE_LOCK});
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER gated BEFORE INSERT ON user_session FOR EACH ROW EXECUTE FUNCTION gated();
 """
+WAITING_AT_THE_GATE = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    f" AND objid = {GATE_LOCK}"
+)
 
 
 def write_serve_config(tmp_path: Path, dsn: str) -> Path:
@@ -243,25 +257,28 @@ async def test_a_kill_9_mid_stream_leaves_no_duplicate_row(
 ) -> None:
     count = 300
     rows(pg_db, USER_SESSION)
-    # Each insert takes 20 ms, so the kill lands while rows are still being written.
-    rows(pg_db, SLOW_INSERTS)
+    rows(pg_db, GATED_INSERTS)
     config = write_serve_config(tmp_path, pg_db)
     config.write_text(
         config.read_text().replace("    dsn:", USER_SESSION_COLUMNS + "    dsn:"), encoding="utf-8"
     )
-    relay = await processes.start(config)
-    bodies = [event_body(message=f"m{i}", session=f"k{i % 8}") for i in range(count)]
-    async with aiohttp.ClientSession() as http:
-        for body in bodies:
-            async with http.post(relay.webhook_url, data=body, headers=signed_headers(body)) as r:
-                assert r.status == 200
-    # Kill while rows are still being written.
-    await wait_until(
-        "some rows written", lambda: rows(pg_db, "SELECT count(*) FROM user_session")[0][0] > 20, 30
-    )
-    relay.kill()
-    await relay.wait_exit()
-    written_at_kill = rows(pg_db, "SELECT count(*) FROM user_session")[0][0]
+    with psycopg.connect(pg_db, autocommit=True) as gate:
+        gate.execute("SELECT pg_advisory_lock(%s)", (GATE_LOCK,))
+        relay = await processes.start(config)
+        bodies = [event_body(message=f"m{i}", session=f"k{i % 8}") for i in range(count)]
+        async with aiohttp.ClientSession() as http:
+            for body in bodies:
+                headers = signed_headers(body)
+                async with http.post(relay.webhook_url, data=body, headers=headers) as r:
+                    assert r.status == 200
+        # Kill while rows are being written: some are in, inserts wait at the gate.
+        await wait_until("inserts to wait", lambda: rows(pg_db, WAITING_AT_THE_GATE)[0][0] > 0, 30)
+        relay.kill()
+        await relay.wait_exit()
+        written_at_kill = rows(pg_db, "SELECT count(*) FROM user_session")[0][0]
+        # The inserts that were waiting go on now, with nobody to tell: the next relay
+        # sends them again, and must not write them twice.
+        gate.execute("SELECT pg_advisory_unlock(%s)", (GATE_LOCK,))
 
     await processes.start(config)
     await wait_until(
@@ -269,10 +286,22 @@ async def test_a_kill_9_mid_stream_leaves_no_duplicate_row(
         lambda: rows(pg_db, "SELECT count(*) FROM user_session")[0][0] >= count,
         60,
     )
+    # Each delivery ends sent: a row written again would have been refused, not skipped.
+    await wait_until(
+        lambda: f"every delivery sent; {statuses(tmp_path / 'relay.db')}",
+        lambda: statuses(tmp_path / "relay.db") == {"sent": count},
+        60,
+    )
     said = rows(pg_db, "SELECT said, count(*) FROM user_session GROUP BY 1 HAVING count(*) > 1")
     assert said == []
     assert rows(pg_db, "SELECT count(*) FROM user_session")[0][0] == count
     assert written_at_kill < count  # the kill did land mid-stream
+
+
+def statuses(db: Path) -> dict[str, int]:
+    """How many of relay's deliveries have each status, read from its SQLite file."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as connection:
+        return dict(connection.execute("SELECT status, count(*) FROM deliveries GROUP BY 1"))
 
 
 def check_errors(
