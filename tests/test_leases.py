@@ -255,11 +255,12 @@ rules:
     )
 
 
-async def test_a_shutdown_leaves_no_parent_update_running(
+@contextlib.asynccontextmanager
+async def parent_update_hanging(
     tmp_path: Path, slack: FakeSlack, http: aiohttp.ClientSession
-) -> None:
-    """A Slack parent's count is being updated, and another conversation's send hangs past
-    the shutdown's time: stopping cancels both, and returns with neither still running."""
+) -> AsyncIterator[tuple[SqliteStore, DeliveryWorker]]:
+    """A worker whose Slack conversation's parent update hangs, under way; stopped (with
+    a short shutdown time) and its store closed after."""
     settings = slack_config(slack)
     store = await open_store(tmp_path / "relay.db")
     relay = DeliveryWorker(
@@ -271,13 +272,22 @@ async def test_a_shutdown_leaves_no_parent_update_running(
             await accept(store, message, session="c1", to="support", rule="conversations")
         relay.start()
         await wait_until("the parent's update", lambda: len(slack.updates) == 1, 10)
+        yield store, relay
+    finally:
+        await relay.stop(0.5)
+        await store.close()
+
+
+async def test_a_shutdown_leaves_no_parent_update_running(
+    tmp_path: Path, slack: FakeSlack, http: aiohttp.ClientSession
+) -> None:
+    """A Slack parent's count is being updated, and another conversation's send hangs past
+    the shutdown's time: stopping cancels both, and returns with neither still running."""
+    async with parent_update_hanging(tmp_path, slack, http) as (store, relay):
         slack.delay_next(30.0)
         await accept(store, "hang", session="c2", to="support", rule="conversations")
         relay.wake(["support"])
         await wait_until("the hanging send", lambda: len(slack.requests) == 3, 5)
-    finally:
-        await relay.stop(0.5)
-        await store.close()
     running = [t for t in asyncio.all_tasks() if t.get_name().startswith("relay-") and not t.done()]
     assert running == []
 
@@ -288,21 +298,8 @@ async def test_a_lane_with_a_parent_update_under_way_does_not_retire(
     """A lane idle long enough to retire, while its conversation's parent is being
     updated, stays: its updates stay the worker's to stop, and none outlives a shutdown."""
     monkeypatch.setattr(lanes, "RETIRE_AFTER_S", 0.05)
-    settings = slack_config(slack)
-    store = await open_store(tmp_path / "relay.db")
-    relay = DeliveryWorker(
-        store, settings, build_senders(settings.destinations, SenderContext(http=http))
-    )
-    slack.update_delay_s = 30.0
-    try:
-        for message in ("hello", "are you there?"):
-            await accept(store, message, session="c1", to="support", rule="conversations")
-        relay.start()
-        await wait_until("the parent's update", lambda: len(slack.updates) == 1, 10)
+    async with parent_update_hanging(tmp_path, slack, http) as (_, relay):
         await asyncio.sleep(10 * lanes.RETIRE_AFTER_S)  # time enough to retire, if it could
         assert relay.lanes == 1
-    finally:
-        await relay.stop(0.5)
-        await store.close()
     running = [t for t in asyncio.all_tasks() if t.get_name().startswith("relay-") and not t.done()]
     assert running == []

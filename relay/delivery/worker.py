@@ -105,18 +105,9 @@ class DeliveryWorker:
             if self.stopping:
                 return
             try:
-                queued = await self.store.queue_depths()
+                await self._look()
             except StoreUnavailable as exc:  # the lanes say so as they send
                 log.debug("cannot look for queued deliveries: %s", exc)
-                continue
-            for name, count in queued.items():
-                lane = self._lanes.get(name)
-                if lane is None:
-                    if not self.stopping:
-                        self._lane(name)  # it looks first thing
-                elif lane.may_take_more(count):
-                    lane.wake_for_work()
-            self._looked = True
 
     async def _renew_leases(self) -> None:
         """Renew the leases of every delivery being sent, three times a lease.
@@ -159,13 +150,21 @@ class DeliveryWorker:
         A store that does not answer leaves it to the worker's next look.
         """
         try:
-            queued = await self.store.queue_depths()
+            await self._look()
         except StoreUnavailable as exc:
             log.warning("cannot look for queued deliveries yet: %s", exc)
-            return
-        for name in queued:
-            if not self.stopping:
-                self._lane(name)
+
+    async def _look(self) -> None:
+        """Ask the store what is queued; start a lane for each destination with work and
+        none (it looks first thing), and wake the parked ones that may take more."""
+        queued = await self.store.queue_depths()
+        for name, count in queued.items():
+            lane = self._lanes.get(name)
+            if lane is None:
+                if not self.stopping:
+                    self._lane(name)
+            elif lane.may_take_more(count):
+                lane.wake_for_work()
         self._looked = True
 
     def _lane(self, destination: str, *, parked: bool = False) -> Lane:
@@ -185,8 +184,14 @@ class DeliveryWorker:
         parked with nothing in flight, or it has no lane and nothing was queued for it."""
         lane = self._lanes.get(destination)
         if lane is None:
-            return self._looked and destination in self.senders and not self.stopping
+            return self._may_start_parked(destination) and not self.stopping
         return lane.waiting_for_work
+
+    def _may_start_parked(self, destination: str) -> bool:
+        """A configured destination without a lane had nothing queued when the worker last
+        looked: a lane retires only when parked, and a look starts one wherever work is
+        queued."""
+        return self._looked and destination in self.senders
 
     def reconfigure(self, config: Config, senders: Mapping[str, Sender]) -> None:
         """Swap in a new config and senders; lanes, pauses and queues carry over."""
@@ -212,10 +217,9 @@ class DeliveryWorker:
 
     def _parked(self, destination: str) -> Lane | None:
         """The destination's lane if it may be parked; a new one, parked, if it has none
-        and nothing was queued for it when the worker looked (a lane retired only when
-        parked, and the worker's looks start a lane wherever work is queued)."""
+        and may start so."""
         lane = self._lanes.get(destination)
-        if lane is None and self._looked and destination in self.senders:
+        if lane is None and self._may_start_parked(destination):
             lane = self._lane(destination, parked=True)
         return lane
 
