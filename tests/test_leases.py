@@ -22,7 +22,8 @@ from relay.config import Config, load_text
 from relay.delivery import DeliveryWorker
 from relay.delivery import lane as lanes
 from relay.senders import SenderContext, build_senders
-from relay.store import NewDelivery, NewEvent, SentRecord
+from relay.store import Delivery, NewDelivery, NewEvent, SentRecord
+from relay.store.base import Claimed
 from relay.store.sqlite import SqliteStore
 from tests.support.fake_discord import FakeDiscord, Reply, wait_until
 from tests.support.fake_slack import BOT_TOKEN, FakeSlack
@@ -179,6 +180,102 @@ async def test_a_send_waiting_its_turn_does_not_go_out_once_another_process_took
         assert discord.delivered_texts() == ["first", "second"]
         assert len(discord.requests) == 2
     assert "lost the claim on deliveries [2] to another process" in caplog.messages
+
+
+class SlowToAnswerClaims(SqliteStore):
+    """A SQLite store that commits a lane's claim at once but answers it only when the
+    test says, as a store slow to answer does: meanwhile the claim's lease runs."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.claimed = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def claim_or_next_due(
+        self, destination: str, now: float, limit: int, *, owner: str, lease_s: float
+    ) -> Claimed:
+        claimed = await super().claim_or_next_due(
+            destination, now, limit, owner=owner, lease_s=lease_s
+        )
+        if claimed.deliveries:
+            self.claimed.set()
+            await self.answer.wait()
+        return claimed
+
+
+async def test_a_claim_answered_after_its_lease_ran_out_is_not_sent_if_another_process_took_it(
+    tmp_path: Path,
+    discord: FakeDiscord,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A claim whose answer came late has had no renewal: before it is sent, it is renewed,
+    and what another process claimed meanwhile is not sent again."""
+    slow = SlowToAnswerClaims(str(tmp_path / "shared.db"))
+    await slow.open()
+    other_store = await open_store(tmp_path / "shared.db")
+    clock, ahead = JumpingClock(), JumpingClock()
+    ahead.ahead_s = 5 * LEASE_S  # to the other process, the first one's lease has run out
+    late, other = worker(slow, discord, http, clock), worker(other_store, discord, http, ahead)
+    try:
+        await accept(slow, "hello")
+        late.start()
+        await wait_until("the first process's claim", slow.claimed.is_set, 5)
+        other.start()
+        await discord.wait_for_delivered(1)
+        clock.ahead_s = 5 * LEASE_S  # the first process hears of its claim that late
+        slow.answer.set()
+        await wait_until(
+            "the first process to give it up",
+            lambda: (
+                "delivery 1 was claimed by another process while it waited its turn here;"
+                " it is sent from there" in caplog.messages
+            ),
+            5,
+        )
+        assert late.in_flight == 0
+    finally:
+        for relay, store in ((late, slow), (other, other_store)):
+            await relay.stop(5.0)
+            await store.close()
+    assert len(discord.requests) == 1
+    [delivery] = await open_and_list(tmp_path / "shared.db")
+    assert (delivery.status, delivery.attempts) == ("sent", 1)
+
+
+async def test_a_claim_answered_after_its_lease_ran_out_is_renewed_and_sent_if_still_held(
+    tmp_path: Path,
+    discord: FakeDiscord,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    slow = SlowToAnswerClaims(str(tmp_path / "relay.db"))
+    await slow.open()
+    clock = JumpingClock()
+    relay = worker(slow, discord, http, clock)
+    try:
+        await accept(slow, "hello")
+        relay.start()
+        await wait_until("the claim", slow.claimed.is_set, 5)
+        clock.ahead_s = 5 * LEASE_S
+        slow.answer.set()
+        await discord.wait_for_delivered(1)
+        await wait_until("the send's record", lambda: relay.in_flight == 0, 5)
+    finally:
+        await relay.stop(5.0)
+        await slow.close()
+    assert discord.delivered_texts() == ["hello"]
+    assert [m for m in caplog.messages if "claimed by another process" in m] == []
+    [delivery] = await open_and_list(tmp_path / "relay.db")
+    assert (delivery.status, delivery.attempts) == ("sent", 1)
+
+
+async def open_and_list(path: Path) -> list[Delivery]:
+    store = await open_store(path)
+    try:
+        return await store.list_deliveries()
+    finally:
+        await store.close()
 
 
 class SlowToAnswerRecords(SqliteStore):

@@ -60,6 +60,9 @@ class Lane:
         self.finishing: set[int] = set()
         # Sends whose claim a renewal found taken by another process: not sent here.
         self._lost: set[int] = set()
+        # When each send's lease ends, as far as this process knows: what it asked for
+        # when it claimed or last renewed it (_claim_holds).
+        self._held_until: dict[int, float] = {}
         self.task: asyncio.Task[None] | None = None
         self.conversations = Conversations(worker, destination, self._wait_for_turn)
         self._in_burst = False  # the last claim that found work took all it could
@@ -110,10 +113,10 @@ class Lane:
         self._reserved += 1
         return True
 
-    def hand(self, deliveries: Iterable[Delivery]) -> None:
-        """Take what an accept claimed for this lane, and give its slot back: send it as
-        if the lane had claimed it. While relay stops, nothing more is sent from here; the
-        worker releases the claims it leaves."""
+    def hand(self, deliveries: Iterable[Delivery], held_until: float) -> None:
+        """Take what an accept claimed for this lane, held until `held_until`, and give its
+        slot back: send it as if the lane had claimed it. While relay stops, nothing more
+        is sent from here; the worker releases the claims it leaves."""
         self._reserved -= 1
         if self._worker.stopping:
             return
@@ -121,7 +124,7 @@ class Lane:
         for delivery in deliveries:
             # It was parked, not in a burst, and no claim of its drained anything.
             self._in_burst = self._drained = False
-            self._start(delivery)
+            self._start(delivery, held_until)
             handed = True
         if not handed and self._must_look:
             # The slot comes back unused (a duplicate, a session's next delivery): news
@@ -156,6 +159,12 @@ class Lane:
         """Drop the parent updates not made yet."""
         await self.conversations.stop()
 
+    def renewed(self, ids: Iterable[int], held_until: float) -> None:
+        """A renewal found these held by this process, now until `held_until`."""
+        for i in ids:
+            if i in self._held_until:  # not finished meanwhile
+                self._held_until[i] = max(self._held_until[i], held_until)
+
     def claims_lost(self, ids: Iterable[int]) -> list[int]:
         """A renewal did not find these held by this process. Return those it lost to
         another process (its lease ran out): a send of them still waiting for its turn
@@ -184,6 +193,7 @@ class Lane:
             await self._sleep(IDLE_POLL_S)  # a finished send wakes the lane
             return
         self._sent_since_look, self._must_look = 0, False  # news from now on: look again
+        held_until = now + worker.lease_s
         try:
             claimed = await worker.store.claim_or_next_due(
                 self.destination, now, free, owner=worker.owner, lease_s=worker.lease_s
@@ -210,12 +220,14 @@ class Lane:
                 # Sending it again would repeat it; the claim only renewed its lease, and
                 # made the claim this process's again if another had taken it meanwhile.
                 self._lost.discard(delivery.id)
+                self._held_until[delivery.id] = held_until
                 continue
-            self._start(delivery)
+            self._start(delivery, held_until)
 
-    def _start(self, delivery: Delivery) -> None:
+    def _start(self, delivery: Delivery, held_until: float) -> None:
         task = asyncio.create_task(self._deliver_in_turn(delivery))
         self.sending[delivery.id] = task
+        self._held_until[delivery.id] = held_until
         task.add_done_callback(functools.partial(self._sent, delivery.id))
 
     async def _wait_for_work(self, wait_s: float | None = None) -> None:
@@ -254,6 +266,7 @@ class Lane:
         self.sending.pop(delivery_id, None)
         self.finishing.discard(delivery_id)
         self._lost.discard(delivery_id)
+        self._held_until.pop(delivery_id, None)
         recorded_idle = not task.cancelled() and task.exception() is None and task.result()
         self._sent_since_look += 1
         if not recorded_idle:
@@ -265,13 +278,7 @@ class Lane:
         another process took the claim meanwhile. True as deliver() says it."""
         if not await self._wait_for_turn():
             return False
-        if delivery.id in self._lost:
-            log.warning(
-                "delivery %s was claimed by another process while it waited its turn here;"
-                " it is sent from there",
-                delivery.id,
-                extra={"event_id": delivery.event_id, "destination": delivery.destination},
-            )
+        if not await self._claim_holds(delivery):
             return False
         return await deliver(
             self._worker,
@@ -280,6 +287,43 @@ class Lane:
             conversations=self.conversations,
             finishing=self.finishing,
         )
+
+    async def _claim_holds(self, delivery: Delivery) -> bool:
+        """Whether the claim is still this process's to send on.
+
+        Renewals come every third of a lease. A claim whose lease, as this process last
+        heard, has less than half of it left has missed some (the store was slow to answer:
+        the claim itself, or the renewals behind other writes), and may have run out, for
+        another process to claim and send: it is renewed first, and sent only if held.
+        """
+        extra = {"event_id": delivery.event_id, "destination": delivery.destination}
+        worker = self._worker
+        now = worker.clock()
+        if delivery.id not in self._lost:
+            if self._held_until.get(delivery.id, now) - now >= worker.lease_s / 2:
+                return True
+            held_until = now + worker.lease_s
+            try:
+                held = await worker.store.renew(worker.owner, [delivery.id], held_until)
+            except StoreUnavailable as exc:
+                log.warning(
+                    "cannot renew the claim on delivery %s before sending it: %s; it is sent"
+                    " once its lease has run out and the store answers",
+                    delivery.id,
+                    exc,
+                    extra=extra,
+                )
+                return False
+            if delivery.id in held:
+                self._held_until[delivery.id] = held_until
+                return True
+        log.warning(
+            "delivery %s was claimed by another process while it waited its turn here;"
+            " it is sent from there",
+            delivery.id,
+            extra=extra,
+        )
+        return False
 
     async def _wait_for_turn(self) -> bool:
         """Wait while the destination is paused or its pacing says so; False if stopping."""

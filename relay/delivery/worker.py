@@ -128,15 +128,19 @@ class DeliveryWorker:
                 if self.stopping:
                     return
                 continue
+            until = self.clock() + self.lease_s
             try:
-                held = await self.store.renew(self.owner, list(owners), self.clock() + self.lease_s)
+                held = await self.store.renew(self.owner, list(owners), until)
             except StoreUnavailable as exc:
                 log.warning("cannot renew the leases of %d send(s): %s", len(owners), exc)
                 continue
-            not_held: dict[Lane, list[int]] = {}
-            for i in owners.keys() - held:
-                not_held.setdefault(owners[i], []).append(i)
-            lost = [i for lane, ids in not_held.items() for i in lane.claims_lost(ids)]
+            by_lane: dict[Lane, tuple[list[int], list[int]]] = {}
+            for i, lane in owners.items():
+                by_lane.setdefault(lane, ([], []))[i not in held].append(i)
+            lost = []
+            for lane, (renewed, not_held) in by_lane.items():
+                lane.renewed(renewed, until)
+                lost += lane.claims_lost(not_held)
             if lost:
                 log.warning("lost the claim on deliveries %s to another process", sorted(lost))
 
@@ -230,7 +234,7 @@ class DeliveryWorker:
         and whatever it claimed for them is theirs to claim again once its lease ends."""
         for name in claim.destinations:
             lane = self._lanes[name]
-            lane.hand(d for d in claimed or () if d.destination == name)
+            lane.hand((d for d in claimed or () if d.destination == name), claim.lease_until)
             if claimed is None and not self.stopping:
                 lane.wake_for_work()
         self._claiming -= 1
