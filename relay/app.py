@@ -42,9 +42,13 @@ async def _metrics(request: web.Request) -> web.Response:
     try:
         depths = await state.store.queue_depths()
     except StoreUnavailable:
-        depths = {}
-    for destination in {*state.config.destinations, *depths}:
-        state.metrics.queue_depth.labels(destination).set(depths.get(destination, 0))
+        # Not a depth of 0 for every destination, which would read as an empty queue
+        # during an outage: the last reading stays, and relay_store_up says it is old.
+        state.metrics.store_up.set(0)
+    else:
+        state.metrics.store_up.set(1)
+        for destination in {*state.config.destinations, *depths}:
+            state.metrics.queue_depth.labels(destination).set(depths.get(destination, 0))
     return web.Response(body=state.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

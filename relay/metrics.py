@@ -62,6 +62,12 @@ class Metrics:
             # reading is the store's, not a sum over workers.
             multiprocess_mode="mostrecent",
         )
+        self.store_up = Gauge(
+            "relay_store_up",
+            "Whether the store answered the scrape's reading of the queues (1) or not (0).",
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
 
     def render(self) -> bytes:
         """Return the registry in the Prometheus text format: every worker's, summed,

@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from relay.app import STATE
 from tests.conftest import RelayClientFactory
+from tests.support.redis_server import RedisServer
 from tests.support.relay import CHAT_PUSH, ROOM_JOIN, Output, signed_headers
 
 CONFIG = """
@@ -89,3 +90,27 @@ async def test_queue_depth_counts_waiting_deliveries(relay_client: RelayClientFa
         ).status == 200
     samples = await scrape(client)
     assert samples[("relay_queue_depth", (("destination", "stdout"),))] == 3
+
+
+async def test_while_the_store_is_down_queue_depths_keep_their_last_reading(
+    relay_client: RelayClientFactory, redis_server: RedisServer
+) -> None:
+    """Not a depth of 0, which would read as an empty queue: relay_store_up says 0."""
+    client = await relay_client(CONFIG + f'store: {{ url: "{redis_server.url}" }}\n')
+    worker = client.app[STATE].worker
+    assert worker is not None
+    await worker.stop(1.0)  # nothing is sent from here on: deliveries wait in the store
+    for i in range(2):
+        body = ROOM_JOIN.replace(b"session_xyz789", f"s{i}".encode())
+        assert (
+            await client.post("/webhook", data=body, headers=signed_headers(body))
+        ).status == 200
+    samples = await scrape(client)
+    assert samples[("relay_store_up", ())] == 1
+    assert samples[("relay_queue_depth", (("destination", "stdout"),))] == 2
+
+    redis_server.kill()
+    samples = await scrape(client)
+    assert samples[("relay_store_up", ())] == 0
+    assert samples[("relay_queue_depth", (("destination", "stdout"),))] == 2
+    assert samples[("relay_queue_depth", (("destination", "never"),))] == 0
