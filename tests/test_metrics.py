@@ -78,16 +78,21 @@ async def test_metrics_count_events_rejections_and_deliveries(
     assert samples[bucket] == 1
 
 
-async def test_queue_depth_counts_waiting_deliveries(relay_client: RelayClientFactory) -> None:
-    client = await relay_client(CONFIG)
+async def queue_joins(client: Client, count: int) -> None:
+    """Stop the worker, so that deliveries wait in the store; post `count` joins."""
     worker = client.app[STATE].worker
     assert worker is not None
-    await worker.stop(1.0)  # nothing is sent from here on: deliveries wait in the store
-    for i in range(3):
+    await worker.stop(1.0)
+    for i in range(count):
         body = ROOM_JOIN.replace(b"session_xyz789", f"s{i}".encode())
         assert (
             await client.post("/webhook", data=body, headers=signed_headers(body))
         ).status == 200
+
+
+async def test_queue_depth_counts_waiting_deliveries(relay_client: RelayClientFactory) -> None:
+    client = await relay_client(CONFIG)
+    await queue_joins(client, 3)
     samples = await scrape(client)
     assert samples[("relay_queue_depth", (("destination", "stdout"),))] == 3
 
@@ -97,14 +102,7 @@ async def test_while_the_store_is_down_queue_depths_keep_their_last_reading(
 ) -> None:
     """Not a depth of 0, which would read as an empty queue: relay_store_up says 0."""
     client = await relay_client(CONFIG + f'store: {{ url: "{redis_server.url}" }}\n')
-    worker = client.app[STATE].worker
-    assert worker is not None
-    await worker.stop(1.0)  # nothing is sent from here on: deliveries wait in the store
-    for i in range(2):
-        body = ROOM_JOIN.replace(b"session_xyz789", f"s{i}".encode())
-        assert (
-            await client.post("/webhook", data=body, headers=signed_headers(body))
-        ).status == 200
+    await queue_joins(client, 2)
     samples = await scrape(client)
     assert samples[("relay_store_up", ())] == 1
     assert samples[("relay_queue_depth", (("destination", "stdout"),))] == 2
