@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -273,12 +274,21 @@ async def test_a_kill_9_mid_stream_leaves_no_duplicate_row(
                     assert r.status == 200
         # Kill while rows are being written: some are in, inserts wait at the gate.
         await wait_until("inserts to wait", lambda: rows(pg_db, WAITING_AT_THE_GATE)[0][0] > 0, 30)
-        relay.kill()
-        await relay.wait_exit()
+        waiting = rows(pg_db, WAITING_AT_THE_GATE)[0][0]
+        before = rows(pg_db, "SELECT count(*) FROM user_session")[0][0]
+        # The waiting inserts go on and commit, but relay cannot record them sent: its
+        # store's write lock is the test's. Killed then, relay sends them again after its
+        # restart, and must not write them twice.
+        with holding_the_write_lock(tmp_path / "relay.db"):
+            gate.execute("SELECT pg_advisory_unlock(%s)", (GATE_LOCK,))
+            await wait_until(
+                lambda: f"{waiting} waiting inserts to commit",
+                lambda: rows(pg_db, "SELECT count(*) FROM user_session")[0][0] >= before + waiting,
+                30,
+            )
+            relay.kill()
+            await relay.wait_exit()
         written_at_kill = rows(pg_db, "SELECT count(*) FROM user_session")[0][0]
-        # The inserts that were waiting go on now, with nobody to tell: the next relay
-        # sends them again, and must not write them twice.
-        gate.execute("SELECT pg_advisory_unlock(%s)", (GATE_LOCK,))
 
     await processes.start(config)
     await wait_until(
@@ -296,6 +306,17 @@ async def test_a_kill_9_mid_stream_leaves_no_duplicate_row(
     assert said == []
     assert rows(pg_db, "SELECT count(*) FROM user_session")[0][0] == count
     assert written_at_kill < count  # the kill did land mid-stream
+
+
+@contextlib.contextmanager
+def holding_the_write_lock(db: Path) -> Iterator[None]:
+    """Hold a SQLite file's write lock, as another process's transaction does."""
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as connection:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            connection.execute("ROLLBACK")
 
 
 def statuses(db: Path) -> dict[str, int]:
