@@ -58,21 +58,9 @@ def signals_never_raised(config: Config) -> list[str]:
     return found
 
 
-def workers_on_sqlite(config: Config) -> list[str]:
-    """Say that several workers on one SQLite file wait for each other's write lock."""
-    if config.server.workers == 1 or not config.store.url.startswith("sqlite:"):
-        return []
-    return [
-        f"server.workers: {config.server.workers} workers share one SQLite file, which one"
-        " process writes at a time: under load the others wait for its lock, and some"
-        " requests take far longer than with one worker (measured: a p99 of about a second"
-        " instead of 20 ms). Run one worker on SQLite, or several on a Redis store"
-    ]
-
-
 def config_warnings(config: Config) -> list[str]:
     """What relay check and relay serve warn about in a valid config."""
-    return [*signals_never_raised(config), *workers_on_sqlite(config)]
+    return signals_never_raised(config)
 
 
 def warn_about(config: Config) -> None:
