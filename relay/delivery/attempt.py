@@ -15,6 +15,8 @@ from relay.senders.base import DeliveryError
 from relay.store import Delivery, SentRecord, StoreUnavailable
 
 Pause = Callable[[float], Awaitable[None]]  # hold the destination until a time
+# Whether the delivery's claim is still this process's to send on (Lane._claim_holds).
+ClaimHolds = Callable[[], Awaitable[bool]]
 Held = TypeVar("Held", bool, SentRecord)  # what recording an outcome says
 
 
@@ -25,10 +27,14 @@ async def deliver(
     pause: Pause,
     conversations: Conversations,
     finishing: set[int],
+    claim_holds: ClaimHolds,
 ) -> bool:
     """Send a claimed delivery once and record what came of it; never raise. True when
     it went out and nothing else of its destination is queued (SentRecord.RECORDED_IDLE):
     its lane need not look for more until it is told of some.
+
+    Its notification built, it goes out only if `claim_holds` says the claim is still
+    this process's; otherwise nothing is sent or recorded (the lane said why).
 
     The delivery's id goes into `finishing` as its outcome is written (its lane takes it
     out when the send is over): from then on its claim is the record's to end, and a
@@ -36,7 +42,9 @@ async def deliver(
     extra = {"event_id": delivery.event_id, "destination": delivery.destination}
     started_at = worker.clock()
     try:
-        note = await _send(worker, delivery, conversations)
+        note = await _send(worker, delivery, conversations, claim_holds)
+    except _ClaimGone:
+        return False
     except DeliveryError as error:
         await _record_failure(worker, delivery, error, pause, started_at, finishing)
         return False
@@ -87,13 +95,22 @@ async def build(worker: Worker, delivery: Delivery) -> Notification:
     return await in_thread(worker, notification, delivery)
 
 
-async def _send(worker: Worker, delivery: Delivery, conversations: Conversations) -> str | None:
+class _ClaimGone(Exception):
+    """The claim is no longer this process's to send on."""
+
+
+async def _send(
+    worker: Worker, delivery: Delivery, conversations: Conversations, claim_holds: ClaimHolds
+) -> str | None:
     sender = worker.senders.get(delivery.destination)
     if sender is None:
         raise DeliveryError(
             f'destination "{delivery.destination}" is no longer configured', retryable=False
         )
     notification = await build(worker, delivery)
+    # Here, not before: building may wait for the store (a thread, a transcript).
+    if not await claim_holds():
+        raise _ClaimGone
     timeout_s = worker.config.delivery.timeout_s
     try:
         async with asyncio.timeout(timeout_s):  # not wait_for: no task of its own per send

@@ -29,6 +29,9 @@ GATHER_S = 0.02
 # its destination has no lane until work comes: with a destination per customer, a lane
 # each (a task, its event, its conversations, about 4 kB) would be most of relay's memory.
 RETIRE_AFTER_S = 300.0
+# How many times a send renews its claim, each renewal answered with less than half the
+# lease left, before it gives up for now (Lane._claim_holds).
+_RENEWALS_BEFORE_SEND = 3
 
 
 class Lane:
@@ -61,7 +64,8 @@ class Lane:
         # Sends whose claim a renewal found taken by another process: not sent here.
         self._lost: set[int] = set()
         # When each send's lease ends, as far as this process knows: what it asked for
-        # when it claimed or last renewed it (_claim_holds).
+        # when it claimed it, or at its last renewal (the worker's, `renewed`, or one of
+        # _claim_holds).
         self._held_until: dict[int, float] = {}
         self.task: asyncio.Task[None] | None = None
         self.conversations = Conversations(worker, destination, self._wait_for_turn)
@@ -162,8 +166,9 @@ class Lane:
     def renewed(self, ids: Iterable[int], held_until: float) -> None:
         """A renewal found these held by this process, now until `held_until`."""
         for i in ids:
+            # Not max(): the store keeps what the last renewal wrote.
             if i in self._held_until:  # not finished meanwhile
-                self._held_until[i] = max(self._held_until[i], held_until)
+                self._held_until[i] = held_until
 
     def claims_lost(self, ids: Iterable[int]) -> list[int]:
         """A renewal did not find these held by this process. Return those it lost to
@@ -267,6 +272,15 @@ class Lane:
         self.finishing.discard(delivery_id)
         self._lost.discard(delivery_id)
         self._held_until.pop(delivery_id, None)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # deliver() never raises; what comes before it (pacing, the claim's renewal)
+            # must not drop a delivery without a word. Its claim runs out and it is retried.
+            log.error(
+                "unexpected error before sending delivery %s",
+                delivery_id,
+                exc_info=error,
+                extra={"destination": self.destination},
+            )
         recorded_idle = not task.cancelled() and task.exception() is None and task.result()
         self._sent_since_look += 1
         if not recorded_idle:
@@ -278,30 +292,42 @@ class Lane:
         another process took the claim meanwhile. True as deliver() says it."""
         if not await self._wait_for_turn():
             return False
-        if not await self._claim_holds(delivery):
-            return False
         return await deliver(
             self._worker,
             delivery,
             pause=self._pause,
             conversations=self.conversations,
             finishing=self.finishing,
+            claim_holds=functools.partial(self._claim_holds, delivery),
         )
 
     async def _claim_holds(self, delivery: Delivery) -> bool:
-        """Whether the claim is still this process's to send on.
+        """Whether the claim is still this process's to send on, just before it is sent.
 
         Renewals come every third of a lease. A claim whose lease, as this process last
         heard, has less than half of it left has missed some (the store was slow to answer:
         the claim itself, or the renewals behind other writes), and may have run out, for
-        another process to claim and send: it is renewed first, and sent only if held.
+        another process to claim and send: it is renewed first, and sent only if held
+        with half its lease ahead. A renewal answered that late too is tried again, a few
+        times; then the send waits for the lease to run out and a claim in better times.
         """
         extra = {"event_id": delivery.event_id, "destination": delivery.destination}
         worker = self._worker
-        now = worker.clock()
-        if delivery.id not in self._lost:
+        renewals = 0
+        while delivery.id not in self._lost:
+            now = worker.clock()
             if self._held_until.get(delivery.id, now) - now >= worker.lease_s / 2:
                 return True
+            if renewals == _RENEWALS_BEFORE_SEND:
+                log.warning(
+                    "the store answered each renewal of the claim on delivery %s too late to"
+                    " send on it; it is sent once its lease has run out and the store"
+                    " answers in time",
+                    delivery.id,
+                    extra=extra,
+                )
+                return False
+            renewals += 1
             held_until = now + worker.lease_s
             try:
                 held = await worker.store.renew(worker.owner, [delivery.id], held_until)
@@ -314,9 +340,11 @@ class Lane:
                     extra=extra,
                 )
                 return False
-            if delivery.id in held:
-                self._held_until[delivery.id] = held_until
-                return True
+            if delivery.id not in held:
+                break
+            self._held_until[delivery.id] = held_until
+            if worker.stopping:  # the renewal took a while: the worker releases the claim
+                return False
         log.warning(
             "delivery %s was claimed by another process while it waited its turn here;"
             " it is sent from there",

@@ -134,13 +134,13 @@ class DeliveryWorker:
             except StoreUnavailable as exc:
                 log.warning("cannot renew the leases of %d send(s): %s", len(owners), exc)
                 continue
-            by_lane: dict[Lane, tuple[list[int], list[int]]] = {}
+            renewed: dict[Lane, list[int]] = {}
+            not_held: dict[Lane, list[int]] = {}
             for i, lane in owners.items():
-                by_lane.setdefault(lane, ([], []))[i not in held].append(i)
-            lost = []
-            for lane, (renewed, not_held) in by_lane.items():
-                lane.renewed(renewed, until)
-                lost += lane.claims_lost(not_held)
+                (renewed if i in held else not_held).setdefault(lane, []).append(i)
+            for lane, ids in renewed.items():
+                lane.renewed(ids, until)
+            lost = [i for lane, ids in not_held.items() for i in lane.claims_lost(ids)]
             if lost:
                 log.warning("lost the claim on deliveries %s to another process", sorted(lost))
 

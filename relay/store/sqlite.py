@@ -465,7 +465,7 @@ class SqliteStore:
             sqlite_listing.register_functions(conn)
             ops.migrate(conn)
             # From now on BEGIN is the only statement that can wait for a lock; _begin
-            # sets a timeout just for it, off the event loop.
+            # asks again for it, up to busy_timeout, off the event loop.
             conn.execute("PRAGMA busy_timeout = 0")
         except BaseException:
             conn.close()
@@ -484,10 +484,11 @@ class SqliteStore:
                 raise
         # Not SQLite's busy handler: it sleeps ever longer between tries (up to 100 ms), and
         # a process that commits batch after batch takes the lock again before the sleeper
-        # wakes. Two processes on one file under load then waited up to 0.85 s for a lock
-        # held a few milliseconds at a time (0.35 s at the 99th percentile), enough, on a
-        # busier machine, for renewals to miss a lease and another process to repeat a
-        # send. Asking every millisecond: 0.10 s at most, 0.07 s at the 99th percentile.
+        # wakes. Two processes on one file under load then waited up to 0.85-1.05 s for a
+        # lock held a few milliseconds at a time (0.35 s at the 99th percentile), enough,
+        # on a busier machine, for renewals to miss a lease and another process to repeat
+        # a send. Asking every millisecond: 0.10 s at most, 0.07 s at the 99th percentile
+        # (bench/sqlite_lock.py measures it from outside).
         await self._blocking(
             lambda: _ask_while_locked(
                 lambda: conn.execute("BEGIN IMMEDIATE"),

@@ -311,7 +311,7 @@ async def test_a_kill_9_mid_stream_leaves_no_duplicate_row(
 @contextlib.contextmanager
 def holding_the_write_lock(db: Path) -> Iterator[None]:
     """Hold a SQLite file's write lock, as another process's transaction does."""
-    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as connection:
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None, timeout=30)) as connection:
         connection.execute("BEGIN IMMEDIATE")
         try:
             yield
