@@ -182,7 +182,24 @@ async def test_a_send_waiting_its_turn_does_not_go_out_once_another_process_took
     assert "lost the claim on deliveries [2] to another process" in caplog.messages
 
 
-class SlowToAnswerClaims(SqliteStore):
+class AnswersClaims(SqliteStore):
+    """A SQLite store that runs `claimed_some` before it answers a claim that took some."""
+
+    async def claim_or_next_due(
+        self, destination: str, now: float, limit: int, *, owner: str, lease_s: float
+    ) -> Claimed:
+        claimed = await super().claim_or_next_due(
+            destination, now, limit, owner=owner, lease_s=lease_s
+        )
+        if claimed.deliveries:
+            await self.claimed_some()
+        return claimed
+
+    async def claimed_some(self) -> None:
+        pass
+
+
+class SlowToAnswerClaims(AnswersClaims):
     """A SQLite store that commits a lane's claim at once but answers it only when the
     test says, as a store slow to answer does: meanwhile the claim's lease runs."""
 
@@ -199,16 +216,9 @@ class SlowToAnswerClaims(SqliteStore):
             self.renewed_before_the_send += 1
         return await super().renew(owner, ids, until)
 
-    async def claim_or_next_due(
-        self, destination: str, now: float, limit: int, *, owner: str, lease_s: float
-    ) -> Claimed:
-        claimed = await super().claim_or_next_due(
-            destination, now, limit, owner=owner, lease_s=lease_s
-        )
-        if claimed.deliveries:
-            self.claimed.set()
-            await self.answer.wait()
-        return claimed
+    async def claimed_some(self) -> None:
+        self.claimed.set()
+        await self.answer.wait()
 
 
 async def test_a_claim_answered_after_its_lease_ran_out_is_not_sent_if_another_process_took_it(
@@ -280,7 +290,7 @@ async def test_a_claim_answered_after_its_lease_ran_out_is_renewed_and_sent_if_s
     assert (delivery.status, delivery.attempts) == ("sent", 1)
 
 
-class LateAnswers(SqliteStore):
+class LateAnswers(AnswersClaims):
     """A SQLite store whose claims and renewals are answered a lease late by relay's
     clock while `late` is set, as a store that slow would: none leaves half a lease to
     send on."""
@@ -291,15 +301,8 @@ class LateAnswers(SqliteStore):
         self.late = True
         self.late_answers = 0
 
-    async def claim_or_next_due(
-        self, destination: str, now: float, limit: int, *, owner: str, lease_s: float
-    ) -> Claimed:
-        claimed = await super().claim_or_next_due(
-            destination, now, limit, owner=owner, lease_s=lease_s
-        )
-        if claimed.deliveries:
-            self._answer_late()
-        return claimed
+    async def claimed_some(self) -> None:
+        self._answer_late()
 
     async def renew(self, owner: str, ids: Sequence[int], until: float) -> set[int]:
         held = await super().renew(owner, ids, until)
