@@ -116,6 +116,18 @@ async def two_processes(
             await process.store.close()
 
 
+@contextlib.asynccontextmanager
+async def serving(
+    store: SqliteStore, relay: DeliveryWorker, stop_s: float = 5.0
+) -> AsyncIterator[None]:
+    """Stop the worker, then close its store, however the block ends."""
+    try:
+        yield
+    finally:
+        await relay.stop(stop_s)
+        await store.close()
+
+
 async def test_a_send_whose_lease_ran_out_is_not_claimed_and_sent_again_by_its_own_process(
     tmp_path: Path, discord: FakeDiscord, http: aiohttp.ClientSession
 ) -> None:
@@ -123,7 +135,7 @@ async def test_a_send_whose_lease_ran_out_is_not_claimed_and_sent_again_by_its_o
     store = await open_store(tmp_path / "relay.db")
     clock = JumpingClock()
     relay = worker(store, discord, http, clock)
-    try:
+    async with serving(store, relay):
         await accept(store, "hello")
         relay.start()
         await wait_until("the send to be under way", lambda: discord.in_flight == 1, 5)
@@ -134,9 +146,6 @@ async def test_a_send_whose_lease_ran_out_is_not_claimed_and_sent_again_by_its_o
         assert len(discord.requests) == 1
         [delivery] = await store.list_deliveries()
         assert (delivery.status, delivery.attempts) == ("sent", 1)
-    finally:
-        await relay.stop(5.0)
-        await store.close()
 
 
 async def test_a_send_still_going_at_shutdown_keeps_its_lease_so_no_other_process_repeats_it(
@@ -235,7 +244,7 @@ async def test_a_claim_answered_after_its_lease_ran_out_is_not_sent_if_another_p
     clock, ahead = JumpingClock(), JumpingClock()
     ahead.ahead_s = 5 * LEASE_S  # to the other process, the first one's lease has run out
     late, other = worker(slow, discord, http, clock), worker(other_store, discord, http, ahead)
-    try:
+    async with serving(other_store, other), serving(slow, late):
         await accept(slow, "hello")
         late.start()
         await wait_until("the first process's claim", slow.claimed.is_set, 5)
@@ -253,10 +262,6 @@ async def test_a_claim_answered_after_its_lease_ran_out_is_not_sent_if_another_p
             ),
             5,
         )
-    finally:
-        for relay, store in ((late, slow), (other, other_store)):
-            await relay.stop(5.0)
-            await store.close()
     assert len(discord.requests) == 1
     [delivery] = await open_and_list(tmp_path / "shared.db")
     assert (delivery.status, delivery.attempts) == ("sent", 1)
@@ -272,7 +277,7 @@ async def test_a_claim_answered_after_its_lease_ran_out_is_renewed_and_sent_if_s
     await slow.open()
     clock = JumpingClock()
     relay = worker(slow, discord, http, clock)
-    try:
+    async with serving(slow, relay):
         await accept(slow, "hello")
         relay.start()
         await wait_until("the claim", slow.claimed.is_set, 5)
@@ -280,9 +285,6 @@ async def test_a_claim_answered_after_its_lease_ran_out_is_renewed_and_sent_if_s
         slow.answer.set()
         await discord.wait_for_delivered(1)
         await wait_until("the send's record", lambda: relay.in_flight == 0, 5)
-    finally:
-        await relay.stop(5.0)
-        await slow.close()
     assert discord.delivered_texts() == ["hello"]
     assert slow.renewed_before_the_send >= 1
     assert [m for m in caplog.messages if "claimed by another process" in m] == []
@@ -325,7 +327,7 @@ async def test_a_claim_whose_renewals_all_come_late_is_not_sent_until_one_comes_
     slow = LateAnswers(str(tmp_path / "relay.db"), clock)
     await slow.open()
     relay = worker(slow, discord, http, clock)
-    try:
+    async with serving(slow, relay):
         await accept(slow, "hello")
         relay.start()
         # A claim and three renewals, answered late, then the same again after its lease.
@@ -335,9 +337,6 @@ async def test_a_claim_whose_renewals_all_come_late_is_not_sent_until_one_comes_
         slow.late = False
         await discord.wait_for_delivered(1)
         await wait_until("the send's record", lambda: relay.in_flight == 0, 5)
-    finally:
-        await relay.stop(5.0)
-        await slow.close()
     assert discord.delivered_texts() == ["hello"]
 
 
@@ -394,16 +393,13 @@ async def test_a_renewal_that_finds_a_send_recorded_does_not_call_its_claim_lost
     store = SlowToAnswerRecords(str(tmp_path / "relay.db"))
     await store.open()
     relay = worker(store, discord, http)
-    try:
+    async with serving(store, relay):
         await accept(store, "hello")
         relay.start()
         await wait_until("the send's record", store.recorded.is_set, 5)
         await wait_until("a renewal after it", lambda: store.renewals_since_recorded > 0, 5)
         store.answer.set()
         await wait_until("the lane to hear", lambda: relay.in_flight == 0, 5)
-    finally:
-        await relay.stop(5.0)
-        await store.close()
     assert len(discord.requests) == 1
     assert [m for m in caplog.messages if "lost the claim" in m] == []
 
@@ -435,15 +431,12 @@ async def parent_update_hanging(
         store, settings, build_senders(settings.destinations, SenderContext(http=http))
     )
     slack.update_delay_s = 30.0
-    try:
+    async with serving(store, relay, stop_s=0.5):
         for message in ("hello", "are you there?"):
             await accept(store, message, session="c1", to="support", rule="conversations")
         relay.start()
         await wait_until("the parent's update", lambda: len(slack.updates) == 1, 10)
         yield store, relay
-    finally:
-        await relay.stop(0.5)
-        await store.close()
 
 
 async def test_a_shutdown_leaves_no_parent_update_running(
