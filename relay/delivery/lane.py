@@ -272,7 +272,8 @@ class Lane:
         self.finishing.discard(delivery_id)
         self._lost.discard(delivery_id)
         self._held_until.pop(delivery_id, None)
-        if not task.cancelled() and (error := task.exception()) is not None:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
             # deliver() never raises; what comes before it (pacing, the claim's renewal)
             # must not drop a delivery without a word. Its claim runs out and it is retried.
             log.error(
@@ -281,7 +282,7 @@ class Lane:
                 exc_info=error,
                 extra={"destination": self.destination},
             )
-        recorded_idle = not task.cancelled() and task.exception() is None and task.result()
+        recorded_idle = not task.cancelled() and error is None and task.result()
         self._sent_since_look += 1
         if not recorded_idle:
             self._must_look = True
