@@ -17,7 +17,10 @@ _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u20
 def printable(text: str) -> str:
     """Replace control characters (terminal escapes), lone surrogates and bidi overrides in
     untrusted text, keeping newlines, tabs and the joiners that emoji and scripts need."""
-    if text.isprintable():  # the usual case, checked in C
+    # The usual case, checked in C. A block always has newlines, which isprintable()
+    # refuses; they and tabs are kept, so they are read as spaces for the check
+    # (str.replace, not str.translate, which looks each character up in Python).
+    if text.isprintable() or text.replace("\n", " ").replace("\t", " ").isprintable():
         return text
     return "".join(
         "\N{REPLACEMENT CHARACTER}"
