@@ -129,13 +129,14 @@ def events(size: int, now: float) -> Iterator[tuple[bytes, float, str]]:
         session = f"bench-{conversation:08d}"
         at = now - SPAN_S + n * step
         agent = f"A{conversation % AGENTS:02d}BENCH{conversation % AGENTS:04d}"
+        payload: dict[str, object]
         if k == 0:
             payload = {"event_type": "room.join", "data": {"session_id": session}}
         else:
             role = "user" if k % 2 else "assistant"
             message = "I want a refund" if k == 1 and conversation % 7 == 0 else f"message {k}"
-            data = {"role": role, "message": message, "session_id": session}
-            payload = {"event_type": "chat.push", "data": data}
+            chat = {"role": role, "message": message, "session_id": session}
+            payload = {"event_type": "chat.push", "data": chat}
         payload |= {"agent_id": agent, "timestamp": at - 0.5}
         yield json.dumps(payload).encode(), at, session
 
@@ -192,9 +193,9 @@ def prepare(kind: str, size: int, tmp: Path, procs: run.Processes, now: float) -
     )  # fmt: skip
     target = Target(kind, size, url, config)
     print(f"prefilling {size:,} events into {kind}", flush=True)
-    started = time.monotonic()
+    began = time.monotonic()
     asyncio.run(_prefill(target, load(str(config)), now))
-    print(f"  {target.conversations:,} conversations in {time.monotonic() - started:.0f} s",
+    print(f"  {target.conversations:,} conversations in {time.monotonic() - began:.0f} s",
           flush=True)  # fmt: skip
     return target
 

@@ -62,6 +62,7 @@ def _stub_the_store(delay_s: float | None) -> None:
         deliveries: Sequence[NewDelivery],
         *,
         dedupe_window_s: float,
+        **_: object,  # the observation, tally and claim: all kept nowhere
     ) -> AcceptResult:
         if delay_s is not None:
             await asyncio.sleep(delay_s)

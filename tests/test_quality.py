@@ -1,4 +1,4 @@
-"""The linters hold the line: ruff and mypy --strict over relay/ and tests/."""
+"""The linters hold the line: ruff and mypy --strict over relay/, tests/ and bench/."""
 
 from __future__ import annotations
 
