@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -21,8 +22,9 @@ import pytest
 from relay.config import Config, load_text
 from relay.delivery import DeliveryWorker
 from relay.delivery import lane as lanes
+from relay.delivery import worker as workers
 from relay.senders import SenderContext, build_senders
-from relay.store import Delivery, NewDelivery, NewEvent, SentRecord
+from relay.store import Delivery, NewDelivery, NewEvent, SentRecord, StoreUnavailable
 from relay.store.base import Claimed
 from relay.store.sqlite import SqliteStore
 from tests.support.fake_discord import FakeDiscord, Reply, wait_until
@@ -42,10 +44,10 @@ class JumpingClock:
         return time.time() + self.ahead_s
 
 
-def config(discord: FakeDiscord) -> Config:
+def config(discord: FakeDiscord, timeout_s: float = 30.0) -> Config:
     return load_text(
         f"""
-delivery: {{ lease: {LEASE_S:g}s, concurrency: 4, timeout: 30s }}
+delivery: {{ lease: {LEASE_S:g}s, concurrency: 4, timeout: {timeout_s:g}s }}
 destinations:
   community: {{ type: discord, webhook_url: "{discord.url()}" }}
 rules:
@@ -84,8 +86,9 @@ def worker(
     discord: FakeDiscord,
     http: aiohttp.ClientSession,
     clock: JumpingClock | None = None,
+    timeout_s: float = 30.0,
 ) -> DeliveryWorker:
-    settings = config(discord)
+    settings = config(discord, timeout_s)
     senders = build_senders(settings.destinations, SenderContext(http=http))
     return DeliveryWorker(store, settings, senders, clock=clock or time.time)
 
@@ -411,6 +414,7 @@ destinations:
   support:
     {{ type: slack, token: "{BOT_TOKEN}", channel: "#support", api_url: "{slack.api_url}",
       max_per_second: 1000 }}
+delivery: {{ timeout: 1s }}
 rules:
   - {{ name: conversations, send_to: [support], thread: session }}
 """,
@@ -443,7 +447,8 @@ async def test_a_shutdown_leaves_no_parent_update_running(
     tmp_path: Path, slack: FakeSlack, http: aiohttp.ClientSession
 ) -> None:
     """A Slack parent's count is being updated, and another conversation's send hangs past
-    the shutdown's time: stopping cancels both, and returns with neither still running."""
+    the shutdown's time, until its own timeout: stopping cancels the update, waits for the
+    send, and returns with neither still running."""
     async with parent_update_hanging(tmp_path, slack, http) as (store, relay):
         slack.delay_next(30.0)
         await accept(store, "hang", session="c2", to="support", rule="conversations")
@@ -464,3 +469,152 @@ async def test_a_lane_with_a_parent_update_under_way_does_not_retire(
         assert relay.lanes == 1
     running = [t for t in asyncio.all_tasks() if t.get_name().startswith("relay-") and not t.done()]
     assert running == []
+
+
+async def test_a_send_on_the_wire_when_the_shutdown_time_ends_finishes_and_is_not_repeated(
+    tmp_path: Path, discord: FakeDiscord, http: aiohttp.ClientSession
+) -> None:
+    """SIGTERM with a shutdown_timeout shorter than a send under way: the destination may
+    have it, so the send is let finish and recorded, not cut off and released for another
+    process to send again."""
+    discord.delay_s = 1.5 * LEASE_S
+    async with two_processes(tmp_path, discord, http) as (stopping, other):
+        await accept(stopping.store, "hello")
+        stopping.relay.start()
+        await wait_until("the send to be on the wire", lambda: discord.in_flight == 1, 5)
+        other.relay.start()
+        await stopping.relay.stop(0.1)
+        [delivery] = await other.store.list_deliveries()
+        assert (delivery.status, delivery.attempts) == ("sent", 1)
+        assert len(discord.requests) == 1
+
+
+class FindsThreadsWhenTold(SqliteStore):
+    """A SQLite store that answers a lookup of a conversation's thread only when the test
+    says: a notification is being built, not yet sent."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.asked = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def thread(self, destination: str, conversation: str) -> str | None:
+        self.asked.set()
+        await self.answer.wait()
+        return await super().thread(destination, conversation)
+
+
+async def test_a_send_not_yet_on_the_wire_when_the_stop_begins_does_not_go_out(
+    tmp_path: Path, discord: FakeDiscord, http: aiohttp.ClientSession
+) -> None:
+    settings = load_text(
+        f"""
+delivery: {{ lease: {LEASE_S:g}s }}
+destinations:
+  forum: {{ type: discord, webhook_url: "{discord.url()}", forum: true }}
+rules:
+  - {{ name: threaded, send_to: [forum], thread: session }}
+""",
+        "relay.yaml",
+        {},
+    )
+    store = FindsThreadsWhenTold(str(tmp_path / "relay.db"))
+    await store.open()
+    relay = DeliveryWorker(
+        store, settings, build_senders(settings.destinations, SenderContext(http=http))
+    )
+    try:
+        await accept(store, "hello", to="forum", rule="threaded")
+        relay.start()
+        await wait_until("the notification's thread asked for", store.asked.is_set, 5)
+        stopping = asyncio.create_task(relay.stop(5.0))
+        await wait_until("the stop to begin", lambda: relay.stopping, 5)
+        store.answer.set()
+        await stopping
+        [delivery] = await store.list_deliveries()
+    finally:
+        await relay.stop(5.0)
+        await store.close()
+    assert discord.requests == []
+    assert (delivery.status, delivery.attempts) == ("pending", 0)
+
+
+class FailsRecords(SqliteStore):
+    """A SQLite store that cannot record a send's outcome the first `failures` times it is
+    asked, as one whose write lock another process holds too long cannot."""
+
+    def __init__(self, path: str, failures: int) -> None:
+        super().__init__(path)
+        self.failures = failures
+        self.asked = 0
+
+    async def record_sent(
+        self,
+        delivery_id: int,
+        now: float,
+        note: str | None = None,
+        *,
+        owner: str,
+        started_at: float | None = None,
+    ) -> SentRecord:
+        self.asked += 1
+        if self.asked <= self.failures:
+            raise StoreUnavailable("sqlite: database is locked")
+        return await super().record_sent(delivery_id, now, note, owner=owner, started_at=started_at)
+
+
+async def test_a_send_whose_record_fails_is_recorded_when_the_store_answers_not_sent_again(
+    tmp_path: Path,
+    discord: FakeDiscord,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = FailsRecords(str(tmp_path / "relay.db"), failures=3)
+    await store.open()
+    relay = worker(store, discord, http)
+    async with serving(store, relay):
+        await accept(store, "hello")
+        relay.start()
+        await discord.wait_for_delivered(1)
+        await wait_until("the send's record", lambda: relay.in_flight == 0, 10)
+        [delivery] = await store.list_deliveries()
+    assert (delivery.status, delivery.attempts) == ("sent", 1)
+    assert len(discord.requests) == 1
+    assert store.asked == 4
+    assert [m for m in caplog.messages if m.startswith("cannot record delivery 1 yet")] == [
+        "cannot record delivery 1 yet, trying again until the store answers:"
+        " sqlite: database is locked"
+    ]
+    assert "recorded delivery 1 after 4 tries" in caplog.messages
+
+
+async def test_a_send_whose_record_outlasts_the_shutdown_keeps_its_claim(
+    tmp_path: Path,
+    discord: FakeDiscord,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A send that went out and that the store never records, stopped: the stop ends after
+    the send's timeout and the record's grace, and leaves the claims to their leases
+    rather than release one that the destination has."""
+    monkeypatch.setattr(workers, "RECORD_GRACE_S", 0.2)
+    store = FailsRecords(str(tmp_path / "relay.db"), failures=1_000_000)
+    await store.open()
+    relay = worker(store, discord, http, timeout_s=0.3)
+    async with serving(store, relay):
+        await accept(store, "hello")
+        relay.start()
+        await discord.wait_for_delivered(1)
+        await wait_until("a try at its record", lambda: store.asked > 0, 5)
+        await relay.stop(0.1)
+        with sqlite3.connect(tmp_path / "relay.db") as db:
+            [(status, claimed_by, lease_until)] = db.execute(
+                "SELECT status, claimed_by, lease_until FROM deliveries"
+            ).fetchall()
+    assert (status, claimed_by) == ("pending", relay.owner)
+    assert lease_until > 0
+    assert (
+        "1 send(s) on the wire did not finish by the shutdown's end; this process's claims"
+        " are left to their leases, so those sends may be repeated"
+    ) in caplog.messages

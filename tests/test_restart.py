@@ -148,7 +148,8 @@ async def test_sigterm_exits_0_and_the_next_start_sends_what_was_pending(
 async def test_sigterm_during_a_hanging_send_drains_then_exits_0_and_loses_nothing(
     tmp_path: Path, discord: FakeDiscord, processes: RelayProcesses
 ) -> None:
-    config = write_discord_config(tmp_path, discord)  # shutdown_timeout: 2s
+    # shutdown_timeout: 2s; the send on the wire is not cut off then, it times out at 3s
+    config = write_discord_config(tmp_path, discord, send_timeout="3s")
     texts = messages(3)
     discord.set_mode("hang")
     first = await processes.start(config)

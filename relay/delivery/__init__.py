@@ -5,14 +5,15 @@ Where each thing happens:
 - `worker.py`: the DeliveryWorker. It starts a lane for each destination with work (one
   the store has deliveries queued for, a removed destination's included, to dead-letter
   them; one its process accepts deliveries for), renews the leases of every send in
-  flight, swaps config and senders on reload, and stops: in-flight sends finish, claims
-  are released.
+  flight, swaps config and senders on reload, and stops: nothing new goes out, in-flight
+  sends finish (one on the wire is never cut off), claims are released.
 - `lane.py`: a destination's Lane. It claims due deliveries with a lease, keeps up to
   `delivery.concurrency` sends in flight (each of a different session, each session in
   order), and waits out pauses (a 429) and pacing (the store's shared token bucket).
 - `attempt.py`: one attempt. It builds the notification (the stored event, the rule's
   template, a digest's transcript, the conversation's thread), sends it within
-  `delivery.timeout`, and records the outcome: sent, retried or dead.
+  `delivery.timeout`, and records the outcome: sent, retried or dead (asking the store
+  again until it takes it).
 - `conversations.py`: threads (SPEC 4.1): which thread a notification goes in, the thread a
   conversation's first send started, and the parent's count, updated at most every 2 s.
 - `digests.py`: a digest's transcript (SPEC 4.2).

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from relay.delivery.context import Worker, log
-from relay.delivery.conversations import Conversations, in_thread
+from relay.delivery.conversations import RETRY_FIRST_S, RETRY_MAX_S, Conversations, in_thread
 from relay.delivery.digests import with_transcript
 from relay.events import EventError, parse_event
 from relay.notification import Notification, build_notification
@@ -62,8 +63,8 @@ async def deliver(
     if note:
         log.warning("delivered %s only in part: %s", delivery.id, note, extra=extra)
     finishing.add(delivery.id)
-    write = worker.store.record_sent(
-        delivery.id, now, note, owner=worker.owner, started_at=started_at
+    write = functools.partial(
+        worker.store.record_sent, delivery.id, now, note, owner=worker.owner, started_at=started_at
     )
     return await _record(write, delivery) is SentRecord.RECORDED_IDLE
 
@@ -153,7 +154,8 @@ async def _record_failure(
             extra=extra,
         )
     finishing.add(delivery.id)
-    write = worker.store.record_failure(
+    write = functools.partial(
+        worker.store.record_failure,
         delivery.id,
         str(error),
         retry_at=retry_at,
@@ -164,22 +166,37 @@ async def _record_failure(
     await _record(write, delivery)
 
 
-async def _record(write: Awaitable[Held], delivery: Delivery) -> Held | None:
+async def _record(write: Callable[[], Awaitable[Held]], delivery: Delivery) -> Held:
     """Wait until a send's outcome is committed, before the session's next send; return
-    what the store said (false: the claim was no longer this process's), None when it
-    could not be recorded.
+    what the store said (false: the claim was no longer this process's).
 
     So a crash can repeat at most the sends in flight: every earlier one is on disk.
     The commit is shared with other sends and with incoming events.
+
+    A store that cannot take it is asked again until it does. Meanwhile the send is
+    still in flight: its lease is renewed, and no other process claims it. Given up on,
+    it would be claimed once its lease ran out, and sent again. Only a stop that cannot
+    wait any longer cuts it off (DeliveryWorker.stop).
     """
     extra = {"event_id": delivery.event_id, "destination": delivery.destination}
-    try:
-        held = await write
-    except StoreUnavailable as exc:
-        # At-least-once: unrecorded, the delivery is claimed and tried again once its
-        # lease runs out.
-        log.error("could not record delivery %s: %s", delivery.id, exc, extra=extra)
-        return None
+    wait_s, tries = RETRY_FIRST_S, 0
+    while True:
+        try:
+            held = await write()
+            break
+        except StoreUnavailable as exc:
+            if not tries:
+                log.warning(
+                    "cannot record delivery %s yet, trying again until the store answers: %s",
+                    delivery.id,
+                    exc,
+                    extra=extra,
+                )
+            tries += 1
+        await asyncio.sleep(wait_s)
+        wait_s = min(wait_s * 2, RETRY_MAX_S)
+    if tries:
+        log.info("recorded delivery %s after %d tries", delivery.id, tries + 1, extra=extra)
     if not held:
         log.warning(
             "delivery %s was claimed by another process after this one's lease ran out;"

@@ -17,8 +17,8 @@ from relay.store import Delivery, StoreUnavailable
 # A conversation's parent message shows its count and last activity: updated at most this
 # often, however fast the conversation goes (Slack paces chat.update like any message).
 PARENT_UPDATE_EVERY_S = 2.0
-# Keeping a new thread while the store is unavailable: tried again this soon, then backing
-# off to this.
+# Writing what a send did (a new thread, its outcome) while the store is unavailable:
+# tried again this soon, then backing off to this.
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 2.0
 

@@ -61,6 +61,10 @@ class Lane:
         self.sending: dict[int, asyncio.Task[bool]] = {}
         # Sends whose outcome is being recorded (deliver): the record ends their claim.
         self.finishing: set[int] = set()
+        # Sends past their claim's last check (_claim_holds): on the wire, or answered and
+        # being recorded. The destination may have them, so a shutdown lets them finish
+        # rather than cut them off and release them for another process to send again.
+        self.on_wire: set[int] = set()
         # Sends whose claim a renewal found taken by another process: not sent here.
         self._lost: set[int] = set()
         # When each send's lease ends, as far as this process knows: what it asked for
@@ -270,6 +274,7 @@ class Lane:
     def _sent(self, delivery_id: int, task: asyncio.Task[bool]) -> None:
         self.sending.pop(delivery_id, None)
         self.finishing.discard(delivery_id)
+        self.on_wire.discard(delivery_id)
         self._lost.discard(delivery_id)
         self._held_until.pop(delivery_id, None)
         error = None if task.cancelled() else task.exception()
@@ -311,13 +316,17 @@ class Lane:
         another process to claim and send: it is renewed first, and sent only if held
         with half its lease ahead. A renewal answered that late too is tried again, a few
         times; then the send waits for the lease to run out and a claim in better times.
+        Once the worker is stopping, nothing new goes out.
         """
         extra = {"event_id": delivery.event_id, "destination": delivery.destination}
         worker = self._worker
         renewals = 0
         while delivery.id not in self._lost:
+            if worker.stopping:  # nothing new goes out: the worker releases the claim
+                return False
             now = worker.clock()
             if self._held_until.get(delivery.id, now) - now >= worker.lease_s / 2:
+                self.on_wire.add(delivery.id)
                 return True
             if renewals == _RENEWALS_BEFORE_SEND:
                 log.warning(
@@ -344,8 +353,6 @@ class Lane:
             if delivery.id not in held:
                 break
             self._held_until[delivery.id] = held_until
-            if worker.stopping:  # the renewal took a while: the worker releases the claim
-                return False
         log.warning(
             "delivery %s was claimed by another process while it waited its turn here;"
             " it is sent from there",

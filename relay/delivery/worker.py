@@ -23,6 +23,9 @@ from relay.store import ClaimAtAccept, Delivery, Store, StoreUnavailable
 
 # How long a stop waits for accepts that claim for it when the sends took all its time.
 _CLAIMS_GRACE_S = 1.0
+# How long a stop lets a send on the wire take beyond its own timeout: writing its thread
+# and recording its outcome, which wait for the store.
+RECORD_GRACE_S = 5.0
 
 
 class DeliveryWorker:
@@ -252,22 +255,20 @@ class DeliveryWorker:
             self._lane(name).wake_for_work()
 
     async def stop(self, timeout_s: float) -> None:
-        """Let in-flight sends finish (up to timeout_s), stop every lane, and release the
-        claims left, so another process sends them at once rather than after their lease."""
-        deadline = asyncio.get_running_loop().time() + timeout_s
+        """Let in-flight sends finish, stop every lane, and release the claims left, so
+        another process sends them at once rather than after their lease.
+
+        Nothing new goes out once the stop begins, and what has not gone out by
+        timeout_s is stopped. A send already on the wire is not cut off: the destination
+        may have it, and released it would be sent again. It has until its own
+        delivery.timeout, and RECORD_GRACE_S more for its record."""
+        began = asyncio.get_running_loop().time()
+        deadline = began + timeout_s
         self.stopping = True
         self.stopped.set()
         if self._first_look is not None:
             await asyncio.gather(self._first_look, return_exceptions=True)
-        for lane in self._lanes.values():
-            lane.wake()
-        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
-            sends = [t for lane in self._lanes.values() for t in lane.sending.values()]
-            for task in [*pending, *sends]:
-                task.cancel()
-            await asyncio.gather(*pending, *sends, return_exceptions=True)
+        cut_off = await self._stop_lanes(began, timeout_s)
         if self._looker is not None:
             await asyncio.gather(self._looker, return_exceptions=True)
         # An accept still in flight may claim for this process: its claims are released
@@ -282,6 +283,59 @@ class DeliveryWorker:
             await asyncio.gather(self._renewer, return_exceptions=True)
         for lane in list(self._lanes.values()):
             await lane.stop_updates()
+        if cut_off:
+            log.error(
+                "%d send(s) on the wire did not finish by the shutdown's end; this process's"
+                " claims are left to their leases, so those sends may be repeated",
+                cut_off,
+            )
+            return
+        await self._release_claims()
+
+    async def _stop_lanes(self, began: float, timeout_s: float) -> int:
+        """Wake every lane to stop, and wait for their sends (DeliveryWorker.stop). Return
+        how many sends on the wire had to be cut off."""
+        for lane in self._lanes.values():
+            lane.wake()
+        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
+        if not tasks:
+            return 0
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        if not pending:
+            return 0
+        last_answer = began + self.config.delivery.timeout_s + RECORD_GRACE_S
+        return await self._finish_sends_on_the_wire(pending, max(began + timeout_s, last_answer))
+
+    async def _finish_sends_on_the_wire(
+        self, lanes_left: set[asyncio.Task[None]], until: float
+    ) -> int:
+        """Stop the sends that have not gone out, wait (up to the loop's time `until`) for
+        those on the wire, then stop every lane left. Return how many sends on the wire
+        that cut off."""
+        waiting = [
+            task
+            for lane in self._lanes.values()
+            for delivery_id, task in lane.sending.items()
+            if delivery_id not in lane.on_wire
+        ]
+        for task in waiting:
+            task.cancel()
+        left_s = until - asyncio.get_running_loop().time()
+        if left_s > 0:
+            _, lanes_left = await asyncio.wait(lanes_left, timeout=left_s)
+        on_wire = [
+            task
+            for lane in self._lanes.values()
+            for delivery_id, task in lane.sending.items()
+            if delivery_id in lane.on_wire and not task.done()
+        ]
+        sends = [send for lane in self._lanes.values() for send in lane.sending.values()]
+        for left in [*lanes_left, *sends]:
+            left.cancel()
+        await asyncio.gather(*lanes_left, *sends, return_exceptions=True)
+        return len(on_wire)
+
+    async def _release_claims(self) -> None:
         try:
             released = await self.store.release(self.owner)
         except StoreUnavailable as exc:

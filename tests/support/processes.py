@@ -168,6 +168,7 @@ def write_discord_config(
     lease: str = "10s",
     drain_grace: str = "0s",
     workers: int = 1,
+    send_timeout: str = "30s",
 ) -> Path:
     """Write a relay.yaml for `relay serve`: everything to one fake Discord, quick retries
     that never dead-letter; the store a SQLite file in tmp_path unless `store_url` says;
@@ -190,6 +191,7 @@ delivery:
   max_attempts: 10000   # never dead-letter while Discord is down
   backoff: {{ first: 50ms, max: 200ms }}
   lease: {lease}
+  timeout: {send_timeout}
 destinations:
   community: {{ type: discord, webhook_url: "{fake.url()}" }}
 rules:
