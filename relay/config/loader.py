@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -123,10 +124,40 @@ def compose(ctx: Context, text: str) -> yaml.Node | None:
     except yaml.MarkedYAMLError as exc:
         # Only the problem, never the snippet PyYAML quotes: that line may hold a secret.
         line = exc.problem_mark.line + 1 if exc.problem_mark is not None else 0
-        ctx.issues.append(ConfigIssue(ctx.source, line, "", f"invalid YAML: {exc.problem}"))
+        problem = _yaml_problem(exc.context or "", exc.problem or "")
+        ctx.issues.append(ConfigIssue(ctx.source, line, "", f"invalid YAML: {problem}"))
     except yaml.YAMLError as exc:
-        ctx.issues.append(ConfigIssue(ctx.source, 0, "", f"invalid YAML: {exc}"))
+        ctx.issues.append(
+            ConfigIssue(ctx.source, 0, "", f"invalid YAML: {_yaml_problem('', str(exc))}")
+        )
     return None
+
+
+# PyYAML names the alias, anchor or tag handle it stumbled on: the text of a value that
+# starts with * & or !, as a password may (`password: *s3cret` is an alias).
+_NAMED_PROBLEMS = (
+    ("found undefined alias", "an undefined alias (a value starting with '*'; quote it)"),
+    ("found duplicate anchor", "a duplicate anchor (a value starting with '&'; quote it)"),
+    ("found undefined tag handle", "an undefined tag handle (a value starting with '!'; quote it)"),
+    ("duplicate tag handle", "a duplicate tag handle in a %TAG directive"),
+)
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+# What else PyYAML quotes: one character (found '@'), escaped ('\t'), or a token's name.
+_SAFE_QUOTE = re.compile(
+    r"[\s\S]|\\(?:[\\'\"abfnrtv0]|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})|<[a-z ]+>"
+)
+
+
+def _yaml_problem(context: str, problem: str) -> str:
+    """PyYAML's problem, without any text of the file longer than a character."""
+    for start, said in _NAMED_PROBLEMS:
+        if context.startswith(start) or problem.startswith(start):
+            return said
+
+    def shown(quoted: re.Match[str]) -> str:
+        return quoted[0] if _SAFE_QUOTE.fullmatch(quoted[0][1:-1]) else "(text not shown)"
+
+    return _QUOTED.sub(shown, problem)
 
 
 def _config(ctx: Context, root: yaml.Node) -> Config:

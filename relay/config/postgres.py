@@ -58,7 +58,25 @@ def _dsn(ctx: Context, node: yaml.Node, path: str) -> Secret:
     if "@" in str(info.get("host", "")):
         # libpq would take the rest of the password for the host, and say it in errors.
         ctx.fail(node, path, "its password holds an @: write it %40 (value not shown)")
+    if _password_holds_a_slash(value.reveal()):
+        # libpq would end the host at the /, and take the rest of the password for the
+        # database's name, which `relay route` and errors show.
+        ctx.fail(
+            node,
+            path,
+            "its password holds a /: percent-encode it (/ is %2F, @ is %40; value not shown)",
+        )
     return value
+
+
+def _password_holds_a_slash(dsn: str) -> bool:
+    """Tell whether a postgresql:// URL's database name (after its first /, up to the
+    query) holds an @: the end of a password, cut at a raw / in it. libpq ends the
+    userinfo at its @ and not at a ? or #, so those read right."""
+    scheme, separator, rest = dsn.partition("://")
+    if not separator or scheme not in ("postgresql", "postgres"):
+        return False  # key=value form: the password is its own value
+    return "@" in rest.partition("/")[2].partition("?")[0]
 
 
 def _table(ctx: Context, node: yaml.Node, path: str) -> tuple[str, ...]:

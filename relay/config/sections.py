@@ -192,6 +192,16 @@ def _store_url(ctx: Context, node: yaml.Node, path: str) -> str:
 
 def _check_redis_url(ctx: Context, node: yaml.Node, path: str, value: str) -> None:
     """Check a redis:// URL without ever echoing it: it often carries a password."""
+    userinfo = value.partition("://")[2].rpartition("@")[0]
+    if any(delimiter in userinfo for delimiter in "/?#"):
+        # The URL would end its host there, and read the rest of the password as its
+        # path or query: the database, which this check names, and the store's logs show.
+        ctx.fail(
+            node,
+            path,
+            "the Redis URL's password holds a raw '/', '?' or '#':"
+            " percent-encode it (%2F, %3F, %23; value not shown)",
+        )
     try:
         parts = urllib.parse.urlsplit(value)
         parts.port  # noqa: B018 (parsing it is the check)

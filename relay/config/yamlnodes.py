@@ -157,7 +157,13 @@ def _value(ctx: Context, node: yaml.Node, path: str, expected: str, *, retype: b
         tag = yaml.resolver.Resolver().resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
         return _construct(yaml.ScalarNode(tag, text))
     except yaml.YAMLError:
-        ctx.fail(node, path, f"expected {expected}, got a value with tag {node.tag}")
+        # Never the tag's text: `password: !s3cret` makes the password a tag.
+        ctx.fail(
+            node,
+            path,
+            f"expected {expected}, got a value with a YAML tag"
+            " (quote the value if it starts with '!')",
+        )
 
 
 def _typed(ctx: Context, node: yaml.Node, path: str, kind: type[T], expected: str) -> T:

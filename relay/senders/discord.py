@@ -14,10 +14,10 @@ from relay.config.model import DiscordDestination
 from relay.formatting import Summary, fit_lines, summarize, truncate
 from relay.limits import Limit
 from relay.notification import Notification
-from relay.secrets import mask_url
+from relay.secrets import mask_url, url_secrets
 from relay.senders.base import DeliveryError, SenderContext, Sent
 from relay.senders.console import printable
-from relay.senders.http import connection_error, parse_retry_after, status_error
+from relay.senders.http import answer_detail, connection_error, parse_retry_after, status_error
 
 # Discord's published limits for one message.
 TITLE_LIMIT = 256
@@ -203,12 +203,15 @@ class DiscordSender:
         if not isinstance(body, dict):
             body = {}
         code = body.get("code")
-        message = str(body.get("message", ""))[:200]
+        # Either may echo the request's URL, which holds the webhook's token.
+        secrets = url_secrets(self._url.reveal())
+        message = answer_detail(str(body.get("message", "")), secrets)
         retry_after_s = parse_retry_after(headers.get("Retry-After"))
         body_retry = body.get("retry_after")
         if isinstance(body_retry, int | float) and not isinstance(body_retry, bool):
             retry_after_s = float(body_retry)  # the body's float is more precise than the header
-        detail = f"{message} (code {code})" if code is not None else message
+        shown_code = answer_detail(str(code), secrets)
+        detail = f"{message} (code {shown_code})" if code is not None else message
         error = status_error("Discord", status, detail, retry_after_s)
         if isinstance(code, int) and not isinstance(code, bool):
             error.code = code

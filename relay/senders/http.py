@@ -60,14 +60,21 @@ DETAIL_LIMIT = 200  # how much of a refusing answer goes into the attempt record
 
 def answer_detail(text: str, secrets: Sequence[str]) -> str:
     """Return the start of a refusing answer for the attempt record: one printable line,
-    with every secret the request carried masked. The mask comes before the cut, so an
-    echo of the request leaks no part of a secret that straddles the limit."""
-    longest = max((len(value) for value in secrets), default=0)
-    start = text[: DETAIL_LIMIT * 2 + longest]
-    for value in sorted(secrets, key=len, reverse=True):
+    with every secret the request carried masked. The whole text is made one line and
+    masked before the cut: a cut made first, in the raw text or in a window, could split
+    a secret that whitespace, or masks shorter than what they hide, then pulled up
+    within the limit."""
+    line = _one_line(text)
+    for value in sorted({_one_line(value) for value in secrets}, key=len, reverse=True):
         if value:
-            start = start.replace(value, "<secret>")
-    return " ".join(printable(start).split())[:DETAIL_LIMIT]
+            line = line.replace(value, "<secret>")
+    return line[:DETAIL_LIMIT]
+
+
+def _one_line(text: str) -> str:
+    """Printable, each run of whitespace one space: how an answer is shown, and how a
+    secret in it then reads."""
+    return " ".join(printable(text).split())
 
 
 def status_error(

@@ -27,9 +27,9 @@ from relay.config.model import SlackDestination
 from relay.formatting import Link, Summary, fit_lines, summarize, truncate
 from relay.limits import Limit
 from relay.notification import Notification
-from relay.secrets import mask_url
+from relay.secrets import mask_url, url_secrets
 from relay.senders.base import DeliveryError, SenderContext, Sent
-from relay.senders.http import connection_error, parse_retry_after, status_error
+from relay.senders.http import answer_detail, connection_error, parse_retry_after, status_error
 
 # Slack's Block Kit limits.
 HEADER_LIMIT = 150
@@ -164,7 +164,9 @@ class SlackWebhookSender:
             return Sent()
         # slack-sdk hands over aiohttp's case-insensitive headers as they came.
         retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
-        raise status_error("Slack", response.status_code, response.body[:200], retry_after_s)
+        # The answer may echo the request's path, which holds the webhook's token.
+        detail = answer_detail(response.body, url_secrets(self._url))
+        raise status_error("Slack", response.status_code, detail, retry_after_s)
 
 
 class SlackApiSender:

@@ -187,3 +187,45 @@ async def test_discord_failures(
     assert (caught.value.retryable, caught.value.retry_after_s) == (retryable, retry_after_s)
     assert detail in str(caught.value)
     assert "tok" not in str(caught.value)
+
+
+DISCORD_TOKEN = "D1scordT0kenSekrit"
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (
+            {"message": "Invalid Webhook Token for /api/webhooks/1/{token}", "code": 50027},
+            "Invalid Webhook Token for <secret> (code 50027)",
+        ),
+        (
+            {"message": "\x1b[31mbad\n\ntoken {token}\x1b[0m", "code": 50027},
+            "\ufffd[31mbad token <secret>\ufffd[0m (code 50027)",
+        ),
+        ({"message": "bad token", "code": "{token}"}, "bad token (code <secret>)"),
+    ],
+)
+async def test_an_answer_echoing_the_webhook_url_does_not_leak_its_token(
+    body: dict[str, Any],
+    detail: str,
+    discord: FakeDiscord,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    url = discord.url(token=DISCORD_TOKEN)
+    config = make_config(
+        f'destinations:\n  community: {{ type: discord, webhook_url: "{url}" }}\n', tmp_path
+    )
+    sender = build_senders(config.destinations, SenderContext(http=http))["community"]
+    echo = {
+        key: value.format(token=DISCORD_TOKEN) if isinstance(value, str) else value
+        for key, value in body.items()
+    }
+    discord.script(Reply(401, echo))
+
+    with pytest.raises(DeliveryError) as caught:
+        await sender.send(chat("hi"))
+
+    assert str(caught.value) == f"Discord answered 401: {detail}"
+    assert DISCORD_TOKEN not in repr(caught.value)

@@ -9,9 +9,16 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from relay.secrets import url_secrets
 from relay.senders import DeliveryError, Sender, SenderContext, build_senders
 from relay.senders.base import Sent
-from relay.senders.http import MAX_RETRY_AFTER_S, is_retryable_status, parse_retry_after
+from relay.senders.http import (
+    DETAIL_LIMIT,
+    MAX_RETRY_AFTER_S,
+    answer_detail,
+    is_retryable_status,
+    parse_retry_after,
+)
 from tests.support.fake_discord import FakeDiscord
 from tests.support.fake_receiver import RECEIVER_SECRET, FakeReceiver
 from tests.support.fake_slack import BOT_TOKEN, WEBHOOK_SECRET, FakeSlack
@@ -177,3 +184,60 @@ async def test_network_error_is_retryable_and_hides_the_token(
     assert "connect" in str(caught.value)
     assert_no_secret(str(caught.value))
     assert_no_secret(repr(caught.value))
+
+
+# An answer's detail -------------------------------------------------------------------------
+
+ECHOED_URL = "https://crm.example.com/hooks/inbound?token=SuperSekritToken1234567890"
+ECHOED_TOKEN = "SuperSekritToken1234567890"
+# Where the detail used to be cut before it was masked: the token straddles the cut.
+_OLD_CUT = DETAIL_LIMIT * 2 + len(ECHOED_URL)
+
+
+def assert_no_piece_of(secret: str, text: str) -> None:
+    """Neither the secret nor any 6-character piece of it is in the text."""
+    pieces = [secret[start : start + 6] for start in range(len(secret) - 5)]
+    assert [piece for piece in pieces if piece in text] == [], text
+
+
+@pytest.mark.parametrize(
+    ("answer", "detail"),
+    [
+        # An HTML error page, indented, that echoes the request's token.
+        (
+            "<html>\n" + " " * 420 + f"<p>bad token {ECHOED_TOKEN} for /hooks/inbound</p>",
+            "<html> <p>bad token <secret> for <secret></p>",
+        ),
+        (
+            "<html>\n" + " " * (_OLD_CUT - 30) + f"<p>bad token {ECHOED_TOKEN}</p>",
+            "<html> <p>bad token <secret></p>",
+        ),
+        (
+            "<html>\n" + "\t\n" * 3000 + f"<p>bad token {ECHOED_TOKEN}</p>",
+            "<html> <p>bad token <secret></p>",
+        ),
+        # Each masked echo of the URL is shorter than the URL: the text after it moves up.
+        (
+            " ".join([ECHOED_URL] * 6 + ["y" * 30, ECHOED_TOKEN]),
+            " ".join(["<secret>"] * 6 + ["y" * 30, "<secret>"]),
+        ),
+    ],
+)
+def test_an_answer_detail_masks_a_secret_behind_any_whitespace(answer: str, detail: str) -> None:
+    shown = answer_detail(answer, url_secrets(ECHOED_URL))
+
+    assert shown == detail
+    assert_no_piece_of(ECHOED_TOKEN, shown)
+
+
+def test_an_answer_detail_masks_a_secret_holding_whitespace() -> None:
+    secret = "Bearer  \tSekritHeaderValue99"
+    shown = answer_detail(f"refused:\n  {secret}\x1b[0m", [secret])
+
+    assert shown == "refused: <secret>\ufffd[0m"
+
+
+def test_an_answer_detail_is_one_line_of_at_most_the_limit() -> None:
+    shown = answer_detail("x" * 150 + "\n\n" + "y" * 150, [])
+
+    assert shown == "x" * 150 + " " + "y" * (DETAIL_LIMIT - 151)

@@ -19,6 +19,7 @@ from relay.senders.base import Sent
 from relay.senders.slack import SECTION_LIMIT, transcript_sections
 from tests.support.fake_slack import (
     BOT_TOKEN,
+    WEBHOOK_SECRET,
     FakeSlack,
     Received,
     Reply,
@@ -342,3 +343,25 @@ def test_transcript_sections_stay_within_slacks_section_limit(
 
     assert 0 < len(sections) <= max_sections
     assert all(len(section) <= SECTION_LIMIT for section in sections)
+
+
+@pytest.mark.parametrize(
+    ("echo", "detail"),
+    [
+        ("no hook at {path}", "no hook at <secret>"),
+        ("\x1b[2Jbad hook:\n  {url}", "\ufffd[2Jbad hook: <secret>"),
+        ("{pad}token {token}", "token <secret>"),
+    ],
+)
+async def test_a_webhook_answer_echoing_its_url_does_not_leak_the_token(
+    echo: str, detail: str, slack: FakeSlack, traced: Session, tmp_path: Path
+) -> None:
+    url = slack.webhook_url()
+    path = url.partition(f"127.0.0.1:{slack.port}")[2]
+    slack.script(Reply(404, echo.format(url=url, path=path, token=WEBHOOK_SECRET, pad=" " * 190)))
+
+    with pytest.raises(DeliveryError) as caught:
+        await senders(slack, traced.session, tmp_path)["hook"].send(chat("hi"))
+
+    assert str(caught.value) == f"Slack answered 404: {detail}"
+    assert WEBHOOK_SECRET not in repr(caught.value)
