@@ -434,7 +434,9 @@ class Store(Protocol):
         """Return how many deliveries there are, by status and by destination."""
 
     async def replay(self, ids: Sequence[int] | None, now: float) -> int:
-        """Put dead deliveries (the given ones, or all when None) back in the queue."""
+        """Put dead deliveries (the given ones, or all when None) back in the queue. Each
+        keeps its id, so it goes before the later deliveries of its session; while one of
+        them is being sent (held by a live lease), it waits for that claim to end."""
 
     async def watches_by_quiet(
         self, below: tuple[float, str] | None, limit: int

@@ -80,7 +80,9 @@ _SCRIPTS = (
 _LIBS = {
     # lib_watch uses lib_tally's bounds.
     "accept": ("lib_event", "lib_hold", "lib_tally", "lib_watch"),
-    "claim": ("lib_hold",),
+    "claim": ("lib_hold", "lib_head"),
+    "finish": ("lib_head",),
+    "replay": ("lib_head",),
     "watch": ("lib_event", "lib_tally", "lib_watch"),
     "counters": ("lib_tally",),
 }

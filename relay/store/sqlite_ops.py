@@ -172,6 +172,21 @@ _IS_HEAD = f"""
     )
 """
 
+
+# Nor is a delivery its session's head while another of the session is held by a live
+# lease: a dead delivery replayed goes back before the later ones of its session, which
+# went on without it, but not beside the one being sent. At most `concurrency` leases per
+# process are live at a destination: the index reads a handful of rows.
+def _none_held(now: str) -> str:
+    return f"""
+    NOT EXISTS (
+        SELECT 1 FROM deliveries AS h INDEXED BY deliveries_leases
+        WHERE h.destination = d.destination AND h.{UNFINISHED} AND h.lease_until > 0
+          AND h.lease_until > {now} AND h.session_key = d.session_key AND h.id <> d.id
+    )
+"""
+
+
 # Claim: walk the destination's unfinished deliveries in accepted order and take up to
 # `limit` sendable ones (due, session heads, held by no live lease): with a backlog this
 # reads about `limit` rows, not the whole backlog. A held head is unfinished, so its
@@ -181,7 +196,7 @@ UPDATE deliveries SET claimed_by = :owner, lease_until = :until
 WHERE id IN (
     SELECT d.id FROM deliveries AS d INDEXED BY deliveries_queue
     WHERE d.destination = :destination AND d.{UNFINISHED} AND d.next_attempt_at <= :now
-      AND d.lease_until <= :now AND {_IS_HEAD}
+      AND d.lease_until <= :now AND {_IS_HEAD} AND {_none_held(":now")}
     ORDER BY d.id
     LIMIT :limit
 )
@@ -204,6 +219,7 @@ NEXT_DUE_SQL = f"""
 SELECT d.next_attempt_at
 FROM deliveries AS d INDEXED BY deliveries_next
 WHERE d.destination = ? AND d.{UNFINISHED} AND d.lease_until <= ? AND {_IS_HEAD}
+  AND {_none_held("?")}
 ORDER BY d.next_attempt_at
 LIMIT 1
 """
@@ -560,7 +576,7 @@ def release(conn: sqlite3.Connection, owner: str) -> int:
 def next_due_at(conn: sqlite3.Connection, destination: str, now: float) -> float | None:
     """Return when the destination's next head can be claimed: the earliest next_attempt_at
     of the heads no live lease holds, or the end of the earliest live lease."""
-    due = conn.execute(NEXT_DUE_SQL, (destination, now)).fetchone()
+    due = conn.execute(NEXT_DUE_SQL, (destination, now, now)).fetchone()
     lease_ends = conn.execute(LEASE_ENDS_SQL, (destination, now)).fetchone()[0]
     times = [float(t) for t in (due[0] if due else None, lease_ends) if t is not None]
     return min(times) if times else None

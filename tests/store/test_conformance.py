@@ -378,6 +378,51 @@ async def test_dead_letters_are_replayed_unclaimed(stores: Stores) -> None:
     assert await claim(stores.other, B, now=1001.0) == ["e1"]
 
 
+async def replayed_before_a_send_in_flight(stores: Stores) -> None:
+    """e1, e2 and e3 of one session: e1 and e2 dead, then e3 claimed by A (in flight);
+    then e2 and e1 replayed, each going back before e3."""
+    for n in (1, 2, 3):
+        await accept(stores.one, f"e{n}")
+    for _ in range(2):
+        [dead] = await stores.one.claim("slack", 1000.0, 10, owner=A, lease_s=LEASE_S)
+        assert await stores.one.record_failure(dead.id, "404", retry_at=None, now=1000.0, owner=A)
+    assert await claim(stores.one, A) == ["e3"]
+    dead_ids = {d.event_id: d.id for d in await stores.one.list_deliveries("dead")}
+    assert await stores.other.replay([dead_ids["e2"]], 1001.0) == 1
+    assert await stores.other.replay([dead_ids["e1"]], 1001.0) == 1
+
+
+async def test_a_replayed_delivery_waits_for_its_sessions_send_in_flight(stores: Stores) -> None:
+    """One send at a time per session, replays included: what is replayed goes back
+    before later deliveries of its session, but not beside one being sent."""
+    await replayed_before_a_send_in_flight(stores)
+    assert await claim(stores.other, B, now=1002.0) == []
+    claimed = await stores.other.claim_or_next_due("slack", 1002.0, 10, owner=B, lease_s=LEASE_S)
+    assert (list(claimed.deliveries), claimed.next_due_at) == ([], 1000.0 + LEASE_S)
+    [in_flight] = [d for d in await stores.one.list_deliveries() if d.event_id == "e3"]
+    assert await stores.one.record_sent(in_flight.id, 1003.0, owner=A)
+    assert await claim(stores.other, B, now=1003.0) == ["e1"]
+
+
+@pytest.mark.parametrize("ends", ["failure", "release", "lease"])
+async def test_a_replayed_delivery_goes_out_when_its_sessions_claim_ends(
+    stores: Stores, ends: str
+) -> None:
+    await replayed_before_a_send_in_flight(stores)
+    [in_flight] = [d for d in await stores.one.list_deliveries() if d.event_id == "e3"]
+    now = 1002.0
+    if ends == "failure":  # retried later: the replayed ones, before it, go first
+        assert await stores.one.record_failure(
+            in_flight.id, "503", retry_at=5000.0, now=now, owner=A
+        )
+    elif ends == "release":
+        assert await stores.one.release(A) == 1
+    else:
+        now = 1000.0 + LEASE_S + 1
+    assert await claim(stores.other, B, now=now) == ["e1"]
+    assert await claim(stores.other, B, now=now) == []
+
+
 async def test_every_dead_letter_is_replayed_however_many(stores: Stores) -> None:
     count = 501  # past one step of a store that replays in steps
     for n in range(count):

@@ -502,9 +502,13 @@ async def test_no_retention_keeps_history(db_path: str) -> None:
         (
             sqlite_ops.CLAIM_SQL,
             {"owner": "o", "until": 1.0, "destination": "slack", "now": 1e12, "limit": 10},
-            ["deliveries_queue", "deliveries_session"],
+            ["deliveries_queue", "deliveries_session", "deliveries_leases"],
         ),
-        (sqlite_ops.NEXT_DUE_SQL, ("slack", 1e12), ["deliveries_next", "deliveries_session"]),
+        (
+            sqlite_ops.NEXT_DUE_SQL,
+            ("slack", 1e12, 1e12),
+            ["deliveries_next", "deliveries_session", "deliveries_leases"],
+        ),
         (sqlite_ops.LEASE_ENDS_SQL, ("slack", 1e12), ["deliveries_leases"]),
         (sqlite_transcripts._EVENTS_SQL, ("s1", 10), ["events_by_session"]),
         (

@@ -26,6 +26,24 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT
   redis.call('ZREM', waiting, member)
 end
 
+local function session_key_of(session)
+  return P .. 'session:' .. destination .. ':' .. session
+end
+
+-- Queue a passed-over delivery's session head, into `due` at once if it may go now.
+local function queue_for(session_key)
+  local first = redis.call('ZRANGE', session_key, 0, 0)[1]
+  if not first or sent_elsewhere(P, session_key, first, now) then
+    return
+  end
+  queue_head(P, destination, session_key)
+  local at = redis.call('ZSCORE', waiting, first)
+  if at and tonumber(at) <= now then
+    redis.call('ZREM', waiting, first)
+    redis.call('ZADD', due, tonumber(first), first)
+  end
+end
+
 local claimed = {}
 while #claimed < limit do
   local member = redis.call('ZRANGE', due, 0, 0)[1]
@@ -35,14 +53,15 @@ while #claimed < limit do
   local key = P .. 'd:' .. member
   local fields = redis.call('HMGET', key, 'status', 'session_key', 'next_attempt_at',
     'lease_until')
-  local head = false
-  if fields[1] == 'pending' or fields[1] == 'failed' then
-    local first = redis.call('ZRANGE', P .. 'session:' .. destination .. ':' .. fields[2], 0, 0)
-    head = first[1] == member
-  end
+  local unfinished = fields[1] == 'pending' or fields[1] == 'failed'
+  local head = unfinished and redis.call('ZRANGE', session_key_of(fields[2]), 0, 0)[1] == member
   redis.call('ZREM', due, member)  -- claimed now, or finished, or no longer a head
   local sendable_at = math.max(tonumber(fields[3]) or 0, tonumber(fields[4]) or 0)
-  if head and sendable_at > now then
+  if unfinished and not head then
+    -- Passed over: a delivery replayed went back before it, and waited while this one
+    -- was sent (lib_head.lua). Its claim has ended: the head goes in its place.
+    queue_for(session_key_of(fields[2]))
+  elseif head and sendable_at > now then
     redis.call('ZADD', waiting, sendable_at, member)  -- not yet: back to wait its turn
   elseif head then
     hold(P, destination, member, owner, lease_until)  -- lib_hold.lua

@@ -48,10 +48,14 @@ else
   redis.call('HSET', key, 'last_error', text)
 end
 
+local session_key = P .. 'session:' .. destination .. ':' .. session
 if outcome == 'failed' then
   redis.call('HSET', key, 'next_attempt_at', ARGV[6])
-  redis.call('ZADD', waiting, ARGV[6], member)  -- still its session's head
+  redis.call('ZREM', waiting, member)
   redis.call('ZREM', P .. 'due:' .. destination, member)
+  -- Its session's head: itself, waiting for its retry, or a delivery replayed meanwhile,
+  -- which went back before it and goes next (lib_head.lua).
+  queue_head(P, destination, session_key)
   return 1
 end
 
@@ -60,12 +64,8 @@ redis.call('ZADD', P .. 'finished', now, member)
 redis.call('ZREM', P .. 'queue:' .. destination, member)
 redis.call('ZREM', waiting, member)
 redis.call('ZREM', P .. 'due:' .. destination, member)
-local session_key = P .. 'session:' .. destination .. ':' .. session
 redis.call('ZREM', session_key, member)
-local next_head = redis.call('ZRANGE', session_key, 0, 0)[1]
-if next_head then
-  local due = redis.call('HMGET', P .. 'd:' .. next_head, 'next_attempt_at', 'lease_until')
-  redis.call('ZADD', waiting, math.max(tonumber(due[1]), tonumber(due[2])), next_head)
+if queue_head(P, destination, session_key) then
   return 1
 end
 if outcome ~= 'sent' then  -- dead: the answer is a failure's

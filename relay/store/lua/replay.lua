@@ -4,7 +4,8 @@ KEYS[1]  the store's key prefix (see accept.lua)
 ARGV     now, 'ids', then the members to replay
          or now, 'dead', after, upto: the first 500 dead ones with after < id <= upto
 Returns  {how many were dead (and are now pending), the last member looked at, or ''}
-Atomic:  each keeps its id, so it goes out before later deliveries of its session.
+Atomic:  each keeps its id, so it goes out before later deliveries of its session, though
+         not beside one of them being sent: then it is queued when that send's claim ends.
          Paging by id up to where it began, `relay replay --dead` replays what was dead
          then, once, even while workers dead-letter replayed ones again.
 ]]
@@ -37,7 +38,8 @@ for _, member in ipairs(members) do
     redis.call('ZADD', P .. 'queue:' .. destination, id, member)
     local session_key = P .. 'session:' .. destination .. ':' .. fields[3]
     redis.call('ZADD', session_key, id, member)
-    if redis.call('ZRANGE', session_key, 0, 0)[1] == member then
+    if redis.call('ZRANGE', session_key, 0, 0)[1] == member
+        and not sent_elsewhere(P, session_key, member, now) then  -- lib_head.lua
       redis.call('ZADD', P .. 'waiting:' .. destination, now, member)
     end
     replayed = replayed + 1
