@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import email.utils
+import html
+import json
 import re
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import aiohttp
@@ -65,10 +68,25 @@ def answer_detail(text: str, secrets: Sequence[str]) -> str:
     a secret that whitespace, or masks shorter than what they hide, then pulled up
     within the limit."""
     line = _one_line(text)
-    for value in sorted({_one_line(value) for value in secrets}, key=len, reverse=True):
+    forms = {_one_line(form) for value in secrets for form in _echoed_forms(value)}
+    for value in sorted(forms, key=len, reverse=True):
         if value:
             line = line.replace(value, "<secret>")
     return line[:DETAIL_LIMIT]
+
+
+def _echoed_forms(secret: str) -> set[str]:
+    """A secret as an answer may echo it: as sent, inside a JSON string (PHP escapes / as
+    well), in HTML, or percent-encoded."""
+    in_json = json.dumps(secret)[1:-1]
+    return {
+        secret,
+        in_json,
+        in_json.replace("/", "\\/"),
+        html.escape(secret),
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret),
+    }
 
 
 def _one_line(text: str) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from relay.secrets import url_secrets
+from relay.secrets import url_secrets, value_secrets
 from relay.senders import DeliveryError, Sender, SenderContext, build_senders
 from relay.senders.base import Sent
 from relay.senders.http import (
@@ -235,6 +235,23 @@ def test_an_answer_detail_masks_a_secret_holding_whitespace() -> None:
     shown = answer_detail(f"refused:\n  {secret}\x1b[0m", [secret])
 
     assert shown == "refused: <secret>\ufffd[0m"
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        '{"got": "Bearer AbC\\/dEf+GhI\\/jKl=="}',  # PHP's json_encode escapes /
+        '{"got": "Bearer AbC/dEf+GhI/jKl=="}',
+        "<p>got Bearer AbC/dEf+GhI/jKl==</p>",
+        "<p>got &quot;AbC/dEf+GhI/jKl==&quot;</p>",
+        "/log?auth=Bearer%20AbC%2FdEf%2BGhI%2FjKl%3D%3D",
+        "/log?auth=Bearer+AbC%2FdEf%2BGhI%2FjKl%3D%3D",
+    ],
+)
+def test_an_answer_detail_masks_a_secret_escaped_as_answers_echo_it(echo: str) -> None:
+    shown = answer_detail(echo, value_secrets("Bearer AbC/dEf+GhI/jKl=="))
+    assert "<secret>" in shown, shown
+    assert_no_piece_of("AbC/dEf+GhI/jKl==", shown.replace("\\/", "/"))
 
 
 def test_an_answer_detail_is_one_line_of_at_most_the_limit() -> None:
