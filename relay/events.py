@@ -35,6 +35,14 @@ class EventError(ValueError):
     """The body is not a valid bitHuman event; the message names the field."""
 
 
+def storable(text: str) -> str:
+    """Return text a store can keep: JSON may carry a lone surrogate ("\\ud800"), which no
+    UTF-8 column takes; it becomes U+FFFD, as it would in PostgreSQL."""
+    if text.isascii():
+        return text  # nearly always, and cheap to tell
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def normalize_event_type(event_type: str) -> str:
     """Spell an event type the payload way: the dashboard's `room_join` is `room.join`."""
     return event_type.strip().replace("_", ".").lower()
@@ -75,9 +83,12 @@ class Event:
     room: str | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        session = self.data_str("session_id")
         derived = {
+            # Keys the stores keep as text: a lone surrogate in them would fail the accept.
+            "agent_id": storable(self.agent_id),
             "kind": normalize_event_type(self.event_type),
-            "session": self.data_str("session_id"),
+            "session": None if session is None else storable(session),
             "message": self.data_str("message"),
             "role": self.data_str("role"),
             "room": self.data_str("room_name"),

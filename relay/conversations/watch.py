@@ -18,7 +18,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
-from relay.events import Event, normalize_event_type
+from relay.events import Event, normalize_event_type, storable
 
 SignalKind = Literal["unanswered", "ended"]
 Role = Literal["visitor", "agent", "other"]
@@ -111,17 +111,17 @@ def observation_of(
     if event.account or event.session is None or event.kind in _SIGNAL_KINDS:
         return None
     if windows is None:
-        return Forget(_storable(event.session))
+        return Forget(storable(event.session))
     unanswered_after_s, ended_after_s = windows
     role: Role = "other"
     if event.kind == "chat.push":
         role = {"user": "visitor", "assistant": "agent"}.get(event.role or "", "other")  # type: ignore[assignment]
     return Observation(
-        conversation=_storable(event.session),
-        agent_id=_storable(event.agent_id),
-        room_name=None if event.room is None else _storable(event.room),
+        conversation=storable(event.session),
+        agent_id=storable(event.agent_id),
+        room_name=None if event.room is None else storable(event.room),
         role=role,
-        message=_storable(event.message)
+        message=storable(event.message)
         if role == "visitor" and event.message is not None
         else None,
         timestamp=event.timestamp,
@@ -129,14 +129,6 @@ def observation_of(
         unanswered_after_s=unanswered_after_s,
         ended_after_s=ended_after_s,
     )
-
-
-def _storable(text: str) -> str:
-    """Return text a store can keep: JSON may carry a lone surrogate ("\\ud800"), which no
-    UTF-8 column takes; it becomes U+FFFD, as it would in PostgreSQL."""
-    if text.isascii():
-        return text  # nearly always, and cheap to tell
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def is_signal(event_type: str) -> bool:

@@ -362,6 +362,25 @@ async def test_unicode_event_with_unknown_fields_is_delivered(poster: Poster) ->
     await poster.assert_still_serving()
 
 
+async def test_lone_surrogates_in_the_stored_keys_are_accepted_and_delivered(
+    poster: Poster,
+) -> None:
+    """The session id and agent id are keys the store keeps as text, where no UTF-8 column
+    takes a lone surrogate: they are kept with U+FFFD in its place, not refused."""
+    body = encode(
+        {
+            "agent_id": "agent \udc00",
+            "event_type": "chat.push",
+            "data": {"session_id": "s\ud83d", "role": "user", "message": "lone keys"},
+        },
+        ascii_only=True,
+    )
+    assert await poster.check(body) == 200
+    await wait_until("the notification", lambda: "lone keys" in poster.output.getvalue(), 5.0)
+    assert "agent \ufffd" in poster.output.getvalue()
+    await poster.assert_still_serving()
+
+
 # --- compression ---------------------------------------------------------------------------
 
 
