@@ -70,9 +70,13 @@ def parse_address(text: str) -> IPAddress | None:
     elif text.count(":") == 1:  # v4:port
         text = text.split(":", 1)[0]
     try:
-        return ipaddress.ip_address(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
+    # A dual-stack proxy or listener writes an IPv4 client as ::ffff:a.b.c.d: the same
+    # address, which allow_ips and trusted_proxies list as IPv4.
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return address if mapped is None else mapped
 
 
 def in_networks(address: IPAddress, networks: Sequence[IPNetwork]) -> bool:

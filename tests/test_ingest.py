@@ -180,6 +180,22 @@ async def test_required_headers(
             "203.0.113.5, 198.51.100.1",
             403,
         ),
+        # A dual-stack proxy writes an IPv4 client as IPv4-mapped IPv6: the same address.
+        (
+            "allow_ips: [203.0.113.0/24]\n  trusted_proxies: [127.0.0.0/8]",
+            "::ffff:203.0.113.5",
+            200,
+        ),
+        (
+            "allow_ips: [203.0.113.0/24]\n  trusted_proxies: [127.0.0.0/8, 10.0.0.0/8]",
+            "[::ffff:203.0.113.5]:41000, ::ffff:10.1.2.3",
+            200,
+        ),
+        (
+            "allow_ips: [203.0.113.0/24]\n  trusted_proxies: [127.0.0.0/8]",
+            "::ffff:198.51.100.1",
+            403,
+        ),
     ],
 )
 async def test_allow_ips_and_trusted_proxies(
