@@ -152,6 +152,13 @@ async def serve(path: str, config: Config, role: WorkerRole | None = None) -> No
         app, handle_signals=False, access_log=None, keepalive_timeout=server.read_timeout_s
     )
     await runner.setup()
+    # Before the listener starts: from its first connection on, SIGTERM must drain rather
+    # than end relay with requests under way, and SIGHUP reload rather than end it.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload, app, path)
     listener = Listener(
         runner,
         server.host,
@@ -183,11 +190,6 @@ async def serve(path: str, config: Config, role: WorkerRole | None = None) -> No
         warn_about(config)
     _tune_gc()
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, _reload, app, path)
     if role is not None:  # only now: a signal the supervisor passes on must find a handler
         tell_ready(role)
     await stop.wait()

@@ -177,7 +177,8 @@ async def supervise(count: int, argv: list[str] | None = None) -> int:
         log.info("stopping %d workers", count)
         _pass_on(workers, signal.SIGTERM)
         codes = await running
-        # A worker still starting has no handler yet: SIGTERM ends it, with nothing to drain.
+        # A worker still starting may have no handler yet: it has not listened (relay.serve
+        # sets them before its listener starts), so SIGTERM ends it with nothing to drain.
         return 1 if any(code not in (0, -signal.SIGTERM) for code in codes) else 0
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 import ssl
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -179,6 +180,54 @@ async def test_sigterm_drains_finishes_in_flight_sends_and_exits_0(
         assert "while draining" in gated.arrived[-1].decode()
     finally:
         await gated.close()
+
+
+# `relay serve` whose console start waits until a file exists: it listens meanwhile.
+_SLOW_START = """
+import asyncio, pathlib, sys
+from relay import serve
+from relay.cli import main
+
+started = serve._start_console
+
+async def _when_told(*args, **kwargs):
+    while not pathlib.Path(sys.argv[1]).exists():
+        await asyncio.sleep(0.01)
+    return await started(*args, **kwargs)
+
+serve._start_console = _when_told
+sys.exit(main(["serve", "-c", sys.argv[2]]))
+"""
+
+
+async def test_sigterm_while_still_starting_up_but_listening_drains_and_exits_0(
+    tmp_path: Path, discord: FakeDiscord
+) -> None:
+    """From the moment relay listens, SIGTERM drains it: the signal is not left to its
+    default action, which would end relay with requests under way."""
+    config = write_config(tmp_path / "relay.yaml", discord.url())
+    go = tmp_path / "go"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _SLOW_START, str(go), str(config),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        log = b""
+        async with asyncio.timeout(20):
+            while b"listening on" not in log:
+                log += await process.stderr.readline()
+        process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)  # the signal is handled as it lands, before the start ends
+        go.touch()
+        async with asyncio.timeout(20):
+            log += await process.stderr.read()
+            assert await process.wait() == 0, log.decode()
+        assert b"shutting down" in log
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 async def test_sighup_while_a_send_is_in_flight_loses_nothing_and_sends_nothing_twice(
