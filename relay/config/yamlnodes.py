@@ -245,6 +245,8 @@ def secret(ctx: Context, node: yaml.Node, path: str) -> Secret:
     if not value:
         # Nearly always `"${VAR}"` with VAR set to the empty string.
         ctx.fail(node, path, "must not be empty (is its environment variable empty?)")
+    if value.isspace():  # a console password of spaces would guard nothing
+        ctx.fail(node, path, "must not be only whitespace (value not shown)")
     return Secret(value)
 
 

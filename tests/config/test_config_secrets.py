@@ -173,3 +173,14 @@ def test_a_postgres_password_holding_a_slash_is_not_shown(dsn: str, password: st
 def test_a_postgres_dsn_libpq_reads_right_loads(dsn: str) -> None:
     config = load_text(postgres(dsn), "relay.yaml", {})
     assert config.destinations["db"].type == "postgres"
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('console:\n  password: "   "\n', "relay.yaml:2: console.password"),
+        ('verify:\n  secrets: ["\\t "]\n', "relay.yaml:2: verify.secrets[0]"),
+    ],
+)
+def test_a_secret_of_only_whitespace_is_refused(text: str, error: str) -> None:
+    assert load_error(text) == f"{error}: must not be only whitespace (value not shown)"
