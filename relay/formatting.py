@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import yarl
 
 from relay.durations import format_duration
 from relay.events import Event
@@ -67,6 +70,20 @@ def safe_link(label: str, value: object) -> Link | None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
     return Link(label, value)
+
+
+def uri_of(url: str) -> str | None:
+    """A link's URL as a strict URI (non-ASCII and unsafe characters percent-encoded),
+    what the Adaptive Card and Discord schemas take; None when it cannot be made one."""
+    try:
+        encoded = str(yarl.URL(url))
+    except ValueError:
+        return None
+    return encoded if encoded.isascii() and _URI.fullmatch(encoded) else None
+
+
+# RFC 3986's characters, so what the schemas' uri format accepts.
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
 
 
 def _text_of(value: object) -> str | None:
@@ -204,7 +221,10 @@ def fit_lines(lines: Sequence[str], limit: int) -> str:
     size = 0
     for index, line in enumerate(lines):
         more = f"… and {len(lines) - index - 1} more"
-        if size + len(line) + 1 + len(more) > limit:  # this line, then the marker
+        room = limit - size - 1 - len(more)  # for this line, then the marker
+        if len(line) > room:
+            if not shown:  # one line longer than all the room: its start, cut visibly
+                shown.append(truncate(line, room))
             break
         shown.append(line)
         size += len(line) + 1

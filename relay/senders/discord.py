@@ -11,13 +11,19 @@ from typing import Any
 import aiohttp
 
 from relay.config.model import DiscordDestination
-from relay.formatting import Summary, fit_lines, summarize, truncate
+from relay.formatting import Summary, fit_lines, summarize, truncate, uri_of
 from relay.limits import Limit
 from relay.notification import Notification
 from relay.secrets import mask_url, url_secrets
 from relay.senders.base import DeliveryError, SenderContext, Sent
 from relay.senders.console import printable
-from relay.senders.http import answer_detail, connection_error, parse_retry_after, status_error
+from relay.senders.http import (
+    answer_detail,
+    capped_delay,
+    connection_error,
+    parse_retry_after,
+    status_error,
+)
 
 # Discord's published limits for one message.
 TITLE_LIMIT = 256
@@ -71,8 +77,9 @@ def build_payload(summary: Summary, kind: str, timestamp: float) -> dict[str, An
     }
     if description:
         embed["description"] = description
-    if summary.link is not None:  # the title links to it
-        embed["url"] = summary.link.url
+    url = uri_of(summary.link.url) if summary.link is not None else None
+    if url is not None:  # the title links to it; the schema takes a strict URI only
+        embed["url"] = url
     return {"embeds": [embed], "allowed_mentions": {"parse": []}}
 
 
@@ -92,11 +99,12 @@ def thread_name(notification: Notification, summary: Summary) -> str:
 def _fields(summary: Summary, budget: int) -> list[dict[str, Any]]:
     fields: list[dict[str, Any]] = []
     for name, value in summary.fields[:MAX_FIELDS]:
-        shown_name = truncate(escape(name), FIELD_NAME_LIMIT)
+        # Discord trims a field's name and value, and refuses one left empty (50035).
+        shown_name = truncate(escape(name), FIELD_NAME_LIMIT).strip() or "\u200b"
         room = min(FIELD_VALUE_LIMIT, budget - len(shown_name))
         if room < MIN_FIELD_VALUE:
             break
-        shown_value = truncate(escape(value), room) or "\u200b"
+        shown_value = truncate(escape(value), room).strip() or "\u200b"
         budget -= len(shown_name) + len(shown_value)
         fields.append({"name": shown_name, "value": shown_value, "inline": True})
     return fields
@@ -209,7 +217,8 @@ class DiscordSender:
         retry_after_s = parse_retry_after(headers.get("Retry-After"))
         body_retry = body.get("retry_after")
         if isinstance(body_retry, int | float) and not isinstance(body_retry, bool):
-            retry_after_s = float(body_retry)  # the body's float is more precise than the header
+            # The body's float is more precise than the header, when it is a sane number.
+            retry_after_s = capped_delay(float(body_retry)) or retry_after_s
         shown_code = answer_detail(str(code), secrets)
         detail = f"{message} (code {shown_code})" if code is not None else message
         error = status_error("Discord", status, detail, retry_after_s)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import html
 import json
+import math
 import re
 import time
 import urllib.parse
@@ -46,6 +47,14 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         except (TypeError, ValueError, OverflowError):
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
+    return capped_delay(seconds)
+
+
+def capped_delay(seconds: float) -> float | None:
+    """A delay a service asked for, within 0 and MAX_RETRY_AFTER_S; None when it is no
+    number (NaN): a broken or hostile answer must not pause a destination for ever."""
+    if math.isnan(seconds):
+        return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 

@@ -50,7 +50,16 @@ CONTINUES = "Continues a conversation whose earlier thread is gone."
 # Web API errors that a later try can fix; every other `ok: false` error is permanent
 # (invalid_auth, channel_not_found, not_in_channel, invalid_blocks, …).
 RETRYABLE_API_ERRORS = frozenset(
-    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+    {
+        "ratelimited",
+        "rate_limited",  # chat.postMessage's own spelling: too many messages
+        "message_limit_exceeded",
+        "team_added_to_org",  # a workspace being migrated: for a while
+        "internal_error",
+        "fatal_error",
+        "service_unavailable",
+        "request_timeout",
+    }
 )
 
 # slack-sdk logs request URLs (which hold the webhook token) at debug level.
@@ -68,6 +77,16 @@ def link_markup(link: Link) -> str:
     return f"<{escape(link.url).replace('|', '%7C')}|{escape(link.label)}>"
 
 
+def _link_text(link: Link) -> MarkdownTextObject:
+    """A link's section text. Escaping can make a long URL longer than a section holds
+    (each & is 5 characters): it is then shown as text, cut, not as a link."""
+    markup = link_markup(link)
+    if len(markup) <= SECTION_LIMIT:
+        return MarkdownTextObject(text=markup)
+    shown = truncate(escape(f"{link.label}: {link.url}"), SECTION_LIMIT)
+    return MarkdownTextObject(text=shown, verbatim=True)
+
+
 def build_blocks(summary: Summary) -> list[Block]:
     """Return the Block Kit layout of a summary, within Slack's limits."""
     blocks: list[Block] = [
@@ -83,7 +102,7 @@ def build_blocks(summary: Summary) -> list[Block]:
     if fields:
         after.append(SectionBlock(fields=fields))
     if summary.link is not None:
-        after.append(SectionBlock(text=MarkdownTextObject(text=link_markup(summary.link))))
+        after.append(SectionBlock(text=_link_text(summary.link)))
     after.append(DividerBlock())
     footer = truncate(escape(summary.footer), SECTION_LIMIT)
     after.append(ContextBlock(elements=[MarkdownTextObject(text=footer, verbatim=True)]))

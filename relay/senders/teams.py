@@ -10,7 +10,7 @@ from typing import Any
 import yarl
 
 from relay.config.model import TeamsDestination
-from relay.formatting import Summary, fit_lines, summarize, truncate
+from relay.formatting import Summary, fit_lines, summarize, truncate, uri_of
 from relay.limits import Limit
 from relay.notification import Notification
 from relay.secrets import mask_url, url_secrets
@@ -82,7 +82,7 @@ def build_card_message(summary: Summary) -> dict[str, Any]:
         "version": "1.5",
         "body": body,
     }
-    link = _card_url(summary.link.url) if summary.link is not None else None
+    link = uri_of(summary.link.url) if summary.link is not None else None
     if summary.link is not None and link is not None:  # relay's label; an http(s) URL
         card["actions"] = [{"type": "Action.OpenUrl", "title": summary.link.label, "url": link}]
     message = {
@@ -183,17 +183,3 @@ class TeamsSender:
             redirect_key="webhook_url",
         )
         return Sent()
-
-
-def _card_url(url: str) -> str | None:
-    """The URL as a card takes it (a URI: non-ASCII and unsafe characters percent-encoded);
-    None when it cannot be made one, and the card goes without its button."""
-    try:
-        encoded = str(yarl.URL(url))
-    except ValueError:
-        return None
-    return encoded if encoded.isascii() and _URI.fullmatch(encoded) else None
-
-
-# RFC 3986's characters, so what the card schema's uri format accepts.
-_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")

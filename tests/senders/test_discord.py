@@ -169,6 +169,12 @@ async def test_empty_bucket_headers_make_the_sender_wait(
         (Reply(400, {"message": "Invalid Form Body", "code": 50035}), False, None, "50035"),
         (Reply(500, {"message": "oops", "code": 10015}), False, None, "10015"),
         (Reply(502, {"message": "bad gateway"}), True, None, "502"),
+        # A body's retry_after out of all reason is held within an hour, or left for the
+        # header: it must not pause the webhook, for every process, for ever.
+        (rate_limited(1e9, header_s="3"), True, 3600.0, "429"),
+        (rate_limited(float("inf"), header_s="3"), True, 3600.0, "429"),
+        (rate_limited(float("nan"), header_s="3"), True, 3.0, "429"),
+        (rate_limited(-30, header_s="3"), True, 3.0, "429"),
     ],
 )
 async def test_discord_failures(

@@ -259,6 +259,10 @@ async def test_webhook_failures(
         (Reply(200, {"ok": False, "error": "ratelimited"}, {"Retry-After": "4"}), True, 4.0,
          "ratelimited"),
         (api_error("internal_error"), True, None, "internal_error"),
+        # chat.postMessage's own names for "too many messages", and a workspace migrating.
+        (api_error("rate_limited"), True, None, "rate_limited"),
+        (api_error("message_limit_exceeded"), True, None, "message_limit_exceeded"),
+        (api_error("team_added_to_org"), True, None, "team_added_to_org"),
         (rate_limited("3"), True, 3.0, "429"),
         (500, True, None, "500"),
     ],
