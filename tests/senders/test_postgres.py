@@ -572,6 +572,41 @@ async def test_a_nul_character_is_stored_as_a_replacement_character(
     ]
 
 
+async def test_a_lone_surrogate_is_stored_as_a_replacement_character(
+    relay_client: RelayClientFactory, pg_db: str
+) -> None:
+    """Valid JSON may escape one ("\\ud800"); neither text nor jsonb takes it."""
+    client = await relay_client(postgres_config(), PG_DSN=pg_db)
+    body = json.dumps(
+        {
+            "agent_id": "A80HVD8577",
+            "event_type": "chat.push",
+            "data": {"session_id": "s1", "role": "user", "message": "x\ud800y", "k\udc00": 1},
+        }
+    ).encode()
+    await post(client, body)
+
+    await wait_for_status(client, "sent")
+    assert rows(pg_db, "SELECT message, payload->'data'->>'message' FROM relay_events") == [
+        ("x\ufffdy", "x\ufffdy")
+    ]
+    assert rows(pg_db, "SELECT payload->'data'->>'k\ufffd' FROM relay_events") == [("1",)]
+
+
+async def test_a_timestamp_past_what_a_date_holds_is_stored_as_null(
+    relay_client: RelayClientFactory, pg_db: str
+) -> None:
+    """A timestamp in milliseconds, sent as seconds, is year 58712: the row goes in with
+    occurred_at NULL and the payload as sent, rather than fail every attempt."""
+    client = await relay_client(postgres_config(), PG_DSN=pg_db)
+    await post(client, event_body(message="ms", timestamp=1790607268895))
+
+    await wait_for_status(client, "sent")
+    assert rows(
+        pg_db, "SELECT message, occurred_at, (payload->>'timestamp')::bigint FROM relay_events"
+    ) == [("ms", None, 1790607268895)]
+
+
 async def test_values_bound_for_json_columns_keep_their_json_type(
     relay_client: RelayClientFactory, pg_db: str
 ) -> None:

@@ -13,8 +13,13 @@ from relay.events import Event
 from relay.rules import MISSING, lookup
 
 
-def _when(seconds: float) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+def _when(seconds: float) -> datetime.datetime | None:
+    """A timestamp as a date; None (NULL) past what a date holds (year 9999: a value in
+    milliseconds sent as seconds, say), which the payload keeps as it was sent."""
+    try:
+        return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def without_nul(value: Any) -> Any:
