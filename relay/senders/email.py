@@ -96,18 +96,19 @@ def _threading(config: EmailDestination, notification: Notification, title: str)
     """Return Message-ID and Subject, and for a conversation's later emails In-Reply-To and
     References naming its first, so mail clients show one thread."""
     conversation = notification.conversation
-    if conversation is None:
-        return {
-            "Subject": title,
-            "Message-ID": email.utils.make_msgid("relay", domain=_domain(config)),
-        }
     event_id = notification.event.event_id
+    # The same for every attempt of one delivery: a retry after an answer that was lost
+    # (a timeout after DATA) names the message the server may already have, which mail
+    # systems then keep once.
+    message_id = f"<relay.{_digest(config.name, event_id)}@{_domain(config)}>"
+    if conversation is None:
+        return {"Subject": title, "Message-ID": message_id}
     if notification.thread is None:  # the conversation's first email
         return {"Subject": title, "Message-ID": thread_root(config, conversation, event_id)}
     thread = EmailThread.load(notification.thread)
     return {
         "Subject": thread.subject,  # one subject per conversation
-        "Message-ID": f"<relay.{_digest(config.name, event_id)}@{_domain(config)}>",
+        "Message-ID": message_id,
         "In-Reply-To": thread.root,
         "References": thread.root,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,20 @@ async def test_message_is_multipart_with_escaped_html_date_and_message_id(
     assert "&lt;b&gt;hi&lt;/b&gt; &amp; &lt;script&gt;x&lt;/script&gt;" in html
     assert "<script>" not in html
     assert "agent_abc123" in text and "agent_abc123" in html
+
+
+async def test_every_attempt_of_one_email_names_the_same_message(
+    smtp: SmtpServer, handler: Handler, tmp_path: Path
+) -> None:
+    """A retry after a lost answer names the message the server may have, which mail
+    systems keep once; another event's email is another message."""
+    sender = email_sender(tmp_path, smtp.port)
+    for event_id in ("e1", "e1", "e2"):
+        test_event = notification("test")
+        await sender.send(replace(test_event, event=replace(test_event.event, event_id=event_id)))
+    first, retry, other = (mail.message["Message-ID"] for mail in handler.mails)
+    assert first == retry != other
+    assert first.startswith("<relay.") and first.endswith("@example.com>")
 
 
 @pytest.mark.parametrize(
