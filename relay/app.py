@@ -47,8 +47,12 @@ async def _metrics(request: web.Request) -> web.Response:
         state.metrics.store_up.set(0)
     else:
         state.metrics.store_up.set(1)
-        for destination in {*state.config.destinations, *depths}:
+        shown = {*state.config.destinations, *depths}
+        # A destination shown before, since removed and with nothing queued: its queue is
+        # empty now, not what it was at its last reading.
+        for destination in shown | state.metrics.queue_depth_shown:
             state.metrics.queue_depth.labels(destination).set(depths.get(destination, 0))
+        state.metrics.queue_depth_shown = shown
     return web.Response(body=state.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -62,6 +62,8 @@ class Metrics:
             # reading is the store's, not a sum over workers.
             multiprocess_mode="mostrecent",
         )
+        # The destinations whose depth the last reading set (app._metrics).
+        self.queue_depth_shown: set[str] = set()
         self.store_up = Gauge(
             "relay_store_up",
             "Whether the store answered the scrape's reading of the queues (1) or not (0).",

@@ -9,9 +9,10 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.app import STATE
+from relay.config import load_text
 from tests.conftest import RelayClientFactory
 from tests.support.redis_server import RedisServer
-from tests.support.relay import CHAT_PUSH, ROOM_JOIN, Output, signed_headers
+from tests.support.relay import CHAT_PUSH, ROOM_JOIN, SECRET, Output, signed_headers
 
 CONFIG = """
 verify:
@@ -112,3 +113,23 @@ async def test_while_the_store_is_down_queue_depths_keep_their_last_reading(
     assert samples[("relay_store_up", ())] == 0
     assert samples[("relay_queue_depth", (("destination", "stdout"),))] == 2
     assert samples[("relay_queue_depth", (("destination", "never"),))] == 0
+
+
+async def test_a_removed_destination_whose_queue_emptied_reads_0(
+    relay_client: RelayClientFactory,
+) -> None:
+    """Once a reload removed it and its deliveries died, it is configured nowhere and
+    queued nowhere: its depth is 0, not its last reading."""
+    client = await relay_client(CONFIG)
+    await queue_joins(client, 2)
+    assert (await scrape(client))[("relay_queue_depth", (("destination", "stdout"),))] == 2
+
+    state = client.app[STATE]
+    state.config = load_text(CONFIG.replace("stdout", "elsewhere"), "relay.yaml", {"SECRET": SECRET})
+    for delivery in await state.store.claim("stdout", 9e9, 10, owner="test", lease_s=10):
+        assert await state.store.record_failure(
+            delivery.id, "removed", retry_at=None, now=9e9, owner="test"
+        )
+    samples = await scrape(client)
+    assert samples[("relay_queue_depth", (("destination", "stdout"),))] == 0
+    assert samples[("relay_queue_depth", (("destination", "elsewhere"),))] == 0
