@@ -125,7 +125,8 @@ async def test_a_removed_destination_whose_queue_emptied_reads_0(
     assert (await scrape(client))[("relay_queue_depth", (("destination", "stdout"),))] == 2
 
     state = client.app[STATE]
-    state.config = load_text(CONFIG.replace("stdout", "elsewhere"), "relay.yaml", {"SECRET": SECRET})
+    removed = CONFIG.replace("stdout", "elsewhere")
+    state.config = load_text(removed, "relay.yaml", {"SECRET": SECRET})
     for delivery in await state.store.claim("stdout", 9e9, 10, owner="test", lease_s=10):
         assert await state.store.record_failure(
             delivery.id, "removed", retry_at=None, now=9e9, owner="test"

@@ -164,6 +164,10 @@ def _value(ctx: Context, node: yaml.Node, path: str, expected: str, *, retype: b
             f"expected {expected}, got a value with a YAML tag"
             " (quote the value if it starts with '!')",
         )
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError):
+        # A standard tag on a value it cannot type (`!!int sekrit`): PyYAML's own error
+        # would quote the value, which may be a secret.
+        ctx.fail(node, path, f"expected {expected}, got a value its YAML tag cannot read")
 
 
 def _typed(ctx: Context, node: yaml.Node, path: str, kind: type[T], expected: str) -> T:

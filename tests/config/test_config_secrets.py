@@ -184,3 +184,15 @@ def test_a_postgres_dsn_libpq_reads_right_loads(dsn: str) -> None:
 )
 def test_a_secret_of_only_whitespace_is_refused(text: str, error: str) -> None:
     assert load_error(text) == f"{error}: must not be only whitespace (value not shown)"
+
+
+@pytest.mark.parametrize(
+    "tagged", ["!!int Sekrit-new-value", "!!float Sekrit", "!!bool Sekritly", "!!int ''"]
+)
+def test_a_standard_tag_that_cannot_read_its_value_is_an_error_not_a_crash(tagged: str) -> None:
+    shown = load_error(f"verify:\n  headers:\n    X-Webhook-Secret: {tagged}\n")
+    assert shown == (
+        "relay.yaml:3: verify.headers.X-Webhook-Secret: expected a string,"
+        " got a value its YAML tag cannot read"
+    )
+    assert_hidden("Sekrit-new-value", shown)
