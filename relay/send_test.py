@@ -154,11 +154,14 @@ async def send_test(args: argparse.Namespace, config: Config | None) -> int:
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
-            session.post(url, data=body, headers=headers) as response,
+            # Not followed: a redirect would carry the secret headers to another server,
+            # and report its answer as relay's.
+            session.post(url, data=body, headers=headers, allow_redirects=False) as response,
         ):
-            text = await response.text()
+            text = await response.text(errors="replace")
     except (aiohttp.ClientError, TimeoutError) as exc:
-        print(f"relay send-test: cannot reach {url}: {exc or type(exc).__name__}", file=sys.stderr)
+        said = str(exc) or type(exc).__name__  # a timeout's text is empty
+        print(f"relay send-test: cannot reach {url}: {said}", file=sys.stderr)
         return 1
     print(f"{response.status} {response.reason}")
     print(text)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from relay.cli import main
 from relay.send_test import EVENTS
@@ -25,6 +26,7 @@ from tests.support.bithuman import (
     bithuman_verify,
 )
 from tests.support.fake_discord import wait_until
+from tests.support.local_server import serve_locally
 from tests.support.processes import RelayProcesses, run_cli
 from tests.support.relay import CHAT_PUSH, SECRET, Output
 
@@ -355,6 +357,36 @@ async def test_send_test_unreachable_exits_1() -> None:
     status, out = await send_test("--url", "http://127.0.0.1:9/webhook", "--secret", "s")
     assert status == 1
     assert out.startswith("relay send-test: cannot reach http://127.0.0.1:9/webhook")
+
+
+async def test_send_test_follows_no_redirect_and_reads_any_answer() -> None:
+    """A redirect is not followed: the secret would go to another server, whose answer
+    would pass for relay's. An answer that is not UTF-8 is shown, not a traceback."""
+    elsewhere: list[str] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect("/elsewhere")
+
+    async def other(request: web.Request) -> web.Response:
+        elsewhere.append(request.headers.get("X-bitHuman-Signature", ""))
+        return web.Response(text="taken")
+
+    async def garbled(request: web.Request) -> web.Response:
+        return web.Response(body=b"\xff\xfe ok", content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_post("/webhook", redirect)
+    app.router.add_post("/elsewhere", other)
+    app.router.add_post("/garbled", garbled)
+    runner, port = await serve_locally(app)
+    try:
+        status, out = await send_test("--url", f"http://127.0.0.1:{port}/webhook", "--secret", "s")
+        assert (status, out.splitlines()[0]) == (1, "307 Temporary Redirect")
+        assert elsewhere == []
+        status, out = await send_test("--url", f"http://127.0.0.1:{port}/garbled", "--secret", "s")
+        assert (status, out) == (0, "200 OK\n\ufffd\ufffd ok\n")
+    finally:
+        await runner.cleanup()
 
 
 async def test_serve_that_cannot_start_says_why_in_one_line(tmp_path: Path) -> None:

@@ -61,12 +61,14 @@ async def deliver(url: str, body: bytes, headers: dict[str, str]) -> str:
             aiohttp.ClientSession(timeout=timeout) as session,
             # Not verified when relay serves TLS: this is relay's own listener, reached at
             # the loopback address its certificate does not name.
-            session.post(url, data=body, headers=headers, ssl=False) as response,
+            session.post(
+                url, data=body, headers=headers, ssl=False, allow_redirects=False
+            ) as response,
         ):
             text = await response.text(errors="replace")
     except (aiohttp.ClientError, TimeoutError) as exc:
         # The error names host and port, never the path (which may be chosen as a secret).
-        return f"relay's webhook listener did not answer: {exc or type(exc).__name__}"
+        return f"relay's webhook listener did not answer: {str(exc) or type(exc).__name__}"
     return said(response.status, text)
 
 
