@@ -296,8 +296,17 @@ def test_yaml_syntax_error_does_not_quote_the_line() -> None:
 # Valid files ------------------------------------------------------------------------------
 
 
-def test_empty_file_is_all_defaults() -> None:
-    config = load_text("# nothing yet\n", "relay.yaml", {})
+@pytest.mark.parametrize("text", ["", "# nothing yet\n", "---\n", "~\n", "null\n"])
+def test_a_file_with_no_settings_is_an_error(text: str) -> None:
+    """Nearly always a file caught empty: as a reload, it would turn verification and
+    every rule off; the running config stays instead."""
+    with pytest.raises(ConfigError) as caught:
+        load_text(text, "relay.yaml", {})
+    assert str(caught.value) == "relay.yaml: the file holds no settings (is it empty?)"
+
+
+def test_a_file_of_empty_sections_is_all_defaults() -> None:
+    config = load_text("server:\n", "relay.yaml", {})
     assert config.server == ServerConfig()
     assert config.store == StoreConfig()
     assert config.store.retention_s == 7 * 86400.0
