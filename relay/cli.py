@@ -191,13 +191,13 @@ def _parser() -> argparse.ArgumentParser:
     serve = command("serve", "run the server and the delivery workers")
     serve.add_argument(
         "--log-format",
-        choices=("text", "json"),
+        choices=_LOG_FORMATS,
         default=os.environ.get("RELAY_LOG_FORMAT", "text"),
         help="text (default) or json lines; also $RELAY_LOG_FORMAT",
     )
     serve.add_argument(
         "--log-level",
-        choices=("debug", "info", "warning", "error"),
+        choices=_LOG_LEVELS,
         default=os.environ.get("RELAY_LOG_LEVEL", "info"),
         help="info (default) logs start, reload, failures; debug adds a line per event "
         "and per delivery; also $RELAY_LOG_LEVEL",
@@ -260,20 +260,49 @@ def _parser() -> argparse.ArgumentParser:
     deliveries.add_argument("--status", choices=("pending", "failed", "dead", "sent"))
     deliveries.add_argument("--limit", type=int, default=50)
     deliveries.add_argument(
-        "--id", type=int, metavar="N", help="one delivery: its event, its rule and every attempt"
+        "--id",
+        type=_delivery_id,
+        metavar="N",
+        help="one delivery: its event, its rule and every attempt",
     )
     deliveries.set_defaults(func=cmd_deliveries)
 
     replay = command("replay", "put dead-lettered deliveries back in the queue")
-    replay.add_argument("ids", nargs="*", type=int, metavar="ID")
+    replay.add_argument("ids", nargs="*", type=_delivery_id, metavar="ID")
     replay.add_argument("--dead", action="store_true", help="replay every dead delivery")
     replay.set_defaults(func=cmd_replay)
     return parser
 
 
+_LOG_FORMATS = ("text", "json")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _delivery_id(text: str) -> int:
+    """A delivery id as the stores number them: 1 up to SQLite's largest integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a delivery id: {text!r}") from None
+    if not 1 <= value < 2**63:
+        raise argparse.ArgumentTypeError(
+            f"not a delivery id: {text} (ids run from 1 to {2**63 - 1})"
+        )
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the relay command line."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    # argparse checks the choices of what was typed, not of a default from the environment.
+    for name, env, choices in (
+        ("log_format", "RELAY_LOG_FORMAT", _LOG_FORMATS),
+        ("log_level", "RELAY_LOG_LEVEL", _LOG_LEVELS),
+    ):
+        value = getattr(args, name, None)
+        if value is not None and value not in choices:
+            parser.error(f"${env} is {value!r}: choose from {', '.join(choices)}")
     try:
         result: int = args.func(args)
     except BrokenPipeError:  # `relay route … | head`: the reader has what it wanted

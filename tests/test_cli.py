@@ -493,3 +493,25 @@ def test_check_is_quiet_about_several_workers_on_either_store(
         config.write_text("server: { port: 8080, workers: 2 }\n" + store + body)
         assert main(["check", "-c", str(config)]) == 0
         assert "workers" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "error"),
+    [
+        (("serve",), {"RELAY_LOG_LEVEL": "loud"},
+         "relay: error: $RELAY_LOG_LEVEL is 'loud': choose from debug, info, warning, error"),
+        (("serve",), {"RELAY_LOG_FORMAT": "xml"},
+         "relay: error: $RELAY_LOG_FORMAT is 'xml': choose from text, json"),
+        (("replay", "99999999999999999999"), {},
+         "relay replay: error: argument ID: not a delivery id: 99999999999999999999"
+         " (ids run from 1 to 9223372036854775807)"),
+        (("deliveries", "--id", "0"), {},
+         "relay deliveries: error: argument --id: not a delivery id: 0"
+         " (ids run from 1 to 9223372036854775807)"),
+    ],
+)  # fmt: skip
+async def test_a_bad_setting_or_id_is_a_usage_error_not_a_traceback(
+    args: tuple[str, ...], env: dict[str, str], error: str
+) -> None:
+    status, out = await run_cli(*args, "-c", str(ROOT / "relay.yaml.example"), env=env)
+    assert (status, out.splitlines()[-1]) == (2, error)
