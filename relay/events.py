@@ -163,10 +163,18 @@ def decode_body(body: bytes) -> object:
     # JSON may escape a lone surrogate ("\\ud800"), which no store, database, mail or
     # chat service takes: every string gets U+FFFD in its place, once, here. The raw
     # body, which a webhook destination sends on, keeps it. Seldom there: a search first.
-    return _storable_tree(decoded) if _SURROGATE_ESCAPE.search(text) else decoded
+    if not _SURROGATE_ESCAPE.search(text):
+        return decoded
+    cleaned = _storable_tree(decoded)
+    if isinstance(decoded, dict) and isinstance(cleaned, dict):
+        # Except the ids that name the event: one that is no text cannot name it, and
+        # is refused as it was sent (two such ids must not become one).
+        cleaned.update({key: decoded[key] for key in _NAMING_KEYS if key in decoded})
+    return cleaned
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_NAMING_KEYS = ("id", "event_id")
 
 
 def _storable_tree(value: object) -> object:
