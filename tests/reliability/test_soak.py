@@ -43,7 +43,12 @@ DISCORD_WEBHOOKS = 2
 SLACK_FAULTS = {FAULT_ERROR: 0.10, FAULT_RATE_LIMIT: 0.05, FAULT_TIMEOUT: 0.01}
 DISCORD_FAULTS = {FAULT_RATE_LIMIT: 0.03}
 DISCORD_RETRY_AFTER_S = 0.05
-TIMEOUT_HOLD_S = 1.5  # the fake holds a "timeout" this long; relay gives up after 1 s
+# relay gives up on a send after SEND_TIMEOUT_S; the fake holds a "timeout" longer. A real
+# answer later than that is a timeout too, and its retry a second 2xx. With 1 s, one run of
+# the suite in random order, beside CPU hogs and other work, counted three repeats: three
+# requests more than the faults explain, as answers that came after relay gave up would.
+SEND_TIMEOUT_S = 2.0
+TIMEOUT_HOLD_S = SEND_TIMEOUT_S + 0.5
 WARM_UP_EVENTS = 1_000
 WARM_UP_SHARE = 0.2  # warm-up: the first 1,000 events or 20% of the run, whichever is longer
 RSS_GROWTH_LIMIT = 1.2
@@ -51,8 +56,8 @@ RSS_SAMPLE_S = 0.5
 LOAD_TIMEOUT_S = 90.0
 DELIVER_TIMEOUT_S = 150.0
 # Longer than any wait relay could take before resending (backoff max 500 ms, Retry-After
-# 1 s, timeout 1 s), so a duplicate would show up within it.
-GRACE_S = 2.0
+# 1 s, timeout 2 s), so a duplicate would show up within it.
+GRACE_S = 3.0
 
 MESSAGE = re.compile(r"soak(\d{5})")
 
@@ -99,7 +104,7 @@ store:
 delivery:
   max_attempts: 50   # (16% failures)^50: no delivery dies of these faults
   backoff: {{ first: 50ms, max: 500ms }}
-  timeout: 1s
+  timeout: {SEND_TIMEOUT_S:g}s
 destinations:
 {slack_lines}
 {discord_lines}
