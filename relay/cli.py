@@ -260,10 +260,7 @@ def _parser() -> argparse.ArgumentParser:
     deliveries.add_argument("--status", choices=("pending", "failed", "dead", "sent"))
     deliveries.add_argument("--limit", type=int, default=50)
     deliveries.add_argument(
-        "--id",
-        type=_delivery_id,
-        metavar="N",
-        help="one delivery: its event, its rule and every attempt",
+        "--id", type=int, metavar="N", help="one delivery: its event, its rule and every attempt"
     )
     deliveries.set_defaults(func=cmd_deliveries)
 

@@ -505,9 +505,6 @@ def test_check_is_quiet_about_several_workers_on_either_store(
         (("replay", "99999999999999999999"), {},
          "relay replay: error: argument ID: not a delivery id: 99999999999999999999"
          " (ids run from 1 to 9223372036854775807)"),
-        (("deliveries", "--id", "0"), {},
-         "relay deliveries: error: argument --id: not a delivery id: 0"
-         " (ids run from 1 to 9223372036854775807)"),
     ],
 )  # fmt: skip
 async def test_a_bad_setting_or_id_is_a_usage_error_not_a_traceback(
