@@ -84,12 +84,9 @@ class Event:
     room: str | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        session = self.data_str("session_id")
         derived = {
-            # Keys the stores keep as text: a lone surrogate in them would fail the accept.
-            "agent_id": storable(self.agent_id),
             "kind": normalize_event_type(self.event_type),
-            "session": None if session is None else storable(session),
+            "session": self.data_str("session_id"),
             "message": self.data_str("message"),
             "role": self.data_str("role"),
             "room": self.data_str("room_name"),

@@ -85,13 +85,10 @@ def load_text(text: str, source: str, env: Mapping[str, str] | None = None) -> C
 _FAST_LOADER: type[yaml.CSafeLoader] | None = getattr(yaml, "CSafeLoader", None)
 
 
-_NULL_TAG = "tag:yaml.org,2002:null"  # `---` alone, `~`, `null`
-
-
 def _read(ctx: Context, text: str) -> Config:
     # The node tree is freed on return, before the collector is back: it never walks it.
     root = compose(ctx, text)
-    if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _NULL_TAG):
+    if root is None or is_null(root):  # nothing, or `---` alone, `~`, `null`
         if not ctx.issues:
             # Nearly always a file caught empty (truncated while written, or before it
             # was): taken as it is, a reload would turn verification and every rule off.
