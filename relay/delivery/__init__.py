@@ -17,6 +17,8 @@ Where each thing happens:
 - `conversations.py`: threads (SPEC 4.1): which thread a notification goes in, the thread a
   conversation's first send started, and the parent's count, updated at most every 2 s.
 - `digests.py`: a digest's transcript (SPEC 4.2).
+- `stored.py`: a write of what a send did (its thread, its outcome), asked again while the
+  store cannot take it.
 - `retry.py`: the RetryPolicy, exponential backoff with jitter; `Retry-After` wins.
 - `context.py`: the Worker protocol the others read (store, config, senders, clock).
 

@@ -8,8 +8,9 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from relay.delivery.context import Worker, log
-from relay.delivery.conversations import RETRY_FIRST_S, RETRY_MAX_S, Conversations, in_thread
+from relay.delivery.conversations import Conversations, in_thread
 from relay.delivery.digests import with_transcript
+from relay.delivery.stored import until_stored
 from relay.events import EventError, parse_event
 from relay.notification import Notification, build_notification
 from relay.senders.base import DeliveryError
@@ -179,24 +180,24 @@ async def _record(write: Callable[[], Awaitable[Held]], delivery: Delivery) -> H
     wait any longer cuts it off (DeliveryWorker.stop).
     """
     extra = {"event_id": delivery.event_id, "destination": delivery.destination}
-    wait_s, tries = RETRY_FIRST_S, 0
-    while True:
-        try:
-            held = await write()
-            break
-        except StoreUnavailable as exc:
-            if not tries:
-                log.warning(
-                    "cannot record delivery %s yet, trying again until the store answers: %s",
-                    delivery.id,
-                    exc,
-                    extra=extra,
-                )
-            tries += 1
-        await asyncio.sleep(wait_s)
-        wait_s = min(wait_s * 2, RETRY_MAX_S)
-    if tries:
-        log.info("recorded delivery %s after %d tries", delivery.id, tries + 1, extra=extra)
+    failures = 0
+
+    def keep_trying(exc: StoreUnavailable) -> bool:
+        nonlocal failures
+        if not failures:
+            log.warning(
+                "cannot record delivery %s yet, trying again until the store answers: %s",
+                delivery.id,
+                exc,
+                extra=extra,
+            )
+        failures += 1
+        return True
+
+    held = await until_stored(write, keep_trying)
+    assert held is not None  # never given up on
+    if failures:
+        log.info("recorded delivery %s after %d tries", delivery.id, failures + 1, extra=extra)
     if not held:
         log.warning(
             "delivery %s was claimed by another process after this one's lease ran out;"

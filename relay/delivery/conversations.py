@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Awaitable, Callable
 
 from relay.delivery.context import Worker, log
+from relay.delivery.stored import until_stored
 from relay.notification import Notification
 from relay.senders.base import DeliveryError, Sent
 from relay.store import Delivery, StoreUnavailable
@@ -17,10 +18,6 @@ from relay.store import Delivery, StoreUnavailable
 # A conversation's parent message shows its count and last activity: updated at most this
 # often, however fast the conversation goes (Slack paces chat.update like any message).
 PARENT_UPDATE_EVERY_S = 2.0
-# Writing what a send did (a new thread, its outcome) while the store is unavailable:
-# tried again this soon, then backing off to this.
-RETRY_FIRST_S = 0.05
-RETRY_MAX_S = 2.0
 
 
 def conversation_key(conversation: str) -> str:
@@ -83,20 +80,21 @@ class Conversations:
         The send stays in flight meanwhile: its lease is renewed, and its session's next
         notification is not claimed, so nothing goes out unthreaded. Only a stop gives up.
         """
-        wait_s = RETRY_FIRST_S
-        while True:
-            try:
-                await write()
-                return
-            except StoreUnavailable as exc:
-                extra = {"destination": self._destination}
-                if self._worker.stopping:
-                    log.error("could not keep a conversation's thread: %s", exc, extra=extra)
-                    return
-                log.warning("cannot keep a conversation's thread yet: %s", exc, extra=extra)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._worker.stopped.wait(), timeout=wait_s)
-            wait_s = min(wait_s * 2, RETRY_MAX_S)
+        extra = {"destination": self._destination}
+
+        def keep_trying(exc: StoreUnavailable) -> bool:
+            if self._worker.stopping:
+                log.error("could not keep a conversation's thread: %s", exc, extra=extra)
+                return False
+            log.warning("cannot keep a conversation's thread yet: %s", exc, extra=extra)
+            return True
+
+        await until_stored(write, keep_trying, self._pause)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait, unless the worker stops first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._worker.stopped.wait(), timeout=seconds)
 
     @property
     def idle(self) -> bool:
